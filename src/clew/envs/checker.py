@@ -1,0 +1,143 @@
+"""Conformance checker for text envs: types, seeded determinism, replay, termination, no torch."""
+
+from __future__ import annotations
+
+import random
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+from clew.envs.base import Env, EnvFinishedError, StepResult
+from clew.envs.registry import make
+
+GARBAGE_ACTION = "%% not an action %%"
+
+
+class EnvCheckError(AssertionError):
+    """An env broke the contract; the message lists every problem found."""
+
+
+@dataclass
+class EnvReport:
+    """What ``check_env`` looked at."""
+
+    env_name: str
+    episodes: int = 0
+    steps: int = 0
+    problems: list[str] = field(default_factory=list)
+
+
+def check_env(env: Env | str, seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 400) -> EnvReport:
+    """Check an env (instance or registered id) against the contract; raise ``EnvCheckError``.
+
+    For each seed it plays one episode with actions drawn from a seeded mix of the expert, the
+    valid actions and a garbage string, then replays the same actions from the same seed and
+    compares transcripts, rewards and state keys. It checks that stepping after the end raises
+    ``EnvFinishedError`` and that importing the env's module does not import torch.
+    """
+    instance = make(env) if isinstance(env, str) else env
+    report = EnvReport(type(instance).__name__)
+    for seed in seeds:
+        _check_seed(instance, seed, max_steps, report)
+    _check_no_torch(type(instance).__module__, report)
+    if report.problems:
+        raise EnvCheckError(f"{report.env_name} failed check_env:\n- " + "\n- ".join(report.problems))
+    return report
+
+
+def _check_seed(env: Env, seed: int, max_steps: int, report: EnvReport) -> None:
+    first = env.reset(seed)
+    if not isinstance(first, str):
+        report.problems.append(f"reset({seed}) returned {type(first).__name__}, expected str")
+        return
+    if env.reset(seed) != first:
+        report.problems.append(f"reset({seed}) is not deterministic: two resets gave different text")
+    actions, transcript = _play(env, seed, max_steps, report)
+    replay = _replay(env, seed, actions)
+    if replay != transcript:
+        report.problems.append(f"seed {seed}: replaying the same actions gave a different transcript")
+    report.episodes += 1
+    report.steps += len(actions)
+
+
+def _play(env: Env, seed: int, max_steps: int, report: EnvReport) -> tuple[list[str], list[Any]]:
+    rng = random.Random(seed)
+    first = env.reset(seed)
+    actions: list[str] = []
+    transcript: list[Any] = [first, _state(env)]
+    for _ in range(max_steps):
+        action = _pick_action(env, rng)
+        result = env.step(action)
+        _check_result(result, report)
+        actions.append(action)
+        transcript.append(_row(result, env))
+        if result.terminated or result.truncated:
+            _check_finished(env, report)
+            return actions, transcript
+    report.problems.append(f"seed {seed}: episode did not end within {max_steps} steps (no truncation?)")
+    return actions, transcript
+
+
+def _replay(env: Env, seed: int, actions: list[str]) -> list[Any]:
+    transcript: list[Any] = [env.reset(seed), _state(env)]
+    for action in actions:
+        transcript.append(_row(env.step(action), env))
+    return transcript
+
+
+def _pick_action(env: Env, rng: random.Random) -> str:
+    roll = rng.random()
+    if roll < 0.1:
+        return GARBAGE_ACTION
+    if roll < 0.6 and hasattr(env, "expert_action"):
+        return str(env.expert_action())
+    if hasattr(env, "valid_actions"):
+        return str(rng.choice(env.valid_actions()))
+    return GARBAGE_ACTION
+
+
+def _row(result: StepResult, env: Env) -> tuple[Any, ...]:
+    return (result.observation, result.reward, result.terminated, result.truncated, _state(env))
+
+
+def _state(env: Env) -> str | None:
+    return env.state_key() if hasattr(env, "state_key") else None  # type: ignore[no-any-return]
+
+
+def _check_result(result: Any, report: EnvReport) -> None:
+    if not isinstance(result, StepResult):
+        report.problems.append(f"step returned {type(result).__name__}, expected StepResult")
+        return
+    kinds = [
+        ("observation", result.observation, str),
+        ("reward", result.reward, (int, float)),
+        ("terminated", result.terminated, bool),
+        ("truncated", result.truncated, bool),
+        ("info", result.info, dict),
+    ]
+    for name, value, kind in kinds:
+        if not isinstance(value, kind):
+            report.problems.append(f"StepResult.{name} has type {type(value).__name__}")
+    if result.terminated and result.truncated:
+        report.problems.append("StepResult is both terminated and truncated")
+
+
+def _check_finished(env: Env, report: EnvReport) -> None:
+    try:
+        env.step(GARBAGE_ACTION)
+    except EnvFinishedError:
+        return
+    except Exception as exc:  # any other error is unclear to the user
+        report.problems.append(f"step after the end raised {type(exc).__name__}, expected EnvFinishedError")
+        return
+    report.problems.append("step after the end did not raise EnvFinishedError")
+
+
+def _check_no_torch(module: str, report: EnvReport) -> None:
+    code = f"import sys, importlib; importlib.import_module({module!r}); print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    if out.returncode != 0:
+        report.problems.append(f"importing {module} failed: {out.stderr.strip()[-200:]}")
+    elif out.stdout.strip() != "False":
+        report.problems.append(f"importing {module} imports torch; envs must stay torch-free")

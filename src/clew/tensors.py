@@ -1,0 +1,61 @@
+"""Torch records: packing (prompt, action) token rows into padded tensors with exact loss masks.
+
+Shapes: ``B`` rows, ``T`` tokens. A row is ``prompt_ids + action_ids`` (right padded); position
+``t`` of ``action_mask`` is 1 when token ``t`` is a sampled action token, which is scored by the
+logits at ``t - 1``. Several action spans per row are allowed (merged multi-turn rows).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class PackedRows:
+    """Right-padded token rows."""
+
+    input_ids: torch.Tensor  # (B, T) long
+    attention_mask: torch.Tensor  # (B, T) long, 1 on real tokens
+    action_mask: torch.Tensor  # (B, T) float, 1 on sampled action tokens
+
+
+def pack_rows(rows: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int) -> PackedRows:
+    """Pack ``(prompt_ids, action_ids)`` pairs; the mask covers exactly the action tokens."""
+    return pack_spans([[(list(p), False), (list(a), True)] for p, a in rows], pad_id)
+
+
+def pack_spans(rows: Sequence[Sequence[tuple[list[int], bool]]], pad_id: int) -> PackedRows:
+    """Pack rows given as ``[(ids, is_action), ...]`` spans (used by merged multi-turn rows)."""
+    flat = [[t for ids, _ in spans for t in ids] for spans in rows]
+    flags = [[float(act) for ids, act in spans for _ in ids] for spans in rows]
+    width = max((len(r) for r in flat), default=0)
+    input_ids = torch.full((len(rows), width), pad_id, dtype=torch.long)
+    attention = torch.zeros((len(rows), width), dtype=torch.long)
+    action = torch.zeros((len(rows), width), dtype=torch.float32)
+    for i, (ids, flag) in enumerate(zip(flat, flags)):
+        input_ids[i, : len(ids)] = torch.tensor(ids, dtype=torch.long)
+        attention[i, : len(ids)] = 1
+        action[i, : len(ids)] = torch.tensor(flag, dtype=torch.float32)
+    if width and bool(action[:, 0].any()):
+        raise ValueError("an action span cannot start a row: it needs at least one prompt token before it")
+    return PackedRows(input_ids, attention, action)
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad prompts for batched generation: returns ``(input_ids, attention_mask)``, (B, T)."""
+    width = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), width), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, width - len(p) :] = torch.tensor(list(p), dtype=torch.long)
+            mask[i, width - len(p) :] = 1
+    return ids, mask
+
+
+def positions(attention_mask: torch.Tensor) -> torch.Tensor:
+    """Position ids that skip padding: 0, 1, ... over the real tokens of each row."""
+    return (attention_mask.cumsum(-1) - 1).clamp(min=0)

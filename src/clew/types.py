@@ -1,0 +1,139 @@
+"""Torch-free records that flow between stages: Turn, Episode, Group (DESIGN.md section 2).
+
+Shapes and names used across clew: ``G`` group size, ``N`` turns, ``B`` rows, ``T`` tokens.
+Every record round-trips through plain dicts (and therefore JSON) without loss.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Turn:
+    """One decision of the agent.
+
+    Attributes:
+        prompt_ids: the exact token ids the policy conditioned on.
+        action_ids: the exact token ids it sampled (including a sampled stop token).
+        behavior_logprobs: log-probabilities of ``action_ids`` under the rollout engine.
+        action_text: the decoded action passed to the environment.
+        reward: the environment's reward for this step.
+        observation: what the environment answered.
+        state_key: canonical env state when the action was taken, or None.
+        info: free-form details (``invalid_action``, tool errors, ...).
+    """
+
+    prompt_ids: list[int]
+    action_ids: list[int]
+    behavior_logprobs: list[float]
+    action_text: str
+    reward: float = 0.0
+    observation: str = ""
+    state_key: str | None = None
+    info: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "prompt_ids": list(self.prompt_ids),
+            "action_ids": list(self.action_ids),
+            "behavior_logprobs": [float(x) for x in self.behavior_logprobs],
+            "action_text": self.action_text,
+            "reward": float(self.reward),
+            "observation": self.observation,
+            "state_key": self.state_key,
+            "info": dict(self.info),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Turn:
+        return cls(**d)
+
+
+@dataclass
+class Episode:
+    """One rollout of a task: its turns and how it ended.
+
+    ``outcome`` is the episode's final scalar: the sum of its turn rewards unless a shaper sets it.
+    ``error`` records an env or tool failure (the episode then also has ``truncated=True``).
+    """
+
+    task_id: str
+    group_id: int
+    seed: int
+    turns: list[Turn] = field(default_factory=list)
+    outcome: float = 0.0
+    terminated: bool = False
+    truncated: bool = False
+    truncation_reason: str | None = None
+    error: str | None = None
+    first_observation: str = ""
+
+    @property
+    def done(self) -> bool:
+        return self.terminated or self.truncated
+
+    @property
+    def success(self) -> bool:
+        return self.terminated and self.outcome > 0
+
+    @property
+    def invalid_actions(self) -> int:
+        return sum(bool(t.info.get("invalid_action")) for t in self.turns)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "task_id": self.task_id,
+            "group_id": self.group_id,
+            "seed": self.seed,
+            "turns": [t.to_dict() for t in self.turns],
+            "outcome": float(self.outcome),
+            "terminated": self.terminated,
+            "truncated": self.truncated,
+            "truncation_reason": self.truncation_reason,
+            "error": self.error,
+            "first_observation": self.first_observation,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Episode:
+        d = dict(d)
+        d["turns"] = [Turn.from_dict(t) for t in d["turns"]]
+        return cls(**d)
+
+
+@dataclass
+class Group:
+    """The ``G`` episodes of one task from the same seed: the unit of group-relative baselines."""
+
+    group_id: int
+    task_id: str
+    seed: int
+    episodes: list[Episode] = field(default_factory=list)
+
+    @property
+    def outcomes(self) -> list[float]:
+        return [e.outcome for e in self.episodes]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "group_id": self.group_id,
+            "task_id": self.task_id,
+            "seed": self.seed,
+            "episodes": [e.to_dict() for e in self.episodes],
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Group:
+        d = dict(d)
+        d["episodes"] = [Episode.from_dict(e) for e in d["episodes"]]
+        return cls(**d)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, text: str) -> Group:
+        return cls.from_dict(json.loads(text))
