@@ -109,7 +109,7 @@ def _check_result(result: Any, report: EnvReport) -> None:
     if not isinstance(result, StepResult):
         report.problems.append(f"step returned {type(result).__name__}, expected StepResult")
         return
-    kinds = [
+    kinds: list[tuple[str, object, type | tuple[type, ...]]] = [
         ("observation", result.observation, str),
         ("reward", result.reward, (int, float)),
         ("terminated", result.terminated, bool),

@@ -27,7 +27,11 @@ class Bifurcation:
     """
 
     def __init__(
-        self, branches: int = 3, corridor_length: int = 10, mapping_seed: int = 0, max_steps: int | None = None
+        self,
+        branches: int = 3,
+        corridor_length: int = 10,
+        mapping_seed: int = 0,
+        max_steps: int | None = None,
     ) -> None:
         if not 2 <= branches <= len(SIGNALS):
             raise ValueError(f"bifurcation branches must be in [2, {len(SIGNALS)}], got {branches}")

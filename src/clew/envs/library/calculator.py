@@ -39,7 +39,7 @@ def evaluate(expression: str) -> float:
 
 def _eval(node: ast.AST) -> float:
     if isinstance(node, ast.Constant) and type(node.value) in (int, float):
-        return _check(node.value)
+        return _check(float(node.value) if isinstance(node.value, float) else int(node.value))  # type: ignore[arg-type]
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:

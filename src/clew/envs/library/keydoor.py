@@ -18,8 +18,9 @@ class KeyDoor:
 
     Coordinates are ``(x, y)`` with ``x`` the column and ``y`` the row; ``up`` decreases ``y``.
     The agent cannot walk into the door; ``pickup`` works on the key's cell; ``open`` works next to
-    the door while carrying the key. ``layout="corners"`` puts agent, key and door in three
-    different corners so the optimal horizon grows with size (about ``2 * (width + height)``);
+    the door while carrying the key. ``layout="corners"`` starts the agent in a corner with the door
+    beside it and the key in the opposite corner, so the optimal horizon is about
+    ``2 * (width + height)``;
     ``layout="random"`` places them anywhere. ``info["optimal_steps"]`` gives the shortest solution.
 
     Args:
@@ -92,9 +93,9 @@ class KeyDoor:
     def _place(self, rng: random.Random) -> tuple[Cell, Cell, Cell]:
         if self.layout == "corners":
             w, h = self.width - 1, self.height - 1
-            corners = [(0, 0), (w, 0), (0, h), (w, h)]
-            rng.shuffle(corners)
-            return corners[0], corners[1], corners[2]
+            ax, ay = rng.choice([(0, 0), (w, 0), (0, h), (w, h)])
+            step = rng.choice([(1 if ax == 0 else -1, 0), (0, 1 if ay == 0 else -1)])
+            return (ax, ay), (w - ax, h - ay), (ax + step[0], ay + step[1])
         cells = [(x, y) for y in range(self.height) for x in range(self.width)]
         agent, key, door = rng.sample(cells, 3)
         return agent, key, door

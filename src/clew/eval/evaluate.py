@@ -1,0 +1,83 @@
+"""Evaluate a frozen actor on held-out seeds: success with a 95 % interval and episode metrics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from clew.eval.stats import wilson_interval
+from clew.rollout import Actor, Framing, RolloutConfig, Task, collect
+from clew.types import Episode, Group
+
+EVAL_SEED_BASE = 1_000_000  # training seeds stay below this, evaluation seeds start here
+
+
+@dataclass(frozen=True)
+class EvalResult:
+    """Trajectory-level metrics over ``episodes`` episodes."""
+
+    episodes: int
+    success_rate: float
+    success_low: float
+    success_high: float
+    mean_turns: float
+    mean_return: float
+    invalid_action_rate: float
+    truncation_rate: float
+    error_rate: float
+
+    def as_dict(self) -> dict[str, float]:
+        return {k: float(v) for k, v in asdict(self).items()}
+
+    def summary(self) -> str:
+        return (
+            f"success {self.success_rate:.1%} [{self.success_low:.1%}, {self.success_high:.1%}] "
+            f"over {self.episodes} episodes; mean turns {self.mean_turns:.1f}; "
+            f"invalid actions {self.invalid_action_rate:.1%}; truncated {self.truncation_rate:.1%}"
+        )
+
+
+def eval_tasks(
+    env_id: str, episodes: int, group_size: int, env_kwargs: dict[str, Any], offset: int = 0
+) -> list[Task]:
+    """Held-out tasks: ``episodes / group_size`` seeds starting at ``EVAL_SEED_BASE + offset``."""
+    n_tasks = max(1, -(-episodes // group_size))
+    return [Task(env_id, EVAL_SEED_BASE + offset + i, dict(env_kwargs)) for i in range(n_tasks)]
+
+
+def evaluate(
+    actor: Actor,
+    tasks: Sequence[Task],
+    cfg: RolloutConfig,
+    seed: int = 0,
+    framing: Framing | None = None,
+    chunk_tasks: int = 16,
+    on_progress: Callable[[int], None] | None = None,
+) -> tuple[EvalResult, list[Group]]:
+    """Roll out every task (in chunks, so memory stays flat) and summarise."""
+    groups: list[Group] = []
+    for start in range(0, len(tasks), chunk_tasks):
+        chunk = tasks[start : start + chunk_tasks]
+        groups += collect(actor, chunk, cfg, seed=seed + start, framing=framing, group_offset=start)
+        if on_progress:
+            on_progress(sum(len(g.episodes) for g in groups))
+    return summarize([e for g in groups for e in g.episodes]), groups
+
+
+def summarize(episodes: Sequence[Episode]) -> EvalResult:
+    n = len(episodes)
+    wins = sum(e.success for e in episodes)
+    turns = sum(len(e.turns) for e in episodes)
+    low, high = wilson_interval(wins, n)
+    return EvalResult(
+        episodes=n,
+        success_rate=wins / n if n else 0.0,
+        success_low=low,
+        success_high=high,
+        mean_turns=turns / n if n else 0.0,
+        mean_return=sum(e.outcome for e in episodes) / n if n else 0.0,
+        invalid_action_rate=sum(e.invalid_actions for e in episodes) / turns if turns else 0.0,
+        truncation_rate=sum(e.truncated for e in episodes) / n if n else 0.0,
+        error_rate=sum(e.error is not None for e in episodes) / n if n else 0.0,
+    )

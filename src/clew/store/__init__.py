@@ -1,0 +1,1 @@
+"""Run directories: atomic writes, metrics, trajectories, checkpoint discovery (torch-free)."""

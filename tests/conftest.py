@@ -1,0 +1,26 @@
+"""Shared fixtures: one tiny model built in-process per test session (no downloads)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+torch.set_num_threads(2)
+
+
+@pytest.fixture(scope="session")
+def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from clew.policy import TinyModelConfig, build_tiny
+
+    return build_tiny(
+        tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2)
+    )
+
+
+@pytest.fixture(scope="session")
+def tiny_policy(tiny_dir: Path):  # type: ignore[no-untyped-def]
+    from clew.policy import HFPolicy
+
+    return HFPolicy.from_pretrained(tiny_dir)

@@ -1,0 +1,30 @@
+import json
+import subprocess
+import sys
+
+from clew.types import Episode, Group, Turn
+
+
+def _group() -> Group:
+    t1 = Turn([1, 2, 3], [4, 5], [-0.5, -1.25], "up", 0.0, "obs", "0,0,0", {"invalid_action": False})
+    t2 = Turn([1, 2, 3, 4, 5, 6], [7], [-0.1], "open", 1.0, "done", None, {})
+    ep = Episode("keydoor-v0#3", 0, 3, [t1, t2], 1.0, True, False, None, None, "first")
+    return Group(0, "keydoor-v0#3", 3, [ep, Episode("keydoor-v0#3", 0, 3, error="boom", truncated=True)])
+
+
+def test_group_round_trips_through_json_without_loss() -> None:
+    group = _group()
+    again = Group.from_json(json.dumps(json.loads(group.to_json())))
+    assert again == group
+    assert again.episodes[0].turns[0].behavior_logprobs == [-0.5, -1.25]
+
+
+def test_episode_properties() -> None:
+    ep = _group().episodes[0]
+    assert ep.success and ep.done and ep.invalid_actions == 0
+
+
+def test_types_and_envs_import_no_torch() -> None:
+    code = "import sys, clew.types, clew.envs, clew.store.run, clew.credit; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
