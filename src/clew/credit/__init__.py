@@ -1,0 +1,9 @@
+"""Credit assignment: advantage estimators behind one contract (torch-free, vectorised numpy).
+
+``compute(name, CreditInput, **params) -> Credit``; ``available()`` lists names with metadata.
+"""
+
+from clew.credit import outcome, stepwise, tokens  # noqa: F401  (registers the estimators)
+from clew.credit.base import Credit, CreditInput, EstimatorSpec, available, check_params, compute, get
+
+__all__ = ["Credit", "CreditInput", "EstimatorSpec", "available", "check_params", "compute", "get"]
