@@ -1,0 +1,21 @@
+"""Policy objectives (pure torch): surrogates by name, loss aggregation, regularisers."""
+
+from clew.objectives.aggregate import MODES, aggregate
+from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get
+from clew.objectives.regularizers import entropy_bonus, kl_penalty, kl_reward_penalty, tis_weights
+from clew.objectives.surrogate import power_mean_ratio
+
+__all__ = [
+    "MODES",
+    "ObjectiveSpec",
+    "aggregate",
+    "available",
+    "check_params",
+    "compute",
+    "entropy_bonus",
+    "get",
+    "kl_penalty",
+    "kl_reward_penalty",
+    "power_mean_ratio",
+    "tis_weights",
+]

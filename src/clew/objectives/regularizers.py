@@ -1,0 +1,59 @@
+"""Regularisers and corrections: KL to a reference (in the loss or in the reward), entropy, TIS."""
+
+from __future__ import annotations
+
+import torch
+
+Tensor = torch.Tensor
+KL_ESTIMATORS = ("k1", "k2", "k3")
+
+
+def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
+    """Per-token estimate of KL(pi || pi_ref) from samples of pi, (B, T).
+
+    Schulman, "Approximating KL Divergence" (2020); verl ``kl_penalty``. With d = log pi - log pi_ref:
+    k1 = d; k2 = d^2 / 2; k3 = exp(-d) + d - 1 (the "low-variance" estimator; -d clamped to +-20 and
+    the result to [-10, 10] as in verl). k1 can be negative per token; k3 is non-negative.
+    """
+    delta = logp - ref_logp
+    if estimator == "k1":
+        return delta
+    if estimator == "k2":
+        return 0.5 * delta**2
+    if estimator == "k3":
+        kappa = (-delta).clamp(-20, 20)
+        return (kappa.exp() - kappa - 1).clamp(-10, 10)
+    raise ValueError(f"kl estimator must be one of {list(KL_ESTIMATORS)}, got {estimator!r}")
+
+
+def kl_reward_penalty(old_logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float) -> Tensor:
+    """KL in the reward: the per-token reward change -beta * k1(old, ref), (B, T), no gradient.
+
+    verl ``apply_kl_penalty`` / Ouyang et al. (arXiv 2203.02155, Eq. 2): r_t <- r_t - beta k1_t,
+    computed with the sampling-time log-probs. Sum a turn's entries to fold it into turn rewards.
+    """
+    return (-beta * kl_penalty(old_logp, ref_logp, "k1") * mask).detach()
+
+
+def entropy_bonus(entropy: Tensor, coef: float) -> Tensor:
+    """Per-token loss term -coef * H_t (verl ``entropy_coeff``; default 0 there)."""
+    return -coef * entropy
+
+
+def tis_weights(
+    old_logp: Tensor, behavior_logp: Tensor, mask: Tensor, cap: float = 2.0, level: str = "token"
+) -> Tensor:
+    """Truncated importance-sampling weights for rollout/trainer mismatch, detached, (B, T).
+
+    Yao et al., "Your Efficient RL Framework Secretly Brings You Off-Policy RL Training" (2025):
+    w = min(pi_train / pi_rollout, C), C = 2.0 (verl). ``level="sequence"`` uses the product over
+    the row's tokens. No lower truncation. Multiply the per-token policy loss by w.
+    """
+    if cap <= 0:
+        raise ValueError(f"tis cap must be > 0, got {cap}")
+    log_w = torch.where(mask.bool(), old_logp - behavior_logp, torch.zeros_like(old_logp))
+    if level == "sequence":
+        log_w = log_w.sum(-1, keepdim=True).expand_as(old_logp)
+    elif level != "token":
+        raise ValueError(f"tis level must be 'token' or 'sequence', got {level!r}")
+    return (log_w.clamp(-20, 20).exp() * mask).clamp(max=cap).detach()
