@@ -14,9 +14,7 @@ torch.set_num_threads(2)
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from clew.policy import TinyModelConfig, build_tiny
 
-    return build_tiny(
-        tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2)
-    )
+    return build_tiny(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2))
 
 
 @pytest.fixture(scope="session")

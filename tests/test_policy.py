@@ -14,9 +14,7 @@ def test_tokenizer_round_trips_through_auto_tokenizer(tiny_dir: Path) -> None:
     loaded = AutoTokenizer.from_pretrained(tiny_dir)
     rng = random.Random(0)
     for _ in range(300):
-        text = "".join(
-            chr(rng.choice([rng.randint(32, 126), rng.randint(0xA0, 0x2FFF), 10])) for _ in range(30)
-        )
+        text = "".join(chr(rng.choice([rng.randint(32, 126), rng.randint(0xA0, 0x2FFF), 10])) for _ in range(30))
         ids = loaded.encode(text, add_special_tokens=False)
         assert ids == trained.encode(text, add_special_tokens=False)
         assert loaded.decode(ids) == text
@@ -43,9 +41,7 @@ def test_chat_format_matches_template(tiny_policy: HFPolicy) -> None:
 
 def test_generation_is_deterministic_and_logprobs_match(tiny_policy: HFPolicy) -> None:
     tok = tiny_policy.tokenizer
-    prompts = [
-        tok.encode(t, add_special_tokens=False) for t in ["hello there", "x", "Grid 5x5. You are at (1,1)."]
-    ]
+    prompts = [tok.encode(t, add_special_tokens=False) for t in ["hello there", "x", "Grid 5x5. You are at (1,1)."]]
     params = SamplingParams(temperature=1.0, max_new_tokens=12)
     first = tiny_policy.generate(prompts, params, seed=7)
     again = tiny_policy.generate(prompts, params, seed=7)
@@ -70,9 +66,7 @@ def test_stop_tokens_end_completions(tiny_policy: HFPolicy) -> None:
     prompt = [5, 6, 7]
     free = tiny_policy.generate([prompt], SamplingParams(temperature=0, max_new_tokens=8), seed=0)[0]
     stop = free.token_ids[2]
-    cut = tiny_policy.generate(
-        [prompt], SamplingParams(temperature=0, max_new_tokens=8, stop_token_ids=(stop,)), 0
-    )[0]
+    cut = tiny_policy.generate([prompt], SamplingParams(temperature=0, max_new_tokens=8, stop_token_ids=(stop,)), 0)[0]
     assert cut.finish_reason == "stop" and cut.token_ids[-1] == stop and len(cut.token_ids) <= 3
 
 

@@ -6,13 +6,9 @@ from clew.rollout import Framing, PolicyActor, RolloutConfig, ScriptedActor, Tas
 from clew.types import Group
 
 
-def _collect(
-    policy: HFPolicy, cfg: RolloutConfig, seed: int = 0, tasks: list[Task] | None = None
-) -> list[Group]:
+def _collect(policy: HFPolicy, cfg: RolloutConfig, seed: int = 0, tasks: list[Task] | None = None) -> list[Group]:
     # many stop tokens, so an untrained model ends most actions early and episodes run several turns
-    params = SamplingParams(
-        temperature=1.0, max_new_tokens=cfg.max_new_tokens, stop_token_ids=tuple(range(2, 300))
-    )
+    params = SamplingParams(temperature=1.0, max_new_tokens=cfg.max_new_tokens, stop_token_ids=tuple(range(2, 300)))
     actor = PolicyActor(policy, params)
     tasks = tasks or [Task("keydoor-v0", 1), Task("toolcalc-v0", 2), Task("bifurcation-v0", 3)]
     return collect(actor, tasks, cfg, seed=seed, framing=Framing(policy.tokenizer, policy.chat))
@@ -37,10 +33,7 @@ def test_full_context_prompts_extend_prompt_plus_action(tiny_policy: HFPolicy) -
     groups = collect(actor, [Task("keydoor-v0", 5)], cfg, 0, Framing(tiny_policy.tokenizer, tiny_policy.chat))
     for ep in groups[0].episodes:
         for prev, nxt in zip(ep.turns, ep.turns[1:]):
-            assert (
-                nxt.prompt_ids[: len(prev.prompt_ids) + len(prev.action_ids)]
-                == prev.prompt_ids + prev.action_ids
-            )
+            assert nxt.prompt_ids[: len(prev.prompt_ids) + len(prev.action_ids)] == prev.prompt_ids + prev.action_ids
 
 
 def test_window_context_keeps_only_recent_turns(tiny_policy: HFPolicy) -> None:

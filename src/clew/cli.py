@@ -56,9 +56,7 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     except EnvCheckError as exc:
         console.print(f"[red]FAIL[/red] {exc}")
         return 1
-    console.print(
-        f"[green]OK[/green] {args.env_id}: {report.episodes} episodes, {report.steps} steps, replay exact"
-    )
+    console.print(f"[green]OK[/green] {args.env_id}: {report.episodes} episodes, {report.steps} steps, replay exact")
     return 0
 
 
@@ -103,9 +101,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     with progress() as bar:
         job = bar.add_task(f"eval {args.policy} on {args.env}", total=len(tasks) * args.group_size)
-        result, _ = evaluate(
-            actor, tasks, cfg, args.seed, framing, on_progress=lambda n: bar.update(job, completed=n)
-        )
+        result, _ = evaluate(actor, tasks, cfg, args.seed, framing, on_progress=lambda n: bar.update(job, completed=n))
     console.print(result.summary())
     return 0
 

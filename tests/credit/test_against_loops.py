@@ -76,9 +76,7 @@ def loop_gigpo(b: dict, gamma: float = 0.95) -> list[float]:
     for i in range(len(ret)):
         key = b["state_key"][i]
         peers = [
-            ret[j]
-            for j in range(len(ret))
-            if key >= 0 and b["group"][j] == b["group"][i] and b["state_key"][j] == key
+            ret[j] for j in range(len(ret)) if key >= 0 and b["group"][j] == b["group"][i] and b["state_key"][j] == key
         ]
         step = ret[i] - statistics.fmean(peers) if len(peers) > 1 else 0.0
         out.append(z_mean_only(b, i, episode_adv) + step)
@@ -105,9 +103,7 @@ def loop_tempo(b: dict) -> list[float]:
         mean, std = (0.0, 1.0) if len(vals) == 1 else (statistics.fmean(vals), statistics.stdev(vals) + 1e-6)
         for j in range(len(responses[e])):
             parent = [b["outcome"][eps_[p][0]] for p in peers if responses[p][:j] == responses[e][:j]]
-            child = [
-                b["outcome"][eps_[p][0]] for p in peers if responses[p][: j + 1] == responses[e][: j + 1]
-            ]
+            child = [b["outcome"][eps_[p][0]] for p in peers if responses[p][: j + 1] == responses[e][: j + 1]]
             out.append((r - mean + statistics.fmean(child) - statistics.fmean(parent)) / std)
     return out
 
@@ -127,9 +123,7 @@ def loop_softmin(b: dict, temp: float = 0.1) -> list[float]:
 @given(batches())
 def test_vectorised_equals_loops(b: dict) -> None:
     inp = CreditInput.from_arrays(**b)
-    np.testing.assert_allclose(
-        compute("reinforce", inp, gamma=0.9).turn_advantage, loop_returns(b, 0.9), atol=1e-9
-    )
+    np.testing.assert_allclose(compute("reinforce", inp, gamma=0.9).turn_advantage, loop_returns(b, 0.9), atol=1e-9)
     np.testing.assert_allclose(compute("grpo", inp).turn_advantage, loop_grpo(b), atol=1e-9)
     np.testing.assert_allclose(compute("gigpo", inp).turn_advantage, loop_gigpo(b), atol=1e-9)
     np.testing.assert_allclose(compute("pure", inp).turn_return, loop_softmin(b), atol=1e-9)
@@ -145,8 +139,6 @@ def test_rloo_equals_leave_one_out_mean(b: dict) -> None:
     adv = compute("rloo", inp).turn_advantage
     eps_ = episodes_of(b)
     for e, rows in eps_.items():
-        others = [
-            b["outcome"][r[0]] for p, r in eps_.items() if p != e and b["group"][r[0]] == b["group"][rows[0]]
-        ]
+        others = [b["outcome"][r[0]] for p, r in eps_.items() if p != e and b["group"][r[0]] == b["group"][rows[0]]]
         expected = b["outcome"][rows[0]] - statistics.fmean(others) if others else 0.0
         assert abs(adv[rows[0]] - expected) < 1e-9

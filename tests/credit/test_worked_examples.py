@@ -24,9 +24,7 @@ def test_grpo_binary_and_graded() -> None:
 
 
 def test_dr_grpo_drops_std() -> None:
-    close(
-        compute("grpo", outcome_only([1, 0, 0, 1]), scale_by_std=False).turn_advantage, [0.5, -0.5, -0.5, 0.5]
-    )
+    close(compute("grpo", outcome_only([1, 0, 0, 1]), scale_by_std=False).turn_advantage, [0.5, -0.5, -0.5, 0.5])
     close(compute("grpo", outcome_only([0.8, 0.2, 0.5]), scale_by_std=False).turn_advantage, [0.3, -0.3, 0])
 
 
@@ -39,9 +37,7 @@ def test_grpo_edge_cases() -> None:
 
 def test_grpo_stats_over_episode_vs_turn_rows() -> None:
     # Flow-GRPO example: episodes with 2, 3, 1 turns, R = [1, 0, 1]
-    inp = CreditInput.from_arrays(
-        [0] * 6, [0, 0, 1, 1, 1, 2], [0, 1, 0, 1, 2, 0], [0] * 6, [1, 1, 0, 0, 0, 1]
-    )
+    inp = CreditInput.from_arrays([0] * 6, [0, 0, 1, 1, 1, 2], [0, 1, 0, 1, 2, 0], [0] * 6, [1, 1, 0, 0, 0, 1])
     # per episode: mean 2/3, std 0.5774 -> +0.577, -1.155
     close(compute("grpo", inp).turn_advantage, [0.5774, 0.5774, -1.1547, -1.1547, -1.1547, 0.5774])
     # over 6 rows [1,1,0,0,0,1]: mean 0.5, std 0.5477 -> +-0.913
@@ -113,9 +109,7 @@ def test_turn_returns_mapo_mixed_example() -> None:
 
 def test_turn_returns_mars_agent_pools() -> None:
     # one seat: game 1 won in 3 turns G=[1,1,1]; game 2 lost in 2 turns G=[-1,-1]
-    inp = CreditInput.from_arrays(
-        [0] * 5, [0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [0, 0, 1, 0, -1], [1, 1, 1, -1, -1]
-    )
+    inp = CreditInput.from_arrays([0] * 5, [0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [0, 0, 1, 0, -1], [1, 1, 1, -1, -1])
     close(compute("turn_returns", inp, normalize="agent").turn_advantage, [0.8, 0.8, 0.8, -1.2, -1.2])
     close(
         compute("turn_returns", inp, normalize="agent", distinct_values=True).turn_advantage,

@@ -54,9 +54,7 @@ def test_loop_clip_window() -> None:
 def test_gspo_sequence_ratio_and_all_or_nothing_clip() -> None:
     # log r = [0.1, -0.2, 0.4] -> mean 0.1 -> s = 1.10517 > 1.0004 -> whole sequence clipped
     logp = t([[0.1, -0.2, 0.4], [2e-4, -1e-4, 5e-4]]).requires_grad_(True)
-    loss, metrics = compute(
-        "gspo", logp, torch.zeros_like(logp), torch.ones_like(logp), torch.ones_like(logp)
-    )
+    loss, metrics = compute("gspo", logp, torch.zeros_like(logp), torch.ones_like(logp), torch.ones_like(logp))
     torch.testing.assert_close(loss[0], t([-1.0004] * 3))
     loss.sum().backward()
     assert logp.grad is not None
@@ -108,9 +106,7 @@ def test_holder_power_mean_and_token_weights(p: float, rho: float, grads: list[f
 
 def test_holder_p1_is_arithmetic_mean_in_the_loss() -> None:
     logp = t([[math.log(1.05), math.log(0.98), math.log(1.01)]])
-    loss, metrics = compute(
-        "holder", logp, torch.zeros_like(logp), torch.ones_like(logp), torch.ones_like(logp), p=1.0
-    )
+    loss, metrics = compute("holder", logp, torch.zeros_like(logp), torch.ones_like(logp), torch.ones_like(logp), p=1.0)
     mean_ratio = (1.05 + 0.98 + 1.01) / 3
     assert metrics["policy/seq_ratio_mean"].item() == pytest.approx(mean_ratio)
     torch.testing.assert_close(loss[0], t([-mean_ratio] * 3))

@@ -92,9 +92,7 @@ class CreditInput:
         an ``info["agent"]`` on turns fills ``agent``.
         """
         keys: dict[str, int] = {}
-        cols: dict[str, list[Any]] = {
-            k: [] for k in ("group", "episode", "turn", "reward", "outcome", "state")
-        }
+        cols: dict[str, list[Any]] = {k: [] for k in ("group", "episode", "turn", "reward", "outcome", "state")}
         offsets, token_ids, logprob = [0], [], []
         entropy: list[list[float] | None] = []
         agents: list[int | None] = []
@@ -111,9 +109,7 @@ class CreditInput:
                     entropy.append(turn.info.get("token_entropies"))
                     agents.append(turn.info.get("agent"))
                 episode_id += 1
-        has_entropy = bool(entropy) and all(
-            e is not None and len(e) == o for e, o in zip(entropy, np.diff(offsets))
-        )
+        has_entropy = bool(entropy) and all(e is not None and len(e) == o for e, o in zip(entropy, np.diff(offsets)))
         return cls.from_arrays(
             cols["group"], cols["episode"], cols["turn"], cols["reward"], cols["outcome"], cols["state"],
             agent=[int(a) for a in agents if a is not None] if agents and None not in agents else None,
@@ -240,9 +236,7 @@ def _validate_order(inp: CreditInput) -> None:
     new_ep = np.r_[True, inp.episode[1:] != inp.episode[:-1]]
     if len(np.unique(inp.episode)) != int(new_ep.sum()):
         raise ValueError("CreditInput.episode: each episode's rows must be contiguous")
-    expected = np.arange(inp.turn.shape[0]) - np.maximum.accumulate(
-        np.where(new_ep, np.arange(len(new_ep)), 0)
-    )
+    expected = np.arange(inp.turn.shape[0]) - np.maximum.accumulate(np.where(new_ep, np.arange(len(new_ep)), 0))
     if not np.array_equal(inp.turn, expected):
         raise ValueError("CreditInput.turn must count 0, 1, 2, ... within each episode (turns ordered)")
     for name in ("group", "outcome"):
@@ -262,6 +256,4 @@ def _validate_tokens(inp: CreditInput, n: int) -> None:
         raise ValueError(f"CreditInput.token_offsets must have length {n + 1}, start at 0 and not decrease")
     for name in per_token:
         if getattr(inp, name).shape != (int(off[-1]),):
-            raise ValueError(
-                f"CreditInput.{name} has {getattr(inp, name).shape[0]} tokens, offsets say {off[-1]}"
-            )
+            raise ValueError(f"CreditInput.{name} has {getattr(inp, name).shape[0]} tokens, offsets say {off[-1]}")

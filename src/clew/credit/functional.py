@@ -79,9 +79,7 @@ def reverse_cummin(values: Array, inp: CreditInput) -> Array:
     return unpad(out, inp)
 
 
-def group_normalize(
-    values: Array, ids: Array, n: int, scale_by_std: bool, eps: float, unbiased: bool = True
-) -> Array:
+def group_normalize(values: Array, ids: Array, n: int, scale_by_std: bool, eps: float, unbiased: bool = True) -> Array:
     """GRPO-style ``(x - mean) / (std + eps)`` per segment; a singleton segment gets mean 0, std 1."""
     mean, std, count = segment_mean_std(values, ids, n, unbiased)
     single = count[ids] <= 1

@@ -24,9 +24,7 @@ def reinforce(inp: CreditInput, *, gamma: float = 1.0) -> Credit:
     the likelihood-ratio estimator with the return-to-go (Sutton & Barto, Eq. 13.8).
     """
     returns = discounted_returns(inp.reward, inp, gamma)
-    return Credit(
-        returns, returns, diagnostics={"credit/return_mean": float(returns.mean()) if returns.size else 0.0}
-    )
+    return Credit(returns, returns, diagnostics={"credit/return_mean": float(returns.mean()) if returns.size else 0.0})
 
 
 @register("grpo", summary="group mean/std of outcomes (scale_by_std=False gives Dr.GRPO)")

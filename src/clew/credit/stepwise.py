@@ -79,9 +79,7 @@ def _anchor_step_advantage(
     return np.where(size > 1, adv, 0.0), size
 
 
-@register(
-    "turn_returns", needs_agents=False, summary="per-turn MC returns, normalised per turn / agent / mixed"
-)
+@register("turn_returns", needs_agents=False, summary="per-turn MC returns, normalised per turn / agent / mixed")
 def turn_returns(
     inp: CreditInput,
     *,
@@ -191,9 +189,7 @@ def _rloo_outcome(inp: CreditInput) -> np.ndarray:
 
 
 @register("gated", summary="G-RA: step rewards count only when the outcome passes a threshold")
-def gated(
-    inp: CreditInput, *, threshold: float = 0.5, scale_by_std: bool = True, eps: float = 1e-6
-) -> Credit:
+def gated(inp: CreditInput, *, threshold: float = 0.5, scale_by_std: bool = True, eps: float = 1e-6) -> Credit:
     """Gated Reward Accumulation (G-RA).
 
     Sun et al., "Stabilizing Long-term Multi-turn RL with Gated Rewards" (arXiv 2508.10548),
@@ -210,6 +206,4 @@ def gated(
     ep_return = inp.outcome[starts] + to_go[starts]
     ids, n = dense_ids(ep_group)
     adv = group_normalize(ep_return, ids, n, scale_by_std, eps)[row_ep]
-    return Credit(
-        adv, inp.outcome + to_go, diagnostics={"credit/gate_open": float(gate.mean()) if gate.size else 0}
-    )
+    return Credit(adv, inp.outcome + to_go, diagnostics={"credit/gate_open": float(gate.mean()) if gate.size else 0})

@@ -33,9 +33,7 @@ class Env(Protocol):
 def ensure_running(finished: bool, env_name: str) -> None:
     """Raise a clear error when an env is stepped after its episode ended."""
     if finished:
-        raise EnvFinishedError(
-            f"{env_name}.step() called after the episode ended; call reset(seed) to start a new one"
-        )
+        raise EnvFinishedError(f"{env_name}.step() called after the episode ended; call reset(seed) to start a new one")
 
 
 def normalize_action(action: str) -> str:

@@ -38,9 +38,7 @@ class EvalResult:
         )
 
 
-def eval_tasks(
-    env_id: str, episodes: int, group_size: int, env_kwargs: dict[str, Any], offset: int = 0
-) -> list[Task]:
+def eval_tasks(env_id: str, episodes: int, group_size: int, env_kwargs: dict[str, Any], offset: int = 0) -> list[Task]:
     """Held-out tasks: ``episodes / group_size`` seeds starting at ``EVAL_SEED_BASE + offset``."""
     n_tasks = max(1, -(-episodes // group_size))
     return [Task(env_id, EVAL_SEED_BASE + offset + i, dict(env_kwargs)) for i in range(n_tasks)]

@@ -42,9 +42,7 @@ _REGISTRY = {
         ObjectiveSpec("loop_clip", loop_clip, "seq_mean_token_mean", "PPO with ratio window [1/(1+e), 1+e]"),
         ObjectiveSpec("gspo", gspo, "seq_mean_token_mean", "sequence-level length-normalised ratio"),
         ObjectiveSpec("ctpo", ctpo, "token_mean", "cumulative token ratio, position-adaptive log clip"),
-        ObjectiveSpec(
-            "holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p -> 0 geometric)"
-        ),
+        ObjectiveSpec("holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p -> 0 geometric)"),
     ]
 }
 

@@ -209,8 +209,6 @@ def holder(
     loss, clipped, _ = clipped_surrogate(rho, adv, 1 - clip, 1 + clip, None)
     metrics = _ratio_metrics(log_ratio, mask, bad)
     has_tokens = (valid.sum(-1) > 0).to(logp.dtype)
-    metrics["policy/clipfrac"] = (
-        (clipped.to(logp.dtype) * has_tokens).sum() / has_tokens.sum().clamp(min=1)
-    ).detach()
+    metrics["policy/clipfrac"] = ((clipped.to(logp.dtype) * has_tokens).sum() / has_tokens.sum().clamp(min=1)).detach()
     metrics["policy/seq_ratio_mean"] = rho.detach().mean()
     return loss[:, None] * valid, metrics

@@ -87,9 +87,7 @@ class HFPolicy:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
 
     @torch.no_grad()
-    def generate(
-        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int
-    ) -> list[Completion]:
+    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int) -> list[Completion]:
         """Sample one completion per prompt in one batched, KV-cached decode (seeded)."""
         if not prompts:
             return []

@@ -119,9 +119,7 @@ def _start(task: Task, group: Group, framing: Framing | None) -> _Live | None:
     return _Live(episode, env, History([first]))
 
 
-def _prepare(
-    live: list[_Live], context: ContextStrategy, framing: Framing | None, cfg: RolloutConfig
-) -> list[_Live]:
+def _prepare(live: list[_Live], context: ContextStrategy, framing: Framing | None, cfg: RolloutConfig) -> list[_Live]:
     active = []
     for item in live:
         if item.episode.done:
@@ -137,9 +135,7 @@ def _prepare(
 def _advance(item: _Live, completion: Completion, framing: Framing | None, cfg: RolloutConfig) -> None:
     episode = item.episode
     state = item.env.state_key() if hasattr(item.env, "state_key") else None
-    turn = Turn(
-        list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state
-    )
+    turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
     if completion.entropies:
         turn.info["mean_entropy"] = sum(completion.entropies) / len(completion.entropies)
     episode.turns.append(turn)

@@ -74,9 +74,7 @@ class ToolCalc:
         try:
             value = float(body.strip())
         except ValueError:
-            return self._finish_step(
-                f"Error: answer {body.strip()[:40]!r} is not a number.", {"invalid_action": True}
-            )
+            return self._finish_step(f"Error: answer {body.strip()[:40]!r} is not a number.", {"invalid_action": True})
         correct = abs(value - self.partials[-1]) < 1e-6
         self._finished = True
         note = "Correct." if correct else "Wrong."
