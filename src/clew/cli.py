@@ -120,6 +120,74 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0)
 
 
+def cmd_train(args: argparse.Namespace) -> int:
+    from clew.trainer import Trainer, load_config
+    from clew.viz.plots import plot_run
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        extra = [args.config] if args.config else []  # with --resume every positional is an override
+        cfg = load_config(run_dir / "config.yaml", [*extra, *args.overrides])
+    else:
+        if not args.config:
+            raise SystemExit("clew train needs a CONFIG (or --resume RUN)")
+        cfg = load_config(args.config, args.overrides)
+        run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+    if args.sft_only:
+        cfg = cfg.model_copy(update={"iterations": 0, "sft": cfg.sft.model_copy(update={"enabled": True})})
+    console.print(f"run directory: {run_dir}")
+    with progress() as bar:
+        job = bar.add_task("train", total=cfg.iterations)
+        summary = Trainer(cfg, run_dir, report=_reporter(bar, job)).fit(resume=bool(args.resume))
+    _print_summary(summary)
+    console.print(f"curves: {plot_run(run_dir)}")
+    return 0
+
+
+def _reporter(bar: Progress, job: Any) -> Any:
+    def report(kind: str, record: dict[str, float]) -> None:
+        if kind == "iteration":
+            text = (
+                f"it {record['iteration']:>3}  success {record['rollout/success_rate']:.2f}  "
+                f"return {record['rollout/mean_return']:+.2f}  loss {record.get('train/loss', 0.0):+.3f}"
+            )
+            bar.update(job, completed=record["iteration"], description=text)
+        elif kind == "eval":
+            bar.console.print(
+                f"eval after {record['iteration']} iterations: success {record['eval/success_rate']:.1%} "
+                f"[{record['eval/success_low']:.1%}, {record['eval/success_high']:.1%}]"
+            )
+        elif kind == "sft":
+            bar.console.print(
+                f"SFT: {record['sft/rows']} rows, loss {record['sft/loss_first']:.3f} -> {record['sft/loss_last']:.3f}"
+            )
+
+    return report
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
+    first, last = summary.get("first_eval"), summary.get("last_eval")
+    if not first or not last:
+        return
+    table = Table("policy", "held-out success", "95% interval", "mean turns", "episodes")
+    for name, rec in (("before RL", first), ("after RL", last)):
+        table.add_row(
+            f"{name} (iteration {rec['iteration']})",
+            f"{rec['eval/success_rate']:.1%}",
+            f"[{rec['eval/success_low']:.1%}, {rec['eval/success_high']:.1%}]",
+            f"{rec['eval/mean_turns']:.1f}",
+            f"{int(rec['eval/episodes'])}",
+        )
+    console.print(table)
+
+
+def cmd_plot(args: argparse.Namespace) -> int:
+    from clew.viz.plots import plot_run
+
+    console.print(str(plot_run(Path(args.run))))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clew", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -131,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("eval", help="evaluate a policy on held-out seeds")
     add_eval_args(ev)
     ev.set_defaults(fn=cmd_eval)
+    tr = sub.add_parser("train", help="SFT warm start (optional) then RL, into a run directory")
+    tr.add_argument("config", nargs="?", help="YAML run config (may name a preset)")
+    tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. credit.name=grpo seed=3")
+    tr.add_argument("--out", help="run directory (default runs/CONFIG_STEM)")
+    tr.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
+    tr.add_argument("--sft-only", action="store_true", help=argparse.SUPPRESS)
+    tr.set_defaults(fn=cmd_train)
+    sft = sub.add_parser("sft", help="only the SFT warm start of a config (iterations=0)")
+    sft.add_argument("config")
+    sft.add_argument("overrides", nargs="*")
+    sft.add_argument("--out")
+    sft.set_defaults(fn=cmd_train, resume=None, sft_only=True)
+    pl = sub.add_parser("plot", help="write curves.png for a run directory")
+    pl.add_argument("run")
+    pl.set_defaults(fn=cmd_plot)
     return parser
 
 

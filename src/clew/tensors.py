@@ -59,3 +59,44 @@ def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tenso
 def positions(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that skip padding: 0, 1, ... over the real tokens of each row."""
     return (attention_mask.cumsum(-1) - 1).clamp(min=0)
+
+
+@dataclass(frozen=True)
+class TokenRow:
+    """One training row: spans of ``(ids, is_action)``; per-action-token advantage and old log-prob."""
+
+    spans: list[tuple[list[int], bool]]
+    advantages: list[float]
+    old_logprobs: list[float]
+    episode: int
+    turns: int = 1
+    behavior_logprobs: list[float] | None = None  # set when old_logprobs were recomputed by the trainer
+
+    @property
+    def n_tokens(self) -> int:
+        return sum(len(ids) for ids, _ in self.spans)
+
+
+@dataclass(frozen=True)
+class PackedBatch:
+    """Rows packed for the learner, all (B, T)."""
+
+    rows: PackedRows
+    advantages: torch.Tensor
+    old_logprobs: torch.Tensor
+    episode_ids: torch.Tensor  # (B,)
+    behavior_logprobs: torch.Tensor  # (B, T), the rollout engine's; equals old_logprobs unless recomputed
+
+
+def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
+    """Pack rows; advantages and old log-probs land exactly on the action-mask positions."""
+    packed = pack_spans([r.spans for r in rows], pad_id)
+    adv = torch.zeros_like(packed.action_mask)
+    old = torch.zeros_like(packed.action_mask)
+    where = packed.action_mask.bool()
+    adv[where] = torch.tensor([a for r in rows for a in r.advantages], dtype=adv.dtype)
+    old[where] = torch.tensor([o for r in rows for o in r.old_logprobs], dtype=old.dtype)
+    behavior = old.clone()
+    behavior[where] = torch.tensor([b for r in rows for b in (r.behavior_logprobs or r.old_logprobs)], dtype=old.dtype)
+    episodes = torch.tensor([r.episode for r in rows], dtype=torch.long)
+    return PackedBatch(packed, adv, old, episodes, behavior)

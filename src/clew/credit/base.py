@@ -151,6 +151,7 @@ class EstimatorSpec:
     needs_entropy: bool = False
     needs_values: bool = False
     needs_agents: bool = False
+    needs_group: bool = False
     summary: str = ""
 
     @property

@@ -27,7 +27,7 @@ def reinforce(inp: CreditInput, *, gamma: float = 1.0) -> Credit:
     return Credit(returns, returns, diagnostics={"credit/return_mean": float(returns.mean()) if returns.size else 0.0})
 
 
-@register("grpo", summary="group mean/std of outcomes (scale_by_std=False gives Dr.GRPO)")
+@register("grpo", needs_group=True, summary="group mean/std of outcomes (scale_by_std=False gives Dr.GRPO)")
 def grpo(
     inp: CreditInput,
     *,
@@ -57,7 +57,7 @@ def grpo(
     return Credit(ep_adv[row_ep], inp.outcome.copy(), diagnostics=_group_diag(ep_outcome, ids, n))
 
 
-@register("rloo", summary="leave-one-out baseline over the group's outcomes")
+@register("rloo", needs_group=True, summary="leave-one-out baseline over the group's outcomes")
 def rloo(inp: CreditInput) -> Credit:
     """REINFORCE leave-one-out: A_i = r_i - mean_{j != i} r_j = G/(G-1) (r_i - mean_G r).
 

@@ -16,7 +16,7 @@ from clew.credit.functional import (
 )
 
 
-@register("gigpo", needs_state_keys=True, summary="episode groups + anchor-state step groups")
+@register("gigpo", needs_group=True, needs_state_keys=True, summary="episode groups + anchor-state step groups")
 def gigpo(
     inp: CreditInput,
     *,
@@ -79,7 +79,12 @@ def _anchor_step_advantage(
     return np.where(size > 1, adv, 0.0), size
 
 
-@register("turn_returns", needs_agents=False, summary="per-turn MC returns, normalised per turn / agent / mixed")
+@register(
+    "turn_returns",
+    needs_group=True,
+    needs_agents=False,
+    summary="per-turn MC returns, normalised per turn / agent / mixed",
+)
 def turn_returns(
     inp: CreditInput,
     *,
@@ -188,7 +193,7 @@ def _rloo_outcome(inp: CreditInput) -> np.ndarray:
     return np.where(c > 1, c / np.maximum(c - 1, 1) * (ep_outcome - mean[ids]), 0.0)[row_ep]
 
 
-@register("gated", summary="G-RA: step rewards count only when the outcome passes a threshold")
+@register("gated", needs_group=True, summary="G-RA: step rewards count only when the outcome passes a threshold")
 def gated(inp: CreditInput, *, threshold: float = 0.5, scale_by_std: bool = True, eps: float = 1e-6) -> Credit:
     """Gated Reward Accumulation (G-RA).
 

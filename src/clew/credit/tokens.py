@@ -53,7 +53,9 @@ def _mean_per_row(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     return sums / np.maximum(counts, 1)
 
 
-@register("tempo", needs_tokens=True, summary="prefix tree over the group's tokens; branch-gated TD on GRPO")
+@register(
+    "tempo", needs_group=True, needs_tokens=True, summary="prefix tree over the group's tokens; branch-gated TD on GRPO"
+)
 def tempo(inp: CreditInput, *, scale_by_std: bool = True, eps: float = 1e-6) -> Credit:
     """TEMPO / Prefix-to-Tree credit: GRPO plus a TD correction at branching tokens.
 

@@ -1,6 +1,6 @@
 """Policy objectives (pure torch): surrogates by name, loss aggregation, regularisers."""
 
-from clew.objectives.aggregate import MODES, aggregate
+from clew.objectives.aggregate import MODES, aggregate, aggregation_weights
 from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get
 from clew.objectives.regularizers import entropy_bonus, kl_penalty, kl_reward_penalty, tis_weights
 from clew.objectives.surrogate import power_mean_ratio
@@ -9,6 +9,7 @@ __all__ = [
     "MODES",
     "ObjectiveSpec",
     "aggregate",
+    "aggregation_weights",
     "available",
     "check_params",
     "compute",

@@ -34,33 +34,48 @@ def aggregate(
     const: float | None = None,
 ) -> Tensor:
     """Reduce a (B, T) per-token loss to a scalar (see the module docstring)."""
+    weights = aggregation_weights(mask, mode, episode_ids=episode_ids, weighting=weighting, const=const)
+    loss = torch.where(mask.bool(), per_token_loss, torch.zeros_like(per_token_loss))
+    return (weights.to(loss.dtype) * loss).sum()
+
+
+def aggregation_weights(
+    mask: Tensor,
+    mode: str,
+    *,
+    episode_ids: Tensor | None = None,
+    weighting: str = "row",
+    const: float | None = None,
+) -> Tensor:
+    """The (B, T) token weights w with ``aggregate == sum(w * loss)``.
+
+    Every mode is linear in the loss, so a minibatch's weights can be computed once and sliced
+    into microbatches: gradient accumulation is then exact (1 x 8 == 8 x 1).
+    """
     if mode not in MODES:
         raise ValueError(f"aggregation mode must be one of {list(MODES)}, got {mode!r}")
     if weighting not in WEIGHTINGS:
         raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
-    loss = torch.where(mask.bool(), per_token_loss, torch.zeros_like(per_token_loss))
+    mask = mask.to(torch.float64)
     if mode == "token_mean":
-        return loss.sum() / mask.sum().clamp(min=1)
+        return mask / mask.sum().clamp(min=1)
     if mode == "seq_sum_const":
         denom = float(mask.shape[-1]) if const is None else float(const)
         if denom <= 0:
             raise ValueError(f"seq_sum_const needs const > 0, got {const}")
-        return loss.sum() / denom
-    sums, counts = _unit_totals(loss.sum(-1), mask.sum(-1), episode_ids, weighting)
-    present = counts > 0
-    per_unit = sums / counts.clamp(min=1) if mode == "seq_mean_token_mean" else sums
-    return (per_unit * present).sum() / present.sum().clamp(min=1)
+        return mask / denom
+    unit, n_units = _units(mask.shape[0], episode_ids, weighting, mask.device)
+    counts = torch.zeros(n_units, dtype=mask.dtype, device=mask.device).index_add(0, unit, mask.sum(-1))
+    n_present = (counts > 0).sum().clamp(min=1)
+    if mode == "seq_mean_token_sum":
+        return mask / n_present
+    return mask / (counts[unit].clamp(min=1) * n_present)[:, None]
 
 
-def _unit_totals(
-    row_sums: Tensor, row_counts: Tensor, episode_ids: Tensor | None, weighting: str
-) -> tuple[Tensor, Tensor]:
+def _units(rows: int, episode_ids: Tensor | None, weighting: str, device: torch.device) -> tuple[Tensor, int]:
     if weighting == "row":
-        return row_sums, row_counts
+        return torch.arange(rows, device=device), rows
     if episode_ids is None:
         raise ValueError("weighting='episode' needs episode_ids (one id per row)")
     _, unit = torch.unique(episode_ids, return_inverse=True)
-    n = int(unit.max()) + 1 if unit.numel() else 0
-    sums = torch.zeros(n, dtype=row_sums.dtype, device=row_sums.device).index_add(0, unit, row_sums)
-    counts = torch.zeros(n, dtype=row_counts.dtype, device=row_counts.device).index_add(0, unit, row_counts)
-    return sums, counts
+    return unit, int(unit.max()) + 1 if unit.numel() else 0

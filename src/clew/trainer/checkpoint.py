@@ -1,0 +1,51 @@
+"""Checkpoints: policy (safetensors via save_pretrained), optimizer, RNG, counters - written atomically."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from clew.store.run import CHECKPOINTS, atomic_dir, checkpoints, publish_dir
+
+
+@dataclass(frozen=True)
+class TrainerState:
+    """Counters restored on resume."""
+
+    iteration: int  # iterations completed
+    optimizer_steps: int
+    env_steps: int
+
+
+def save_checkpoint(run_dir: Path, state: TrainerState, model: Any, tokenizer: Any, optimizer: Any, keep: int) -> Path:
+    """Write ``checkpoints/iter_XXXXXX`` in a temp folder and rename it into place; prune old ones."""
+    final = Path(run_dir) / CHECKPOINTS / f"iter_{state.iteration:06d}"
+    tmp = atomic_dir(final)
+    model.save_pretrained(tmp / "policy")
+    tokenizer.save_pretrained(tmp / "policy")
+    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+    torch.save(
+        {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp / "rng.pt"
+    )
+    (tmp / "state.json").write_text(json.dumps(state.__dict__))
+    publish_dir(tmp, final)
+    for old in checkpoints(run_dir)[:-keep]:
+        shutil.rmtree(old)
+    return final
+
+
+def load_state(ckpt: Path, optimizer: Any) -> TrainerState:
+    """Restore the optimizer and global RNGs from ``ckpt``; return the counters."""
+    optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=False))
+    rng = torch.load(ckpt / "rng.pt", weights_only=False)
+    random.setstate(rng["python"])
+    np.random.set_state(rng["numpy"])
+    torch.set_rng_state(rng["torch"])
+    return TrainerState(**json.loads((ckpt / "state.json").read_text()))

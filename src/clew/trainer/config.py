@@ -1,0 +1,206 @@
+"""Run configuration: small frozen pydantic models per component, YAML + presets + dotted overrides.
+
+``load_config("cfg.yaml", ["credit.name=grpo", "seed=3"])`` merges, in order: the preset named
+by ``preset:`` (a YAML fragment in ``clew/presets``), the file, then the overrides. Every value is
+validated before any work starts; errors name the field and the allowed values.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from clew import credit, objectives
+from clew.rollout import RolloutConfig
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class PolicyConfig(_Frozen):
+    """Which model to train."""
+
+    model: str = Field("tiny", description="'tiny' (built offline) or an HF model name/path")
+    hidden_size: int = Field(128, ge=8, description="tiny model width")
+    num_layers: int = Field(4, ge=1, description="tiny model depth")
+    num_heads: int = Field(4, ge=1, description="tiny model attention heads")
+    intermediate_size: int = Field(384, ge=8, description="tiny model MLP width")
+    init_seed: int = Field(0, description="tiny model initialisation seed")
+
+
+class EnvConfig(_Frozen):
+    """The task distribution: an env id and its constructor kwargs."""
+
+    id: str = Field("keydoor-v0", description="registered env id or module:Class")
+    kwargs: dict[str, Any] = Field(default_factory=dict, description="env constructor kwargs")
+
+
+class CreditConfig(_Frozen):
+    """Advantage estimator by name (see ``clew.credit.available()``) and its parameters."""
+
+    name: str = "grpo"
+    params: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _known(self) -> CreditConfig:
+        credit.check_params(self.name, self.params)
+        return self
+
+
+class ObjectiveConfig(_Frozen):
+    """Policy loss, aggregation and regularisers."""
+
+    name: str = "ppo_clip"
+    params: dict[str, Any] = Field(default_factory=dict)
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const"] = "token_mean"
+    weighting: Literal["row", "episode"] = Field("episode", description="episode: turns never become loss weights")
+    aggregation_const: float | None = Field(None, gt=0, description="constant for seq_sum_const")
+    kl_coef: float = Field(0.0, ge=0, description="KL-in-loss coefficient (needs a reference model)")
+    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    entropy_coef: float = Field(0.0, ge=0)
+    tis_cap: float | None = Field(None, gt=0, description="truncated IS cap for rollout/trainer mismatch")
+
+    @model_validator(mode="after")
+    def _known(self) -> ObjectiveConfig:
+        objectives.check_params(self.name, self.params)
+        return self
+
+
+class ShapingConfig(_Frozen):
+    """Per-turn reward shaping before credit (penalties enter the episode outcome too)."""
+
+    invalid_action_penalty: float = Field(0.0, ge=0, description="subtracted on turns flagged invalid")
+    overlong_penalty: float = Field(0.0, ge=0, description="subtracted when an action hits max_new_tokens")
+
+
+class FilterConfig(_Frozen):
+    """Selection between credit and update."""
+
+    drop_zero_variance_groups: bool = Field(False, description="DAPO dynamic sampling (with refill)")
+    max_refill_rounds: int = Field(3, ge=0, description="extra rollout rounds to refill dropped groups")
+    max_rows_per_iteration: int | None = Field(None, ge=1, description="cap on training rows (seeded subsample)")
+
+
+class TrainConfig(_Frozen):
+    """The learner."""
+
+    lr: float = Field(3e-4, gt=0)
+    warmup_steps: int = Field(0, ge=0, description="linear warm-up in optimizer steps")
+    weight_decay: float = Field(0.0, ge=0)
+    max_grad_norm: float = Field(1.0, gt=0)
+    ppo_epochs: int = Field(1, ge=1)
+    minibatch_rows: int = Field(256, ge=1, description="rows per optimizer step")
+    microbatch_rows: int = Field(64, ge=1, description="rows per forward/backward (gradient accumulation)")
+    merge_prefix: bool = Field(False, description="merge an episode's prefix-extending turns into one row")
+
+
+class SFTConfig(_Frozen):
+    """Supervised warm start on scripted-expert episodes (cross-entropy on action tokens only)."""
+
+    enabled: bool = False
+    episodes: int = Field(256, ge=1)
+    noise: float = Field(0.0, ge=0, le=1, description="fraction of deliberately random demo actions")
+    epochs: int = Field(2, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    batch_rows: int = Field(64, ge=1)
+    seed_offset: int = Field(500_000, ge=0, description="demo seeds start here (disjoint from RL and eval)")
+
+
+class EvalConfig(_Frozen):
+    """Periodic evaluation on held-out seeds."""
+
+    every: int = Field(5, ge=0, description="iterations between evaluations (0 = only at the end)")
+    episodes: int = Field(64, ge=1)
+    temperature: float = Field(1.0, ge=0)
+
+
+class RunConfig(_Frozen):
+    """Everything a run needs; the composed config saved as ``config.yaml`` in the run directory."""
+
+    seed: int = 0
+    iterations: int = Field(10, ge=0)
+    tasks_per_iteration: int = Field(8, ge=1, description="groups per iteration")
+    checkpoint_every: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(2, ge=1)
+    threads: int = Field(2, ge=1, description="torch CPU threads")
+    policy: PolicyConfig = PolicyConfig()
+    env: EnvConfig = EnvConfig()
+    rollout: RolloutConfig = RolloutConfig()
+    credit: CreditConfig = CreditConfig()
+    objective: ObjectiveConfig = ObjectiveConfig()
+    shaping: ShapingConfig = ShapingConfig()
+    filters: FilterConfig = FilterConfig()
+    train: TrainConfig = TrainConfig()
+    sft: SFTConfig = SFTConfig()
+    eval: EvalConfig = EvalConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> RunConfig:
+        spec = credit.get(self.credit.name)
+        if spec.needs_group and self.rollout.group_size < 2:
+            raise ValueError(
+                f"rollout.group_size {self.rollout.group_size} cannot form a group-relative baseline for "
+                f"credit.name={self.credit.name}; use >= 2 or credit.name=reinforce"
+            )
+        if spec.needs_entropy and self.rollout.temperature == 0:
+            raise ValueError("credit.name=empg needs sampled entropies; set rollout.temperature > 0")
+        return self
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("clew") / "presets"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def read_preset(name: str) -> dict[str, Any]:
+    path = resources.files("clew") / "presets" / f"{name}.yaml"
+    if not path.is_file():
+        raise ValueError(f"unknown preset {name!r}; available: {', '.join(preset_names())}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in update.items():
+        out[key] = deep_merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+    return out
+
+
+def apply_override(tree: dict[str, Any], item: str) -> dict[str, Any]:
+    """``"credit.params.gamma=0.9"`` sets a nested key (value parsed as YAML)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise ValueError(f"override {item!r} must look like dotted.key=value")
+    value: Any = yaml.safe_load(raw)
+    for part in reversed(key.split(".")):
+        value = {part: value}
+    return deep_merge(tree, value)
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:
+    """Resolve preset + file + overrides into a validated ``RunConfig``."""
+    tree: dict[str, Any] = yaml.safe_load(Path(path).read_text()) or {} if path else {}
+    for item in overrides:
+        tree = apply_override(tree, item)
+    preset = tree.pop("preset", None)
+    if preset:
+        tree = deep_merge(read_preset(str(preset)), tree)
+    return validate(tree)
+
+
+def validate(tree: dict[str, Any]) -> RunConfig:
+    """Build a ``RunConfig``; turn pydantic's errors into one message naming each field."""
+    try:
+        return RunConfig.model_validate(tree)
+    except ValidationError as exc:
+        lines = [f"{'.'.join(str(p) for p in err['loc']) or 'config'}: {err['msg']}" for err in exc.errors()]
+        raise ValueError("invalid config:\n  " + "\n  ".join(lines)) from None
+
+
+def dump_config(cfg: RunConfig) -> str:
+    return yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False)

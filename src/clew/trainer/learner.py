@@ -1,0 +1,168 @@
+"""The learner: scores rows with the policy, applies objective + aggregation, steps AdamW.
+
+Gradient accumulation is exact: aggregation weights are computed once per minibatch (every
+mode is linear in the per-token loss) and sliced per microbatch, so 1 x 8 and 8 x 1 rows give the
+same update. A non-finite loss or gradient skips the optimizer step and is counted.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections import defaultdict
+from collections.abc import Iterator, Sequence
+from dataclasses import replace
+from typing import Any
+
+import torch
+
+from clew import objectives
+from clew.policy.hf import HFPolicy, token_logprobs
+from clew.tensors import PackedBatch, TokenRow, pack_batch, pack_spans
+from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
+
+
+def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
+    for start in range(0, len(items), size):
+        yield list(items[start : start + size])
+
+
+class Learner:
+    """Thin stateful shell: the model, its optimizer and a step counter."""
+
+    def __init__(
+        self, policy: HFPolicy, train: TrainConfig, objective: ObjectiveConfig, temperature: float = 1.0
+    ) -> None:
+        self.policy, self.train_cfg, self.objective = policy, train, objective
+        self.model = policy.model
+        self.temperature = temperature if temperature > 0 else 1.0
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        self.steps = 0
+        self.reference = self._frozen_copy() if objective.kl_coef > 0 else None
+
+    def _frozen_copy(self) -> Any:
+        ref = copy.deepcopy(self.model).eval()
+        for p in ref.parameters():
+            p.requires_grad_(False)
+        return ref
+
+    def lr(self) -> float:
+        warm = self.train_cfg.warmup_steps
+        return self.train_cfg.lr * min(1.0, (self.steps + 1) / warm) if warm else self.train_cfg.lr
+
+    # --- RL update --------------------------------------------------------------------------------
+    def update(self, rows: Sequence[TokenRow], seed: int) -> dict[str, float]:
+        """``ppo_epochs`` passes over ``rows`` in seeded minibatches; returns mean metrics."""
+        sums: dict[str, float] = defaultdict(float)
+        counts: dict[str, int] = defaultdict(int)
+        if self.objective.tis_cap is not None:
+            rows = self.recompute_old_logprobs(rows)
+        first_step = self.steps
+        self.model.train()
+        for epoch in range(self.train_cfg.ppo_epochs):
+            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+            for minibatch in chunks(order, self.train_cfg.minibatch_rows):
+                for key, value in self._step([rows[i] for i in minibatch]).items():
+                    sums[key] += value
+                    counts[key] += 1
+        self.model.eval()
+        return {**{k: sums[k] / counts[k] for k in sums}, "train/optimizer_steps": float(self.steps - first_step)}
+
+    @torch.no_grad()
+    def recompute_old_logprobs(self, rows: Sequence[TokenRow]) -> list[TokenRow]:
+        """Score rows with the trainer's current weights (the proximal policy for TIS)."""
+        out: list[TokenRow] = []
+        for micro in chunks(range(len(rows)), self.train_cfg.microbatch_rows):
+            part = [rows[i] for i in micro]
+            batch = pack_batch(part, self.policy.pad_id)
+            logp, _ = token_logprobs(self.model, batch.rows.input_ids, batch.rows.attention_mask, self.temperature)
+            for i, row in enumerate(part):
+                old = logp[i][batch.rows.action_mask[i].bool()].tolist()
+                out.append(replace(row, old_logprobs=old, behavior_logprobs=row.old_logprobs))
+        return out
+
+    def _step(self, rows: list[TokenRow]) -> dict[str, float]:
+        weights = self._weights(rows)
+        metrics: dict[str, float] = defaultdict(float)
+        total = 0.0
+        for micro in chunks(range(len(rows)), self.train_cfg.microbatch_rows):
+            batch = pack_batch([rows[i] for i in micro], self.policy.pad_id)
+            w = weights[micro[0] : micro[-1] + 1, : batch.rows.input_ids.shape[1]]
+            loss, micro_metrics = self._loss(batch, w)
+            loss.backward()
+            total += float(loss.detach())
+            share = len(micro) / len(rows)
+            for key, value in micro_metrics.items():
+                metrics[key] += float(value) * share
+        metrics.update(self._apply_gradients(total))
+        return dict(metrics)
+
+    def _weights(self, rows: list[TokenRow]) -> torch.Tensor:
+        mask = pack_spans([r.spans for r in rows], self.policy.pad_id).action_mask
+        episodes = torch.tensor([r.episode for r in rows])
+        obj = self.objective
+        return objectives.aggregation_weights(
+            mask, obj.aggregation, episode_ids=episodes, weighting=obj.weighting, const=obj.aggregation_const
+        ).to(torch.float32)
+
+    def _loss(self, batch: PackedBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        rows, obj = batch.rows, self.objective
+        logp, entropy = token_logprobs(self.model, rows.input_ids, rows.attention_mask, self.temperature)
+        extra: dict[str, Any] = {}
+        if self.reference is not None:
+            with torch.no_grad():
+                extra["ref_logp"], _ = token_logprobs(
+                    self.reference, rows.input_ids, rows.attention_mask, self.temperature
+                )
+        if obj.tis_cap is not None:
+            extra["is_weights"] = objectives.tis_weights(
+                batch.old_logprobs, batch.behavior_logprobs, rows.action_mask, obj.tis_cap
+            )
+        per_token, metrics = objectives.compute(
+            obj.name,
+            logp,
+            batch.old_logprobs,
+            batch.advantages,
+            rows.action_mask,
+            kl_coef=obj.kl_coef,
+            kl_estimator=obj.kl_estimator,
+            entropy=entropy,
+            entropy_coef=obj.entropy_coef,
+            **extra,
+            **obj.params,
+        )
+        metrics["policy/entropy"] = objectives.aggregate(entropy.detach(), rows.action_mask, "token_mean")
+        return (weights * per_token).sum(), metrics
+
+    def _apply_gradients(self, loss: float) -> dict[str, float]:
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        norm = float(torch.nn.utils.clip_grad_norm_(params, self.train_cfg.max_grad_norm)) if params else 0.0
+        if not (math.isfinite(loss) and math.isfinite(norm)):
+            self.optimizer.zero_grad(set_to_none=True)
+            return {"train/loss": loss, "train/skipped_steps": 1.0, "train/grad_norm": norm}
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.steps += 1
+        return {"train/loss": loss, "train/skipped_steps": 0.0, "train/grad_norm": norm, "train/lr": self.lr()}
+
+
+def sft(policy: HFPolicy, rows: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, seed: int) -> list[float]:
+    """Cross-entropy on action tokens only (token mean per batch); returns the loss per step."""
+    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr)
+    losses = []
+    policy.model.train()
+    for epoch in range(cfg.epochs):
+        order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+        for batch_idx in chunks(order, cfg.batch_rows):
+            packed = pack_spans([[(rows[i][0], False), (rows[i][1], True)] for i in batch_idx], policy.pad_id)
+            logp, _ = token_logprobs(policy.model, packed.input_ids, packed.attention_mask)
+            loss = -(logp * packed.action_mask).sum() / packed.action_mask.sum().clamp(min=1)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+    policy.model.eval()
+    return losses

@@ -1,0 +1,207 @@
+"""The training loop of DESIGN.md section 5: rollout -> shape -> credit -> select -> update -> sync -> record."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from clew import credit as credit_lib
+from clew.eval import EvalResult, eval_tasks, evaluate, summarize
+from clew.policy import HFPolicy, SamplingParams, TinyModelConfig, build_tiny
+from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
+from clew.rollout.batch import to_rows
+from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
+from clew.store.trajectories import write_trajectories
+from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
+from clew.trainer.config import RunConfig, dump_config
+from clew.trainer.learner import Learner, sft
+from clew.trainer.record import Recorder, rollout_metrics
+from clew.trainer.select import cap_rows, drop_zero_variance, shape
+from clew.types import Group
+
+Reporter = Callable[[str, dict[str, float]], None]
+
+
+@dataclass
+class Trainer:
+    """Owns the policy, the learner and the run directory; ``fit`` is the whole algorithm."""
+
+    cfg: RunConfig
+    run_dir: Path
+    report: Reporter | None = None
+
+    def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
+        """Train for ``cfg.iterations`` (or until ``stop_after`` iterations, for tests)."""
+        cfg = self.cfg
+        torch.set_num_threads(cfg.threads)
+        state, fresh = self._setup(resume)
+        if fresh:
+            self._evaluate(state)
+        for it in range(state.iteration, cfg.iterations):
+            if stop_after is not None and it >= stop_after:
+                break
+            start = time.perf_counter()
+            groups, collected = self._rollout(it)  # rollout + shape (+ dynamic sampling refill)
+            credit = self._credit(groups)  # advantages
+            rows = cap_rows(
+                to_rows(groups, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix),
+                cfg.filters,
+                derive_seed(cfg.seed, it, "cap"),
+            )  # select
+            rollout_s = time.perf_counter() - start
+            metrics = self.learner.update(rows, derive_seed(cfg.seed, it, "update"))  # update
+            # sync: the rollout actor shares the learner's weights in-process; nothing to copy.
+            env_steps = sum(len(e.turns) for g in collected for e in g.episodes)
+            state = TrainerState(it + 1, self.learner.steps, state.env_steps + env_steps)
+            metrics.update(rollout_metrics(collected))
+            self._record(state, groups, credit, metrics, len(rows), rollout_s, time.perf_counter() - start)
+        return self._finish(state)
+
+    # --- stages -----------------------------------------------------------------------------------
+    def _setup(self, resume: bool) -> tuple[TrainerState, bool]:
+        self.recorder = Recorder(self.run_dir)
+        found = checkpoints(self.run_dir) if resume else []
+        if resume:
+            clean_partials(self.run_dir)
+        if found:
+            self.policy = HFPolicy.from_pretrained(found[-1] / "policy")
+        else:
+            self.recorder.write_header(dump_config(self.cfg))
+            self.policy = self._initial_policy()
+        self.actor = PolicyActor(self.policy, self._sampling(self.cfg.rollout.temperature))
+        self.framing = Framing(self.policy.tokenizer, self.policy.chat)
+        self.learner = Learner(self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature)
+        if not found:
+            return TrainerState(0, 0, 0), True
+        state = load_state(found[-1], self.learner.optimizer)
+        self.learner.steps = state.optimizer_steps
+        self.recorder.truncate(state.iteration)
+        return state, False
+
+    def _initial_policy(self) -> HFPolicy:
+        cfg = self.cfg
+        if cfg.policy.model == "tiny":
+            p = cfg.policy
+            tiny = TinyModelConfig(
+                hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
+                intermediate_size=p.intermediate_size, seed=p.init_seed,
+            )  # fmt: skip
+            policy = HFPolicy.from_pretrained(build_tiny(self.run_dir / "base", tiny))
+        else:
+            policy = HFPolicy.from_pretrained(cfg.policy.model)
+        if cfg.sft.enabled:
+            self._sft(policy)
+        return policy
+
+    def _sft(self, policy: HFPolicy) -> None:
+        """Warm start on scripted-expert episodes with a fraction of deliberately noisy actions."""
+        cfg = self.cfg
+        actor = ScriptedActor("expert", noise=cfg.sft.noise, tokenizer=policy.tokenizer)
+        n_tasks = -(-cfg.sft.episodes // cfg.rollout.group_size)
+        tasks = [Task(cfg.env.id, cfg.sft.seed_offset + i, dict(cfg.env.kwargs)) for i in range(n_tasks)]
+        groups = collect(
+            actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), Framing(policy.tokenizer, policy.chat)
+        )
+        rows = [(t.prompt_ids, t.action_ids) for g in groups for e in g.episodes for t in e.turns if t.action_ids]
+        losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"))
+        demo = summarize([e for g in groups for e in g.episodes])
+        record = {"sft/rows": len(rows), "sft/loss_first": losses[0], "sft/loss_last": losses[-1]}
+        record["sft/demo_success"] = demo.success_rate
+        self.recorder.log("sft", record)
+        policy.model.save_pretrained(self.run_dir / "sft" / "policy")
+        policy.tokenizer.save_pretrained(self.run_dir / "sft" / "policy")
+        if self.report:
+            self.report("sft", record)
+
+    def _sampling(self, temperature: float) -> SamplingParams:
+        return SamplingParams(
+            temperature=temperature, top_p=self.cfg.rollout.top_p, max_new_tokens=self.cfg.rollout.max_new_tokens
+        )
+
+    def _rollout(self, it: int) -> tuple[list[Group], list[Group]]:
+        """(groups to train on, every group collected); dynamic sampling refills dropped groups."""
+        cfg, kept, collected = self.cfg, [], []
+        for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
+            need = cfg.tasks_per_iteration - len(kept)
+            tasks = [self._task(it, round_, i) for i in range(need)]
+            groups = collect(self.actor, tasks, cfg.rollout, derive_seed(cfg.seed, it, round_), self.framing, len(kept))
+            shape(groups, cfg.shaping)
+            collected += groups
+            kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
+            if len(kept) >= cfg.tasks_per_iteration:
+                break
+        return kept[: cfg.tasks_per_iteration], collected
+
+    def _task(self, it: int, round_: int, i: int) -> Task:
+        seed = derive_seed(self.cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
+        return Task(self.cfg.env.id, seed, dict(self.cfg.env.kwargs))
+
+    def _credit(self, groups: list[Group]) -> credit_lib.Credit:
+        inp = credit_lib.CreditInput.from_groups(groups)
+        return credit_lib.compute(self.cfg.credit.name, inp, **self.cfg.credit.params)
+
+    def _record(
+        self, state: TrainerState, groups: list[Group], credit: Any, metrics: dict[str, float],
+        n_rows: int, rollout_s: float, total_s: float,
+    ) -> None:  # fmt: skip
+        it = state.iteration
+        record = {
+            **metrics, **credit.diagnostics,
+            "rollout/env_steps_total": state.env_steps, "train/rows": n_rows, "train/groups": len(groups),
+            "time/rollout_s": rollout_s, "time/iteration_s": total_s,
+        }  # fmt: skip
+        write_trajectories(
+            self.run_dir / "trajectories" / f"iter_{it:06d}.parquet",
+            groups,
+            it,
+            credit.turn_advantage,
+            credit.turn_return,
+        )
+        self.recorder.log("iteration", record, iteration=it)
+        if self.report:
+            self.report("iteration", {"iteration": it, **record})
+        if self.cfg.eval.every and it % self.cfg.eval.every == 0 and it < self.cfg.iterations:
+            self._evaluate(state)
+        if it % self.cfg.checkpoint_every == 0 or it == self.cfg.iterations:
+            save_checkpoint(
+                self.run_dir,
+                state,
+                self.policy.model,
+                self.policy.tokenizer,
+                self.learner.optimizer,
+                self.cfg.keep_checkpoints,
+            )
+
+    def _evaluate(self, state: TrainerState, episodes: int | None = None) -> EvalResult:
+        cfg = self.cfg
+        tasks = eval_tasks(cfg.env.id, episodes or cfg.eval.episodes, 1, cfg.env.kwargs)
+        actor = PolicyActor(self.policy, self._sampling(cfg.eval.temperature))
+        rollout = cfg.rollout.model_copy(update={"group_size": 1})
+        result, _ = evaluate(actor, tasks, rollout, derive_seed(cfg.seed, "eval"), self.framing)
+        record = {f"eval/{k}": v for k, v in result.as_dict().items()}
+        record["rollout/env_steps_total"] = state.env_steps
+        self.recorder.log("eval", record, iteration=state.iteration)
+        if self.report:
+            self.report("eval", {"iteration": state.iteration, **record})
+        return result
+
+    def _finish(self, state: TrainerState) -> dict[str, Any]:
+        evals = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+        if state.iteration >= self.cfg.iterations and (not evals or evals[-1]["iteration"] != state.iteration):
+            self._evaluate(state)
+            evals = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+        summary = {
+            "iterations": state.iteration,
+            "optimizer_steps": state.optimizer_steps,
+            "env_steps": state.env_steps,
+        }
+        if evals:
+            summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
+        atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        return summary

@@ -1,0 +1,80 @@
+"""Recording a run: header files, metrics.jsonl (truncated on resume), rollout metrics."""
+
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from clew.eval import summarize
+from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
+from clew.types import Group
+
+PACKAGES = ("clew", "torch", "transformers", "tokenizers", "numpy", "pydantic", "pyarrow")
+
+
+class Recorder:
+    """Appends namespaced records to ``RUN/metrics.jsonl``."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.run_dir = Path(run_dir)
+        self.path = self.run_dir / "metrics.jsonl"
+
+    def write_header(self, config_yaml: str) -> None:
+        """Resolved config, package versions, git SHA; starts a fresh metrics file."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(self.run_dir / "config.yaml", config_yaml)
+        atomic_write_text(self.run_dir / "versions.json", json.dumps(versions(), indent=2))
+        atomic_write_text(self.path, "")
+
+    def log(self, kind: str, record: dict[str, Any], iteration: int | None = None) -> None:
+        append_jsonl(self.path, {"kind": kind, "iteration": iteration, **_plain(record)})
+
+    def truncate(self, iteration: int) -> None:
+        """Drop records newer than ``iteration`` (and a torn last line) before resuming."""
+        keep = [r for r in read_jsonl(self.path) if r.get("iteration") is None or r["iteration"] <= iteration]
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in keep))
+
+
+def _plain(record: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (float(v) if hasattr(v, "__float__") and not isinstance(v, (int, bool)) else v) for k, v in record.items()
+    }
+
+
+def versions() -> dict[str, Any]:
+    out: dict[str, Any] = {"python": platform.python_version(), "platform": platform.platform()}
+    for name in PACKAGES:
+        try:
+            out[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            out[name] = None
+    out["git_sha"] = _git_sha()
+    return out
+
+
+def _git_sha() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5, check=True)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None
+
+
+def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
+    episodes = [e for g in groups for e in g.episodes]
+    result = summarize(episodes)
+    return {
+        "rollout/episodes": float(result.episodes),
+        "rollout/success_rate": result.success_rate,
+        "rollout/mean_return": result.mean_return,
+        "rollout/mean_turns": result.mean_turns,
+        "rollout/invalid_action_rate": result.invalid_action_rate,
+        "rollout/truncation_rate": result.truncation_rate,
+        "rollout/error_rate": result.error_rate,
+        "rollout/env_steps": float(sum(len(e.turns) for e in episodes)),
+    }

@@ -1,0 +1,46 @@
+"""Reward shaping before credit, and the filters between credit and update."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+
+from clew.tensors import TokenRow
+from clew.trainer.config import FilterConfig, ShapingConfig
+from clew.types import Group
+
+
+def shape(groups: Sequence[Group], cfg: ShapingConfig) -> None:
+    """Subtract penalties from turn rewards in place and keep ``outcome`` = sum of turn rewards.
+
+    Invalid actions (``info["invalid_action"]``) and actions cut at ``max_new_tokens`` become
+    penalised turns of a recorded episode, never exceptions.
+    """
+    for group in groups:
+        for episode in group.episodes:
+            for turn in episode.turns:
+                if turn.info.get("invalid_action"):
+                    turn.reward -= cfg.invalid_action_penalty
+            if episode.truncation_reason == "max_new_tokens" and episode.turns:
+                episode.turns[-1].reward -= cfg.overlong_penalty
+            episode.outcome = sum(t.reward for t in episode.turns)
+
+
+def has_signal(group: Group) -> bool:
+    """False for a zero-variance group (every outcome equal), which has no group-relative signal."""
+    outcomes = group.outcomes
+    return len(outcomes) <= 1 or max(outcomes) - min(outcomes) > 1e-12
+
+
+def drop_zero_variance(groups: Sequence[Group]) -> list[Group]:
+    """DAPO dynamic sampling (arXiv 2503.14476, Eq. 11): keep groups with 0 < #correct < G."""
+    return [g for g in groups if has_signal(g)]
+
+
+def cap_rows(rows: list[TokenRow], cfg: FilterConfig, seed: int) -> list[TokenRow]:
+    """A seeded subsample of at most ``max_rows_per_iteration`` rows (order preserved)."""
+    limit = cfg.max_rows_per_iteration
+    if limit is None or len(rows) <= limit:
+        return rows
+    keep = sorted(random.Random(seed).sample(range(len(rows)), limit))
+    return [rows[i] for i in keep]

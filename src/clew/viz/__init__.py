@@ -1,0 +1,1 @@
+"""Views of run directories (torch-free): plots now, a browser view later."""

@@ -1,0 +1,54 @@
+from pathlib import Path
+
+import pytest
+
+from clew.trainer.config import RunConfig, load_config, preset_names
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_validates(path: Path) -> None:
+    assert isinstance(load_config(path), RunConfig)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_preset_validates(name: str) -> None:
+    assert load_config(None, [f"preset={name}"]).credit.name
+
+
+def test_expected_presets_exist() -> None:
+    expected = {"reinforce", "grpo", "dr_grpo", "rloo", "reinforce_pp", "gigpo", "dapo", "gspo", "turn_returns"}
+    assert expected <= set(preset_names())
+
+
+def test_overrides_apply_after_file_and_preset(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("preset: gigpo\nseed: 1\ncredit: {params: {gamma: 0.9}}\n")
+    cfg = load_config(cfg_file, ["seed=3", "credit.params.step_weight=0.5"])
+    assert cfg.seed == 3 and cfg.credit.name == "gigpo"
+    assert cfg.credit.params == {"gamma": 0.9, "step_weight": 0.5, "mode": "mean_norm"}
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("train.minibatch_rows=0", "train.minibatch_rows"),
+        ("rollout.context=everything", "rollout.context"),
+        ("objective.aggregation=mean", "token_mean"),
+        ("credit.name=magic", "available: .*grpo"),
+        ("credit.params.gamm=0.9", "valid: .*scale_by_std"),
+        ("objective.params.clip=0.1", "valid: .*clip_low"),
+        ("batch_size=8", "batch_size"),
+        ("preset=nope", "available: .*gigpo"),
+    ],
+)
+def test_invalid_values_fail_naming_the_field(override: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        load_config(None, [override])
+
+
+def test_group_size_one_rejected_for_group_relative_credit() -> None:
+    with pytest.raises(ValueError, match="group_size 1 cannot form a group-relative baseline"):
+        load_config(None, ["credit.name=grpo", "rollout.group_size=1"])
+    assert load_config(None, ["credit.name=reinforce", "rollout.group_size=1"]).rollout.group_size == 1
