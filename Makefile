@@ -17,7 +17,8 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/clew demo --out runs/demo
+	rm -rf runs/demo
+	$(BIN)/clew train configs/keydoor-demo.yaml --out runs/demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks

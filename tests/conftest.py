@@ -12,9 +12,11 @@ torch.set_num_threads(2)
 
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from clew.envs.corpus import sample_texts
     from clew.policy import TinyModelConfig, build_tiny
 
-    return build_tiny(tmp_path_factory.mktemp("tiny"), TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2))
+    cfg = TinyModelConfig(hidden_size=64, num_layers=2, num_heads=2)
+    return build_tiny(tmp_path_factory.mktemp("tiny"), sample_texts(), cfg)
 
 
 @pytest.fixture(scope="session")

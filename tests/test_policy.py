@@ -4,13 +4,14 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
+from clew.envs.corpus import sample_texts
 from clew.policy import ChatFormat, HFPolicy, SamplingParams
 from clew.policy.tiny import build_tokenizer
 from clew.tensors import pack_rows
 
 
 def test_tokenizer_round_trips_through_auto_tokenizer(tiny_dir: Path) -> None:
-    trained = build_tokenizer()
+    trained = build_tokenizer(sample_texts())
     loaded = AutoTokenizer.from_pretrained(tiny_dir)
     rng = random.Random(0)
     for _ in range(300):

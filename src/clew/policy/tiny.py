@@ -1,7 +1,7 @@
 """Offline factory for clew's tiny default model: a byte-level BPE tokenizer and a small Llama LM.
 
-Nothing is downloaded. The tokenizer is trained on text from the built-in envs (observations and
-expert actions), saved with ``tokenizer_class=PreTrainedTokenizerFast`` so that
+Nothing is downloaded. The tokenizer is trained on the texts it is given (the trainer passes
+observations and expert actions of the built-in envs, ``clew.envs.corpus``), saved with ``tokenizer_class=PreTrainedTokenizerFast`` so that
 ``AutoTokenizer.from_pretrained`` keeps ``tokenizer.json`` exactly as trained (the Qwen2 class
 would swap in its own pre-tokenizer; see shared/reference/cpu-notes.md). The model is a
 ``LlamaForCausalLM`` built from a config and saved with ``save_pretrained``.
@@ -10,14 +10,13 @@ would swap in its own pre-tokenizer; see shared/reference/cpu-notes.md). The mod
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
-
-from clew.envs import make
 
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
@@ -39,34 +38,7 @@ class TinyModelConfig:
     seed: int = 0
 
 
-def corpus(episodes_per_env: int = 120) -> list[str]:
-    """Deterministic training text for the tokenizer: env observations, expert actions, numbers."""
-    texts = [str(i) for i in range(1000)]
-    specs = [
-        ("keydoor-v0", {"width": 6, "height": 6}),
-        ("keydoor-v0", {"width": 12, "height": 12}),
-        ("bifurcation-v0", {"branches": 4}),
-        ("toolcalc-v0", {}),
-    ]
-    for env_id, kwargs in specs:
-        for seed in range(episodes_per_env):
-            texts.extend(_expert_texts(env_id, kwargs, seed))
-    return texts
-
-
-def _expert_texts(env_id: str, kwargs: dict[str, int], seed: int) -> list[str]:
-    env = make(env_id, **kwargs)
-    out = [env.reset(seed)]
-    for _ in range(200):
-        action = env.expert_action()  # type: ignore[attr-defined]
-        result = env.step(action)
-        out += [action, result.observation]
-        if result.terminated or result.truncated:
-            break
-    return out
-
-
-def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
+def build_tokenizer(texts: Iterable[str], vocab_size: int = 512) -> PreTrainedTokenizerFast:
     """Train a byte-level BPE tokenizer with a chat template (any string encodes losslessly)."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -77,7 +49,7 @@ def build_tokenizer(vocab_size: int = 512) -> PreTrainedTokenizerFast:
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(corpus(), trainer=trainer)
+    tok.train_from_iterator(list(texts), trainer=trainer)
     fast = PreTrainedTokenizerFast(
         tokenizer_object=tok, pad_token="<|pad|>", eos_token="<|end|>", bos_token=None, unk_token=None
     )
@@ -104,20 +76,20 @@ def build_model(cfg: TinyModelConfig, tokenizer: PreTrainedTokenizerFast) -> Lla
     return LlamaForCausalLM(config)
 
 
-def build_tiny(path: str | Path, cfg: TinyModelConfig | None = None) -> Path:
-    """Build and save the tiny tokenizer + model at ``path`` (reused when already built with ``cfg``)."""
+def build_tiny(path: str | Path, texts: Iterable[str], cfg: TinyModelConfig | None = None) -> Path:
+    """Build and save the tiny tokenizer (trained on ``texts``) + model at ``path``.
+
+    ``clew.envs.corpus.sample_texts()`` gives text from the built-in envs; any strings work.
+    """
     cfg = cfg or TinyModelConfig()
     path = Path(path)
-    stamp = path / "clew_tiny.json"
-    if stamp.exists() and json.loads(stamp.read_text()) == asdict(cfg):
-        return path
-    tokenizer = build_tokenizer(cfg.vocab_size)
+    tokenizer = build_tokenizer(texts, cfg.vocab_size)
     model = build_model(cfg, tokenizer)
     path.mkdir(parents=True, exist_ok=True)
     tokenizer.save_pretrained(path)
     _force_tokenizer_class(path)
     model.save_pretrained(path)
-    stamp.write_text(json.dumps(asdict(cfg)))
+    (path / "clew_tiny.json").write_text(json.dumps(asdict(cfg)))
     return path
 
 

@@ -12,6 +12,7 @@ from typing import Any
 import torch
 
 from clew import credit as credit_lib
+from clew.envs.corpus import sample_texts
 from clew.eval import EvalResult, eval_tasks, evaluate, summarize
 from clew.policy import HFPolicy, SamplingParams, TinyModelConfig, build_tiny
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
@@ -66,6 +67,8 @@ class Trainer:
     # --- stages -----------------------------------------------------------------------------------
     def _setup(self, resume: bool) -> tuple[TrainerState, bool]:
         self.recorder = Recorder(self.run_dir)
+        if not resume and checkpoints(self.run_dir):
+            raise ValueError(f"{self.run_dir} already holds a run; resume it (--resume) or choose another --out")
         found = checkpoints(self.run_dir) if resume else []
         if resume:
             clean_partials(self.run_dir)
@@ -92,7 +95,7 @@ class Trainer:
                 hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
                 intermediate_size=p.intermediate_size, seed=p.init_seed,
             )  # fmt: skip
-            policy = HFPolicy.from_pretrained(build_tiny(self.run_dir / "base", tiny))
+            policy = HFPolicy.from_pretrained(build_tiny(self.run_dir / "base", sample_texts(), tiny))
         else:
             policy = HFPolicy.from_pretrained(cfg.policy.model)
         if cfg.sft.enabled:
@@ -126,7 +129,9 @@ class Trainer:
 
     def _rollout(self, it: int) -> tuple[list[Group], list[Group]]:
         """(groups to train on, every group collected); dynamic sampling refills dropped groups."""
-        cfg, kept, collected = self.cfg, [], []
+        cfg = self.cfg
+        kept: list[Group] = []
+        collected: list[Group] = []
         for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
             need = cfg.tasks_per_iteration - len(kept)
             tasks = [self._task(it, round_, i) for i in range(need)]
@@ -196,7 +201,7 @@ class Trainer:
         if state.iteration >= self.cfg.iterations and (not evals or evals[-1]["iteration"] != state.iteration):
             self._evaluate(state)
             evals = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
-        summary = {
+        summary: dict[str, Any] = {
             "iterations": state.iteration,
             "optimizer_steps": state.optimizer_steps,
             "env_steps": state.env_steps,

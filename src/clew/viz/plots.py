@@ -24,11 +24,11 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
         ax_r.plot(steps, [r["rollout/mean_return"] for r in train], label="training rollouts")
     if evals:
         steps = [r["rollout/env_steps_total"] for r in evals]
-        ax_s.plot(steps, [r["eval/success_rate"] for r in evals], "o-", label="held-out eval")
+        ax_s.plot(steps, [r["eval/success_rate"] for r in evals], "o-", color="C1", label="held-out eval (95% CI)")
         ax_s.fill_between(
             steps, [r["eval/success_low"] for r in evals], [r["eval/success_high"] for r in evals], alpha=0.2
         )
-        ax_r.plot(steps, [r["eval/mean_return"] for r in evals], "o-", label="held-out eval")
+        ax_r.plot(steps, [r["eval/mean_return"] for r in evals], "o-", color="C1", label="held-out eval")
     for ax, title in ((ax_s, "success rate"), (ax_r, "mean return")):
         ax.set_xlabel("environment steps")
         ax.set_title(title)

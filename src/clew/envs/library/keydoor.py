@@ -163,12 +163,23 @@ class KeyDoor:
         return to_key + 1 + min(from_key[c] for c in self._door_neighbours()) + 1
 
     def _render(self, note: str) -> str:
-        key = "carried" if self.has_key else f"at ({self.key[0]},{self.key[1]})"
+        key = "carried" if self.has_key else f"at ({self.key[0]},{self.key[1]}), {self._relative(self.key)}"
         lines = [
             f"Grid {self.width}x{self.height}. You are at ({self.agent[0]},{self.agent[1]}).",
-            f"Key: {key}. Door: at ({self.door[0]},{self.door[1]}), locked.",
+            f"Key: {key}.",
+            f"Door: at ({self.door[0]},{self.door[1]}), {self._relative(self.door)}, locked.",
         ]
         if note:
             lines.append(note)
         lines.append("Actions: " + ", ".join(ACTIONS) + ".")
         return "\n".join(lines)
+
+    def _relative(self, cell: Cell) -> str:
+        """Where ``cell`` lies from the agent, in moves: e.g. ``2 right, 1 up`` or ``here``."""
+        dx, dy = cell[0] - self.agent[0], cell[1] - self.agent[1]
+        parts = []
+        if dx:
+            parts.append(f"{abs(dx)} {'right' if dx > 0 else 'left'}")
+        if dy:
+            parts.append(f"{abs(dy)} {'down' if dy > 0 else 'up'}")
+        return " ".join(parts) if parts else "here"
