@@ -1,10 +1,11 @@
 """Offline factory for clew's tiny default model: a byte-level BPE tokenizer and a small Llama LM.
 
 Nothing is downloaded. The tokenizer is trained on the texts it is given (the trainer passes
-observations and expert actions of the built-in envs, ``clew.envs.corpus``), saved with ``tokenizer_class=PreTrainedTokenizerFast`` so that
-``AutoTokenizer.from_pretrained`` keeps ``tokenizer.json`` exactly as trained (the Qwen2 class
-would swap in its own pre-tokenizer; see shared/reference/cpu-notes.md). The model is a
-``LlamaForCausalLM`` built from a config and saved with ``save_pretrained``.
+observations and expert actions of the built-in envs, ``clew.envs.corpus``), saved with
+``tokenizer_class=PreTrainedTokenizerFast`` so that ``AutoTokenizer.from_pretrained`` keeps
+``tokenizer.json`` exactly as trained (the Qwen2 class would swap in its own pre-tokenizer; see
+shared/reference/cpu-notes.md). The model is a ``LlamaForCausalLM`` built from a config and saved
+with ``save_pretrained``.
 """
 
 from __future__ import annotations
