@@ -23,6 +23,8 @@ class Recorder:
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
+        self._tensorboard: Any = None
+        self._tensorboard_tried = False
 
     def write_header(self, config_yaml: str) -> None:
         """Resolved config, package versions, git SHA; starts a fresh metrics file."""
@@ -32,7 +34,25 @@ class Recorder:
         atomic_write_text(self.path, "")
 
     def log(self, kind: str, record: dict[str, Any], iteration: int | None = None) -> None:
-        append_jsonl(self.path, {"kind": kind, "iteration": iteration, **_plain(record)})
+        plain = _plain(record)
+        append_jsonl(self.path, {"kind": kind, "iteration": iteration, **plain})
+        writer = self._writer()
+        if writer is not None:
+            for key, value in plain.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool):
+                    writer.add_scalar(key, value, global_step=iteration or 0)
+            writer.flush()
+
+    def _writer(self) -> Any:
+        """A TensorBoard writer under ``RUN/tensorboard`` when tensorboard is installed, else None."""
+        if not self._tensorboard_tried:
+            self._tensorboard_tried = True
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:
+                return None
+            self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
+        return self._tensorboard
 
     def truncate(self, iteration: int) -> None:
         """Drop records newer than ``iteration`` (and a torn last line) before resuming."""

@@ -1,0 +1,60 @@
+"""Run every benchmark and collect their tables in ``benchmarks/results/latest.md``.
+
+Usage: python benchmarks/run.py [--quick] [--only NAME ...]
+Each benchmark is a script that prints markdown; this runner records the command, machine, date
+and package versions with the output. ``--quick`` runs each in smoke-test size (a few minutes).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import subprocess
+import sys
+from importlib import metadata
+from pathlib import Path
+
+HERE = Path(__file__).parent
+BENCHMARKS = ["credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "learning_efficiency"]
+
+
+def versions() -> str:
+    names = ["torch", "transformers", "numpy", "trl"]
+    found = []
+    for name in names:
+        try:
+            found.append(f"{name} {metadata.version(name)}")
+        except metadata.PackageNotFoundError:
+            found.append(f"{name} (not installed)")
+    return ", ".join(found)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--only", nargs="*", choices=BENCHMARKS)
+    parser.add_argument("--out", default=str(HERE / "results"))
+    args = parser.parse_args()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    sections = [f"# Benchmark results ({'quick' if args.quick else 'full'})", "", f"date: {dt.date.today()}; {versions()}", ""]
+    failed = 0
+    for name in args.only or BENCHMARKS:
+        cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if args.quick else [])
+        if name == "learning_efficiency":
+            cmd += ["--out", str(out / "learning")]
+        print(f"== {name}: {' '.join(cmd)}", flush=True)
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        body = proc.stdout.strip()
+        print(body, flush=True)
+        if proc.returncode != 0:
+            failed += 1
+            print(proc.stderr[-3000:], file=sys.stderr)
+            body += f"\n\nFAILED (exit {proc.returncode})"
+        sections += [f"## {name}", "", f"`python benchmarks/{name}.py{' --quick' if args.quick else ''}`", "", body, ""]
+    (out / ("quick.md" if args.quick else "latest.md")).write_text("\n".join(sections))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Smoke test: every benchmark runs end to end in --quick mode (no timing assertions)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_benchmarks_quick(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(tmp_path)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    report = (tmp_path / "quick.md").read_text()
+    for name in ("credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "learning_efficiency"):
+        assert f"## {name}" in report
+    assert "gradients identical" in report and "| gigpo |" in report
