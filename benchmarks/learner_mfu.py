@@ -17,11 +17,10 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe, wait_for_quiet  # noqa: E402
-
-from clew.envs.corpus import sample_texts  # noqa: E402
-from clew.policy import TinyModelConfig, build_tiny  # noqa: E402
-from clew.policy.hf import HFPolicy, token_logprobs  # noqa: E402
+from clew.envs.corpus import sample_texts
+from clew.policy import TinyModelConfig, build_tiny
+from clew.policy.hf import HFPolicy, token_logprobs
+from machine import describe, wait_for_quiet
 
 SIZES = {
     "tiny (default)": TinyModelConfig(),
@@ -73,7 +72,8 @@ def main() -> None:
         non_embed = total - model.get_input_embeddings().weight.numel()
         rate = learner_rate(model, batch, seq, len(policy.tokenizer), steps)
         flops = rate * (6 * non_embed + 12 * cfg.num_layers * seq * cfg.hidden_size)
-        print(f"| {name} | {total / 1e6:.2f} M | {non_embed / 1e6:.2f} M | {rate:,.0f} | {flops / 1e9:.0f} G | {flops / peak:.0%} |")
+        cells = [name, f"{total / 1e6:.2f} M", f"{non_embed / 1e6:.2f} M", f"{rate:,.0f}", f"{flops / 1e9:.0f} G"]
+        print("| " + " | ".join([*cells, f"{flops / peak:.0%}"]) + " |")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,11 @@ from typing import Any
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import describe  # noqa: E402
-
-from clew.eval import bootstrap_interval, iqm  # noqa: E402
-from clew.store.run import read_jsonl  # noqa: E402
-from clew.trainer.config import load_config  # noqa: E402
-from clew.trainer.loop import Trainer  # noqa: E402
+from clew.eval import bootstrap_interval, iqm
+from clew.store.run import read_jsonl
+from clew.trainer.config import load_config
+from clew.trainer.loop import Trainer
+from machine import describe
 
 PRESETS = ["reinforce", "grpo", "rloo", "gigpo", "turn_returns"]
 TASKS: dict[str, list[str]] = {
@@ -46,7 +45,8 @@ TASKS: dict[str, list[str]] = {
 COMMON = [
     "tasks_per_iteration=4", "rollout.group_size=8", "rollout.max_new_tokens=4", "rollout.context=window",
     "rollout.window_turns=0", "train.lr=0.0003", "train.minibatch_rows=256", "train.microbatch_rows=128",
-    "eval.every=0", "eval.episodes=32", "sft.episodes=128", "sft.epochs=3", "checkpoint_every=1000",
+    "eval.every=0", "eval.at_start=false", "eval.at_end=false", "eval.episodes=32", "sft.episodes=256",
+    "sft.epochs=3", "checkpoint_every=1000",
 ]  # fmt: skip
 
 
@@ -155,7 +155,8 @@ def main() -> None:
             ci = agg["steps_to_80_interval"]
             reach = f"{med:,.0f}" if med is not None else "not reached"
             reach += f" [{ci[0]:,.0f}, {ci[1]:,.0f}]" if ci and med is not None else ""
-            print(f"| {task} | {preset} | {agg['final_iqm']:.2f} [{lo:.2f}, {hi:.2f}] | {agg['reached_80']}/{len(agg['steps_to_80'])} | {reach} |")
+            final = f"{agg['final_iqm']:.2f} [{lo:.2f}, {hi:.2f}]"
+            print(f"| {task} | {preset} | {final} | {agg['reached_80']}/{len(agg['steps_to_80'])} | {reach} |")
 
 
 if __name__ == "__main__":

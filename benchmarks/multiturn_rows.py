@@ -17,15 +17,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import busy_cores, describe, wait_for_quiet  # noqa: E402
-
-from clew.envs.corpus import sample_texts  # noqa: E402
-from clew.objectives import aggregation_weights, compute  # noqa: E402
-from clew.policy import HFPolicy, TinyModelConfig, build_tiny  # noqa: E402
-from clew.policy.hf import token_logprobs  # noqa: E402
-from clew.rollout import Framing, RolloutConfig, ScriptedActor, Task, collect  # noqa: E402
-from clew.rollout.batch import to_rows  # noqa: E402
-from clew.tensors import TokenRow, pack_batch  # noqa: E402
+from clew.envs.corpus import sample_texts
+from clew.objectives import aggregation_weights, compute
+from clew.policy import HFPolicy, TinyModelConfig, build_tiny
+from clew.policy.hf import token_logprobs
+from clew.rollout import Framing, RolloutConfig, ScriptedActor, Task, collect
+from clew.rollout.batch import to_rows
+from clew.tensors import TokenRow, pack_batch
+from machine import busy_cores, describe, wait_for_quiet
 
 
 def episodes(policy: HFPolicy, n_episodes: int, turns: int) -> list:
@@ -39,7 +38,9 @@ def fwd_bwd(policy: HFPolicy, rows: list[TokenRow], micro: int) -> tuple[float, 
     """Loss over all rows (exact accumulation over microbatches): (seconds, grads, forward tokens)."""
     policy.model.zero_grad()
     full = pack_batch(rows, policy.pad_id)
-    weights = aggregation_weights(full.rows.action_mask, "token_mean", episode_ids=full.episode_ids, weighting="episode")
+    weights = aggregation_weights(
+        full.rows.action_mask, "token_mean", episode_ids=full.episode_ids, weighting="episode"
+    )
     tokens = int(full.rows.attention_mask.sum())
     start = time.perf_counter()
     for lo in range(0, len(rows), micro):

@@ -37,7 +37,12 @@ def main() -> int:
     args = parser.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sections = [f"# Benchmark results ({'quick' if args.quick else 'full'})", "", f"date: {dt.date.today()}; {versions()}", ""]
+    sections = [
+        f"# Benchmark results ({'quick' if args.quick else 'full'})",
+        "",
+        f"date: {dt.date.today()}; {versions()}",
+        "",
+    ]
     failed = 0
     for name in args.only or BENCHMARKS:
         cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if args.quick else [])

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import busy_cores, describe, wait_for_quiet  # noqa: E402
+from machine import busy_cores, describe, wait_for_quiet
 
 GROUP, NEW_TOKENS, PROMPTS_PER_STEP, LR = 8, 32, 2, 1e-3
 TOPICS = ["a key", "a door", "a grid", "a calculator", "a corridor", "a lamp", "a branch", "a treasure"]
@@ -67,7 +67,8 @@ def run_clew(model_dir: Path, steps: int) -> dict[str, float]:
     cfg = load_config(
         None,
         [
-            "preset=grpo", f"policy.model={model_dir}", f"iterations={steps}", f"tasks_per_iteration={PROMPTS_PER_STEP}",
+            "preset=grpo", f"policy.model={model_dir}", f"iterations={steps}",
+            f"tasks_per_iteration={PROMPTS_PER_STEP}",
             "env.id=throughput:PromptEnv", f"rollout.group_size={GROUP}", "rollout.max_turns=1",
             f"rollout.max_new_tokens={NEW_TOKENS}", f"train.lr={LR}", "train.minibatch_rows=16",
             "train.microbatch_rows=16", "objective.aggregation=token_mean", "eval.every=0", "eval.episodes=1",

@@ -114,7 +114,9 @@ class SFTConfig(_Frozen):
 class EvalConfig(_Frozen):
     """Periodic evaluation on held-out seeds."""
 
-    every: int = Field(5, ge=0, description="iterations between evaluations (0 = only at the end)")
+    every: int = Field(5, ge=0, description="iterations between evaluations (0 = none in between)")
+    at_start: bool = Field(True, description="evaluate the starting (e.g. SFT) policy before RL")
+    at_end: bool = Field(True, description="evaluate the final policy")
     episodes: int = Field(64, ge=1)
     temperature: float = Field(1.0, ge=0)
 

@@ -42,7 +42,7 @@ class Trainer:
         cfg = self.cfg
         torch.set_num_threads(cfg.threads)
         state, fresh = self._setup(resume)
-        if fresh:
+        if fresh and cfg.eval.at_start:
             self._evaluate(state)
         for it in range(state.iteration, cfg.iterations):
             if stop_after is not None and it >= stop_after:
@@ -198,7 +198,8 @@ class Trainer:
 
     def _finish(self, state: TrainerState) -> dict[str, Any]:
         evals = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
-        if state.iteration >= self.cfg.iterations and (not evals or evals[-1]["iteration"] != state.iteration):
+        done = state.iteration >= self.cfg.iterations
+        if done and self.cfg.eval.at_end and (not evals or evals[-1]["iteration"] != state.iteration):
             self._evaluate(state)
             evals = [r for r in read_jsonl(self.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
         summary: dict[str, Any] = {
