@@ -16,6 +16,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from clew import credit
 from clew.cli import main
 from clew.store.run import checkpoints, read_jsonl
 from clew.trainer import Trainer
@@ -40,6 +41,15 @@ def test_every_preset_trains_two_iterations(preset: str, tiny_cfg: Make, tmp_pat
     assert summary["iterations"] == 2
     rows = [r for r in read_jsonl(tmp_path / preset / "metrics.jsonl") if r["kind"] == "iteration"]
     assert len(rows) == 2 and all(r.get("train/skipped_steps", 0) == 0 for r in rows)
+
+
+@pytest.mark.parametrize("name", sorted(credit.available()))
+def test_every_estimator_runs_in_the_loop(name: str, tiny_cfg: Make, tmp_path: Path) -> None:
+    """Token-level and entropy estimators get what they need from real rollouts."""
+    cfg = tiny_cfg(f"credit.name={name}", "iterations=1", "eval.every=0", "eval.at_start=false", "eval.at_end=false")
+    Trainer(cfg, tmp_path / name).fit()
+    table = pq.read_table(tmp_path / name / "trajectories" / "iter_000001.parquet").to_pylist()
+    assert table and all(isinstance(r["advantage"], float) for r in table)
 
 
 def test_resume_is_bit_exact(tiny_cfg: Make, tmp_path: Path) -> None:

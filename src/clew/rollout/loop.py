@@ -137,7 +137,7 @@ def _advance(item: _Live, completion: Completion, framing: Framing | None, cfg: 
     state = item.env.state_key() if hasattr(item.env, "state_key") else None
     turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
     if completion.entropies:
-        turn.info["mean_entropy"] = sum(completion.entropies) / len(completion.entropies)
+        turn.info["token_entropies"] = list(completion.entropies)  # per sampled token, for EMPG
     episode.turns.append(turn)
     try:
         result = _step(item.env, completion.text, cfg.env_step_timeout_s)
