@@ -6,13 +6,13 @@ Shapes: ``N`` turn rows (all episodes of all groups, episode-contiguous, turns i
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
+from clew.registry import Registry, keyword_params
 from clew.types import Group
 
 Array = np.ndarray
@@ -156,18 +156,17 @@ class EstimatorSpec:
 
     @property
     def params(self) -> dict[str, Any]:
-        sig = inspect.signature(self.fn)
-        return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        return keyword_params(self.fn)
 
 
-_REGISTRY: dict[str, EstimatorSpec] = {}
+_REGISTRY: Registry[EstimatorSpec] = Registry("credit estimator")
 
 
 def register(name: str, **meta: Any) -> Callable[[Estimator], Estimator]:
-    """Decorator: ``@register("grpo", needs_state_keys=False, summary=...)``."""
+    """Decorator: ``@register("grpo", needs_group=True, summary=...)``."""
 
     def wrap(fn: Estimator) -> Estimator:
-        _REGISTRY[name] = EstimatorSpec(name, fn, **meta)
+        _REGISTRY.add(EstimatorSpec(name, fn, **meta))
         return fn
 
     return wrap
@@ -175,21 +174,16 @@ def register(name: str, **meta: Any) -> Callable[[Estimator], Estimator]:
 
 def available() -> dict[str, EstimatorSpec]:
     """Every estimator by name, with its metadata and default parameters."""
-    return dict(sorted(_REGISTRY.items()))
+    return _REGISTRY.available()
 
 
 def get(name: str) -> EstimatorSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown credit estimator {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def check_params(name: str, params: dict[str, Any]) -> None:
     """Fail on parameters the estimator does not take, listing the valid ones."""
-    valid = get(name).params
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"credit estimator {name!r} has no parameter(s) {unknown}; valid: {sorted(valid)}")
+    _REGISTRY.check_params(name, params)
 
 
 def compute(name: str, inp: CreditInput, **params: Any) -> Credit:

@@ -6,7 +6,6 @@ loss (minimised; zero where ``mask`` is 0) and a dict of detached, namespaced me
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -15,6 +14,7 @@ import torch
 
 from clew.objectives.regularizers import entropy_bonus, kl_penalty
 from clew.objectives.surrogate import ctpo, gspo, holder, loop_clip, masked_mean, ppo_clip
+from clew.registry import Registry, keyword_params
 
 Tensor = torch.Tensor
 Surrogate = Callable[..., tuple[Tensor, dict[str, Tensor]]]
@@ -31,38 +31,32 @@ class ObjectiveSpec:
 
     @property
     def params(self) -> dict[str, Any]:
-        sig = inspect.signature(self.fn)
-        return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
+        return keyword_params(self.fn)
 
 
-_REGISTRY = {
-    spec.name: spec
-    for spec in [
-        ObjectiveSpec("ppo_clip", ppo_clip, "token_mean", "PPO clip with clip-higher and dual-clip"),
-        ObjectiveSpec("loop_clip", loop_clip, "seq_mean_token_mean", "PPO with ratio window [1/(1+e), 1+e]"),
-        ObjectiveSpec("gspo", gspo, "seq_mean_token_mean", "sequence-level length-normalised ratio"),
-        ObjectiveSpec("ctpo", ctpo, "token_mean", "cumulative token ratio, position-adaptive log clip"),
-        ObjectiveSpec("holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p -> 0 geometric)"),
-    ]
-}
+_REGISTRY: Registry[ObjectiveSpec] = Registry("objective")
+for _spec in [
+    ObjectiveSpec("ppo_clip", ppo_clip, "token_mean", "PPO clip with clip-higher and dual-clip"),
+    ObjectiveSpec("loop_clip", loop_clip, "seq_mean_token_mean", "PPO with ratio window [1/(1+e), 1+e]"),
+    ObjectiveSpec("gspo", gspo, "seq_mean_token_mean", "sequence-level length-normalised ratio"),
+    ObjectiveSpec("ctpo", ctpo, "token_mean", "cumulative token ratio, position-adaptive log clip"),
+    ObjectiveSpec("holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p -> 0 geometric)"),
+]:
+    _REGISTRY.add(_spec)
 
 
 def available() -> dict[str, ObjectiveSpec]:
     """Every objective by name with its parameters and recommended aggregation."""
-    return dict(sorted(_REGISTRY.items()))
+    return _REGISTRY.available()
 
 
 def get(name: str) -> ObjectiveSpec:
-    if name not in _REGISTRY:
-        raise ValueError(f"unknown objective {name!r}; available: {', '.join(sorted(_REGISTRY))}")
-    return _REGISTRY[name]
+    return _REGISTRY.get(name)
 
 
 def check_params(name: str, params: dict[str, Any]) -> None:
-    valid = get(name).params
-    unknown = sorted(set(params) - set(valid))
-    if unknown:
-        raise ValueError(f"objective {name!r} has no parameter(s) {unknown}; valid: {sorted(valid)}")
+    """Fail on parameters the objective does not take, listing the valid ones."""
+    _REGISTRY.check_params(name, params)
 
 
 def compute(
