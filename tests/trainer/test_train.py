@@ -53,7 +53,9 @@ def test_every_estimator_runs_in_the_loop(name: str, tiny_cfg: Make, tmp_path: P
 
 
 def test_resume_is_bit_exact(tiny_cfg: Make, tmp_path: Path) -> None:
-    cfg = tiny_cfg("iterations=3", "preset=gigpo", "sft.enabled=true", "sft.episodes=8", "sft.epochs=1")
+    cfg = tiny_cfg(
+        "iterations=3", "preset=gigpo", "sft.enabled=true", "sft.episodes=8", "sft.epochs=1", "objective.kl_coef=0.05"
+    )
     Trainer(cfg, tmp_path / "full").fit()
     Trainer(cfg, tmp_path / "split").fit(stop_after=1)
     assert len(checkpoints(tmp_path / "split")) == 1

@@ -31,20 +31,25 @@ class Learner:
     """Thin stateful shell: the model, its optimizer and a step counter."""
 
     def __init__(
-        self, policy: HFPolicy, train: TrainConfig, objective: ObjectiveConfig, temperature: float = 1.0
+        self,
+        policy: HFPolicy,
+        train: TrainConfig,
+        objective: ObjectiveConfig,
+        temperature: float = 1.0,
+        reference: Any = None,
     ) -> None:
+        """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0``; defaults to a copy
+        of the policy as it is now)."""
         self.policy, self.train_cfg, self.objective = policy, train, objective
         self.model = policy.model
         self.temperature = temperature if temperature > 0 else 1.0
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
         self.steps = 0
-        self.reference = self._frozen_copy() if objective.kl_coef > 0 else None
-
-    def _frozen_copy(self) -> Any:
-        ref = copy.deepcopy(self.model).eval()
-        for p in ref.parameters():
-            p.requires_grad_(False)
-        return ref
+        self.reference = None
+        if objective.kl_coef > 0:
+            self.reference = (reference if reference is not None else copy.deepcopy(self.model)).eval()
+            for p in self.reference.parameters():
+                p.requires_grad_(False)
 
     def lr(self) -> float:
         warm = self.train_cfg.warmup_steps

@@ -79,13 +79,21 @@ class Trainer:
             self.policy = self._initial_policy()
         self.actor = PolicyActor(self.policy, self._sampling(self.cfg.rollout.temperature))
         self.framing = Framing(self.policy.tokenizer, self.policy.chat)
-        self.learner = Learner(self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature)
+        reference = self._reference() if self.cfg.objective.kl_coef > 0 and found else None
+        self.learner = Learner(self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature, reference)
         if not found:
             return TrainerState(0, 0, 0), True
         state = load_state(found[-1], self.learner.optimizer)
         self.learner.steps = state.optimizer_steps
         self.recorder.truncate(state.iteration)
         return state, False
+
+    def _reference(self) -> Any:
+        """The KL reference on resume: the policy RL started from (SFT output, else the base model)."""
+        for path in (self.run_dir / "sft" / "policy", self.run_dir / "base"):
+            if (path / "config.json").exists():
+                return HFPolicy.from_pretrained(path).model
+        return HFPolicy.from_pretrained(self.cfg.policy.model).model
 
     def _initial_policy(self) -> HFPolicy:
         cfg = self.cfg
