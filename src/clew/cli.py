@@ -219,7 +219,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    return int(args.fn(args))
+    try:
+        return int(args.fn(args))
+    except ValueError as exc:  # invalid configs and arguments: a clear message, no traceback
+        console.print(f"[red]error:[/red] {exc}")
+        return 2
 
 
 if __name__ == "__main__":

@@ -52,3 +52,17 @@ def test_group_size_one_rejected_for_group_relative_credit() -> None:
     with pytest.raises(ValueError, match="group_size 1 cannot form a group-relative baseline"):
         load_config(None, ["credit.name=grpo", "rollout.group_size=1"])
     assert load_config(None, ["credit.name=reinforce", "rollout.group_size=1"]).rollout.group_size == 1
+
+
+def test_switching_estimator_drops_the_presets_params() -> None:
+    cfg = load_config(None, ["preset=gigpo", "credit.name=grpo"])
+    assert cfg.credit.name == "grpo" and cfg.credit.params == {}
+    kept = load_config(None, ["preset=gigpo", "credit.params.gamma=0.9"])
+    assert kept.credit.params["gamma"] == 0.9 and kept.credit.params["step_weight"] == 1.0
+
+
+def test_cli_reports_invalid_config_without_traceback(capsys) -> None:  # type: ignore[no-untyped-def]
+    from clew.cli import main
+
+    assert main(["train", str(ROOT / "configs" / "keydoor-demo.yaml"), "train.lr=-1", "--out", "/nonexistent/x"]) == 2
+    assert "train.lr" in capsys.readouterr().out

@@ -191,8 +191,19 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         tree = apply_override(tree, item)
     preset = tree.pop("preset", None)
     if preset:
-        tree = deep_merge(read_preset(str(preset)), tree)
+        tree = deep_merge(_without_foreign_params(read_preset(str(preset)), tree), tree)
     return validate(tree)
+
+
+def _without_foreign_params(preset: dict[str, Any], user: dict[str, Any]) -> dict[str, Any]:
+    """Drop a preset's ``credit``/``objective`` params when the user picks a different name there:
+    ``preset=gigpo credit.name=grpo`` must not hand GiGPO's ``gamma`` to GRPO."""
+    out = dict(preset)
+    for section in ("credit", "objective"):
+        mine, theirs = user.get(section) or {}, preset.get(section) or {}
+        if "name" in mine and mine["name"] != theirs.get("name"):
+            out[section] = {k: v for k, v in theirs.items() if k != "params"}
+    return out
 
 
 def validate(tree: dict[str, Any]) -> RunConfig:
