@@ -131,10 +131,11 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/learning")
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--tasks", nargs="*", choices=list(TASKS), help="a subset of the tasks (default: all)")
     args = parser.parse_args()
     out = Path(args.out)
     presets, seeds, iterations = PRESETS, range(args.seeds), args.iterations
-    tasks = list(TASKS)
+    tasks = args.tasks or list(TASKS)
     if args.quick:
         presets, seeds, iterations, tasks = ["grpo", "gigpo"], range(2), 2, ["keydoor-short"]
     start_time = time.time()
