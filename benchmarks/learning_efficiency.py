@@ -37,6 +37,10 @@ TASKS: dict[str, list[str]] = {
         "env.id=keydoor-v0", "env.kwargs={width: 9, height: 9, layout: corners, max_steps: 50}", "rollout.max_turns=50",
         "sft.noise=0.2", "tasks_per_iteration=2",
     ],
+    "keydoor-demo": [
+        "env.id=keydoor-v0", "env.kwargs={width: 6, height: 6, max_steps: 16}", "rollout.max_turns=16",
+        "sft.noise=0.5", "tasks_per_iteration=8",
+    ],
     "bifurcation": [
         "env.id=bifurcation-v0", "env.kwargs={branches: 4, corridor_length: 12}", "rollout.max_turns=16",
         "sft.noise=0.5",
@@ -132,10 +136,11 @@ def main() -> None:
     parser.add_argument("--iterations", type=int, default=10)
     parser.add_argument("--seeds", type=int, default=5)
     parser.add_argument("--tasks", nargs="*", choices=list(TASKS), help="a subset of the tasks (default: all)")
+    parser.add_argument("--presets", nargs="*", choices=PRESETS, help="a subset of the presets (default: all)")
     args = parser.parse_args()
     out = Path(args.out)
-    presets, seeds, iterations = PRESETS, range(args.seeds), args.iterations
-    tasks = args.tasks or list(TASKS)
+    presets, seeds, iterations = args.presets or PRESETS, range(args.seeds), args.iterations
+    tasks = args.tasks or [t for t in TASKS if t != "keydoor-demo"]
     if args.quick:
         presets, seeds, iterations, tasks = ["grpo", "gigpo"], range(2), 2, ["keydoor-short"]
     start_time = time.time()
