@@ -90,36 +90,29 @@ def test_dynamic_sampling_never_passes_a_zero_variance_group(tiny_cfg: Make, tmp
         assert all(has_signal(g) for g in groups)
         seen += len(collected)
     assert seen > 0
-    rows = (
-        pq.read_table(tmp_path / "dapo" / "trajectories").to_pylist()
-        if (tmp_path / "dapo" / "trajectories").exists()
-        else []
+
+
+def _tiny_yaml(path: Path, model: Path, preset: str, iterations: int, eval_every: int, eval_episodes: int) -> Path:
+    """A tiny run config file for the CLI tests."""
+    path.write_text(
+        f"preset: {preset}\npolicy: {{model: {model}}}\niterations: {iterations}\ntasks_per_iteration: 2\n"
+        "env: {id: keydoor-v0, kwargs: {width: 3, height: 3, max_steps: 5}}\n"
+        "rollout: {group_size: 4, max_turns: 5, max_new_tokens: 3, context: window}\n"
+        f"eval: {{every: {eval_every}, episodes: {eval_episodes}}}\n"
     )
-    assert rows == []  # stop_after=0 trained nothing
+    return path
 
 
 def test_cli_train_smoke(tiny_dir: Path, tmp_path: Path) -> None:
     """`clew train` end to end on a tiny config (well under a minute)."""
-    cfg = tmp_path / "tiny.yaml"
-    cfg.write_text(
-        f"preset: gigpo\npolicy: {{model: {tiny_dir}}}\niterations: 2\ntasks_per_iteration: 2\n"
-        "env: {id: keydoor-v0, kwargs: {width: 3, height: 3, max_steps: 5}}\n"
-        "rollout: {group_size: 4, max_turns: 5, max_new_tokens: 3, context: window}\n"
-        "eval: {every: 1, episodes: 4}\n"
-    )
+    cfg = _tiny_yaml(tmp_path / "tiny.yaml", tiny_dir, "gigpo", iterations=2, eval_every=1, eval_episodes=4)
     assert main(["train", str(cfg), "seed=1", "--out", str(tmp_path / "cli")]) == 0
     assert (tmp_path / "cli" / "curves.png").exists()
     assert main(["eval", "--env", "keydoor-v0", "--policy", str(tmp_path / "cli"), "--episodes", "4"]) == 0
 
 
 def test_sigkill_leaves_no_partial_files_and_resume_works(tiny_dir: Path, tmp_path: Path) -> None:
-    cfg = tmp_path / "kill.yaml"
-    cfg.write_text(
-        f"preset: grpo\npolicy: {{model: {tiny_dir}}}\niterations: 60\ntasks_per_iteration: 2\n"
-        "env: {id: keydoor-v0, kwargs: {width: 3, height: 3, max_steps: 5}}\n"
-        "rollout: {group_size: 4, max_turns: 5, max_new_tokens: 3, context: window}\n"
-        "eval: {every: 0, episodes: 2}\n"
-    )
+    cfg = _tiny_yaml(tmp_path / "kill.yaml", tiny_dir, "grpo", iterations=60, eval_every=0, eval_episodes=2)
     run = tmp_path / "run"
     cmd = [sys.executable, "-m", "clew.cli", "train", str(cfg), "--out", str(run)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
