@@ -18,12 +18,13 @@ Writes ``DIR/learning_efficiency.json`` and ``DIR/learning_efficiency.png``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import shutil
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +53,7 @@ TASKS: dict[str, list[str]] = {
         "sft.noise=0.5", "tasks_per_iteration=8", "iterations=20",
     ],
     "bifurcation": [
-        "env.id=bifurcation-v0", "env.kwargs={branches: 4, corridor_length: 12}", "rollout.max_turns=16",
+        "env.id=bifurcation-v0", "env.kwargs={branches: 2, corridor_length: 12}", "rollout.max_turns=16",
         "sft.noise=0.5", "iterations=15",
     ],
 }  # fmt: skip
@@ -62,6 +63,7 @@ COMMON = [
     "eval.every=0", "eval.at_start=false", "eval.at_end=true", "eval.episodes=64", "sft.episodes=256",
     "sft.epochs=3", "checkpoint_every=1000",
 ]  # fmt: skip
+RL_ONLY = ["shaping.invalid_action_penalty=0.1", "shaping.overlong_penalty=0.1"]  # malformed actions cost reward
 NOT_REACHED = 1e18  # finite stand-in for "never reached 80 %" so bootstrap quantiles stay defined
 
 
@@ -93,7 +95,7 @@ def one_run(task: str, preset: str, seed: int, iterations: int | None, out: Path
     start = out / task / "sft-start" / "sft" / "policy"
     overrides = [f"policy.model={start}", "sft.enabled=false", f"seed={seed}", f"threads={threads}"]
     overrides += [f"iterations={iterations}"] if iterations else []
-    cfg = load_config(None, [f"preset={preset}", *COMMON, *TASKS[task], *overrides])
+    cfg = load_config(None, [f"preset={preset}", *COMMON, *RL_ONLY, *TASKS[task], *overrides])
     if not cached(run, cfg):
         shutil.rmtree(run, ignore_errors=True)
         Trainer(cfg, run).fit()
@@ -200,19 +202,24 @@ def main() -> None:
         presets, seeds, iterations, tasks = ["grpo", "gigpo"], [0, 1], 2, ["keydoor-short"]
     threads = max(1, (os.cpu_count() or 2) // args.workers)
     start_time = time.time()
+    futures: dict[tuple[str, str, int], Future[Path]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
-        list(pool.map(sft_start, tasks, [out] * len(tasks), [threads] * len(tasks)))
-        jobs = [(t, p, s) for s in seeds for t in tasks for p in presets]  # seed-major: early results span all
-        futures = {job: pool.submit(one_run, *job, iterations, out, threads) for job in jobs}
+        starts = {pool.submit(sft_start, t, out, threads): t for t in tasks}
+        for done in as_completed(starts):  # a task's runs queue as soon as its SFT start exists
+            task = starts[done]
+            done.result()
+            for seed, preset in itertools.product(seeds, presets):
+                futures[(task, preset, seed)] = pool.submit(one_run, task, preset, seed, iterations, out, threads)
         runs = {job: load_run(f.result()) for job, f in futures.items()}
     results = {t: {p: aggregate([runs[(t, p, s)] for s in seeds]) for p in presets} for t in tasks}
-    starts = {t: load_run(out / t / "sft-start")[1] for t in tasks}
+    start_success = {t: load_run(out / t / "sft-start")[1] for t in tasks}
     out.mkdir(parents=True, exist_ok=True)
-    (out / "learning_efficiency.json").write_text(json.dumps({"sft_start": starts, "results": results}, indent=1))
+    summary = {"sft_start": start_success, "results": results}
+    (out / "learning_efficiency.json").write_text(json.dumps(summary, indent=1))
     plot(results, out / "learning_efficiency.png")
     print(f"machine: {describe()}; wall time {time.time() - start_time:.0f} s with {args.workers} workers; "
           f"{len(seeds)} seeds, iterations {iterations or 'per task'}")  # fmt: skip
-    report(results, starts)
+    report(results, start_success)
 
 
 if __name__ == "__main__":
