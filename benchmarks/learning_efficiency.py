@@ -64,6 +64,7 @@ COMMON = [
     "sft.epochs=3", "checkpoint_every=1000",
 ]  # fmt: skip
 RL_ONLY = ["shaping.invalid_action_penalty=0.1", "shaping.overlong_penalty=0.1"]  # malformed actions cost reward
+QUICK = ("sft.episodes=64", "sft.epochs=1", "eval.episodes=8")  # smoke-test size
 NOT_REACHED = 1e18  # finite stand-in for "never reached 80 %" so bootstrap quantiles stay defined
 
 
@@ -75,27 +76,29 @@ def cached(run: Path, cfg: RunConfig) -> bool:
     return yaml.safe_load(config.read_text()) | {"threads": cfg.threads} == cfg.model_dump(mode="json")
 
 
-def sft_start(task: str, out: Path, threads: int) -> Path:
+def sft_start(task: str, out: Path, threads: int, extra: tuple[str, ...] = ()) -> Path:
     """Train the shared SFT warm start of ``task`` once (iterations=0) and evaluate it.
 
     Retraining it invalidates every cached run of the task, so the task's folder starts empty.
     """
     run = out / task / "sft-start"
     overrides = ["iterations=0", "sft.enabled=true", "eval.at_start=true", f"threads={threads}"]
-    cfg = load_config(None, [*COMMON, *TASKS[task], *overrides])
+    cfg = load_config(None, [*COMMON, *TASKS[task], *overrides, *extra])
     if not cached(run, cfg):
         shutil.rmtree(out / task, ignore_errors=True)
         Trainer(cfg, run).fit()
     return run / "sft" / "policy"
 
 
-def one_run(task: str, preset: str, seed: int, iterations: int | None, out: Path, threads: int) -> Path:
+def one_run(
+    task: str, preset: str, seed: int, iterations: int | None, out: Path, threads: int, extra: tuple[str, ...] = ()
+) -> Path:
     """Train one (preset, seed) from the task's SFT start, unless its finished run is cached."""
     run = out / task / f"{preset}-seed{seed}"
     start = out / task / "sft-start" / "sft" / "policy"
     overrides = [f"policy.model={start}", "sft.enabled=false", f"seed={seed}", f"threads={threads}"]
     overrides += [f"iterations={iterations}"] if iterations else []
-    cfg = load_config(None, [f"preset={preset}", *COMMON, *RL_ONLY, *TASKS[task], *overrides])
+    cfg = load_config(None, [f"preset={preset}", *COMMON, *RL_ONLY, *TASKS[task], *overrides, *extra])
     if not cached(run, cfg):
         shutil.rmtree(run, ignore_errors=True)
         Trainer(cfg, run).fit()
@@ -187,7 +190,7 @@ def report(results: dict[str, dict[str, dict[str, Any]]], starts: dict[str, floa
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="2 presets x 2 seeds x 1 task, 2 iterations")
+    parser.add_argument("--quick", action="store_true", help="smoke test: 2 presets x 2 seeds, 2 iterations")
     parser.add_argument("--out", default="benchmarks/results/learning")
     parser.add_argument("--iterations", type=int, help="RL iterations per run (default: each task's own)")
     parser.add_argument("--seeds", type=int, default=5)
@@ -200,16 +203,18 @@ def main() -> None:
     tasks = args.tasks or [t for t in TASKS if t != "keydoor-demo"]
     if args.quick:
         presets, seeds, iterations, tasks = ["grpo", "gigpo"], [0, 1], 2, ["keydoor-short"]
+    extra = QUICK if args.quick else ()
     threads = max(1, (os.cpu_count() or 2) // args.workers)
     start_time = time.time()
     futures: dict[tuple[str, str, int], Future[Path]] = {}
     with ProcessPoolExecutor(args.workers) as pool:
-        starts = {pool.submit(sft_start, t, out, threads): t for t in tasks}
+        starts = {pool.submit(sft_start, t, out, threads, extra): t for t in tasks}
         for done in as_completed(starts):  # a task's runs queue as soon as its SFT start exists
             task = starts[done]
             done.result()
             for seed, preset in itertools.product(seeds, presets):
-                futures[(task, preset, seed)] = pool.submit(one_run, task, preset, seed, iterations, out, threads)
+                job = (task, preset, seed)
+                futures[job] = pool.submit(one_run, *job, iterations, out, threads, extra)
         runs = {job: load_run(f.result()) for job, f in futures.items()}
     results = {t: {p: aggregate([runs[(t, p, s)] for s in seeds]) for p in presets} for t in tasks}
     start_success = {t: load_run(out / t / "sft-start")[1] for t in tasks}
