@@ -3,7 +3,7 @@
 Usage: python benchmarks/learning_efficiency.py [--quick] [--workers N] [--tasks ...] [--out DIR]
 For each task one SFT warm start (noisy expert) is trained once; every (preset, seed) run then
 starts from it with the same iteration budget. Runs go to a pool of ``--workers`` processes with
-``2 // workers`` torch threads each (two 1-thread processes do ~1.4x the work of one 2-thread
+``cores // workers`` torch threads each (two 1-thread processes do ~1.4x the work of one 2-thread
 process on this 2-core machine); finished runs are cached in ``DIR`` and skipped on a rerun.
 Reported per task and preset, aggregated over seeds with the interquartile mean (IQM) and 95 %
 percentile-bootstrap intervals resampling seeds (rliable-style):
@@ -194,7 +194,7 @@ def main() -> None:
     parser.add_argument("--out", default="benchmarks/results/learning")
     parser.add_argument("--iterations", type=int, help="RL iterations per run (default: each task's own)")
     parser.add_argument("--seeds", type=int, default=5)
-    parser.add_argument("--workers", type=int, default=2, help="parallel runs (each gets 2 // workers threads)")
+    parser.add_argument("--workers", type=int, default=2, help="parallel runs (each gets cores // workers threads)")
     parser.add_argument("--tasks", nargs="*", choices=list(TASKS), help="a subset of the tasks (default: all)")
     parser.add_argument("--presets", nargs="*", choices=PRESETS, help="a subset of the presets (default: all)")
     args = parser.parse_args()
