@@ -33,7 +33,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from clew.eval import bootstrap_interval, iqm
-from clew.store.run import read_jsonl
+from clew.store.run import atomic_write_text, read_jsonl
 from clew.trainer.config import RunConfig, load_config
 from clew.trainer.loop import Trainer
 from machine import describe
@@ -220,7 +220,7 @@ def main() -> None:
     start_success = {t: load_run(out / t / "sft-start")[1] for t in tasks}
     out.mkdir(parents=True, exist_ok=True)
     summary = {"sft_start": start_success, "results": results}
-    (out / "learning_efficiency.json").write_text(json.dumps(summary, indent=1))
+    atomic_write_text(out / "learning_efficiency.json", json.dumps(summary, indent=1))
     plot(results, out / "learning_efficiency.png")
     print(f"machine: {describe()}; wall time {time.time() - start_time:.0f} s with {args.workers} workers; "
           f"{len(seeds)} seeds, iterations {iterations or 'per task'}")  # fmt: skip
