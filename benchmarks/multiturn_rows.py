@@ -23,6 +23,7 @@ from clew.policy import HFPolicy, TinyModelConfig, build_tiny
 from clew.policy.hf import token_logprobs
 from clew.rollout import Framing, RolloutConfig, ScriptedActor, Task, collect
 from clew.rollout.batch import to_rows
+from clew.table import TurnTable
 from clew.tensors import TokenRow, pack_batch
 from machine import busy_cores, describe, wait_for_quiet
 
@@ -61,10 +62,9 @@ def main() -> None:
     n_episodes = 4 if args.quick else 16
     with tempfile.TemporaryDirectory() as tmp:
         policy = HFPolicy.from_pretrained(build_tiny(tmp, sample_texts(), TinyModelConfig()))
-    groups = episodes(policy, n_episodes, 20)
-    n = sum(len(e.turns) for g in groups for e in g.episodes)
-    adv = torch.randn(n, generator=torch.Generator().manual_seed(0)).numpy()
-    per_turn, merged = to_rows(groups, adv), to_rows(groups, adv, merge_prefix=True)
+    table = TurnTable.from_groups(episodes(policy, n_episodes, 20))
+    adv = torch.randn(table.n_turns, generator=torch.Generator().manual_seed(0)).numpy()
+    per_turn, merged = to_rows(table, adv), to_rows(table, adv, merge_prefix=True)
     load = wait_for_quiet()
     t_rows, g_rows, tok_rows = fwd_bwd(policy, per_turn, micro=8)
     t_merged, g_merged, tok_merged = fwd_bwd(policy, merged, micro=2)

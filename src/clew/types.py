@@ -20,7 +20,9 @@ class Turn:
         action_ids: the exact token ids it sampled (including a sampled stop token).
         behavior_logprobs: log-probabilities of ``action_ids`` under the rollout engine.
         action_text: the decoded action passed to the environment.
-        reward: the environment's reward for this step.
+        reward: the environment's reward for this step (never changed by shaping).
+        penalty: what reward shaping charges this turn (invalid action, overlong output); credit
+            subtracts it from this turn's advantage only.
         observation: what the environment answered.
         state_key: canonical env state when the action was taken, or None.
         info: free-form details (``invalid_action``, tool errors, ...).
@@ -34,6 +36,7 @@ class Turn:
     observation: str = ""
     state_key: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    penalty: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -42,6 +45,7 @@ class Turn:
             "behavior_logprobs": [float(x) for x in self.behavior_logprobs],
             "action_text": self.action_text,
             "reward": float(self.reward),
+            "penalty": float(self.penalty),
             "observation": self.observation,
             "state_key": self.state_key,
             "info": dict(self.info),
@@ -56,7 +60,11 @@ class Turn:
 class Episode:
     """One rollout of a task: its turns and how it ended.
 
-    ``outcome`` is the episode's final scalar: the sum of its turn rewards unless a shaper sets it.
+    ``outcome`` is the episode's final scalar as the env gave it: the outcome it reported
+    (``StepResult.outcome``, then ``outcome_explicit`` is True) or else the sum of its step rewards.
+    Shaping penalties never enter it (they live on ``Turn.penalty``).
+    ``success`` is the env's terminal verdict (``info["success"]`` on the last turn) when it gives
+    one, else ``terminated and outcome > 0``.
     ``error`` records an env or tool failure (the episode then also has ``truncated=True``).
     """
 
@@ -70,6 +78,7 @@ class Episode:
     truncation_reason: str | None = None
     error: str | None = None
     first_observation: str = ""
+    outcome_explicit: bool = False
 
     @property
     def done(self) -> bool:
@@ -77,6 +86,9 @@ class Episode:
 
     @property
     def success(self) -> bool:
+        verdict = self.turns[-1].info.get("success") if self.turns else None
+        if verdict is not None:
+            return bool(verdict)
         return self.terminated and self.outcome > 0
 
     @property
@@ -90,6 +102,7 @@ class Episode:
             "seed": self.seed,
             "turns": [t.to_dict() for t in self.turns],
             "outcome": float(self.outcome),
+            "outcome_explicit": self.outcome_explicit,
             "terminated": self.terminated,
             "truncated": self.truncated,
             "truncation_reason": self.truncation_reason,

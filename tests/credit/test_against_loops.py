@@ -29,6 +29,7 @@ def batches(draw: st.DrawFn) -> dict:
                 rows["reward"].append(float(draw(st.sampled_from([0.0, 0.1, -0.2, 1.0]))))
                 rows["outcome"].append(outcome)
                 rows["state_key"].append(draw(st.integers(-1, 3)))
+                rows["observation"].append(draw(st.integers(0, 2)) if t else g)  # turn 0: the task's first
                 k = draw(st.integers(0, 3))
                 rows["token_ids"] += [draw(st.integers(0, 2)) for _ in range(k)]
                 offsets.append(offsets[-1] + k)
@@ -90,9 +91,16 @@ def z_mean_only(b: dict, i: int, _: list[float]) -> float:
 
 
 def loop_tempo(b: dict) -> list[float]:
+    """Paths: per turn, ("seen", observation or state key) when there is one, then ("tok", id) per action token."""
+    key = "observation" if "observation" in b else "state_key"
     eps_ = episodes_of(b)
     responses = {
-        e: [t for i in rows for t in b["token_ids"][b["token_offsets"][i] : b["token_offsets"][i + 1]]]
+        e: [
+            item
+            for i in rows
+            for item in ([("seen", b[key][i])] if b[key][i] >= 0 else [])
+            + [("tok", t) for t in b["token_ids"][b["token_offsets"][i] : b["token_offsets"][i + 1]]]
+        ]
         for e, rows in eps_.items()
     }
     out = []
@@ -101,10 +109,11 @@ def loop_tempo(b: dict) -> list[float]:
         peers = [p for p, pr in eps_.items() if b["group"][pr[0]] == g]
         vals = [b["outcome"][eps_[p][0]] for p in peers]
         mean, std = (0.0, 1.0) if len(vals) == 1 else (statistics.fmean(vals), statistics.stdev(vals) + 1e-6)
-        for j in range(len(responses[e])):
+        for j, (kind, _) in enumerate(responses[e]):
             parent = [b["outcome"][eps_[p][0]] for p in peers if responses[p][:j] == responses[e][:j]]
             child = [b["outcome"][eps_[p][0]] for p in peers if responses[p][: j + 1] == responses[e][: j + 1]]
-            out.append((r - mean + statistics.fmean(child) - statistics.fmean(parent)) / std)
+            if kind == "tok":  # markers are the env's move: no token carries their correction
+                out.append((r - mean + statistics.fmean(child) - statistics.fmean(parent)) / std)
     return out
 
 
@@ -125,11 +134,14 @@ def test_vectorised_equals_loops(b: dict) -> None:
     inp = CreditInput.from_arrays(**b)
     np.testing.assert_allclose(compute("reinforce", inp, gamma=0.9).turn_advantage, loop_returns(b, 0.9), atol=1e-9)
     np.testing.assert_allclose(compute("grpo", inp).turn_advantage, loop_grpo(b), atol=1e-9)
-    np.testing.assert_allclose(compute("gigpo", inp).turn_advantage, loop_gigpo(b), atol=1e-9)
+    if any(k >= 0 for k in b["state_key"]):  # gigpo refuses a batch without any state key
+        np.testing.assert_allclose(compute("gigpo", inp).turn_advantage, loop_gigpo(b), atol=1e-9)
     np.testing.assert_allclose(compute("pure", inp).turn_return, loop_softmin(b), atol=1e-9)
-    tempo = compute("tempo", inp).token_advantage
-    assert tempo is not None
-    np.testing.assert_allclose(tempo, loop_tempo(b), atol=1e-9)
+    without_obs = {k: v for k, v in b.items() if k != "observation"}  # markers from state keys instead
+    for cols in (b, without_obs):
+        tempo = compute("tempo", CreditInput.from_arrays(**cols)).token_advantage
+        assert tempo is not None
+        np.testing.assert_allclose(tempo, loop_tempo(cols), atol=1e-9)
 
 
 @settings(max_examples=40, deadline=None)

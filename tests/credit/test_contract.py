@@ -31,7 +31,7 @@ def test_unknown_name_and_param_list_valid_ones() -> None:
     with pytest.raises(ValueError, match=r"valid: .*scale_by_std"):
         compute("grpo", inp, scale_by_sdt=False)
     with pytest.raises(ValueError, match="mode must be one of"):
-        compute("gigpo", inp, mode="median")
+        compute("gigpo", CreditInput.from_arrays([0], [0], [0], [1.0], [1.0], [0]), mode="median")
 
 
 @pytest.mark.parametrize(
@@ -82,6 +82,7 @@ def test_all_estimators_handle_one_turn_episodes_and_groups_of_one() -> None:
     inp = CreditInput.from_arrays(
         [0, 1, 1], [0, 1, 2], [0, 0, 0], [1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0, 0, 0],
         token_offsets=[0, 2, 3, 5], entropy=[0.1, 0.2, 0.3, 0.4, 0.5], token_ids=[1, 2, 1, 1, 3],
+        outcome_explicit=[True, True, True],
     )  # fmt: skip
     for name in available():
         credit = compute(name, inp)

@@ -129,19 +129,20 @@ def test_turn_returns_matchtir_turn_normaliser() -> None:
 
 
 def test_pure_min_form() -> None:
-    inp = CreditInput.from_arrays([0] * 3, [0] * 3, [0, 1, 2], [0.8, -0.4, 0.6], [0] * 3)
+    inp = CreditInput.from_arrays([0] * 3, [0] * 3, [0, 1, 2], [0.8, -0.4, 0.6], [0] * 3, token_offsets=[0, 1, 2, 3])
     close(compute("pure", inp).turn_return, [-0.39995, -0.39995, 0.00003], tol=1e-5)
     close(compute("pure", inp, form="sum").turn_return, [1.0, 0.2, 0.6])
     close(compute("pure", inp, form="strict_min").turn_return, [-0.4, -0.4, 0.6])
     one = CreditInput.from_arrays([0], [0], [0], [0.3], [0])
-    close(compute("pure", one).turn_return, [0.3])  # a single step: w = 1
+    close(compute("pure", one, baseline="step").turn_return, [0.3])  # a single step: w = 1
 
 
 def test_gated_reward_accumulation() -> None:
     # r_low = [0.1, 0.1, -0.1]; r_high = 1 >= 0.5 -> R = 1.1; r_high = -0.5 -> R = -0.5
     inp = CreditInput.from_arrays(
-        [0] * 6, [0, 0, 0, 1, 1, 1], [0, 1, 2] * 2, [0.1, 0.1, -0.1] * 2, [1] * 3 + [-0.5] * 3
-    )
+        [0] * 6, [0, 0, 0, 1, 1, 1], [0, 1, 2] * 2, [0.1, 0.1, -0.1] * 2, [1] * 3 + [-0.5] * 3,
+        outcome_explicit=[True] * 6,
+    )  # fmt: skip
     credit = compute("gated", inp, scale_by_std=False)
     close(credit.turn_return[[0, 3]], [1.1, -0.5])
     close(credit.turn_advantage, [0.8] * 3 + [-0.8] * 3)  # mean of {1.1, -0.5} = 0.3

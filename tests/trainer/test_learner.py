@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from clew.objectives import aggregation_weights, compute
+from clew.objectives import aggregation_weights, available, compute
 from clew.policy import HFPolicy
 from clew.policy.hf import token_logprobs
 from clew.rollout import Framing, RolloutConfig, ScriptedActor, Task, collect
 from clew.rollout.batch import to_rows
+from clew.table import TurnTable
 from clew.tensors import TokenRow, pack_batch
 from clew.trainer.config import ObjectiveConfig, TrainConfig
 from clew.trainer.learner import Learner
@@ -27,10 +28,9 @@ def _groups(policy: HFPolicy, context: str = "full") -> list:
 
 
 def _rows(policy: HFPolicy, merge: bool, context: str = "full") -> list[TokenRow]:
-    groups = _groups(policy, context)
-    n = sum(len(e.turns) for g in groups for e in g.episodes)
+    table = TurnTable.from_groups(_groups(policy, context))
     rng = np.random.default_rng(0)
-    rows = to_rows(groups, rng.normal(size=n), merge_prefix=merge)
+    rows = to_rows(table, rng.normal(size=table.n_turns), merge_prefix=merge)
     # pretend the behaviour policy was slightly different so ratios are not all 1
     return [
         TokenRow(r.spans, r.advantages, [x - 0.05 * rng.random() for x in r.old_logprobs], r.episode, r.turns)
@@ -38,26 +38,33 @@ def _rows(policy: HFPolicy, merge: bool, context: str = "full") -> list[TokenRow
     ]
 
 
-def _loss_and_grads(policy: HFPolicy, rows: list[TokenRow], aggregation: str) -> tuple[float, list[torch.Tensor]]:
+def _loss_and_grads(
+    policy: HFPolicy, rows: list[TokenRow], aggregation: str, objective: str = "ppo_clip"
+) -> tuple[float, list[torch.Tensor]]:
     model = policy.model
     model.zero_grad()
     batch = pack_batch(rows, policy.pad_id)
     logp, _ = token_logprobs(model, batch.rows.input_ids, batch.rows.attention_mask)
-    loss, _ = compute("ppo_clip", logp, batch.old_logprobs, batch.advantages, batch.rows.action_mask)
+    loss, _ = compute(objective, logp, batch.old_logprobs, batch.advantages, batch.rows.action_mask)
     w = aggregation_weights(batch.rows.action_mask, aggregation, episode_ids=batch.episode_ids, weighting="episode")
     total = (w.to(loss.dtype) * loss).sum()
     total.backward()
     return float(total.detach()), [p.grad.clone() for p in model.parameters() if p.grad is not None]
 
 
-@pytest.mark.parametrize("aggregation", ["token_mean", "seq_mean_token_mean", "seq_mean_token_sum"])
-def test_merge_prefix_gives_same_loss_and_gradients(tiny_policy: HFPolicy, aggregation: str) -> None:
+@pytest.mark.parametrize(
+    "aggregation, objective",
+    [(agg, "ppo_clip") for agg in ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum")]
+    + [("seq_mean_token_mean", name) for name in sorted(available()) if name != "ppo_clip"],
+)
+def test_merge_prefix_gives_same_loss_and_gradients(tiny_policy: HFPolicy, aggregation: str, objective: str) -> None:
+    """Every objective, sequence-level ones included, sees each turn of a merged row as its own sequence."""
     per_turn = _rows(tiny_policy, merge=False)
     merged = _rows(tiny_policy, merge=True)
     assert len(merged) < len(per_turn) and sum(r.turns for r in merged) == len(per_turn)
     assert sum(r.n_tokens for r in merged) < sum(r.n_tokens for r in per_turn)
-    loss_a, grads_a = _loss_and_grads(tiny_policy, per_turn, aggregation)
-    loss_b, grads_b = _loss_and_grads(tiny_policy, merged, aggregation)
+    loss_a, grads_a = _loss_and_grads(tiny_policy, per_turn, aggregation, objective)
+    loss_b, grads_b = _loss_and_grads(tiny_policy, merged, aggregation, objective)
     assert loss_a == pytest.approx(loss_b, abs=1e-5)
     for ga, gb in zip(grads_a, grads_b):
         torch.testing.assert_close(ga, gb, atol=1e-5, rtol=1e-4)
@@ -71,7 +78,7 @@ def test_merge_prefix_keeps_fractured_turns_apart(tiny_policy: HFPolicy) -> None
 
 def _update(tiny_dir: Path, rows: list[TokenRow], microbatch: int) -> list[torch.Tensor]:
     policy = HFPolicy.from_pretrained(tiny_dir)
-    train = TrainConfig(lr=1e-3, minibatch_rows=8, microbatch_rows=microbatch)
+    train = TrainConfig(lr=1e-3, minibatch_rows=8, microbatch_rows=microbatch, guard_max_kl=None)
     learner = Learner(policy, train, ObjectiveConfig(aggregation="seq_mean_token_mean"))
     learner.update(rows, seed=0)
     return [p.detach().clone() for p in policy.model.parameters()]

@@ -45,8 +45,12 @@ def test_every_preset_trains_two_iterations(preset: str, tiny_cfg: Make, tmp_pat
 
 @pytest.mark.parametrize("name", sorted(credit.available()))
 def test_every_estimator_runs_in_the_loop(name: str, tiny_cfg: Make, tmp_path: Path) -> None:
-    """Token-level and entropy estimators get what they need from real rollouts."""
-    cfg = tiny_cfg(f"credit.name={name}", "iterations=1", "eval.every=0", "eval.at_start=false", "eval.at_end=false")
+    """Token-level and entropy estimators get what they need from real rollouts; G-RA gets an env-reported outcome."""
+    needs_outcome = credit.get(name).needs_outcome
+    env = ["env.id=tests.test_table:ReportsOutcome", "env.kwargs.steps=1"] if needs_outcome else []
+    cfg = tiny_cfg(
+        f"credit.name={name}", "iterations=1", "eval.every=0", "eval.at_start=false", "eval.at_end=false", *env
+    )
     Trainer(cfg, tmp_path / name).fit()
     table = pq.read_table(tmp_path / name / "trajectories" / "iter_000001.parquet").to_pylist()
     assert table and all(isinstance(r["advantage"], float) for r in table)

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from clew.registry import Registry, keyword_params
+from clew.table import TurnTable
 from clew.types import Group
 
 Array = np.ndarray
@@ -30,6 +31,12 @@ class CreditInput:
         outcome: (N,) float, the episode's final scalar, **repeated on every turn of the episode**.
         state_key: (N,) int, canonical state id for anchor grouping; -1 means none.
         agent: (N,) int or None, the acting agent (multi-agent / self-play).
+        penalty: (N,) float or None, shaping penalties (invalid action, overlong) of the row; ``compute``
+            subtracts them from that row's advantage after the estimator, undiscounted.
+        outcome_explicit: (N,) bool or None, True where the env reported the outcome itself
+            (``StepResult.outcome``); then ``reward`` holds only the step-level rewards.
+        observation: (N,) int or None, dense id of the observation text the turn answered (its
+            first observation for turn 0), for estimators that key on what the agent saw.
         token_offsets: (N + 1,) int or None; row ``i`` owns tokens ``[off[i], off[i+1])``.
         entropy, logprob, token_ids: (K,) per-token arrays or None.
     """
@@ -41,6 +48,9 @@ class CreditInput:
     outcome: Array
     state_key: Array
     agent: Array | None = None
+    penalty: Array | None = None
+    outcome_explicit: Array | None = None
+    observation: Array | None = None
     token_offsets: Array | None = None
     entropy: Array | None = None
     logprob: Array | None = None
@@ -64,6 +74,9 @@ class CreditInput:
         state_key: Sequence[int] | Array | None = None,
         agent: Sequence[int] | Array | None = None,
         token_offsets: Sequence[int] | Array | None = None,
+        penalty: Sequence[float] | Array | None = None,
+        outcome_explicit: Sequence[bool] | Array | None = None,
+        observation: Sequence[int] | Array | None = None,
         entropy: Sequence[float] | Array | None = None,
         logprob: Sequence[float] | Array | None = None,
         token_ids: Sequence[int] | Array | None = None,
@@ -78,6 +91,11 @@ class CreditInput:
             outcome=_floats(outcome),
             state_key=_ints(state_key) if state_key is not None else np.full(n, -1, dtype=np.int64),
             agent=_ints(agent) if agent is not None else None,
+            penalty=_floats(penalty) if penalty is not None else None,
+            outcome_explicit=np.asarray(outcome_explicit, dtype=bool).reshape(-1)
+            if outcome_explicit is not None
+            else None,
+            observation=_ints(observation) if observation is not None else None,
             token_offsets=_ints(token_offsets) if token_offsets is not None else None,
             entropy=_floats(entropy) if entropy is not None else None,
             logprob=_floats(logprob) if logprob is not None else None,
@@ -85,39 +103,19 @@ class CreditInput:
         )
 
     @classmethod
-    def from_groups(cls, groups: Sequence[Group]) -> CreditInput:
-        """Rows in (group, episode, turn) order; string state keys become ints (None -> -1).
-
-        Per-token entropies come from ``turn.info["token_entropies"]`` when every turn has them;
-        an ``info["agent"]`` on turns fills ``agent``.
-        """
-        keys: dict[str, int] = {}
-        cols: dict[str, list[Any]] = {k: [] for k in ("group", "episode", "turn", "reward", "outcome", "state")}
-        offsets, token_ids, logprob = [0], [], []
-        entropy: list[list[float] | None] = []
-        agents: list[int | None] = []
-        episode_id = 0
-        for g in groups:
-            for ep in g.episodes:
-                for t, turn in enumerate(ep.turns):
-                    key = -1 if turn.state_key is None else keys.setdefault(turn.state_key, len(keys))
-                    for name, value in zip(cols, (g.group_id, episode_id, t, turn.reward, ep.outcome, key)):
-                        cols[name].append(value)
-                    offsets.append(offsets[-1] + len(turn.action_ids))
-                    token_ids += turn.action_ids
-                    logprob += turn.behavior_logprobs
-                    entropy.append(turn.info.get("token_entropies"))
-                    agents.append(turn.info.get("agent"))
-                episode_id += 1
-        has_entropy = bool(entropy) and all(e is not None and len(e) == o for e, o in zip(entropy, np.diff(offsets)))
+    def from_table(cls, table: TurnTable) -> CreditInput:
+        """The credit columns of a flattened batch (see ``clew.table``)."""
         return cls.from_arrays(
-            cols["group"], cols["episode"], cols["turn"], cols["reward"], cols["outcome"], cols["state"],
-            agent=[int(a) for a in agents if a is not None] if agents and None not in agents else None,
-            token_offsets=offsets,
-            entropy=[x for e in entropy for x in (e or [])] if has_entropy else None,
-            logprob=logprob,
-            token_ids=token_ids,
+            table.group, table.episode, table.turn, table.reward, table.outcome, table.state_key,
+            agent=table.agent, token_offsets=table.token_offsets, penalty=table.penalty,
+            outcome_explicit=table.outcome_explicit, observation=table.observation,
+            entropy=table.entropy, logprob=table.logprob, token_ids=table.token_ids,
         )  # fmt: skip
+
+    @classmethod
+    def from_groups(cls, groups: Sequence[Group]) -> CreditInput:
+        """Shorthand for ``from_table(TurnTable.from_groups(groups))``."""
+        return cls.from_table(TurnTable.from_groups(groups))
 
 
 @dataclass(frozen=True)
@@ -142,15 +140,24 @@ Estimator = Callable[..., Credit]
 
 @dataclass(frozen=True)
 class EstimatorSpec:
-    """A registered estimator and what it needs from the input."""
+    """A registered estimator and what it needs from the input; ``compute`` enforces each need.
+
+    Attributes:
+        needs_state_keys: anchor-state grouping; refused when no row has a state key.
+        needs_tokens: per-token ids and offsets.
+        needs_entropy: per-token entropies of the sampled tokens.
+        needs_outcome: an env-reported outcome apart from the step rewards (``outcome_explicit``);
+            refused when no episode of the batch has one (episodes cut short before the env reported
+            one are the estimator's to handle).
+        needs_group: a group-relative baseline; the run config refuses ``group_size < 2``.
+    """
 
     name: str
     fn: Estimator
     needs_state_keys: bool = False
     needs_tokens: bool = False
     needs_entropy: bool = False
-    needs_values: bool = False
-    needs_agents: bool = False
+    needs_outcome: bool = False
     needs_group: bool = False
     summary: str = ""
 
@@ -187,14 +194,49 @@ def check_params(name: str, params: dict[str, Any]) -> None:
 
 
 def compute(name: str, inp: CreditInput, **params: Any) -> Credit:
-    """Run estimator ``name`` on ``inp``; unknown names or parameters fail with the valid ones."""
+    """Run estimator ``name`` on ``inp``, then charge each row its ``penalty``.
+
+    Unknown names or parameters fail with the valid ones; an input lacking what the estimator's
+    metadata says it needs fails naming it. Penalties (invalid actions, overlong outputs) are
+    subtracted from the penalised row's advantage only, after the returns are formed: undiscounted,
+    never leaking into earlier turns, the episode outcome or the group baselines (verl-agent's
+    placement of GiGPO's invalid-action penalty, shared/reference/credit.md section 8, item 6).
+    """
     spec = get(name)
     check_params(name, params)
+    check_inputs(spec, inp)
+    return charge_penalties(spec.fn(inp, **params), inp)
+
+
+def check_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
+    """Fail when ``inp`` lacks something ``spec`` needs."""
+    name = spec.name
     if spec.needs_tokens and (inp.token_offsets is None or inp.token_ids is None):
         raise ValueError(f"credit estimator {name!r} needs token_offsets and token_ids")
     if spec.needs_entropy and (inp.token_offsets is None or inp.entropy is None):
         raise ValueError(f"credit estimator {name!r} needs per-token entropy and token_offsets")
-    return spec.fn(inp, **params)
+    if spec.needs_state_keys and inp.n_turns and not np.any(inp.state_key >= 0):
+        raise ValueError(
+            f"credit estimator {name!r} groups turns by environment state, but no turn has a state key; "
+            "give the env a state_key() method or pick an estimator without step-level grouping (e.g. grpo)"
+        )
+    explicit = inp.outcome_explicit
+    if spec.needs_outcome and inp.n_turns and (explicit is None or not bool(explicit.any())):
+        raise ValueError(
+            f"credit estimator {name!r} needs an outcome reported by the env apart from its step rewards "
+            "(StepResult.outcome on the final step); no episode of this batch has one"
+        )
+
+
+def charge_penalties(credit: Credit, inp: CreditInput) -> Credit:
+    """Subtract each row's penalty from its advantage (and from each of its tokens' advantages)."""
+    if inp.penalty is None or not np.any(inp.penalty):
+        return credit
+    token_adv = credit.token_advantage
+    if token_adv is not None and inp.token_offsets is not None:
+        token_adv = token_adv - np.repeat(inp.penalty, np.diff(inp.token_offsets))
+    diagnostics = {**credit.diagnostics, "credit/penalty_mean": float(inp.penalty.mean())}
+    return Credit(credit.turn_advantage - inp.penalty, credit.turn_return, token_adv, diagnostics)
 
 
 def check_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -214,11 +256,21 @@ def _floats(x: Sequence[float] | Array) -> Array:
 
 def _validate(inp: CreditInput) -> None:
     n = inp.group.shape[0]
-    for name in ("episode", "turn", "reward", "outcome", "state_key", "agent"):
+    for name in (
+        "episode",
+        "turn",
+        "reward",
+        "outcome",
+        "state_key",
+        "agent",
+        "penalty",
+        "outcome_explicit",
+        "observation",
+    ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
             raise ValueError(f"CreditInput.{name} has length {arr.shape[0]}, expected {n} (one per turn row)")
-    for name in ("reward", "outcome", "entropy", "logprob"):
+    for name in ("reward", "outcome", "penalty", "entropy", "logprob"):
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")

@@ -46,6 +46,14 @@ def per_episode(inp: CreditInput) -> tuple[Array, Array, Array]:
     return row_ep, inp.group[starts], inp.outcome[starts]
 
 
+def rewards_with_outcome(inp: CreditInput) -> Array:
+    """(N,) ``reward``, plus the outcome on each episode's last turn where the env reported it apart."""
+    if inp.outcome_explicit is None:
+        return inp.reward.copy()
+    last = np.r_[inp.turn[1:] == 0, True] if inp.n_turns else np.zeros(0, dtype=bool)
+    return inp.reward + np.where(last & inp.outcome_explicit, inp.outcome, 0.0)
+
+
 def padded(values: Array, inp: CreditInput, fill: float = 0.0) -> Array:
     """(E, L) matrix of per-turn values: row = episode, column = turn index."""
     row_ep = np.cumsum(inp.turn == 0) - 1
@@ -91,12 +99,24 @@ def group_normalize(values: Array, ids: Array, n: int, scale_by_std: bool, eps: 
 
 def whiten(values: Array, weights: Array | None = None, eps: float = 1e-8) -> Array:
     """``(x - mean) / sqrt(var + eps)`` with unbiased, optionally weighted (token-count) moments."""
+    return whiten_by(values, weighted_moments(values, weights), eps)
+
+
+def weighted_moments(values: Array, weights: Array | None = None) -> tuple[float, float] | None:
+    """(mean, unbiased var) with frequency ``weights``; None when the total weight is <= 1."""
     w = np.ones_like(values) if weights is None else weights.astype(np.float64)
     total = w.sum()
     if total <= 1:
-        return np.zeros_like(values)
+        return None
     mean = (w * values).sum() / total
-    var = (w * (values - mean) ** 2).sum() / (total - 1)
+    return float(mean), float((w * (values - mean) ** 2).sum() / (total - 1))
+
+
+def whiten_by(values: Array, moments: tuple[float, float] | None, eps: float = 1e-8) -> Array:
+    """``(x - mean) / sqrt(var + eps)`` with given moments; all zeros when ``moments`` is None."""
+    if moments is None:
+        return np.zeros_like(values, dtype=np.float64)
+    mean, var = moments
     return (values - mean) / np.sqrt(var + eps)
 
 
@@ -108,3 +128,36 @@ def broadcast_to_tokens(turn_values: Array, inp: CreditInput) -> Array:
     """Repeat each row's value over its tokens, (K,)."""
     assert inp.token_offsets is not None
     return np.repeat(turn_values, np.diff(inp.token_offsets))
+
+
+def token_rows(offsets: Array) -> Array:
+    """The row of each token, (K,)."""
+    counts = np.diff(offsets)
+    return np.repeat(np.arange(counts.size), counts)
+
+
+def mean_per_row(token_values: Array, offsets: Array) -> Array:
+    """Mean of each row's token values, (N,); 0 for a row without tokens."""
+    counts = np.diff(offsets)
+    sums = np.bincount(token_rows(offsets), weights=token_values, minlength=counts.size)
+    return sums / np.maximum(counts, 1)
+
+
+def segment_discounted_returns(values: Array, segment: Array, gamma: float) -> Array:
+    """R_k = sum_{m >= k} gamma^(m - k) v_m within contiguous segments (episodes), same shape.
+
+    Loops over positions within a segment (the longest one), vectorised across segments.
+    """
+    if values.size == 0:
+        return np.zeros(0)
+    new = np.r_[True, segment[1:] != segment[:-1]]
+    seg = np.cumsum(new) - 1
+    starts = np.flatnonzero(new)
+    pos = np.arange(values.size) - starts[seg]
+    mat = np.zeros((starts.size, int(pos.max()) + 1))
+    mat[seg, pos] = values
+    running = np.zeros(starts.size)
+    for t in range(mat.shape[1] - 1, -1, -1):
+        running = mat[:, t] + gamma * running
+        mat[:, t] = running
+    return mat[seg, pos]

@@ -8,11 +8,17 @@ from clew.credit.base import Credit, CreditInput, check_choice, register
 from clew.credit.functional import (
     dense_ids,
     discounted_returns,
+    episode_starts,
     group_normalize,
+    mean_per_row,
     per_episode,
+    segment_discounted_returns,
     segment_mean_std,
     token_counts,
+    token_rows,
+    weighted_moments,
     whiten,
+    whiten_by,
 )
 
 
@@ -75,26 +81,79 @@ def rloo(inp: CreditInput) -> Credit:
 
 @register("reinforce_pp", summary="global batch whitening of returns (optionally group-baselined)")
 def reinforce_pp(
-    inp: CreditInput, *, gamma: float = 1.0, group_baseline: bool = False, whiten_over: str = "tokens"
+    inp: CreditInput,
+    *,
+    gamma: float = 1.0,
+    group_baseline: bool = False,
+    whiten_over: str = "tokens",
+    discount_over: str = "token",
 ) -> Credit:
     """REINFORCE++: returns whitened over the whole batch.
 
     Hu et al., "REINFORCE++" (arXiv 2501.03262), section 3 (global advantage normalisation):
     G_t = sum_{s >= t} gamma^(s-t) r_s, then A = (G - mean) / sqrt(var + 1e-8) with unbiased var
-    over every valid token of the batch (verl ``masked_whiten``). ``group_baseline=True`` is
-    REINFORCE++-baseline: A = whiten(r_i - mean_G r). ``whiten_over="tokens"`` weights each turn
-    by its token count (needs ``token_offsets``); ``"turns"`` weights turn rows equally.
+    over every valid token of the batch (verl ``masked_whiten``).
+
+    ``discount_over="token"`` (the paper's code, verl ``compute_reinforce_plus_plus_outcome_advantage``)
+    discounts per action token: each turn's reward sits on its last action token (a turn without
+    tokens hands it to the last earlier action token of the episode, or drops it when there is
+    none: no action came before it), G_k = r_k + gamma G_{k+1} runs backward over the episode's
+    action tokens only (observation tokens are not counted) and resets at episode boundaries.
+    ``token_advantage`` is the whitened G_k; ``turn_advantage`` the mean over the turn's tokens and
+    ``turn_return`` G at its first token. A turn without tokens (it trains nothing) gets its
+    per-turn discounted return, whitened with the token moments. Needs ``token_offsets``; verl's
+    multi-turn form would also reset the return at masked observation tokens, which cuts later
+    rewards off from earlier turns; this does not. ``"turn"`` discounts per turn and whitens the
+    turn returns, each weighted by its token count (``whiten_over="tokens"``, needs
+    ``token_offsets``) or equally (``"turns"``). With gamma = 1 the two give the same turn advantages.
+
+    ``group_baseline=True`` is REINFORCE++-baseline: A = whiten(r_i - mean_G r) on the episode
+    outcome broadcast to every turn (group of one: mean 0); ``gamma`` and ``discount_over`` do not
+    apply there.
     """
     check_choice("whiten_over", whiten_over, ("tokens", "turns"))
+    check_choice("discount_over", discount_over, ("token", "turn"))
+    weights = token_counts(inp) if whiten_over == "tokens" else None
     if group_baseline:
         row_ep, ep_group, ep_outcome = per_episode(inp)
         ids, n = _group_ids(ep_group)
         mean, _, count = segment_mean_std(ep_outcome, ids, n)
         returns = (ep_outcome - np.where(count[ids] > 1, mean[ids], 0.0))[row_ep]
-    else:
-        returns = discounted_returns(inp.reward, inp, gamma)
-    weights = token_counts(inp) if whiten_over == "tokens" else None
-    return Credit(whiten(returns, weights), returns)
+        return Credit(whiten(returns, weights), returns)
+    returns = discounted_returns(inp.reward, inp, gamma)
+    if discount_over == "turn":
+        return Credit(whiten(returns, weights), returns)
+    if inp.token_offsets is None or whiten_over != "tokens":
+        raise ValueError(
+            "reinforce_pp discount_over='token' needs token_offsets and whitens over tokens "
+            f"(got whiten_over={whiten_over!r}); use discount_over='turn' for turn-level returns"
+        )
+    return _token_level(inp, returns, gamma)
+
+
+def _token_level(inp: CreditInput, turn_returns: np.ndarray, gamma: float) -> Credit:
+    """Per-token discounted returns, whitened over the batch's tokens; turn values from them."""
+    assert inp.token_offsets is not None
+    off = inp.token_offsets
+    row_ep = per_episode(inp)[0]
+    token_returns = segment_discounted_returns(_token_rewards(inp, row_ep), row_ep[token_rows(off)], gamma)
+    moments = weighted_moments(token_returns)
+    token_adv = whiten_by(token_returns, moments)
+    has_tokens = np.diff(off) > 0
+    first = np.minimum(off[:-1], max(token_returns.size - 1, 0))
+    turn_adv = np.where(has_tokens, mean_per_row(token_adv, off), whiten_by(turn_returns, moments))
+    turn_ret = np.where(has_tokens, token_returns[first] if token_returns.size else 0.0, turn_returns)
+    return Credit(turn_adv, turn_ret, token_advantage=token_adv)
+
+
+def _token_rewards(inp: CreditInput, row_ep: np.ndarray) -> np.ndarray:
+    """(K,) each turn's reward on the last action token at or before the turn's end, within its episode."""
+    assert inp.token_offsets is not None
+    off = inp.token_offsets
+    last = off[1:] - 1
+    episode_first_token = off[:-1][episode_starts(inp)][row_ep]
+    keep = last >= episode_first_token
+    return np.bincount(last[keep], weights=inp.reward[keep], minlength=int(off[-1])).astype(np.float64)
 
 
 def _group_ids(group: np.ndarray) -> tuple[np.ndarray, int]:

@@ -1,4 +1,4 @@
-"""Step- and turn-level estimators: GiGPO, turn returns (MARS / MAPO), PURE min-form, G-RA gating."""
+"""Step- and turn-level estimators: GiGPO, turn returns (MARS / MAPO), MatchTIR, PURE min-form, G-RA gating."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from clew.credit.functional import (
     group_normalize,
     per_episode,
     reverse_cummin,
+    rewards_with_outcome,
     segment_mean_std,
     whiten,
 )
@@ -82,7 +83,6 @@ def _anchor_step_advantage(
 @register(
     "turn_returns",
     needs_group=True,
-    needs_agents=False,
     summary="per-turn MC returns, normalised per turn / agent / mixed",
 )
 def turn_returns(
@@ -128,6 +128,32 @@ def turn_returns(
     return Credit(adv, returns)
 
 
+@register(
+    "matchtir", needs_group=True, summary="MatchTIR dual-level: (trajectory GRPO + per-turn-index z of returns) / 2"
+)
+def matchtir(inp: CreditInput, *, gamma: float = 0.9, eps: float = 1e-6) -> Credit:
+    """MatchTIR dual-level advantage: A_{i,j} = (A^traj_i + A^turn_{i,j}) / 2.
+
+    Qu et al., "MatchTIR: Fine-Grained Supervision for Tool-Integrated Reasoning via Bipartite
+    Matching" (arXiv 2601.10712), dual-level advantage estimation (code
+    ``compute_grpo_outcome_advantage`` in ``quchangle1/MatchTIR``): A^traj = (S_i - mean_G S) /
+    (std_G S + eps) with S_i the sum of the episode's turn rewards; A^turn = (R_{i,j} - mean) /
+    (std + eps) over the group's rollouts that reach turn j, R_{i,j} = sum_{k >= j} gamma^(k-j) r_{i,k}
+    (gamma 0.9, hard-coded there). Unbiased std, eps 1e-6; a group (or a turn index) with a single
+    rollout uses mean 0, std 1, so the raw value. The turn rewards are ``reward`` plus, where the
+    env reported it apart (``outcome_explicit``), the outcome on the episode's last turn: the
+    answer turn's reward in the paper. ``turn_return`` is R_{i,j}.
+    """
+    rewards = rewards_with_outcome(inp)
+    returns = discounted_returns(rewards, inp, gamma)
+    row_ep, ep_group, _ = per_episode(inp)
+    score = np.bincount(row_ep, weights=rewards, minlength=int(row_ep[-1]) + 1 if row_ep.size else 0)
+    traj = group_normalize(score, *dense_ids(ep_group), True, eps)[row_ep]
+    turn = group_normalize(returns, *dense_ids(inp.group, inp.turn), True, eps)
+    diagnostics = {"credit/turn_adv_abs": float(np.abs(turn).mean()) if turn.size else 0.0}
+    return Credit((traj + turn) / 2, returns, diagnostics=diagnostics)
+
+
 def _agent_centred(inp: CreditInput, returns: np.ndarray, distinct_values: bool) -> np.ndarray:
     agent = inp.agent if inp.agent is not None else np.zeros_like(inp.group)
     ids, n = dense_ids(inp.group, agent)
@@ -150,28 +176,75 @@ def pure(
     *,
     temperature: float = 0.1,
     form: str = "soft_min",
+    baseline: str = "token",
     outcome_coef: float = 0.0,
 ) -> Credit:
     """PURE min-form credit: the return of a step is (about) the minimum of future process rewards.
 
     Cheng et al., "Stop Summation: Min-Form Credit Assignment Is All Process Reward Model Needs"
     (arXiv 2504.15275, id unconfirmed), section 3: w_j = softmax_j(-r_j / T) over the episode's
-    steps, r*_j = w_j r_j, G_t = sum_{j >= t} r*_j (-> min_j r_j as T -> 0); T = 0.1; gamma = 1.
-    ``form="strict_min"`` uses G_t = min_{j >= t} r_j; ``"sum"`` the summation form the paper shows
-    collapses. ``reward`` holds the per-step process rewards. ``outcome_coef > 0`` adds a
-    leave-one-out-baselined verifiable outcome (PURE's PRM+VR mode) to every step.
+    steps (turns), r*_j = w_j r_j, G_t = sum_{j >= t} r*_j (-> min_j r_j as T -> 0); T = 0.1;
+    gamma = 1. ``form="strict_min"`` uses G_t = min_{j >= t} r_j (r*_j = G_j - G_{j+1}); ``"sum"``
+    the summation form the paper shows collapses (r* = r). ``reward`` holds the process rewards.
+
+    Advantage A_t = sum_{j >= t} (r*_j - b_j) with the official code's leave-one-out baselines
+    (``CJReinforce/PURE`` main, ``experience_maker.py::process_experiences``), computed there on
+    the transformed rewards r* (its per-step rewards are already the softmin-weighted ones):
+    ``baseline="token"`` (its script default) b_j = (sum of the other samples' total r* / their
+    action tokens) x tokens of step j, needs ``token_offsets`` (0 when the others have no tokens);
+    ``"step"`` b_j = the mean over the other samples of (total r* / number of steps); ``"none"``
+    A_t = G_t. A group of one gets b = 0 (the official code divides by G - 1 = 0 there).
+    ``turn_return`` is G_t. ``outcome_coef`` adds coef x the RLOO-baselined verifiable reward
+    (PURE's PRM+VR mode, VR = solved - 1, coef 1.0) to every step; it is the env-reported
+    ``outcome`` and needs ``outcome_explicit`` on every row.
     """
     check_choice("form", form, ("soft_min", "strict_min", "sum"))
-    if form == "strict_min":
-        returns = reverse_cummin(inp.reward, inp)
-    elif form == "sum":
-        returns = discounted_returns(inp.reward, inp, 1.0)
-    else:
-        returns = discounted_returns(_softmin_weighted(inp, temperature), inp, 1.0)
-    adv = returns.copy()
+    check_choice("baseline", baseline, ("token", "step", "none"))
+    explicit = inp.outcome_explicit
+    if outcome_coef and (explicit is None or not bool(explicit.all())):
+        raise ValueError(
+            f"pure outcome_coef={outcome_coef} needs a verifiable reward reported by the env apart from "
+            "the process rewards (StepResult.outcome, outcome_explicit on every row); set outcome_coef=0"
+        )
+    star, returns = _min_form(inp, form, temperature)
+    b = _pure_baseline(inp, star, baseline)
+    adv = returns - discounted_returns(b, inp, 1.0)
     if outcome_coef:
         adv = adv + outcome_coef * _rloo_outcome(inp)
-    return Credit(adv, returns)
+    diagnostics = {"credit/pure_baseline_mean": float(b.mean()) if b.size else 0.0}
+    return Credit(adv, returns, diagnostics=diagnostics)
+
+
+def _min_form(inp: CreditInput, form: str, temperature: float) -> tuple[np.ndarray, np.ndarray]:
+    """(r* per step, G_t = sum_{j >= t} r*_j) for the chosen aggregation form."""
+    if form == "strict_min":
+        returns = reverse_cummin(inp.reward, inp)
+        next_return = np.where(np.r_[inp.turn[1:] != 0, False], np.r_[returns[1:], 0.0], 0.0)
+        return returns - next_return, returns
+    star = inp.reward if form == "sum" else _softmin_weighted(inp, temperature)
+    return star, discounted_returns(star, inp, 1.0)
+
+
+def _pure_baseline(inp: CreditInput, star: np.ndarray, baseline: str) -> np.ndarray:
+    """(N,) b_j from the other episodes of the group (leave-one-out); 0 for a group of one."""
+    if baseline == "none" or inp.n_turns == 0:
+        return np.zeros(inp.n_turns)
+    row_ep, ep_group, _ = per_episode(inp)
+    gid, n = dense_ids(ep_group)
+    total = np.bincount(row_ep, weights=star)
+    if baseline == "step":
+        per_step = total / np.bincount(row_ep)
+        others = np.bincount(gid, weights=per_step, minlength=n)[gid] - per_step
+        n_others = np.bincount(gid, minlength=n)[gid] - 1
+        return (others / np.maximum(n_others, 1))[row_ep]
+    if inp.token_offsets is None:
+        raise ValueError("pure baseline='token' needs token_offsets (token counts per step); use baseline='step'")
+    counts = np.diff(inp.token_offsets).astype(np.float64)
+    tokens = np.bincount(row_ep, weights=counts)
+    other_total = np.bincount(gid, weights=total, minlength=n)[gid] - total
+    other_tokens = np.bincount(gid, weights=tokens, minlength=n)[gid] - tokens
+    rate = np.where(other_tokens > 0, other_total / np.maximum(other_tokens, 1), 0.0)
+    return rate[row_ep] * counts
 
 
 def _softmin_weighted(inp: CreditInput, temperature: float) -> np.ndarray:
@@ -193,22 +266,31 @@ def _rloo_outcome(inp: CreditInput) -> np.ndarray:
     return np.where(c > 1, c / np.maximum(c - 1, 1) * (ep_outcome - mean[ids]), 0.0)[row_ep]
 
 
-@register("gated", needs_group=True, summary="G-RA: step rewards count only when the outcome passes a threshold")
+@register(
+    "gated",
+    needs_group=True,
+    needs_outcome=True,
+    summary="G-RA: step rewards count only when the outcome passes a threshold",
+)
 def gated(inp: CreditInput, *, threshold: float = 0.5, scale_by_std: bool = True, eps: float = 1e-6) -> Credit:
     """Gated Reward Accumulation (G-RA).
 
     Sun et al., "Stabilizing Long-term Multi-turn RL with Gated Rewards" (arXiv 2508.10548),
     section 3: r~_t = r^low_t * 1[r^high >= threshold], R = r^high + sum_t r~_t. Here ``outcome``
-    is r^high and ``reward`` holds only the low-level step rewards. The episode return R is then
+    is r^high and ``reward`` holds only the low-level step rewards; an episode that ended before the
+    env reported its outcome (a budget, an error) gets r^high = 0, so its step rewards count only
+    when 0 >= threshold (our reading: such an episode submitted nothing). The episode return R is then
     GRPO-normalised within the group (the base estimator on top of G-RA is unconfirmed; GRPO is
     the critic-free choice). ``turn_return`` is r^high + the gated reward-to-go.
     **Unconfirmed**: the threshold and reward levels of the paper; 0.5 suits 0/1 outcomes.
     """
-    gate = (inp.outcome >= threshold).astype(np.float64)
+    explicit = inp.outcome_explicit if inp.outcome_explicit is not None else np.ones(inp.n_turns, dtype=bool)
+    high = np.where(explicit, inp.outcome, 0.0)
+    gate = (high >= threshold).astype(np.float64)
     to_go = discounted_returns(inp.reward * gate, inp, 1.0)
     row_ep, ep_group, _ = per_episode(inp)
     starts = np.flatnonzero(inp.turn == 0)
-    ep_return = inp.outcome[starts] + to_go[starts]
+    ep_return = high[starts] + to_go[starts]
     ids, n = dense_ids(ep_group)
     adv = group_normalize(ep_return, ids, n, scale_by_std, eps)[row_ep]
-    return Credit(adv, inp.outcome + to_go, diagnostics={"credit/gate_open": float(gate.mean()) if gate.size else 0})
+    return Credit(adv, high + to_go, diagnostics={"credit/gate_open": float(gate.mean()) if gate.size else 0})

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from clew.credit.base import Credit, CreditInput, compute, register
-from clew.credit.functional import dense_ids, per_episode, segment_mean_std
+from clew.credit.functional import dense_ids, mean_per_row, per_episode, segment_mean_std
 
 
 @register("empg", needs_entropy=True, summary="entropy modulation on top of a base estimator")
@@ -32,7 +32,7 @@ def empg(
     """
     assert inp.token_offsets is not None and inp.entropy is not None
     base_credit = compute(base, inp, **(base_params or {}))
-    step_entropy = _mean_per_row(inp.entropy, inp.token_offsets)
+    step_entropy = mean_per_row(inp.entropy, inp.token_offsets)
     spread = step_entropy.max() - step_entropy.min() if step_entropy.size else 0.0
     norm = (step_entropy - (step_entropy.min() if step_entropy.size else 0.0)) / (spread + 1e-8)
     scale = np.exp(-k * norm)
@@ -46,13 +46,6 @@ def empg(
     return Credit(adv, base_credit.turn_return, diagnostics=diag)
 
 
-def _mean_per_row(values: np.ndarray, offsets: np.ndarray) -> np.ndarray:
-    counts = np.diff(offsets)
-    rows = np.repeat(np.arange(counts.size), counts)
-    sums = np.bincount(rows, weights=values, minlength=counts.size)
-    return sums / np.maximum(counts, 1)
-
-
 @register(
     "tempo", needs_group=True, needs_tokens=True, summary="prefix tree over the group's tokens; branch-gated TD on GRPO"
 )
@@ -62,10 +55,16 @@ def tempo(inp: CreditInput, *, scale_by_std: bool = True, eps: float = 1e-6) -> 
     Tran, Yao, Yu, "Exploiting Tree Structure for Credit Assignment in RL Training of LLMs"
     (arXiv 2509.18314), P2T: V(node) = mean outcome of the group's responses through that prefix;
     A_{i,j} = (r_i - mean_G + V(child) - V(parent)) / (std_G + eps), undiscounted, eps 1e-6,
-    unbiased std. A response is the concatenation of its episode's action tokens. Once a response
-    is alone in its branch the correction is 0 (plain GRPO). ``token_advantage`` holds A_{i,j};
-    ``turn_advantage`` is the mean over the turn's tokens. A group of one uses mean 0, std 1 (the
-    GRPO convention; the authors' code would divide by a NaN std there, unconfirmed).
+    unbiased std. Once a response is alone in its branch the correction is 0 (plain GRPO).
+    ``token_advantage`` holds A_{i,j} (one per action token); ``turn_advantage`` is the mean over
+    the turn's tokens (a turn without tokens gets the GRPO value). A group of one uses mean 0,
+    std 1 (the GRPO convention; the authors' code would divide by a NaN std there, unconfirmed).
+
+    Multi-turn (a clew extension; the paper is single-turn): an episode's path is, turn by turn, a
+    marker for what the agent saw (``observation``, else ``state_key`` when >= 0, else none)
+    followed by the turn's action tokens, so episodes whose actions agree but whose observations
+    differ part at the marker. The marker is the environment's move: its V(child) - V(parent) is
+    credited to no token, and the branches' later tokens are compared within their own subtree.
     """
     assert inp.token_offsets is not None and inp.token_ids is not None
     row_ep, ep_group, ep_outcome = per_episode(inp)
@@ -74,12 +73,34 @@ def tempo(inp: CreditInput, *, scale_by_std: bool = True, eps: float = 1e-6) -> 
     single = count[gid] <= 1
     base_mean = np.where(single, 0.0, mean[gid])
     denom = np.where(single, 1.0, std[gid] + eps) if scale_by_std else np.ones_like(ep_outcome)
-    tokens, lengths = _episode_token_matrix(inp, row_ep)
+    path, is_action, path_counts = _paths(inp)
+    tokens, lengths = _episode_token_matrix(path, path_counts, row_ep)
     adv_matrix = _tree_advantage(tokens, lengths, gid, n_groups, ep_outcome, base_mean, denom, mean)
-    token_adv = adv_matrix[np.repeat(np.arange(lengths.size), lengths), _ranges(lengths)]
-    turn_adv = _mean_per_row(token_adv, inp.token_offsets)
+    token_adv = adv_matrix[np.repeat(np.arange(lengths.size), lengths), _ranges(lengths)][is_action]
+    turn_adv = mean_per_row(token_adv, inp.token_offsets)
     turn_adv = np.where(np.diff(inp.token_offsets) > 0, turn_adv, ((ep_outcome - base_mean) / denom)[row_ep])
     return Credit(turn_adv, inp.outcome.copy(), token_advantage=token_adv)
+
+
+def _observation_markers(inp: CreditInput) -> np.ndarray:
+    """(N,) marker id per row, -2 - key (never a token id nor the -1 padding); 0 means no marker."""
+    key = inp.observation if inp.observation is not None else inp.state_key
+    return np.where(key >= 0, -2 - key, 0)
+
+
+def _paths(inp: CreditInput) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(path ids, is-action mask, per-row path length): each row's marker (if any), then its tokens."""
+    assert inp.token_offsets is not None and inp.token_ids is not None
+    marker = _observation_markers(inp)
+    has_marker = marker < 0
+    path_counts = np.diff(inp.token_offsets) + has_marker
+    path_off = np.r_[0, np.cumsum(path_counts)].astype(np.int64)
+    is_action = np.ones(int(path_off[-1]), dtype=bool)
+    is_action[path_off[:-1][has_marker]] = False
+    path = np.empty(int(path_off[-1]), dtype=np.int64)
+    path[~is_action] = marker[has_marker]
+    path[is_action] = inp.token_ids
+    return path, is_action, path_counts
 
 
 def _ranges(lengths: np.ndarray) -> np.ndarray:
@@ -88,14 +109,12 @@ def _ranges(lengths: np.ndarray) -> np.ndarray:
     return np.arange(int(lengths.sum())) - starts
 
 
-def _episode_token_matrix(inp: CreditInput, row_ep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(E, L) token ids per episode (-1 padded) and each episode's token count."""
-    assert inp.token_offsets is not None and inp.token_ids is not None
-    per_row = np.diff(inp.token_offsets)
+def _episode_token_matrix(path: np.ndarray, per_row: np.ndarray, row_ep: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(E, L) path ids per episode (-1 padded) and each episode's path length."""
     n_ep = int(row_ep[-1]) + 1 if row_ep.size else 0
     lengths = np.bincount(row_ep, weights=per_row, minlength=n_ep).astype(np.int64)
     matrix = np.full((n_ep, int(lengths.max()) if n_ep else 0), -1, dtype=np.int64)
-    matrix[np.repeat(np.arange(n_ep), lengths), _ranges(lengths)] = inp.token_ids
+    matrix[np.repeat(np.arange(n_ep), lengths), _ranges(lengths)] = path
     return matrix, lengths
 
 

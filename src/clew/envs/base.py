@@ -12,13 +12,20 @@ class EnvFinishedError(RuntimeError):
 
 @dataclass(frozen=True)
 class StepResult:
-    """What the environment answers to one action (Gymnasium's terminated/truncated split)."""
+    """What the environment answers to one action (Gymnasium's terminated/truncated split).
+
+    ``reward`` is this step's reward. ``outcome`` is an explicit episode outcome, apart from the
+    step rewards (a verifier's verdict, G-RA's r^high): an env that reports one sets it on the step
+    that ends the episode, and the episode's outcome is then that value rather than the sum of
+    step rewards. ``info["success"]`` (bool), when present, is the env's own success verdict.
+    """
 
     observation: str
     reward: float
     terminated: bool
     truncated: bool
     info: dict[str, Any] = field(default_factory=dict)
+    outcome: float | None = None
 
 
 @runtime_checkable
@@ -28,6 +35,13 @@ class Env(Protocol):
     def reset(self, seed: int) -> str: ...
 
     def step(self, action: str) -> StepResult: ...
+
+
+@runtime_checkable
+class HasStateKey(Protocol):
+    """An env that can name its canonical state (GiGPO's anchor states, step-level grouping)."""
+
+    def state_key(self) -> str | None: ...
 
 
 def ensure_running(finished: bool, env_name: str) -> None:

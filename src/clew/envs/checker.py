@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from clew.envs.base import Env, EnvFinishedError, StepResult
+from clew.envs.base import Env, EnvFinishedError, HasStateKey, StepResult
 from clew.envs.registry import make
 
 GARBAGE_ACTION = "%% not an action %%"
@@ -102,7 +102,7 @@ def _row(result: StepResult, env: Env) -> tuple[Any, ...]:
 
 
 def _state(env: Env) -> str | None:
-    return env.state_key() if hasattr(env, "state_key") else None  # type: ignore[no-any-return]
+    return env.state_key() if isinstance(env, HasStateKey) else None
 
 
 def _check_result(result: Any, report: EnvReport) -> None:

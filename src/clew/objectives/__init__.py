@@ -2,8 +2,8 @@
 
 from clew.objectives.aggregate import MODES, aggregate, aggregation_weights
 from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get
-from clew.objectives.regularizers import entropy_bonus, kl_penalty, kl_reward_penalty, tis_weights
-from clew.objectives.surrogate import power_mean_ratio
+from clew.objectives.regularizers import entropy_bonus, kl_penalty, tis_weights
+from clew.objectives.surrogate import power_mean_ratio, span_ids
 
 __all__ = [
     "MODES",
@@ -16,7 +16,7 @@ __all__ = [
     "entropy_bonus",
     "get",
     "kl_penalty",
-    "kl_reward_penalty",
     "power_mean_ratio",
+    "span_ids",
     "tis_weights",
 ]

@@ -1,4 +1,4 @@
-"""Regularisers and corrections: KL to a reference (in the loss or in the reward), entropy, TIS."""
+"""Regularisers and corrections: KL to a reference (in the loss), entropy bonus, TIS weights."""
 
 from __future__ import annotations
 
@@ -24,15 +24,6 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
         kappa = (-delta).clamp(-20, 20)
         return (kappa.exp() - kappa - 1).clamp(-10, 10)
     raise ValueError(f"kl estimator must be one of {list(KL_ESTIMATORS)}, got {estimator!r}")
-
-
-def kl_reward_penalty(old_logp: Tensor, ref_logp: Tensor, mask: Tensor, beta: float) -> Tensor:
-    """KL in the reward: the per-token reward change -beta * k1(old, ref), (B, T), no gradient.
-
-    verl ``apply_kl_penalty`` / Ouyang et al. (arXiv 2203.02155, Eq. 2): r_t <- r_t - beta k1_t,
-    computed with the sampling-time log-probs. Sum a turn's entries to fold it into turn rewards.
-    """
-    return (-beta * kl_penalty(old_logp, ref_logp, "k1") * mask).detach()
 
 
 def entropy_bonus(entropy: Tensor, coef: float) -> Tensor:

@@ -2,6 +2,18 @@
 
 Every function maps ``(logp, old_logp, advantages, mask)``, all (B, T), to a per-token loss
 (B, T) (the quantity minimised, zero at masked positions) and detached metrics.
+
+**Spans.** A *span* is a maximal run of action positions (``mask`` nonzero) within a row: one turn's
+action tokens. A per-turn row has one span; a ``train.merge_prefix`` row holds several turns of an
+episode, one span each. The sequence-level objectives (GSPO, Hölder, CTPO) reduce over a span,
+never over a whole row, so a merged row gives the same per-token losses as its per-turn rows.
+Contract with the row builder (``clew.rollout.batch``): two turns' action spans in one row are
+separated by at least one non-action token (mask 0); turns that touched would read as one span.
+
+Span reductions view the (B, T) batch as (B, K, T), K the most spans in any row: slice k keeps
+only the k-th span's tokens, so each span is reduced exactly as a row of its own would be (same
+reductions, same summation order): a row with one span gives the row formula bit-for-bit (checked on
+CPU against the row-level implementation).
 """
 
 from __future__ import annotations
@@ -102,8 +114,45 @@ def loop_clip(
 
 
 def _row_mean(x: Tensor, mask: Tensor) -> Tensor:
-    """(B,) masked mean of each row; 0 for empty rows."""
+    """Masked mean over the last dim, (B, T) -> (B,) or (B, K, T) -> (B, K); 0 where empty."""
     return (x * mask).sum(-1) / mask.sum(-1).clamp(min=1)
+
+
+def span_ids(mask: Tensor) -> Tensor:
+    """(B, T) long: 0 outside action spans, k on the row's k-th span (1-based).
+
+    A span is a maximal run of ``mask != 0`` positions within a row (see the module docstring).
+    """
+    on = mask != 0
+    before = torch.zeros_like(on)
+    before[:, 1:] = on[:, :-1]
+    starts = (on & ~before).long()
+    return torch.where(on, starts.cumsum(-1), torch.zeros_like(starts))
+
+
+def span_members(mask: Tensor) -> Tensor:
+    """(B, K, T) bool, ``[b, k, t]`` true when token t lies in row b's (k+1)-th span; K >= 1."""
+    ids = span_ids(mask)
+    n_spans = max(int(ids.max()), 1) if ids.numel() else 1
+    return ids[:, None, :] == torch.arange(1, n_spans + 1, device=ids.device)[None, :, None]
+
+
+def span_to_tokens(per_span: Tensor, members: Tensor) -> Tensor:
+    """Place a (B, K) per-span value on every token of its span, (B, T); 0 outside spans."""
+    value = per_span[..., None]  # (B, K, 1)
+    return torch.where(members, value, torch.zeros_like(value)).sum(1)
+
+
+def span_cumsums(log_ratio: Tensor, valid: Tensor, members: Tensor) -> tuple[Tensor, Tensor]:
+    """Running (count, sum of log r) over valid tokens, restarting at each span, both (B, T).
+
+    Both are 0 outside spans; each span's cumsum starts from exact zeros, as a row of its own would.
+    """
+    in_span = valid[:, None, :] * members  # (B, K, T)
+    zero = torch.zeros_like(in_span)
+    count = torch.where(members, in_span.cumsum(-1), zero).sum(1)
+    total = torch.where(members, (log_ratio[:, None, :] * in_span).cumsum(-1), zero).sum(1)
+    return count, total
 
 
 def gspo(
@@ -115,22 +164,25 @@ def gspo(
     clip_low: float = 3e-4,
     clip_high: float = 4e-4,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Group Sequence Policy Optimization, token form.
+    """Group Sequence Policy Optimization, token form, one sequence per span (turn).
 
     Zheng et al., "Group Sequence Policy Optimization" (arXiv 2507.18071), Eq. 5-7:
-    s_i = exp(mean_t log r_{i,t}); per token s_{i,t} = sg[s_i] pi/sg[pi] (GSPO-token, equal in value
-    to s_i); loss = max(-A s, -A clip(s, 1 - clip_low, 1 + clip_high)); log s clamped at 10 (verl).
-    Use with ``seq_mean_token_mean`` aggregation (verl forces it). Defaults 3e-4 / 4e-4 (paper via
-    a third-party check and verl's example, unconfirmed against the PDF).
+    s_i = exp(mean_t log r_{i,t}) over span i's valid tokens; per token s_{i,t} = sg[s_i] pi/sg[pi]
+    (GSPO-token, equal in value to s_i); loss = max(-A s, -A clip(s, 1 - clip_low, 1 + clip_high));
+    log s clamped at 10 (verl). Use with ``seq_mean_token_mean`` aggregation (verl forces it).
+    Defaults 3e-4 / 4e-4 (paper via a third-party check and verl's example, unconfirmed against the
+    PDF). ``policy/seq_ratio_mean`` is the mean of s_i over spans with valid tokens.
     """
     log_ratio, bad = safe_log_ratio(logp, old_logp, mask)
     valid = mask * ~bad
-    seq_log_ratio = _row_mean(log_ratio, valid)[:, None]  # (B, 1)
-    log_s = (logp - logp.detach() + seq_log_ratio.detach()).clamp(max=10.0)
+    members = span_members(mask)  # (B, K, T)
+    in_span = valid[:, None, :] * members
+    seq_log_ratio = _row_mean(log_ratio.detach()[:, None, :], in_span)  # (B, K)
+    log_s = (logp - logp.detach() + span_to_tokens(seq_log_ratio, members)).clamp(max=10.0)
     loss, clipped, _ = clipped_surrogate(log_s.exp(), advantages, 1 - clip_low, 1 + clip_high, None)
     metrics = _ratio_metrics(log_ratio, mask, bad)
     metrics["policy/clipfrac"] = masked_mean(clipped.to(logp.dtype), valid).detach()
-    metrics["policy/seq_ratio_mean"] = seq_log_ratio.detach().exp().mean()
+    metrics["policy/seq_ratio_mean"] = masked_mean(seq_log_ratio.exp(), in_span.sum(-1) > 0)
     return torch.where(valid.bool(), loss, torch.zeros_like(loss)), metrics
 
 
@@ -154,11 +206,16 @@ def ctpo(
     clip log rho to [-clip_low t^p, clip_high t^p] with t the 1-based position among valid tokens;
     dual-clip at exp(clip_dual t^p) for A < 0. Defaults 0.025 / 0.05 / 0.05, p = 0.5.
     **Unconfirmed**: the paper text's scaling statement (the code uses t^0.5).
+
+    Multi-turn: S_t and t restart at each span, so the prefix is the *current turn's* action
+    tokens, what a per-turn row computes (merged rows == per-turn rows). The paper defines the
+    prefix over one response's tokens and does not say what it means across turns (unconfirmed).
+    Note its recipe (``ctpo.sh``) trains multi-turn tool use in verl, where one response holds all
+    turns with tool outputs masked; there the released code's cumsum runs across turns.
     """
     log_ratio, bad = safe_log_ratio(logp, old_logp, mask)
     valid = mask * ~bad
-    position = valid.cumsum(-1)
-    prefix = (log_ratio * valid).cumsum(-1)
+    position, prefix = span_cumsums(log_ratio.detach(), valid, span_members(mask))
     if geometric_mean:
         prefix = prefix / position.clamp(min=1)
     log_rho = (prefix.detach() + logp - logp.detach()).clamp(max=10.0)
@@ -173,7 +230,10 @@ def ctpo(
 
 
 def power_mean_ratio(log_ratio: Tensor, mask: Tensor, p: float) -> Tensor:
-    """(B,) Hölder mean of token ratios: (mean_t r^p)^(1/p); p -> 0 is the geometric mean."""
+    """Hölder mean of token ratios over the last dim: (mean_t r^p)^(1/p); p -> 0 is geometric.
+
+    (B, T) -> (B,), or (B, K, T) -> (B, K) per span; 1 where the mask is empty.
+    """
     if abs(p) < 1e-6:
         return _row_mean(log_ratio, mask).exp()
     count = mask.sum(-1).clamp(min=1)
@@ -193,22 +253,25 @@ def holder(
     p: float = 1.0,
     clip: float = 0.2,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """Hölder Policy Optimisation: a power-mean sequence ratio, clipped PPO-style.
+    """Hölder Policy Optimisation: a power-mean sequence ratio per span (turn), clipped PPO-style.
 
     Chen et al., "Hölder Policy Optimisation" (arXiv 2605.12058), code ``critic_type_modify=holder``:
-    rho_i = ((1/|o_i|) sum_t r_t^p)^(1/p) (p -> 0 geometric, p = 1 arithmetic);
-    l_i = max(-A_i rho_i, -A_i clip(rho_i, 1 - clip, 1 + clip)). The sequence loss l_i is placed
-    on every valid token, so ``seq_mean_token_mean`` aggregation gives mean_i l_i as in the code.
-    A_i is the row's mean token advantage. The released script anneals p from 2 to -2 over 500
-    steps (a schedule is the caller's; whether the paper's main runs use it is unconfirmed).
+    rho_i = ((1/|o_i|) sum_t r_t^p)^(1/p) over span i's valid tokens (p -> 0 geometric, p = 1
+    arithmetic); l_i = max(-A_i rho_i, -A_i clip(rho_i, 1 - clip, 1 + clip)). The span loss l_i is
+    placed on each of its valid tokens, so ``seq_mean_token_mean`` aggregation gives mean_i l_i as
+    in the code. A_i is the span's mean token advantage. The released script anneals p from 2 to -2
+    over 500 steps (a schedule is the caller's; whether the paper's main runs use it is unconfirmed).
+    ``policy/clipfrac`` and ``policy/seq_ratio_mean`` are over spans with valid tokens.
     """
     log_ratio, bad = safe_log_ratio(logp, old_logp, mask)
     valid = mask * ~bad
-    rho = power_mean_ratio(log_ratio, valid, p)  # (B,)
-    adv = _row_mean(advantages, valid)
+    members = span_members(mask)  # (B, K, T)
+    in_span = valid[:, None, :] * members
+    rho = power_mean_ratio(log_ratio[:, None, :], in_span, p)  # (B, K)
+    adv = _row_mean(advantages[:, None, :], in_span)
     loss, clipped, _ = clipped_surrogate(rho, adv, 1 - clip, 1 + clip, None)
     metrics = _ratio_metrics(log_ratio, mask, bad)
-    has_tokens = (valid.sum(-1) > 0).to(logp.dtype)
-    metrics["policy/clipfrac"] = ((clipped.to(logp.dtype) * has_tokens).sum() / has_tokens.sum().clamp(min=1)).detach()
-    metrics["policy/seq_ratio_mean"] = rho.detach().mean()
-    return loss[:, None] * valid, metrics
+    present = in_span.sum(-1) > 0
+    metrics["policy/clipfrac"] = masked_mean(clipped.to(logp.dtype), present).detach()
+    metrics["policy/seq_ratio_mean"] = masked_mean(rho.detach(), present)
+    return span_to_tokens(loss, members) * valid, metrics

@@ -1,46 +1,44 @@
 """Groups + credit -> training rows (``TokenRow``), per turn or merged along shared prefixes.
 
 ``merge_prefix``: when a turn's prompt begins with the previous row's full token sequence
-(prompt + action), the turn is appended to that row as a new span, so one forward pass scores
-several actions. Causal attention makes every action token's log-prob identical to the per-turn
-row's, so with episode weighting the loss and gradients are the same, with far fewer tokens.
+(prompt + action) and adds at least one token, the turn is appended to that row as a new span, so
+one forward pass scores several actions. Causal attention makes every action token's log-prob
+identical to the per-turn row's, so with episode weighting the loss and gradients are the same,
+with far fewer tokens. Two action spans of a row are always separated by at least one prompt
+token, so sequence-level objectives find each turn as a contiguous run of the action mask.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
 
+from clew.table import TurnTable
 from clew.tensors import TokenRow
-from clew.types import Group, Turn
+from clew.types import Turn
 
 
 def to_rows(
-    groups: Sequence[Group],
+    table: TurnTable,
     turn_advantage: np.ndarray,
     token_advantage: np.ndarray | None = None,
     merge_prefix: bool = False,
 ) -> list[TokenRow]:
-    """Rows in (group, episode, turn) order, matching ``CreditInput.from_groups``.
+    """Training rows in the table's row order; ``token_advantage`` (K,) wins over ``turn_advantage`` (N,).
 
     Turns with no action tokens (an episode that ended before sampling) produce no row.
     """
+    table.check_aligned(turn_advantage, token_advantage)
+    off = table.token_offsets
     rows: list[TokenRow] = []
-    turn_i, token_i, episode_id = 0, 0, 0
-    for group in groups:
-        for episode in group.episodes:
-            pieces = []
-            for turn in episode.turns:
-                n = len(turn.action_ids)
-                if token_advantage is not None:
-                    adv = [float(x) for x in token_advantage[token_i : token_i + n]]
-                else:
-                    adv = [float(turn_advantage[turn_i])] * n
-                pieces.append((turn, adv))
-                turn_i, token_i = turn_i + 1, token_i + n
-            rows += _episode_rows(pieces, episode_id, merge_prefix)
-            episode_id += 1
+    for episode_id, span in enumerate(table.episode_rows()):
+        pieces = []
+        for i in span:
+            if token_advantage is not None:
+                adv = [float(x) for x in token_advantage[off[i] : off[i + 1]]]
+            else:
+                adv = [float(turn_advantage[i])] * int(off[i + 1] - off[i])
+            pieces.append((table.turns[i], adv))
+        rows += _episode_rows(pieces, episode_id, merge_prefix)
     return rows
 
 
@@ -51,7 +49,7 @@ def _episode_rows(pieces: list[tuple[Turn, list[float]]], episode_id: int, merge
         if not turn.action_ids:
             continue
         prompt, action = list(turn.prompt_ids), list(turn.action_ids)
-        if merge and rows and prompt[: len(full)] == full:
+        if merge and rows and len(prompt) > len(full) and prompt[: len(full)] == full:
             last = rows[-1]
             spans = [*last.spans, (prompt[len(full) :], False), (action, True)]
             rows[-1] = TokenRow(

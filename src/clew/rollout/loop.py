@@ -18,7 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clew.envs import Env, StepResult, make
+from clew.envs import Env, HasStateKey, StepResult, make
 from clew.policy.hf import Completion
 from clew.rollout.actors import Actor
 from clew.rollout.context import ContextStrategy, Framing, History, make_context
@@ -134,7 +134,7 @@ def _prepare(live: list[_Live], context: ContextStrategy, framing: Framing | Non
 
 def _advance(item: _Live, completion: Completion, framing: Framing | None, cfg: RolloutConfig) -> None:
     episode = item.episode
-    state = item.env.state_key() if hasattr(item.env, "state_key") else None
+    state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
     turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
     if completion.entropies:
         turn.info["token_entropies"] = list(completion.entropies)  # per sampled token, for EMPG
@@ -150,7 +150,7 @@ def _advance(item: _Live, completion: Completion, framing: Framing | None, cfg: 
         result.observation,
         {**turn.info, **result.info},
     )
-    episode.outcome += turn.reward
+    _record_outcome(episode, turn.reward, result.outcome)
     episode.terminated, episode.truncated = result.terminated, result.truncated
     if result.truncated:
         episode.truncation_reason = "env"
@@ -158,6 +158,14 @@ def _advance(item: _Live, completion: Completion, framing: Framing | None, cfg: 
         _close(episode, "max_new_tokens")
     if not episode.done:
         item.history.add(completion.token_ids, result.observation, framing)
+
+
+def _record_outcome(episode: Episode, reward: float, reported: float | None) -> None:
+    """An env-reported outcome wins; otherwise the outcome is the running sum of step rewards."""
+    if reported is not None:
+        episode.outcome, episode.outcome_explicit = float(reported), True
+    elif not episode.outcome_explicit:
+        episode.outcome += reward
 
 
 def _step(env: Env, action: str, timeout_s: float | None) -> StepResult:

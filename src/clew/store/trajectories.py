@@ -3,49 +3,47 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from clew.store.run import atomic_write_bytes
-from clew.types import Group
+from clew.table import TurnTable
 
 
-def turn_records(
-    groups: Sequence[Group], iteration: int, advantages: Sequence[float], returns: Sequence[float]
-) -> list[dict[str, Any]]:
-    """Flatten groups to per-turn records; ``advantages``/``returns`` follow (group, episode, turn) order."""
+def turn_records(table: TurnTable, iteration: int, advantages: np.ndarray, returns: np.ndarray) -> list[dict[str, Any]]:
+    """One record per row of ``table``; ``advantages``/``returns`` are (N,) in its row order."""
+    table.check_aligned(advantages)
+    table.check_aligned(returns, what="returns")
     records: list[dict[str, Any]] = []
-    i = 0
-    for g in groups:
-        for e_index, ep in enumerate(g.episodes):
-            for t, turn in enumerate(ep.turns):
-                records.append(
-                    {
-                        "iteration": iteration, "group": g.group_id, "episode": e_index, "turn": t,
-                        "task_id": ep.task_id, "seed": ep.seed, "prompt_ids": turn.prompt_ids,
-                        "action_ids": turn.action_ids, "behavior_logprobs": turn.behavior_logprobs,
-                        "action_text": turn.action_text, "observation": turn.observation,
-                        "reward": turn.reward, "return": float(returns[i]), "advantage": float(advantages[i]),
-                        "state_key": turn.state_key, "outcome": ep.outcome, "terminated": ep.terminated,
-                        "truncated": ep.truncated, "truncation_reason": ep.truncation_reason, "error": ep.error,
-                        "info": json.dumps(turn.info, default=str),
-                    }
-                )  # fmt: skip
-                i += 1
+    for i, turn in enumerate(table.turns):
+        ep = table.episodes[int(table.episode[i])]
+        records.append(
+            {
+                "iteration": iteration, "group": int(table.group[i]), "episode": int(table.episode[i]),
+                "turn": int(table.turn[i]), "task_id": ep.task_id, "seed": ep.seed, "prompt_ids": turn.prompt_ids,
+                "action_ids": turn.action_ids, "behavior_logprobs": turn.behavior_logprobs,
+                "action_text": turn.action_text, "observation": turn.observation, "reward": turn.reward,
+                "penalty": turn.penalty, "return": float(returns[i]), "advantage": float(advantages[i]),
+                "state_key": turn.state_key, "outcome": ep.outcome, "outcome_explicit": ep.outcome_explicit,
+                "success": ep.success, "terminated": ep.terminated, "truncated": ep.truncated,
+                "truncation_reason": ep.truncation_reason, "error": ep.error,
+                "info": json.dumps(turn.info, default=str),
+            }
+        )  # fmt: skip
     return records
 
 
 def write_trajectories(
-    path: Path, groups: Sequence[Group], iteration: int, advantages: Sequence[float], returns: Sequence[float]
+    path: Path, table: TurnTable, iteration: int, advantages: np.ndarray, returns: np.ndarray
 ) -> None:
     """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
-    table = pa.Table.from_pylist(turn_records(groups, iteration, advantages, returns))
+    arrow = pa.Table.from_pylist(turn_records(table, iteration, advantages, returns))
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="zstd")
+    pq.write_table(arrow, sink, compression="zstd")
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 

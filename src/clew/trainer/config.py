@@ -72,10 +72,10 @@ class ObjectiveConfig(_Frozen):
 
 
 class ShapingConfig(_Frozen):
-    """Per-turn reward shaping before credit (penalties enter the episode outcome too)."""
+    """Per-turn penalties, charged to the penalised turn's advantage after credit (never to the outcome)."""
 
-    invalid_action_penalty: float = Field(0.0, ge=0, description="subtracted on turns flagged invalid")
-    overlong_penalty: float = Field(0.0, ge=0, description="subtracted when an action hits max_new_tokens")
+    invalid_action_penalty: float = Field(0.0, ge=0, description="charged to turns flagged invalid")
+    overlong_penalty: float = Field(0.0, ge=0, description="charged to an action cut at max_new_tokens")
 
 
 class FilterConfig(_Frozen):
@@ -97,6 +97,11 @@ class TrainConfig(_Frozen):
     minibatch_rows: int = Field(256, ge=1, description="rows per optimizer step")
     microbatch_rows: int = Field(64, ge=1, description="rows per forward/backward (gradient accumulation)")
     merge_prefix: bool = Field(False, description="merge an episode's prefix-extending turns into one row")
+    guard_max_kl: float | None = Field(
+        0.05, gt=0, description="roll back an optimizer step whose KL on held-back probe rows exceeds this (None: off)"
+    )
+    guard_probe_rows: int = Field(8, ge=1, description="rows held back from the update to probe each step")
+    guard_backtracks: int = Field(3, ge=0, description="learning-rate halvings tried before a step is rejected")
 
 
 class SFTConfig(_Frozen):
@@ -150,7 +155,9 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name}; use >= 2 or credit.name=reinforce"
             )
         if spec.needs_entropy and self.rollout.temperature == 0:
-            raise ValueError("credit.name=empg needs sampled entropies; set rollout.temperature > 0")
+            raise ValueError(
+                f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
+            )
         return self
 
 

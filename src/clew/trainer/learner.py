@@ -20,6 +20,7 @@ from clew import objectives
 from clew.policy.hf import HFPolicy, token_logprobs
 from clew.tensors import PackedBatch, TokenRow, pack_batch, pack_spans
 from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
+from clew.trainer.guard import StepGuard, hold_back
 
 
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -62,16 +63,30 @@ class Learner:
         counts: dict[str, int] = defaultdict(int)
         if self.objective.tis_cap is not None:
             rows = self.recompute_old_logprobs(rows)
+        rows, guard = self._guard(rows, seed)
         first_step = self.steps
         self.model.train()
         for epoch in range(self.train_cfg.ppo_epochs):
             order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
             for minibatch in chunks(order, self.train_cfg.minibatch_rows):
-                for key, value in self._step([rows[i] for i in minibatch]).items():
+                for key, value in self._step([rows[i] for i in minibatch], guard).items():
                     sums[key] += value
                     counts[key] += 1
         self.model.eval()
-        return {**{k: sums[k] / counts[k] for k in sums}, "train/optimizer_steps": float(self.steps - first_step)}
+        means = {k: sums[k] / counts[k] for k in sums}
+        if "train/rejected_steps" in sums:
+            means["train/rejected_steps"] = sums["train/rejected_steps"]  # a count, not a mean
+        return {**means, "train/optimizer_steps": float(self.steps - first_step)}
+
+    def _guard(self, rows: Sequence[TokenRow], seed: int) -> tuple[list[TokenRow], StepGuard | None]:
+        """Hold back the probe rows of the step guard (``train.guard_max_kl``; None turns it off)."""
+        cfg = self.train_cfg
+        if cfg.guard_max_kl is None:
+            return list(rows), None
+        train_rows, probe = hold_back(rows, cfg.guard_probe_rows, seed)
+        if not probe:
+            return train_rows, None
+        return train_rows, StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
 
     @torch.no_grad()
     def recompute_old_logprobs(self, rows: Sequence[TokenRow]) -> list[TokenRow]:
@@ -86,7 +101,7 @@ class Learner:
                 out.append(replace(row, old_logprobs=old, behavior_logprobs=row.old_logprobs))
         return out
 
-    def _step(self, rows: list[TokenRow]) -> dict[str, float]:
+    def _step(self, rows: list[TokenRow], guard: StepGuard | None = None) -> dict[str, float]:
         weights = self._weights(rows)
         metrics: dict[str, float] = defaultdict(float)
         total = 0.0
@@ -99,7 +114,7 @@ class Learner:
             share = len(micro) / len(rows)
             for key, value in micro_metrics.items():
                 metrics[key] += float(value) * share
-        metrics.update(self._apply_gradients(total))
+        metrics.update(self._apply_gradients(total, guard))
         return dict(metrics)
 
     def _weights(self, rows: list[TokenRow]) -> torch.Tensor:
@@ -139,18 +154,44 @@ class Learner:
         metrics["policy/entropy"] = objectives.aggregate(entropy.detach(), rows.action_mask, "token_mean")
         return (weights * per_token).sum(), metrics
 
-    def _apply_gradients(self, loss: float) -> dict[str, float]:
+    def _apply_gradients(self, loss: float, guard: StepGuard | None = None) -> dict[str, float]:
         params = [p for p in self.model.parameters() if p.grad is not None]
         norm = float(torch.nn.utils.clip_grad_norm_(params, self.train_cfg.max_grad_norm)) if params else 0.0
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return {"train/loss": loss, "train/skipped_steps": 1.0, "train/grad_norm": norm}
-        for group in self.optimizer.param_groups:
-            group["lr"] = self.lr()
-        self.optimizer.step()
+        out = {"train/loss": loss, "train/skipped_steps": 0.0, "train/grad_norm": norm, "train/lr": self.lr()}
+        accepted = True
+        if guard is None:
+            self._optimizer_step(self.lr())
+        else:
+            accepted, guarded = self._guarded_step(guard)
+            out.update(guarded)
         self.optimizer.zero_grad(set_to_none=True)
-        self.steps += 1
-        return {"train/loss": loss, "train/skipped_steps": 0.0, "train/grad_norm": norm, "train/lr": self.lr()}
+        self.steps += int(accepted)
+        return out
+
+    def _guarded_step(self, guard: StepGuard) -> tuple[bool, dict[str, float]]:
+        """Backtracking line search on the learning rate (TRPO, arXiv 1502.05477, Appendix C): halve it
+        until the probe KL is within ``guard_max_kl``; after ``guard_backtracks`` halvings the step is
+        rejected and parameters and optimizer state stay as they were."""
+        guard.snapshot(self.optimizer)
+        accepted, kl, attempt = False, 0.0, 0
+        for attempt in range(self.train_cfg.guard_backtracks + 1):
+            self._optimizer_step(self.lr() * 0.5**attempt)
+            accepted, kl = guard.check(self.optimizer)
+            if accepted:
+                break
+        return accepted, {
+            "train/probe_kl": kl,
+            "train/backtracks": float(attempt),
+            "train/rejected_steps": float(not accepted),
+        }
+
+    def _optimizer_step(self, lr: float) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        self.optimizer.step()
 
 
 def sft(policy: HFPolicy, rows: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, seed: int) -> list[float]:

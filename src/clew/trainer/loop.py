@@ -12,6 +12,8 @@ from typing import Any
 import torch
 
 from clew import credit as credit_lib
+from clew.envs import HasStateKey
+from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
 from clew.eval import EvalResult, eval_tasks, evaluate, summarize
 from clew.policy import HFPolicy, SamplingParams, TinyModelConfig, build_tiny
@@ -19,6 +21,7 @@ from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, der
 from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
 from clew.store.trajectories import write_trajectories
+from clew.table import TurnTable
 from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.learner import Learner, sft
@@ -49,9 +52,10 @@ class Trainer:
                 break
             start = time.perf_counter()
             groups, collected = self._rollout(it)  # rollout + shape (+ dynamic sampling refill)
-            credit = self._credit(groups)  # advantages
+            table = TurnTable.from_groups(groups)  # flattened once: credit, rows and the store read it
+            credit = self._credit(table)  # advantages
             rows = cap_rows(
-                to_rows(groups, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix),
+                to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix),
                 cfg.filters,
                 derive_seed(cfg.seed, it, "cap"),
             )  # select
@@ -61,11 +65,12 @@ class Trainer:
             env_steps = sum(len(e.turns) for g in collected for e in g.episodes)
             state = TrainerState(it + 1, self.learner.steps, state.env_steps + env_steps)
             metrics.update(rollout_metrics(collected))
-            self._record(state, groups, credit, metrics, len(rows), rollout_s, time.perf_counter() - start)
+            self._record(state, table, credit, metrics, len(rows), rollout_s, time.perf_counter() - start)
         return self._finish(state)
 
     # --- stages -----------------------------------------------------------------------------------
     def _setup(self, resume: bool) -> tuple[TrainerState, bool]:
+        check_env_serves(self.cfg)
         self.recorder = Recorder(self.run_dir)
         if not resume and checkpoints(self.run_dir):
             raise ValueError(f"{self.run_dir} already holds a run; resume it (--resume) or choose another --out")
@@ -155,23 +160,23 @@ class Trainer:
         seed = derive_seed(self.cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
         return Task(self.cfg.env.id, seed, dict(self.cfg.env.kwargs))
 
-    def _credit(self, groups: list[Group]) -> credit_lib.Credit:
-        inp = credit_lib.CreditInput.from_groups(groups)
+    def _credit(self, table: TurnTable) -> credit_lib.Credit:
+        inp = credit_lib.CreditInput.from_table(table)
         return credit_lib.compute(self.cfg.credit.name, inp, **self.cfg.credit.params)
 
     def _record(
-        self, state: TrainerState, groups: list[Group], credit: Any, metrics: dict[str, float],
+        self, state: TrainerState, table: TurnTable, credit: Any, metrics: dict[str, float],
         n_rows: int, rollout_s: float, total_s: float,
     ) -> None:  # fmt: skip
         it = state.iteration
         record = {
             **metrics, **credit.diagnostics,
-            "rollout/env_steps_total": state.env_steps, "train/rows": n_rows, "train/groups": len(groups),
+            "rollout/env_steps_total": state.env_steps, "train/rows": n_rows, "train/groups": len(set(table.group)),
             "time/rollout_s": rollout_s, "time/iteration_s": total_s,
         }  # fmt: skip
         write_trajectories(
             self.run_dir / "trajectories" / f"iter_{it:06d}.parquet",
-            groups,
+            table,
             it,
             credit.turn_advantage,
             credit.turn_return,
@@ -219,3 +224,13 @@ class Trainer:
             summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         return summary
+
+
+def check_env_serves(cfg: RunConfig) -> None:
+    """Fail before any work when the env cannot give what the estimator needs (e.g. GiGPO's state keys)."""
+    spec = credit_lib.get(cfg.credit.name)
+    if spec.needs_state_keys and not isinstance(make_env(cfg.env.id, **cfg.env.kwargs), HasStateKey):
+        raise ValueError(
+            f"credit.name={cfg.credit.name} groups turns by environment state, but env {cfg.env.id} has no "
+            "state_key() method; add one or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
+        )

@@ -11,19 +11,18 @@ from clew.types import Group
 
 
 def shape(groups: Sequence[Group], cfg: ShapingConfig) -> None:
-    """Subtract penalties from turn rewards in place and keep ``outcome`` = sum of turn rewards.
+    """Set each turn's ``penalty`` in place; env rewards and episode outcomes stay as the env gave them.
 
     Invalid actions (``info["invalid_action"]``) and actions cut at ``max_new_tokens`` become
-    penalised turns of a recorded episode, never exceptions.
+    penalised turns of a recorded episode, never exceptions. Credit charges a penalty to its own
+    turn's advantage only (``clew.credit.compute``). Idempotent.
     """
     for group in groups:
         for episode in group.episodes:
             for turn in episode.turns:
-                if turn.info.get("invalid_action"):
-                    turn.reward -= cfg.invalid_action_penalty
+                turn.penalty = cfg.invalid_action_penalty if turn.info.get("invalid_action") else 0.0
             if episode.truncation_reason == "max_new_tokens" and episode.turns:
-                episode.turns[-1].reward -= cfg.overlong_penalty
-            episode.outcome = sum(t.reward for t in episode.turns)
+                episode.turns[-1].penalty += cfg.overlong_penalty
 
 
 def has_signal(group: Group) -> bool:
