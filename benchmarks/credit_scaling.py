@@ -36,6 +36,7 @@ def synthetic(n_turns: int, tokens_per_turn: int = 4, seed: int = 0) -> CreditIn
         group, episode, turn, reward, outcome, rng.integers(0, 8, size=n),
         token_offsets=np.arange(n + 1) * tokens_per_turn,
         entropy=rng.random(n * tokens_per_turn), token_ids=rng.integers(0, 16, size=n * tokens_per_turn),
+        outcome_explicit=np.ones(n, dtype=bool), observation=rng.integers(0, 8, size=n),
     )  # fmt: skip
 
 

@@ -57,7 +57,11 @@ class ObjectiveConfig(_Frozen):
 
     name: str = "ppo_clip"
     params: dict[str, Any] = Field(default_factory=dict)
-    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const"] = "token_mean"
+    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const"] = Field(
+        "seq_mean_token_mean",
+        description="how token losses become one number; the default weighs every episode equally (with "
+        "weighting=episode), token_mean gives long episodes more weight on shared tokens such as end-of-turn",
+    )
     weighting: Literal["row", "episode"] = Field("episode", description="episode: turns never become loss weights")
     aggregation_const: float | None = Field(None, gt=0, description="constant for seq_sum_const")
     kl_coef: float = Field(0.0, ge=0, description="KL-in-loss coefficient (needs a reference model)")
