@@ -90,6 +90,6 @@ def test_all_estimators_handle_one_turn_episodes_and_groups_of_one() -> None:
 
 
 def test_empty_batch() -> None:
-    inp = CreditInput.from_arrays([], [], [], [], [], token_offsets=[0], entropy=[], token_ids=[])
+    inp = CreditInput.from_arrays([], [], [], [], [], token_offsets=[0], entropy=[], token_ids=[], outcome_explicit=[])
     for name in available():
         assert compute(name, inp).turn_advantage.shape == (0,), name

@@ -55,7 +55,7 @@ def test_gated_reads_the_env_outcome_not_the_reward_sum() -> None:
 
 def test_gated_refuses_an_outcome_that_is_only_the_reward_sum() -> None:
     inp = CreditInput.from_arrays([0, 0], [0, 1], [0, 0], [1, 0], [1, 0])
-    with pytest.raises(ValueError, match="needs an outcome reported by the env"):
+    with pytest.raises(ValueError, match="needs the outcome_explicit column"):
         compute("gated", inp)
 
 
@@ -79,3 +79,19 @@ def test_gated_gives_an_episode_cut_short_no_outcome() -> None:
     credit = compute("gated", inp)
     np.testing.assert_allclose(credit.turn_advantage, [0.707106, -0.707106], atol=1e-5)
     np.testing.assert_allclose(credit.turn_return, [1.5, 0.0])
+
+
+def test_empg_charges_a_penalty_once() -> None:
+    cols = dict(
+        group=[0, 0], episode=[0, 1], turn=[0, 0], reward=[1, 0], outcome=[1, 0],
+        token_offsets=[0, 2, 4], entropy=[0.1, 0.2, 0.3, 0.4],
+    )  # fmt: skip
+    plain = compute("empg", CreditInput.from_arrays(**cols))
+    charged = compute("empg", CreditInput.from_arrays(**cols, penalty=[0.0, 0.3]))
+    np.testing.assert_allclose(charged.turn_advantage - plain.turn_advantage, [0.0, -0.3], atol=1e-12)
+
+
+def test_step_return_estimators_see_an_env_outcome_as_a_final_reward() -> None:
+    # step rewards [0.1, 0.1] and a reported outcome 1 -> rewards [0.1, 1.1]; gamma 1 returns [1.2, 1.1]
+    inp = CreditInput.from_arrays([0, 0], [0, 0], [0, 1], [0.1, 0.1], [1, 1], outcome_explicit=[True, True])
+    np.testing.assert_allclose(compute("reinforce", inp).turn_return, [1.2, 1.1])

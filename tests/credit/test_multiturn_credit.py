@@ -49,7 +49,7 @@ def test_pure_step_baseline() -> None:
     )
 
 
-def test_pure_soft_min_all_positive_episode_is_not_reinforced_everywhere() -> None:
+def test_pure_token_baseline_worked_example() -> None:
     # E0: r = [0.9, 0.9] -> w = [0.5, 0.5], r* = [0.45, 0.45], G = [0.9, 0.45], 1 token per step
     # E1: r = [0.5], one step -> r* = 0.5, 2 tokens
     # E0: b = 0.5 / 2 = 0.25 per step -> A = [0.9 - 0.5, 0.45 - 0.25]; E1: b = 0.9 / 2 * 2 = 0.9 -> A = 0.5 - 0.9
@@ -83,14 +83,15 @@ def test_pure_token_baseline_needs_offsets() -> None:
 
 
 def test_pure_verifiable_reward_needs_an_env_outcome() -> None:
-    cols = ([0, 0], [0, 1], [0, 0], [0.5, 0.2], [1.0, 0.0])
+    cols = ([0, 0], [0, 1], [0, 0], [0.5, 0.2], [1.0, 1.0])
     with pytest.raises(ValueError, match=r"StepResult\.outcome"):
         compute("pure", CreditInput.from_arrays(*cols), baseline="none", outcome_coef=1.0)
-    with pytest.raises(ValueError, match=r"StepResult\.outcome"):
-        compute("pure", CreditInput.from_arrays(*cols, outcome_explicit=[True, False]), outcome_coef=1.0)
-    inp = CreditInput.from_arrays(*cols, outcome_explicit=[True, True])
-    # RLOO of outcomes [1, 0]: [1 - 0, 0 - 1]; process part (none baseline) [0.5, 0.2]
-    close(compute("pure", inp, baseline="none", outcome_coef=1.0).turn_advantage, [1.5, -0.8])
+    # E1 was cut short before the env reported (its 1.0 is only its reward sum): unsolved, 0.
+    # RLOO of [1, 0]: [1 - 0, 0 - 1]; process part (none baseline) [0.5, 0.2]
+    cut = CreditInput.from_arrays(*cols, outcome_explicit=[True, False])
+    close(compute("pure", cut, baseline="none", outcome_coef=1.0).turn_advantage, [1.5, -0.8])
+    both = CreditInput.from_arrays(*cols, outcome_explicit=[True, True])  # RLOO of [1, 1] is 0
+    close(compute("pure", both, baseline="none", outcome_coef=1.0).turn_advantage, [0.5, 0.2])
 
 
 def loop_pure(b: dict, baseline: str, form: str) -> list[float]:
@@ -143,7 +144,7 @@ def test_matchtir_worked_example() -> None:
     # S = [1.5, 1.8, 0.2]: mean 1.1667, std 0.8505 -> A^traj = [0.3919, 0.7447, -1.1366]
     # returns (gamma 0.9): [1.4, 1.0], [1.648, 0.72, 0.8], [0.18, 0.2]
     # turn 0: mean 1.076, std 0.7858 -> [0.4123, 0.7279, -1.1402]; turn 1: mean 0.64, std 0.4060 -> [0.8867,
-    # -0.2956, -1.0838]; turn 2 alone keeps 0.8. Final = (A^traj + A^turn) / 2
+    # 0.1971, -1.0838]; turn 2 alone keeps 0.8. Final = (A^traj + A^turn) / 2
     credit = compute("matchtir", matchtir_example())
     close(credit.turn_advantage, [0.4021, 0.6394, 0.7363, 0.4709, 0.7723, -1.1384, -1.1102])
     close(credit.turn_return, [1.4, 1.0, 1.648, 0.72, 0.8, 0.18, 0.2])

@@ -34,7 +34,9 @@ class CreditInput:
         penalty: (N,) float or None, shaping penalties (invalid action, overlong) of the row; ``compute``
             subtracts them from that row's advantage after the estimator, undiscounted.
         outcome_explicit: (N,) bool or None, True where the env reported the outcome itself
-            (``StepResult.outcome``); then ``reward`` holds only the step-level rewards.
+            (``StepResult.outcome``); then ``reward`` holds only the step-level rewards. Estimators built
+            on step returns add such an outcome as a reward on the episode's last turn; ``gated`` and
+            ``pure`` keep the two apart.
         observation: (N,) int or None, dense id of the observation text the turn answered (its
             first observation for turn 0), for estimators that key on what the agent saw.
         token_offsets: (N + 1,) int or None; row ``i`` owns tokens ``[off[i], off[i+1])``.
@@ -140,16 +142,16 @@ Estimator = Callable[..., Credit]
 
 @dataclass(frozen=True)
 class EstimatorSpec:
-    """A registered estimator and what it needs from the input; ``compute`` enforces each need.
+    """A registered estimator and what it needs from the input; ``compute`` enforces the input needs.
 
     Attributes:
         needs_state_keys: anchor-state grouping; refused when no row has a state key.
         needs_tokens: per-token ids and offsets.
         needs_entropy: per-token entropies of the sampled tokens.
-        needs_outcome: an env-reported outcome apart from the step rewards (``outcome_explicit``);
-            refused when no episode of the batch has one (episodes cut short before the env reported
-            one are the estimator's to handle).
-        needs_group: a group-relative baseline; the run config refuses ``group_size < 2``.
+        needs_outcome: the env-reported outcome apart from the step rewards (``outcome_explicit``);
+            episodes cut short before the env reported one are the estimator's to handle.
+        needs_group: a group-relative baseline; enforced by the run config (``group_size >= 2``),
+            since one batch cannot tell a group of one from a one-episode task.
     """
 
     name: str
@@ -199,8 +201,10 @@ def compute(name: str, inp: CreditInput, **params: Any) -> Credit:
     Unknown names or parameters fail with the valid ones; an input lacking what the estimator's
     metadata says it needs fails naming it. Penalties (invalid actions, overlong outputs) are
     subtracted from the penalised row's advantage only, after the returns are formed: undiscounted,
-    never leaking into earlier turns, the episode outcome or the group baselines (verl-agent's
-    placement of GiGPO's invalid-action penalty, shared/reference/credit.md section 8, item 6).
+    never leaking into earlier turns, the episode outcome or the group baselines. verl-agent also
+    applies GiGPO's invalid-action penalty after the discounted returns (shared/reference/credit.md
+    section 8, item 6) but before the group statistics, so there a penalty shifts the group means
+    a little; here it moves only its own row.
     """
     spec = get(name)
     check_params(name, params)
@@ -221,10 +225,10 @@ def check_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
             "give the env a state_key() method or pick an estimator without step-level grouping (e.g. grpo)"
         )
     explicit = inp.outcome_explicit
-    if spec.needs_outcome and inp.n_turns and (explicit is None or not bool(explicit.any())):
+    if spec.needs_outcome and explicit is None:
         raise ValueError(
-            f"credit estimator {name!r} needs an outcome reported by the env apart from its step rewards "
-            "(StepResult.outcome on the final step); no episode of this batch has one"
+            f"credit estimator {name!r} needs the outcome_explicit column: which episodes' outcome the env "
+            "reported apart from its step rewards (StepResult.outcome); CreditInput.from_table fills it"
         )
 
 

@@ -46,6 +46,13 @@ def per_episode(inp: CreditInput) -> tuple[Array, Array, Array]:
     return row_ep, inp.group[starts], inp.outcome[starts]
 
 
+def reported_outcome(inp: CreditInput) -> Array:
+    """(N,) the env-reported outcome of the row's episode, 0 where the env reported none (cut short)."""
+    if inp.outcome_explicit is None:
+        return np.zeros_like(inp.outcome)
+    return np.where(inp.outcome_explicit, inp.outcome, 0.0)
+
+
 def rewards_with_outcome(inp: CreditInput) -> Array:
     """(N,) ``reward``, plus the outcome on each episode's last turn where the env reported it apart."""
     if inp.outcome_explicit is None:

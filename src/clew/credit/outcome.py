@@ -12,6 +12,7 @@ from clew.credit.functional import (
     group_normalize,
     mean_per_row,
     per_episode,
+    rewards_with_outcome,
     segment_discounted_returns,
     segment_mean_std,
     token_counts,
@@ -29,7 +30,7 @@ def reinforce(inp: CreditInput, *, gamma: float = 1.0) -> Credit:
     Williams, "Simple statistical gradient-following algorithms for connectionist RL" (1992),
     the likelihood-ratio estimator with the return-to-go (Sutton & Barto, Eq. 13.8).
     """
-    returns = discounted_returns(inp.reward, inp, gamma)
+    returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
     return Credit(returns, returns, diagnostics={"credit/return_mean": float(returns.mean()) if returns.size else 0.0})
 
 
@@ -120,7 +121,7 @@ def reinforce_pp(
         mean, _, count = segment_mean_std(ep_outcome, ids, n)
         returns = (ep_outcome - np.where(count[ids] > 1, mean[ids], 0.0))[row_ep]
         return Credit(whiten(returns, weights), returns)
-    returns = discounted_returns(inp.reward, inp, gamma)
+    returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
     if discount_over == "turn":
         return Credit(whiten(returns, weights), returns)
     if inp.token_offsets is None or whiten_over != "tokens":
@@ -153,7 +154,8 @@ def _token_rewards(inp: CreditInput, row_ep: np.ndarray) -> np.ndarray:
     last = off[1:] - 1
     episode_first_token = off[:-1][episode_starts(inp)][row_ep]
     keep = last >= episode_first_token
-    return np.bincount(last[keep], weights=inp.reward[keep], minlength=int(off[-1])).astype(np.float64)
+    rewards = rewards_with_outcome(inp)[keep]
+    return np.bincount(last[keep], weights=rewards, minlength=int(off[-1])).astype(np.float64)
 
 
 def _group_ids(group: np.ndarray) -> tuple[np.ndarray, int]:

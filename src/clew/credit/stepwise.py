@@ -10,6 +10,7 @@ from clew.credit.functional import (
     discounted_returns,
     group_normalize,
     per_episode,
+    reported_outcome,
     reverse_cummin,
     rewards_with_outcome,
     segment_mean_std,
@@ -46,7 +47,7 @@ def gigpo(
     check_choice("episode_stats_over", episode_stats_over, ("episode", "turn"))
     scale = mode == "mean_std_norm"
     episode_adv = _episode_level(inp, episode_stats_over, scale, eps)
-    step_returns = discounted_returns(inp.reward, inp, gamma)
+    step_returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
     step_adv, sizes = _anchor_step_advantage(inp, step_returns, scale, eps)
     diagnostics = {
         "credit/anchor_group_size": float(sizes.mean()) if sizes.size else 0.0,
@@ -114,7 +115,7 @@ def turn_returns(
     ``whiten_batch=True`` whitens the result over the batch (MARS's ``whiten_advantages``).
     """
     check_choice("normalize", normalize, ("turn", "agent", "mixed"))
-    returns = discounted_returns(inp.reward, inp, gamma)
+    returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
     if normalize == "agent":
         adv = _agent_centred(inp, returns, distinct_values)
     else:
@@ -196,21 +197,21 @@ def pure(
     A_t = G_t. A group of one gets b = 0 (the official code divides by G - 1 = 0 there).
     ``turn_return`` is G_t. ``outcome_coef`` adds coef x the RLOO-baselined verifiable reward
     (PURE's PRM+VR mode, VR = solved - 1, coef 1.0) to every step; it is the env-reported
-    ``outcome`` and needs ``outcome_explicit`` on every row.
+    ``outcome`` (needs the ``outcome_explicit`` column); an episode cut short before the env
+    reported one counts as unsolved (0).
     """
     check_choice("form", form, ("soft_min", "strict_min", "sum"))
     check_choice("baseline", baseline, ("token", "step", "none"))
-    explicit = inp.outcome_explicit
-    if outcome_coef and (explicit is None or not bool(explicit.all())):
+    if outcome_coef and inp.outcome_explicit is None:
         raise ValueError(
             f"pure outcome_coef={outcome_coef} needs a verifiable reward reported by the env apart from "
-            "the process rewards (StepResult.outcome, outcome_explicit on every row); set outcome_coef=0"
+            "the process rewards (StepResult.outcome, the outcome_explicit column); set outcome_coef=0"
         )
     star, returns = _min_form(inp, form, temperature)
     b = _pure_baseline(inp, star, baseline)
     adv = returns - discounted_returns(b, inp, 1.0)
     if outcome_coef:
-        adv = adv + outcome_coef * _rloo_outcome(inp)
+        adv = adv + outcome_coef * _rloo_outcome(inp, reported_outcome(inp))
     diagnostics = {"credit/pure_baseline_mean": float(b.mean()) if b.size else 0.0}
     return Credit(adv, returns, diagnostics=diagnostics)
 
@@ -258,8 +259,10 @@ def _softmin_weighted(inp: CreditInput, temperature: float) -> np.ndarray:
     return inp.reward * expo / np.bincount(row_ep, weights=expo)[row_ep]
 
 
-def _rloo_outcome(inp: CreditInput) -> np.ndarray:
-    row_ep, ep_group, ep_outcome = per_episode(inp)
+def _rloo_outcome(inp: CreditInput, outcome: np.ndarray) -> np.ndarray:
+    """(N,) the leave-one-out-baselined per-episode ``outcome`` (given per row), on every row."""
+    row_ep, ep_group, _ = per_episode(inp)
+    ep_outcome = outcome[np.flatnonzero(inp.turn == 0)]
     ids, n = dense_ids(ep_group)
     mean, _, count = segment_mean_std(ep_outcome, ids, n)
     c = count[ids]
@@ -284,8 +287,7 @@ def gated(inp: CreditInput, *, threshold: float = 0.5, scale_by_std: bool = True
     the critic-free choice). ``turn_return`` is r^high + the gated reward-to-go.
     **Unconfirmed**: the threshold and reward levels of the paper; 0.5 suits 0/1 outcomes.
     """
-    explicit = inp.outcome_explicit if inp.outcome_explicit is not None else np.ones(inp.n_turns, dtype=bool)
-    high = np.where(explicit, inp.outcome, 0.0)
+    high = reported_outcome(inp)
     gate = (high >= threshold).astype(np.float64)
     to_go = discounted_returns(inp.reward * gate, inp, 1.0)
     row_ep, ep_group, _ = per_episode(inp)
@@ -293,4 +295,7 @@ def gated(inp: CreditInput, *, threshold: float = 0.5, scale_by_std: bool = True
     ep_return = high[starts] + to_go[starts]
     ids, n = dense_ids(ep_group)
     adv = group_normalize(ep_return, ids, n, scale_by_std, eps)[row_ep]
-    return Credit(adv, high + to_go, diagnostics={"credit/gate_open": float(gate.mean()) if gate.size else 0})
+    diagnostics = {"credit/gate_open": float(gate.mean()) if gate.size else 0.0}
+    assert inp.outcome_explicit is not None  # compute() refuses input without the column
+    diagnostics["credit/outcome_reported"] = float(inp.outcome_explicit[starts].mean()) if starts.size else 0.0
+    return Credit(adv, high + to_go, diagnostics=diagnostics)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -31,7 +32,7 @@ def empg(
     Defaults k = k_future = 1, zeta = 0.1. **Unconfirmed**: whether the paper also divides by std.
     """
     assert inp.token_offsets is not None and inp.entropy is not None
-    base_credit = compute(base, inp, **(base_params or {}))
+    base_credit = compute(base, replace(inp, penalty=None), **(base_params or {}))  # penalties: charged once, after
     step_entropy = mean_per_row(inp.entropy, inp.token_offsets)
     spread = step_entropy.max() - step_entropy.min() if step_entropy.size else 0.0
     norm = (step_entropy - (step_entropy.min() if step_entropy.size else 0.0)) / (spread + 1e-8)

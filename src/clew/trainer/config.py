@@ -102,9 +102,13 @@ class TrainConfig(_Frozen):
     microbatch_rows: int = Field(64, ge=1, description="rows per forward/backward (gradient accumulation)")
     merge_prefix: bool = Field(False, description="merge an episode's prefix-extending turns into one row")
     guard_max_kl: float | None = Field(
-        0.05, gt=0, description="roll back an optimizer step whose KL on held-back probe rows exceeds this (None: off)"
+        0.05,
+        gt=0,
+        description="step guard: halve the lr of an optimizer step whose k3 KL on held-back probe rows exceeds "
+        "this, and roll the step back after guard_backtracks halvings (None: off). The probe rows are not "
+        "trained on, and each step snapshots parameters + optimizer state (about 3x the model in memory)",
     )
-    guard_probe_rows: int = Field(8, ge=1, description="rows held back from the update to probe each step")
+    guard_probe_rows: int = Field(8, ge=1, description="rows held back to probe each step (at most a quarter)")
     guard_backtracks: int = Field(3, ge=0, description="learning-rate halvings tried before a step is rejected")
 
 

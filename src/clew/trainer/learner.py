@@ -18,6 +18,7 @@ import torch
 
 from clew import objectives
 from clew.policy.hf import HFPolicy, token_logprobs
+from clew.rollout import derive_seed
 from clew.tensors import PackedBatch, TokenRow, pack_batch, pack_spans
 from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
 from clew.trainer.guard import StepGuard, hold_back
@@ -83,7 +84,7 @@ class Learner:
         cfg = self.train_cfg
         if cfg.guard_max_kl is None:
             return list(rows), None
-        train_rows, probe = hold_back(rows, cfg.guard_probe_rows, seed)
+        train_rows, probe = hold_back(rows, cfg.guard_probe_rows, derive_seed(seed, "probe"))
         if not probe:
             return train_rows, None
         return train_rows, StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
@@ -186,6 +187,7 @@ class Learner:
             "train/probe_kl": kl,
             "train/backtracks": float(attempt),
             "train/rejected_steps": float(not accepted),
+            "train/lr": self.lr() * 0.5**attempt,  # the rate actually used
         }
 
     def _optimizer_step(self, lr: float) -> None:

@@ -227,7 +227,10 @@ class Trainer:
 
 
 def check_env_serves(cfg: RunConfig) -> None:
-    """Fail before any work when the env cannot give what the estimator needs (e.g. GiGPO's state keys)."""
+    """Fail before any work when the estimator needs state keys (GiGPO) and the env has no ``state_key()``.
+
+    (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
+    ``credit/outcome_reported``.)"""
     spec = credit_lib.get(cfg.credit.name)
     if spec.needs_state_keys and not isinstance(make_env(cfg.env.id, **cfg.env.kwargs), HasStateKey):
         raise ValueError(
