@@ -15,7 +15,7 @@ from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "learning_efficiency"]
+BENCHMARKS = ["credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "learning_efficiency", "stability"]
 
 
 def versions() -> str:

@@ -16,6 +16,7 @@ anchor, so it cannot act on a single step from an un-drifted state.
 
 from __future__ import annotations
 
+import argparse
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -52,6 +53,9 @@ def replay(aggregation: str, guard: float | None, adam_state: bool = True, keep:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="the first four settings only (CI smoke test)")
+    args = parser.parse_args()
     torch.set_num_threads(1)
     cases: list[tuple[str, str, float | None, bool, Keep | None]] = [
         ("token_mean, run's AdamW state, no guard", "token_mean", None, True, None),
@@ -66,6 +70,7 @@ def main() -> None:
         ("token_mean, keep only layers 2-3 + final norm", "token_mean", None, True,
          lambda n: ".layers.2." in n or ".layers.3." in n or n == "model.norm.weight"),
     ]  # fmt: skip
+    cases = cases[:4] if args.quick else cases
     print("| setting | end-of-turn log-prob before -> after | probe KL | backtracks | rejected |")
     print("|---|---|---|---|---|")
     for label, aggregation, guard, adam_state, keep in cases:
