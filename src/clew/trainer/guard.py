@@ -4,9 +4,11 @@ Why: on the tiny model, 6 of 75 grid runs collapsed in a single AdamW step (the 
 mean log-prob fell from -0.03 to -1.04 with a gradient norm below the clip and approx-KL < 2e-4 on
 the step before). Gradient clipping and PPO's ratio clip do not see such a step coming: the
 ratio clip acts on the training tokens' ratios *before* the step. The guard measures the step
-*after* it is taken, on rows the update never trained on, and undoes it when the policy moved too
-far: parameters and optimizer state are restored from a snapshot, the step is counted in
-``train/rejected_steps`` and the probe's KL is logged as ``train/probe_kl``.
+*after* it is taken, on rows the update never trained on; the learner then halves the step's
+learning rate while the probe moved too far (``train/backtracks``) and, after ``guard_backtracks``
+halvings, restores parameters and optimizer state from the snapshot (``train/rejected_steps``).
+The probe's KL is logged as ``train/probe_kl``. The guard is a net for large one-step jumps; the
+measured cause of the collapses was token-mean aggregation (``benchmarks/README.md``, Stability).
 
 The measure is the k3 estimate of KL(pi_before || pi_after) on the probe rows' sampled tokens,
 mean over tokens (Schulman, "Approximating KL Divergence", 2020): with d = log pi_after - log pi_before,
