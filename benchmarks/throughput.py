@@ -1,24 +1,43 @@
-"""Throughput: clew vs TRL's GRPOTrainer on the same tiny model, prompts, reward, G, lengths, batch.
+"""Throughput: clew (hf engine), clew (vllm engine) and TRL's GRPOTrainer side by side, on two models.
 
 Usage: python benchmarks/throughput.py [--quick] [--steps N] [--reps R]
-Needs the benchmark extra for TRL (`pip install -c constraints.txt -e '.[bench]'`); without TRL
-only clew is measured. Each (engine, repetition) runs in its own subprocess, alternating engines,
-so peak RSS is per engine and neither warms the other's caches. Settings (shared/reference/
-cpu-notes.md): 1.1 M-parameter Llama-style model (hidden 128, 4 layers, vocab 512), G = 8,
-32 new tokens, batch 16 completions (2 prompts x 8), lr 1e-3, no KL, token-mean ("dapo") loss,
-fp32, no gradient checkpointing. Step time excludes the first (warm-up) step.
+
+Models, both random-init Llama-shaped with the tiny byte-level BPE tokenizer (vocab 512), tied embeddings:
+- ``tiny``: hidden 128, 4 layers, 4 heads (clew's default ``TinyModelConfig``, ~1 M parameters);
+- ``llama-75m``: hidden 768, 12 layers, 12 heads with 4 KV heads, intermediate 2048 (~75 M parameters).
+
+Two tables per model:
+1. **RL step** (end to end): G = 8, 32 new tokens, 16 completions per step (2 prompts x 8), lr 1e-3, no
+   KL, token-mean ("dapo") loss, fp32, no gradient checkpointing; the same prompts and toy reward for
+   every engine. completions/s = 16 / median step time (the first, warm-up step excluded); generated
+   tokens/s uses the mean completion length of the measured steps; rollout share = clew's
+   ``time/rollout_s`` / ``time/iteration_s`` (metrics.jsonl); peak RSS = the child process's max RSS.
+   ``clew(vllm)`` runs ``rollout.engine=vllm`` with ``rollout.engine_params={kv_cache_gib: 1}`` (TIS is
+   switched on automatically for a foreign engine); its start-up (~1 min) is outside the steps.
+2. **Generation only** (isolates the engine): 16 prompts x 32 new tokens at T = 1, one warm-up call
+   then the median tokens/s of 3 calls (actual generated tokens: a sampled end token stops a row early).
+   Rows: clew's ``hf`` engine; ``vllm`` eager; ``vllm`` with ``compile=True`` (torch.compile); and
+   what TRL does on CPU, ``model.generate(do_sample=True)`` on one left-padded batch.
+
+Every (engine, repetition) runs in its own subprocess, alternating engines, so peak RSS is per engine,
+neither warms the other's caches and vLLM's thread binding stays in its child. Without TRL (the
+``[bench]`` extra) or vLLM (the ``[vllm]`` extra) their rows are skipped with a note.
+``--quick``: the tiny model only, 3 steps, 1 repetition, no ``compile=True`` row.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
+import os
 import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +45,20 @@ sys.path.insert(0, str(Path(__file__).parent))
 from machine import busy_cores, describe, wait_for_quiet
 
 GROUP, NEW_TOKENS, PROMPTS_PER_STEP, LR = 8, 32, 2, 1e-3
+PER_STEP = GROUP * PROMPTS_PER_STEP
+GEN_PROMPTS, GEN_CALLS = 16, 3
 TOPICS = ["a key", "a door", "a grid", "a calculator", "a corridor", "a lamp", "a branch", "a treasure"]
+MODELS = {
+    "tiny": "hidden 128, 4 layers, 4 heads, ~1 M parameters",
+    "llama-75m": "hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048, ~75 M parameters",
+}
+RL_ENGINES = {"clew-hf": "clew(hf)", "clew-vllm": "clew(vllm)", "trl": "TRL"}
+GEN_ENGINES = {
+    "gen-hf": "clew hf engine",
+    "gen-vllm": "vllm eager",
+    "gen-vllm-compile": "vllm compile=True",
+    "gen-generate": "HF generate (TRL on CPU)",
+}
 
 
 def prompt_text(i: int) -> str:
@@ -34,7 +66,7 @@ def prompt_text(i: int) -> str:
 
 
 def reward(text: str) -> float:
-    """The same toy reward for both engines: the share of vowels in the completion."""
+    """The same toy reward for every engine: the share of vowels in the completion."""
     return sum(ch in "aeiou" for ch in text) / max(len(text), 1)
 
 
@@ -42,7 +74,6 @@ class PromptEnv:
     """A single-turn env serving ``prompt_text(seed)``; the reward is ``reward(action)``."""
 
     def reset(self, seed: int) -> str:
-        self._done = False
         return prompt_text(seed)
 
     def step(self, action: str) -> Any:
@@ -51,47 +82,60 @@ class PromptEnv:
         return StepResult("done", reward(action), True, False, {})
 
 
-def build_model(path: Path) -> Path:
+# --- models -------------------------------------------------------------------------------------------
+def build_model(name: str, path: Path) -> Path:
+    """Build model ``name`` (a key of ``MODELS``) with random weights at ``path``."""
     from clew.envs.corpus import sample_texts
     from clew.policy import TinyModelConfig, build_tiny
 
-    return build_tiny(path, sample_texts(), TinyModelConfig())
+    if name == "tiny":
+        return build_tiny(path, sample_texts(), TinyModelConfig())
+    big = TinyModelConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048)
+    build_tiny(path, sample_texts(), big)
+    return _regroup_kv_heads(path, kv_heads=4)
 
 
-def run_clew(model_dir: Path, steps: int) -> dict[str, float]:
-    from clew.policy import HFPolicy, SamplingParams
-    from clew.rollout import Framing, PolicyActor, RolloutConfig, Task, collect
+def _regroup_kv_heads(path: Path, kv_heads: int) -> Path:
+    """Replace the saved model by a fresh one with ``kv_heads`` key/value heads (GQA); TinyModelConfig has
+    no KV-head field, so the tokenizer and config come from ``build_tiny`` and only the weights change."""
+    import torch
+    from transformers import AutoConfig, LlamaForCausalLM
+
+    config = AutoConfig.from_pretrained(path)
+    config.num_key_value_heads = kv_heads
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(path)
+    return path
+
+
+# --- RL step children ----------------------------------------------------------------------------------
+def run_clew(model_dir: Path, steps: int, engine: str) -> dict[str, float]:
+    from clew.store.trajectories import read_trajectories
     from clew.trainer.config import load_config
     from clew.trainer.loop import Trainer
 
-    cfg = load_config(
-        None,
-        [
-            "preset=grpo", f"policy.model={model_dir}", f"iterations={steps}",
-            f"tasks_per_iteration={PROMPTS_PER_STEP}",
-            "env.id=throughput:PromptEnv", f"rollout.group_size={GROUP}", "rollout.max_turns=1",
-            f"rollout.max_new_tokens={NEW_TOKENS}", f"train.lr={LR}", "train.minibatch_rows=16",
-            "train.microbatch_rows=16", "objective.aggregation=token_mean", "eval.every=0", "eval.episodes=1",
-            f"checkpoint_every={steps}",
-        ],
-    )  # fmt: skip
+    overrides = [
+        "preset=grpo", f"policy.model={model_dir}", f"iterations={steps}", f"tasks_per_iteration={PROMPTS_PER_STEP}",
+        "env.id=throughput:PromptEnv", f"rollout.group_size={GROUP}", "rollout.max_turns=1",
+        f"rollout.max_new_tokens={NEW_TOKENS}", f"train.lr={LR}", "train.minibatch_rows=16",
+        "train.microbatch_rows=16", "objective.aggregation=token_mean", "eval.every=0", "eval.episodes=1",
+        f"checkpoint_every={steps}", f"rollout.engine={engine}",
+    ]  # fmt: skip
+    if engine == "vllm":
+        overrides.append("rollout.engine_params={kv_cache_gib: 1}")
     with tempfile.TemporaryDirectory() as tmp:
-        Trainer(cfg, Path(tmp) / "run").fit()
-        records = [json.loads(line) for line in (Path(tmp) / "run" / "metrics.jsonl").read_text().splitlines()]
-    iters = [r for r in records if r["kind"] == "iteration"][1:]
-    tokens = []
-    policy = HFPolicy.from_pretrained(model_dir)  # count generated tokens with a matching rollout
-    for i in range(3):
-        groups = collect(
-            PolicyActor(policy, SamplingParams(max_new_tokens=NEW_TOKENS)),
-            [Task("throughput:PromptEnv", i)],
-            RolloutConfig(group_size=GROUP, max_turns=1, max_new_tokens=NEW_TOKENS),
-            i,
-            Framing(policy.tokenizer, policy.chat),
-        )
-        tokens += [len(t.action_ids) for g in groups for e in g.episodes for t in e.turns]
-    step = statistics.median(r["time/iteration_s"] for r in iters)
-    return {"step_s": step, "mean_completion_tokens": statistics.fmean(tokens)}
+        run = Path(tmp) / "run"
+        Trainer(load_config(None, overrides), run).fit()
+        records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+        iters = [r for r in records if r["kind"] == "iteration"][1:]
+        measured = {r["iteration"] for r in iters}
+        files = sorted((run / "trajectories").glob("iter_*.parquet"))
+        rows = [row for f in files for row in read_trajectories(f) if row["iteration"] in measured]
+    return {
+        "step_s": statistics.median(r["time/iteration_s"] for r in iters),
+        "rollout_share": sum(r["time/rollout_s"] for r in iters) / sum(r["time/iteration_s"] for r in iters),
+        "mean_completion_tokens": statistics.fmean(len(row["action_ids"]) for row in rows),
+    }
 
 
 def run_trl(model_dir: Path, steps: int) -> dict[str, float]:
@@ -121,7 +165,7 @@ def run_trl(model_dir: Path, steps: int) -> dict[str, float]:
                 lengths.append(float(logs["completions/mean_length"]))
 
     config = GRPOConfig(
-        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=GROUP * PROMPTS_PER_STEP, num_generations=GROUP,
+        output_dir=tempfile.mkdtemp(), per_device_train_batch_size=PER_STEP, num_generations=GROUP,
         max_completion_length=NEW_TOKENS, learning_rate=LR, beta=0.0, loss_type="dapo", bf16=False,
         gradient_checkpointing=False, max_steps=steps, logging_steps=1, report_to="none", save_strategy="no",
         use_cpu=True, seed=0, dataloader_num_workers=0,
@@ -134,22 +178,98 @@ def run_trl(model_dir: Path, steps: int) -> dict[str, float]:
     return {"step_s": statistics.median(times[1:]), "mean_completion_tokens": statistics.fmean(lengths or [NEW_TOKENS])}
 
 
-def child(engine: str, model_dir: Path, steps: int) -> None:
+# --- generation-only children --------------------------------------------------------------------------
+def gen_prompts(tokenizer: Any, call: int) -> list[list[int]]:
+    """16 chat-framed prompts, distinct within and across calls (so no engine reuses a cached prefill)."""
+    from clew.policy import ChatFormat
+
+    chat = ChatFormat.from_tokenizer(tokenizer)
+    return [chat.first_segment(tokenizer, f"{prompt_text(i)} ({call}.{i})") for i in range(GEN_PROMPTS)]
+
+
+def clew_generator(kind: str, model_dir: Path) -> Callable[[int], int]:
+    """One call of a clew engine on call ``c``'s prompts; returns the tokens generated."""
+    from transformers import AutoTokenizer
+
+    from clew.policy import HFPolicy, SamplingParams, make_engine
+
+    if kind == "gen-hf":
+        policy = HFPolicy.from_pretrained(model_dir)
+        tokenizer, engine = policy.tokenizer, make_engine("hf", policy.model, tokenizer=policy.tokenizer)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(model_dir)
+        engine = make_engine("vllm", model_dir, kv_cache_gib=1.0, compile=kind == "gen-vllm-compile")
+    params = SamplingParams(temperature=1.0, max_new_tokens=NEW_TOKENS)
+
+    def call(c: int) -> int:
+        seeds = [c * GEN_PROMPTS + i for i in range(GEN_PROMPTS)]
+        return sum(len(out.token_ids) for out in engine.generate(gen_prompts(tokenizer, c), params, seeds))
+
+    return call
+
+
+def hf_generate_generator(model_dir: Path) -> Callable[[int], int]:
+    """TRL's CPU generation: ``model.generate(do_sample=True)`` on one left-padded batch (no top-k)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(model_dir).eval()
+
+    def call(c: int) -> int:
+        prompts = gen_prompts(tokenizer, c)
+        batch = tokenizer.pad({"input_ids": prompts}, return_tensors="pt")
+        torch.manual_seed(c)
+        with torch.no_grad():
+            out = model.generate(
+                **batch, do_sample=True, temperature=1.0, top_p=1.0, top_k=0, max_new_tokens=NEW_TOKENS,
+                pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id,
+            )  # fmt: skip
+        return sum(_generated(row, tokenizer.eos_token_id) for row in out[:, batch["input_ids"].shape[1] :].tolist())
+
+    return call
+
+
+def _generated(row: list[int], eos_id: int) -> int:
+    """Tokens sampled in a ``generate`` row: up to and including the first end token."""
+    return row.index(eos_id) + 1 if eos_id in row else len(row)
+
+
+def run_gen(kind: str, model_dir: Path) -> dict[str, float]:
+    call = hf_generate_generator(model_dir) if kind == "gen-generate" else clew_generator(kind, model_dir)
+    call(0)  # warm-up
+    rates, tokens = [], []
+    for c in range(1, GEN_CALLS + 1):
+        start = time.perf_counter()
+        n = call(c)
+        rates.append(n / (time.perf_counter() - start))
+        tokens.append(n / GEN_PROMPTS)
+    return {"tokens_per_s": statistics.median(rates), "tokens_per_completion": statistics.fmean(tokens)}
+
+
+def child(kind: str, model_dir: Path, steps: int) -> None:
     import torch
 
     torch.set_num_threads(2)
-    result = run_clew(model_dir, steps) if engine == "clew" else run_trl(model_dir, steps)
+    if kind.startswith("gen-"):
+        result = run_gen(kind, model_dir)
+    elif kind == "trl":
+        result = run_trl(model_dir, steps)
+    else:
+        result = run_clew(model_dir, steps, kind.removeprefix("clew-"))
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
-def measure(engine: str, model_dir: Path, steps: int) -> dict[str, float] | None:
+# --- parent ---------------------------------------------------------------------------------------------
+def measure(kind: str, model_dir: Path, steps: int) -> dict[str, float] | None:
+    """Run one child after waiting for a quiet machine; ``None`` (and its stderr) when it fails."""
     wait_for_quiet()
-    cmd = [sys.executable, __file__, "--child", engine, "--model", str(model_dir), "--steps", str(steps)]
+    cmd = [sys.executable, __file__, "--child", kind, "--model", str(model_dir), "--steps", str(steps)]
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env())
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
-        print(f"[{engine} failed]\n{out.stderr[-2000:]}", file=sys.stderr)
+        print(f"[{kind} failed]\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
     result: dict[str, float] = json.loads(lines[-1][7:])
     result["other_load_cores"] = busy_cores(0.5)
@@ -157,37 +277,91 @@ def measure(engine: str, model_dir: Path, steps: int) -> dict[str, float] | None
 
 
 def _env() -> dict[str, str]:
-    import os
-
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
 
 
-def have_trl() -> bool:
-    try:
-        import trl  # noqa: F401
-    except ImportError:
-        return False
-    return True
+def available(module: str) -> bool:
+    """Whether ``module`` is installed (found without importing it: vllm binds threads on import)."""
+    return importlib.util.find_spec(module) is not None
 
 
-def summarize(results: dict[str, list[dict[str, float]]]) -> None:
-    print("| engine | completions/s | generated tokens/s | step time | peak RSS |")
-    print("|---|---|---|---|---|")
+def rl_table(results: dict[str, list[dict[str, float]]]) -> dict[str, float]:
+    """Print the RL-step table; return completions/s per engine."""
+    print("| engine | completions/s | generated tokens/s | step time | rollout share | peak RSS |")
+    print("|---|---|---|---|---|---|")
     rates = {}
-    for engine, runs in results.items():
+    for kind, runs in results.items():
         if not runs:
+            print(f"| {RL_ENGINES[kind]} | failed | | | | |")
             continue
         step = statistics.median(r["step_s"] for r in runs)
         tokens = statistics.fmean(r["mean_completion_tokens"] for r in runs)
+        share = f"{statistics.fmean(r['rollout_share'] for r in runs):.0%}" if "rollout_share" in runs[0] else "n/a"
         rss = max(r["peak_rss_mb"] for r in runs)
-        per_step = GROUP * PROMPTS_PER_STEP
-        rates[engine] = per_step / step
-        print(f"| {engine} | {per_step / step:.1f} | {per_step * tokens / step:,.0f} | {step:.3f} s | {rss:.0f} MB |")
-    if len(rates) == 2:
-        print(f"clew / TRL completions per second: {rates['clew'] / rates['trl']:.2f}x")
+        rates[kind] = PER_STEP / step
+        print(
+            f"| {RL_ENGINES[kind]} | {rates[kind]:.1f} | {PER_STEP * tokens / step:,.0f} | {step:.3f} s "
+            f"| {share} | {rss:,.0f} MB |"
+        )
+    return rates
+
+
+def gen_table(results: dict[str, dict[str, float] | None]) -> None:
+    print("| engine | tokens/s | tokens per completion | peak RSS |")
+    print("|---|---|---|---|")
+    for kind, r in results.items():
+        if r is None:
+            print(f"| {GEN_ENGINES[kind]} | failed | | |")
+            continue
+        print(
+            f"| {GEN_ENGINES[kind]} | {r['tokens_per_s']:,.0f} | {r['tokens_per_completion']:.1f} "
+            f"| {r['peak_rss_mb']:,.0f} MB |"
+        )
+
+
+def ratios(name: str, rates: dict[str, float]) -> None:
+    if "trl" not in rates:
+        return
+    for kind in ("clew-vllm", "clew-hf"):
+        if kind in rates:
+            print(f"- {name}: {RL_ENGINES[kind]} / TRL completions per second: {rates[kind] / rates['trl']:.2f}x")
+
+
+def bench_model(name: str, model_dir: Path, steps: int, reps: int, rl: list[str], gen: list[str]) -> list[float]:
+    """Both tables for one model; returns the other-process loads seen after each child."""
+    runs: dict[str, list[dict[str, float]]] = {k: [] for k in rl}
+    for _ in range(reps):
+        for kind in rl:
+            if result := measure(kind, model_dir, steps):
+                runs[kind].append(result)
+    gens = {kind: measure(kind, model_dir, steps) for kind in gen}
+    print(f"\n### {name} ({MODELS[name]})\n")
+    print(f"RL step: {PER_STEP} completions ({PROMPTS_PER_STEP} prompts x G {GROUP}), {NEW_TOKENS} new tokens\n")
+    rates = rl_table(runs)
+    ratios(name, rates)
+    print(f"\nGeneration only: {GEN_PROMPTS} prompts x {NEW_TOKENS} new tokens, T = 1, median of {GEN_CALLS} calls\n")
+    gen_table(gens)
+    done = [r for rs in runs.values() for r in rs] + [r for r in gens.values() if r]
+    return [r["other_load_cores"] for r in done]
+
+
+def engine_lists(quick: bool) -> tuple[list[str], list[str], list[str]]:
+    """RL and generation children to run, and notes on what is skipped."""
+    rl, gen, notes = ["clew-hf", "clew-vllm", "trl"], list(GEN_ENGINES), []
+    if not available("trl"):
+        rl.remove("trl")
+        notes.append("TRL is not installed (`pip install -e '.[bench]'`): its rows and the ratios are skipped.")
+    if not available("vllm"):
+        rl.remove("clew-vllm")
+        gen = [g for g in gen if "vllm" not in g]
+        notes.append("vLLM is not installed (`pip install -e '.[vllm]'`): its rows are skipped.")
+    if quick and "gen-vllm-compile" in gen:
+        gen.remove("gen-vllm-compile")
+        notes.append("--quick: no vllm compile=True row, tiny model only.")
+    return rl, gen, notes
 
 
 def main() -> None:
@@ -202,17 +376,16 @@ def main() -> None:
         child(args.child, Path(args.model), args.steps)
         return
     steps, reps = (3, 1) if args.quick else (args.steps, args.reps)
-    engines = ["clew", "trl"] if have_trl() else ["clew"]
-    print(f"machine: {describe()}; steps per run {steps}, repetitions {reps}, engines {engines}")
+    rl, gen, notes = engine_lists(args.quick)
+    print(f"machine: {describe()}; steps per run {steps} (first excluded), repetitions {reps}")
+    for note in notes:
+        print(f"- {note}")
+    loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        model_dir = build_model(Path(tmp) / "tiny")
-        results: dict[str, list[dict[str, float]]] = {e: [] for e in engines}
-        for _ in range(reps):
-            for engine in engines:
-                result = measure(engine, model_dir, steps)
-                if result:
-                    results[engine].append(result)
-    summarize(results)
+        for name in ["tiny"] if args.quick else list(MODELS):
+            loads += bench_model(name, build_model(name, Path(tmp) / name), steps, reps, rl, gen)
+    if loads:
+        print(f"\nother processes' load right after each child: max {max(loads):.2f} cores")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,16 @@ import torch
 torch.set_num_threads(2)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``@pytest.mark.gpu`` tests need CUDA; CPU machines (and CI) skip them."""
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs a CUDA device")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
 @pytest.fixture(scope="session")
 def tiny_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from clew.envs.corpus import sample_texts
@@ -24,3 +34,10 @@ def tiny_policy(tiny_dir: Path):  # type: ignore[no-untyped-def]
     from clew.policy import HFPolicy
 
     return HFPolicy.from_pretrained(tiny_dir)
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny_policy):  # type: ignore[no-untyped-def]
+    from clew.policy import make_engine
+
+    return make_engine("hf", tiny_policy.model, tokenizer=tiny_policy.tokenizer)

@@ -12,6 +12,14 @@ def test_benchmarks_quick(tmp_path: Path) -> None:
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = (tmp_path / "quick.md").read_text()
-    for name in ("credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "learning_efficiency"):
+    names = [
+        "credit_scaling",
+        "multiturn_rows",
+        "learner_mfu",
+        "throughput",
+        "multiturn_rollout",
+        "learning_efficiency",
+    ]
+    for name in names:
         assert f"## {name}" in report
     assert "gradients identical" in report and "| gigpo |" in report

@@ -5,9 +5,15 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
 
 from clew.envs.corpus import sample_texts
-from clew.policy import ChatFormat, HFPolicy, SamplingParams
+from clew.policy import ChatFormat, HFEngine, HFPolicy, SamplingParams, make_engine
 from clew.policy.tiny import build_tokenizer
 from clew.tensors import pack_rows
+
+
+def engine_of(policy: HFPolicy) -> HFEngine:
+    engine = make_engine("hf", policy.model, tokenizer=policy.tokenizer)
+    assert isinstance(engine, HFEngine)
+    return engine
 
 
 def test_tokenizer_round_trips_through_auto_tokenizer(tiny_dir: Path) -> None:
@@ -44,8 +50,9 @@ def test_generation_is_deterministic_and_logprobs_match(tiny_policy: HFPolicy) -
     tok = tiny_policy.tokenizer
     prompts = [tok.encode(t, add_special_tokens=False) for t in ["hello there", "x", "Grid 5x5. You are at (1,1)."]]
     params = SamplingParams(temperature=1.0, max_new_tokens=12)
-    first = tiny_policy.generate(prompts, params, seed=7)
-    again = tiny_policy.generate(prompts, params, seed=7)
+    engine = engine_of(tiny_policy)
+    first = engine.generate(prompts, params, [7, 8, 9])
+    again = engine.generate(prompts, params, [7, 8, 9])
     assert [c.token_ids for c in first] == [c.token_ids for c in again]
     assert [c.logprobs for c in first] == [c.logprobs for c in again]
     scored = tiny_policy.logprobs([(p, c.token_ids) for p, c in zip(prompts, first)])
@@ -57,7 +64,7 @@ def test_generation_is_deterministic_and_logprobs_match(tiny_policy: HFPolicy) -
 def test_greedy_equals_argmax_of_scoring(tiny_policy: HFPolicy) -> None:
     tok = tiny_policy.tokenizer
     prompt = tok.encode("Key: at (3,3).", add_special_tokens=False)
-    out = tiny_policy.generate([prompt], SamplingParams(temperature=0, max_new_tokens=5), seed=0)[0]
+    out = engine_of(tiny_policy).generate([prompt], SamplingParams(temperature=0, max_new_tokens=5), [0])[0]
     ids = torch.tensor([prompt + out.token_ids])
     logits = tiny_policy.model(ids).logits[0, len(prompt) - 1 : -1]
     assert logits.argmax(-1).tolist() == out.token_ids
@@ -65,9 +72,10 @@ def test_greedy_equals_argmax_of_scoring(tiny_policy: HFPolicy) -> None:
 
 def test_stop_tokens_end_completions(tiny_policy: HFPolicy) -> None:
     prompt = [5, 6, 7]
-    free = tiny_policy.generate([prompt], SamplingParams(temperature=0, max_new_tokens=8), seed=0)[0]
+    engine = engine_of(tiny_policy)
+    free = engine.generate([prompt], SamplingParams(temperature=0, max_new_tokens=8), [0])[0]
     stop = free.token_ids[2]
-    cut = tiny_policy.generate([prompt], SamplingParams(temperature=0, max_new_tokens=8, stop_token_ids=(stop,)), 0)[0]
+    cut = engine.generate([prompt], SamplingParams(temperature=0, max_new_tokens=8, stop_token_ids=(stop,)), [0])[0]
     assert cut.finish_reason == "stop" and cut.token_ids[-1] == stop and len(cut.token_ids) <= 3
 
 
@@ -97,6 +105,6 @@ def test_any_hf_causal_lm_from_a_saved_folder(tmp_path: Path, tiny_dir: Path) ->
     policy = HFPolicy.from_pretrained(tmp_path)
     assert isinstance(policy.chat, ChatFormat)
     prompts = [[3, 4, 5, 6, 7], [8]]
-    out = policy.generate(prompts, SamplingParams(max_new_tokens=6), seed=1)
+    out = engine_of(policy).generate(prompts, SamplingParams(max_new_tokens=6), [1, 2])
     scored = policy.logprobs([(p, c.token_ids) for p, c in zip(prompts, out)])
     assert all(abs(a - b) < 1e-4 for c, lp in zip(out, scored) for a, b in zip(c.logprobs, lp))

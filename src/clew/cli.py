@@ -60,16 +60,20 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_actor(spec: str, temperature: float, max_new_tokens: int) -> tuple[Any, Any]:
-    """``expert`` / ``random`` (scripted) or a model path/name -> (actor, framing)."""
-    from clew.policy import HFPolicy, SamplingParams
+def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str = "hf") -> tuple[Any, Any]:
+    """``expert`` / ``random`` (scripted) or a model path/name sampled by ``engine`` -> (actor, framing)."""
+    from clew.policy import HFPolicy, SamplingParams, make_engine
     from clew.rollout import Framing, PolicyActor, ScriptedActor
 
     if spec in ("expert", "random"):
         return ScriptedActor(spec), None
-    policy = HFPolicy.from_pretrained(_model_dir(spec))
+    path = _model_dir(spec)
+    policy = HFPolicy.from_pretrained(path)
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-    return PolicyActor(policy, params), Framing(policy.tokenizer, policy.chat)
+    sampler = (
+        make_engine("hf", policy.model, tokenizer=policy.tokenizer) if engine == "hf" else make_engine(engine, path)
+    )
+    return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
 
 
 def _model_dir(spec: str) -> str:
@@ -89,7 +93,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from clew.eval import eval_tasks, evaluate
     from clew.rollout import RolloutConfig
 
-    actor, framing = build_actor(args.policy, args.temperature, args.max_new_tokens)
+    actor, framing = build_actor(args.policy, args.temperature, args.max_new_tokens, args.engine)
     tasks = eval_tasks(args.env, args.episodes, args.group_size, parse_kv(args.env_arg))
     cfg = RolloutConfig(
         group_size=args.group_size,
@@ -118,6 +122,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context", default="window", choices=["full", "window"])
     p.add_argument("--window-turns", type=int, default=0)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine for a model policy")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -218,12 +223,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from clew.policy.base import EngineError
+
     args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except ValueError as exc:  # invalid configs and arguments: a clear message, no traceback
         console.print(f"[red]error:[/red] {exc}")
         return 2
+    except EngineError as exc:  # engine not installed, model that does not load, failed sync or rollout
+        console.print(f"[red]error:[/red] {exc}")
+        return 3
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Transformers policy: batched sampling with exact token ids and log-probs, and row scoring.
+"""Transformers: the policy the learner trains (model + tokenizer + chat framing), row scoring, and the
+``hf`` rollout engine.
 
 Log-probabilities are those of ``softmax(logits / temperature)`` at the sampled token (top-p
 truncation changes which tokens can be drawn, not the reported log-prob), so the learner's
@@ -7,8 +8,7 @@ truncation changes which tokens can be drawn, not the reported log-prob), so the
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,37 +16,9 @@ import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
+from clew.policy.base import Completion, EngineError, SamplingParams
 from clew.policy.chat import ChatFormat
 from clew.tensors import left_pad, pack_rows, positions
-
-
-@dataclass(frozen=True)
-class SamplingParams:
-    """How to sample one completion per prompt."""
-
-    temperature: float = 1.0
-    top_p: float = 1.0
-    max_new_tokens: int = 32
-    stop_token_ids: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if self.temperature < 0:
-            raise ValueError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
-        if not 0 < self.top_p <= 1:
-            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
-        if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-
-
-@dataclass
-class Completion:
-    """One sampled completion: exact ids (a sampled stop token included) and their log-probs."""
-
-    token_ids: list[int]
-    logprobs: list[float]
-    finish_reason: str  # "stop" or "length"
-    text: str = ""
-    entropies: list[float] = field(default_factory=list)
 
 
 def token_logprobs(
@@ -66,7 +38,7 @@ def token_logprobs(
 
 
 class HFPolicy:
-    """Any Hugging Face causal LM (by name or path) as a clew policy."""
+    """Any Hugging Face causal LM (by name or path) with its tokenizer and chat framing: what the learner trains."""
 
     def __init__(self, model: Any, tokenizer: Any) -> None:
         self.model = model.eval()
@@ -77,58 +49,19 @@ class HFPolicy:
 
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, dtype: torch.dtype = torch.float32) -> HFPolicy:
+        """Load model and tokenizer; a model that fails to load is one ``EngineError`` naming path and reason."""
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
-        model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path))
+            model = AutoModelForCausalLM.from_pretrained(str(name_or_path), dtype=dtype)
+        except (OSError, ValueError, KeyError) as exc:
+            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise EngineError(f"cannot load model {name_or_path}: {reason}") from None
         return cls(model, tokenizer)
 
     def decode(self, ids: Sequence[int]) -> str:
         return str(self.tokenizer.decode(list(ids), skip_special_tokens=True))
-
-    @torch.no_grad()
-    def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seed: int) -> list[Completion]:
-        """Sample one completion per prompt in one batched, KV-cached decode (seeded)."""
-        if not prompts:
-            return []
-        gen = torch.Generator().manual_seed(seed)
-        ids, mask = left_pad(prompts, self.pad_id)
-        stops = torch.tensor(sorted({self.eos_id, *params.stop_token_ids}), dtype=torch.long)
-        out = self.model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True)
-        pos = positions(mask)[:, -1]
-        alive = torch.ones(len(prompts), dtype=torch.bool)
-        tokens, logps, ents = [], [], []
-        for step in range(params.max_new_tokens):
-            tok, logp, ent = _sample(out.logits[:, -1].float(), params, gen)
-            tok = torch.where(alive, tok, torch.full_like(tok, self.pad_id))
-            tokens.append(tok)
-            logps.append(logp)
-            ents.append(ent)
-            alive = alive & ~torch.isin(tok, stops)
-            if not bool(alive.any()) or step == params.max_new_tokens - 1:
-                break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            pos = pos + 1
-            out = self.model(
-                input_ids=tok[:, None],
-                attention_mask=mask,
-                position_ids=pos[:, None],
-                past_key_values=out.past_key_values,
-                use_cache=True,
-            )
-        return self._completions(torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(ents, 1), stops)
-
-    def _completions(
-        self, tokens: torch.Tensor, logps: torch.Tensor, ents: torch.Tensor, stops: torch.Tensor
-    ) -> list[Completion]:
-        result = []
-        for row, lrow, erow in zip(tokens.tolist(), logps.tolist(), ents.tolist()):
-            end = next((i + 1 for i, t in enumerate(row) if t in set(stops.tolist())), None)
-            n = end if end is not None else len(row)
-            ids = row[:n]
-            reason = "stop" if end is not None else "length"
-            result.append(Completion(ids, lrow[:n], reason, self.decode(ids), erow[:n]))
-        return result
 
     @torch.no_grad()
     def logprobs(
@@ -144,18 +77,130 @@ class HFPolicy:
         return out
 
 
+class HFEngine:
+    """The ``hf`` engine: batched, KV-cached decoding with transformers; every request has its own seed.
+
+    Built on a loaded model (``make_engine("hf", policy.model, tokenizer=policy.tokenizer)``), the engine
+    *is* the learner's model: ``load_weights`` of the learner's own tensors copies nothing. Built on a
+    path, it loads its own copy. Requests submitted to the stream are decoded together at the next
+    ``poll`` (one batch per poll); each row draws its tokens from its own generator, so a request's
+    sample does not depend on its batch mates (up to float rounding of batched matmuls).
+    """
+
+    continuous_batching = False  # one batch per poll: the scheduler gathers requests before polling
+
+    def __init__(self, model: Any, tokenizer: Any = None) -> None:
+        if isinstance(model, str | Path):
+            policy = HFPolicy.from_pretrained(model)
+            model, tokenizer = policy.model, policy.tokenizer
+        if tokenizer is None:
+            raise ValueError("the hf engine needs the model's tokenizer (tokenizer=...) when given a loaded model")
+        self.policy = HFPolicy(model, tokenizer)
+        self.max_model_len = int(getattr(model.config, "max_position_embeddings", 1 << 30))
+        self._queue: list[tuple[int, list[int], SamplingParams, int]] = []
+
+    # --- Engine -----------------------------------------------------------------------------------
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]
+    ) -> list[Completion]:
+        """One completion per prompt, decoded as one batch; ``seeds[i]`` drives request i's draws."""
+        if len(seeds) != len(prompts):
+            raise ValueError(f"generate needs one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
+        if not prompts:
+            return []
+        return self._decode(prompts, params, seeds)
+
+    @torch.no_grad()
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Copy tensors into the model by name (a no-op for the model's own tensors)."""
+        own = dict(self.policy.model.state_dict())
+        for name, tensor in named_tensors:
+            if name not in own:
+                raise KeyError(f"hf engine: the model has no tensor {name!r}")
+            if own[name].data_ptr() != tensor.data_ptr():
+                own[name].copy_(tensor)
+
+    def close(self) -> None:
+        self._queue.clear()
+
+    # --- Streams ----------------------------------------------------------------------------------
+    def submit(self, key: int, prompt: Sequence[int], params: SamplingParams, seed: int) -> None:
+        self._queue.append((key, list(prompt), params, seed))
+
+    def pending(self) -> int:
+        return len(self._queue)
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        """Decode everything submitted so far (one batch per distinct ``SamplingParams``)."""
+        queue, self._queue = self._queue, []
+        done: list[tuple[int, Completion]] = []
+        for params in dict.fromkeys(q[2] for q in queue):
+            batch = [q for q in queue if q[2] == params]
+            outs = self._decode([q[1] for q in batch], params, [q[3] for q in batch])
+            done += [(q[0], c) for q, c in zip(batch, outs)]
+        return done
+
+    # --- decoding ---------------------------------------------------------------------------------
+    @torch.no_grad()
+    def _decode(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]
+    ) -> list[Completion]:
+        model, pad_id = self.policy.model, self.policy.pad_id
+        gens = [torch.Generator().manual_seed(int(s) % (1 << 63)) for s in seeds]
+        ids, mask = left_pad(prompts, pad_id)
+        stops = torch.tensor(sorted({self.policy.eos_id, *params.stop_token_ids}), dtype=torch.long)
+        out = model(input_ids=ids, attention_mask=mask, position_ids=positions(mask), use_cache=True)
+        pos = positions(mask)[:, -1]
+        alive = torch.ones(len(prompts), dtype=torch.bool)
+        tokens, logps, ents = [], [], []
+        for step in range(params.max_new_tokens):
+            tok, logp, ent = _sample(out.logits[:, -1].float(), params, gens)
+            tok = torch.where(alive, tok, torch.full_like(tok, pad_id))
+            tokens.append(tok)
+            logps.append(logp)
+            ents.append(ent)
+            alive = alive & ~torch.isin(tok, stops)
+            if not bool(alive.any()) or step == params.max_new_tokens - 1:
+                break
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            pos = pos + 1
+            out = model(
+                input_ids=tok[:, None],
+                attention_mask=mask,
+                position_ids=pos[:, None],
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+        return self._completions(torch.stack(tokens, 1), torch.stack(logps, 1), torch.stack(ents, 1), stops)
+
+    def _completions(
+        self, tokens: torch.Tensor, logps: torch.Tensor, ents: torch.Tensor, stops: torch.Tensor
+    ) -> list[Completion]:
+        stop_set = set(stops.tolist())
+        result = []
+        for row, lrow, erow in zip(tokens.tolist(), logps.tolist(), ents.tolist()):
+            end = next((i + 1 for i, t in enumerate(row) if t in stop_set), None)
+            n = end if end is not None else len(row)
+            ids = row[:n]
+            reason = "stop" if end is not None else "length"
+            result.append(Completion(ids, lrow[:n], reason, self.policy.decode(ids), erow[:n]))
+        return result
+
+
 def _sample(
-    logits: torch.Tensor, params: SamplingParams, gen: torch.Generator
+    logits: torch.Tensor, params: SamplingParams, gens: Sequence[torch.Generator]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Draw one token per row; return (token, log-prob under softmax(logits/T), entropy)."""
+    """Draw one token per row (row i from ``gens[i]``, by inverse CDF); return (token, log-prob under
+    softmax(logits/T), entropy)."""
     temp = params.temperature if params.temperature > 0 else 1.0
     logp = torch.log_softmax(logits / temp, dim=-1)  # (B, V)
     entropy = -(logp.exp() * logp).sum(-1)
     if params.temperature == 0:
         tok = logp.argmax(-1)
     else:
-        probs = _top_p(logp.exp(), params.top_p)
-        tok = torch.multinomial(probs, 1, generator=gen).squeeze(-1)
+        cdf = _top_p(logp.exp(), params.top_p).cumsum(-1)
+        u = torch.cat([torch.rand(1, generator=g, dtype=cdf.dtype) for g in gens]) * cdf[:, -1]
+        tok = torch.searchsorted(cdf, u[:, None], right=True).squeeze(-1).clamp(max=cdf.shape[-1] - 1)
     return tok, logp.gather(-1, tok[:, None]).squeeze(-1), entropy
 
 

@@ -1,31 +1,75 @@
-"""Actors choose actions for a batch of active episodes: a model policy or a scripted agent."""
+"""Actors choose each episode's next action, one request at a time: a model engine or a scripted agent.
+
+A request is ``submit(key, prompt, env, seed)``; ``poll()`` returns the requests that have finished
+since the last poll. Each request's ``seed`` alone decides its sample, so an episode's actions do not
+depend on which other requests were in flight with it.
+"""
 
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any, Protocol
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
 
 from clew.envs import Env
-from clew.policy.hf import Completion, HFPolicy, SamplingParams
+from clew.policy.base import Completion, Engine, SamplingParams, Streams
+
+UNBOUNDED_MODEL_LEN = 1 << 62  # actors without a context limit
 
 
 class Actor(Protocol):
-    """One batched decision for every active episode (prompts and envs are aligned)."""
+    """Takes action requests one by one and hands back the finished ones.
 
-    def act(self, prompts: Sequence[list[int]], envs: Sequence[Env], seed: int) -> list[Completion]: ...
+    An actor may also expose ``max_model_len`` (the longest prompt + completion it serves);
+    ``collect`` then stops an episode whose next prompt would not fit.
+    """
+
+    def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None: ...
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        """The requests that finished (possibly none)."""
+        ...
+
+    def pending(self) -> int: ...
 
 
 @dataclass
 class PolicyActor:
-    """Samples actions from a model; ids and log-probs are exactly the engine's."""
+    """Samples actions from a model engine; ids and log-probs are exactly the engine's.
 
-    policy: HFPolicy
+    A streaming engine (``Streams``) gets every request as it comes; any other engine gets the
+    requests buffered since the last ``poll`` as one ``generate`` call.
+    """
+
+    engine: Engine
     params: SamplingParams
+    max_model_len: int = field(init=False)
+    continuous_batching: bool = field(init=False)
+    _stream: Streams | None = field(init=False, repr=False)
+    _buffer: list[tuple[int, list[int], int]] = field(init=False, repr=False, default_factory=list)
 
-    def act(self, prompts: Sequence[list[int]], envs: Sequence[Env], seed: int) -> list[Completion]:
-        return self.policy.generate(prompts, self.params, seed)
+    def __post_init__(self) -> None:
+        self.max_model_len = int(getattr(self.engine, "max_model_len", UNBOUNDED_MODEL_LEN))
+        self.continuous_batching = bool(getattr(self.engine, "continuous_batching", False))
+        self._stream = self.engine if isinstance(self.engine, Streams) else None
+
+    def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None:
+        if self._stream is not None:
+            self._stream.submit(key, prompt, self.params, seed)
+        else:
+            self._buffer.append((key, list(prompt), seed))
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        if self._stream is not None:
+            return self._stream.poll()
+        batch, self._buffer = self._buffer, []
+        if not batch:
+            return []
+        outs = self.engine.generate([b[1] for b in batch], self.params, [b[2] for b in batch])
+        return [(b[0], c) for b, c in zip(batch, outs, strict=True)]
+
+    def pending(self) -> int:
+        return self._stream.pending() if self._stream is not None else len(self._buffer)
 
 
 @dataclass
@@ -34,12 +78,16 @@ class ScriptedActor:
 
     With ``noise > 0`` each action is replaced by a random valid one with that probability (an
     imperfect demonstrator for SFT warm starts). Action ids are the encoded text + eos (these
-    are demonstrations, not samples, so their log-probs are recorded as 0).
+    are demonstrations, not samples, so their log-probs are recorded as 0). Every request draws
+    from ``random.Random(seed)``; its action is decided at ``submit``.
     """
 
     kind: str = "expert"
     noise: float = 0.0
     tokenizer: Any = None
+    max_model_len: ClassVar[int] = UNBOUNDED_MODEL_LEN
+    continuous_batching: ClassVar[bool] = True  # nothing to gain from batching scripted actions
+    _done: list[tuple[int, Completion]] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
         if self.kind not in ("expert", "random"):
@@ -47,9 +95,15 @@ class ScriptedActor:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {self.noise}")
 
-    def act(self, prompts: Sequence[list[int]], envs: Sequence[Env], seed: int) -> list[Completion]:
-        rng = random.Random(seed)
-        return [self._one(env, rng) for env in envs]
+    def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None:
+        self._done.append((key, self._one(env, random.Random(seed))))
+
+    def poll(self) -> list[tuple[int, Completion]]:
+        done, self._done = self._done, []
+        return done
+
+    def pending(self) -> int:
+        return len(self._done)
 
     def _one(self, env: Env, rng: random.Random) -> Completion:
         if self.kind == "expert" and rng.random() >= self.noise:

@@ -1,26 +1,34 @@
-"""Collect groups: G episodes per task from the same seed, every turn one batched decision.
+"""Collect groups: G episodes per task from the same seed, each episode advancing on its own.
+
+Every episode moves as soon as its own action returns: its prompt goes to the actor, the action
+comes back, the env steps it on a worker thread, and the next prompt follows, while other episodes
+are still being sampled or stepped. Each request's seed is ``derive_seed(seed, group_id, member,
+turn)``, so the groups a seed gives do not depend on the scheduling.
 
 Budgets (all end the episode as ``truncated`` with ``truncation_reason``):
 - ``max_turns``: the episode reached that many turns without the env ending it.
-- ``max_prompt_tokens``: the next prompt would be longer; the episode stops before that turn.
+- ``max_prompt_tokens``: the next prompt would be longer than ``rollout.max_prompt_tokens`` or
+  ``actor.max_model_len - rollout.max_new_tokens``; the episode stops before that turn.
 - ``max_new_tokens``: a completion hit the per-turn limit without a stop token; the turn is
   recorded (its tokens were sampled and can be trained on) and the episode ends.
-An env exception or step timeout ends that episode with ``error`` set; the others go on.
+An env exception or step timeout ends that episode with ``error`` set; the others go on. An actor
+(engine) exception propagates.
 """
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import hashlib
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from clew.envs import Env, HasStateKey, StepResult, make
-from clew.policy.hf import Completion
-from clew.rollout.actors import Actor
+from clew.policy.base import Completion
+from clew.rollout.actors import UNBOUNDED_MODEL_LEN, Actor
 from clew.rollout.context import ContextStrategy, Framing, History, make_context
 from clew.types import Episode, Group, Turn
 
@@ -39,6 +47,20 @@ class RolloutConfig(BaseModel):
     context: str = Field("full", pattern="^(full|window)$", description="'full' chat or 'window'")
     window_turns: int = Field(0, ge=0, description="exchanges kept by the 'window' context")
     env_step_timeout_s: float | None = Field(None, gt=0, description="per-step env timeout (None: none)")
+    env_workers: int = Field(4, ge=1, description="threads that step envs")
+    batch_window_s: float = Field(
+        0.05,
+        ge=0,
+        description="engines that decode in waves (hf): wait up to this long for env steps in flight so that "
+        "their next requests share one batch (continuous-batching engines such as vllm never wait)",
+    )
+    engine: Literal["hf", "vllm"] = Field("hf", description="rollout engine: hf (transformers) or vllm")
+    engine_tolerance: float = Field(
+        1e-3, gt=0, description="max |engine - learner| log-prob on the parity probe after each sync"
+    )
+    engine_params: dict[str, Any] = Field(
+        default_factory=dict, description="engine constructor options, e.g. {kv_cache_gib: 2} for vllm"
+    )
 
 
 @dataclass(frozen=True)
@@ -56,12 +78,14 @@ class Task:
 
 @dataclass
 class _Live:
-    """An episode in flight."""
+    """An episode in flight: ``member`` is its index in the group; ``action`` the completion being stepped."""
 
     episode: Episode
     env: Env
     history: History
+    member: int
     prompt: list[int] = field(default_factory=list)
+    action: Completion | None = None
 
 
 def derive_seed(*parts: object) -> int:
@@ -79,85 +103,140 @@ def collect(
     group_offset: int = 0,
     on_turn: Callable[[int, int], None] | None = None,
 ) -> list[Group]:
-    """Roll out ``cfg.group_size`` episodes per task; return one Group per task.
+    """Roll out ``cfg.group_size`` episodes per task; return one Group per task (members in order).
 
     ``framing`` (tokenizer + chat format) is required for model actors; scripted actors may
-    run without it (then prompts and action ids stay empty). ``on_turn(turn, active)`` reports
-    progress.
+    run without it (then prompts and action ids stay empty). ``on_turn(turns_done, active)``
+    reports progress each time actions return: turns completed over all episodes, episodes
+    still running.
     """
-    context = make_context(cfg.context, cfg.window_turns)
     groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
-    started = [_start(t, g, framing) for t, g in zip(tasks, groups) for _ in range(cfg.group_size)]
-    live = [x for x in started if x is not None]
-    for turn in range(cfg.max_turns):
-        active = _prepare(live, context, framing, cfg)
-        if not active:
-            break
-        if on_turn:
-            on_turn(turn, len(active))
-        completions = actor.act([x.prompt for x in active], [x.env for x in active], derive_seed(seed, turn))
-        for item, completion in zip(active, completions):
-            _advance(item, completion, framing, cfg)
-    for item in live:
-        _close(item.episode, "max_turns")
+    started = [_start(t, g, m, framing) for t, g in zip(tasks, groups) for m in range(cfg.group_size)]
+    live = [x for _, x in started if x is not None]
+    _Scheduler(actor, live, cfg, framing, seed, on_turn).run()
     by_id = {g.group_id: g for g in groups}
-    for item in live:
-        by_id[item.episode.group_id].episodes.append(item.episode)
+    for episode, _ in started:
+        by_id[episode.group_id].episodes.append(episode)
     return groups
 
 
-def _start(task: Task, group: Group, framing: Framing | None) -> _Live | None:
+def _start(task: Task, group: Group, member: int, framing: Framing | None) -> tuple[Episode, _Live | None]:
     episode = Episode(task.task_id, group.group_id, task.seed)
     try:
         env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
     except Exception as exc:  # a broken env is recorded, not raised through the loop
         episode.error, episode.truncated, episode.truncation_reason = repr(exc), True, "error"
-        group.episodes.append(episode)
-        return None
+        return episode, None
     episode.first_observation = first
-    return _Live(episode, env, History([first]))
+    return episode, _Live(episode, env, History([first]), member)
 
 
-def _prepare(live: list[_Live], context: ContextStrategy, framing: Framing | None, cfg: RolloutConfig) -> list[_Live]:
-    active = []
-    for item in live:
-        if item.episode.done:
-            continue
-        item.prompt = context.build(item.history, framing) if framing else []
-        if len(item.prompt) > cfg.max_prompt_tokens:
+class _Scheduler:
+    """Drives every episode through prompt -> actor -> env step until each one ends."""
+
+    def __init__(
+        self,
+        actor: Actor,
+        live: list[_Live],
+        cfg: RolloutConfig,
+        framing: Framing | None,
+        seed: int,
+        on_turn: Callable[[int, int], None] | None,
+    ) -> None:
+        self.actor, self.live, self.cfg = actor, live, cfg
+        self.framing, self.seed, self.on_turn = framing, seed, on_turn
+        self.context: ContextStrategy = make_context(cfg.context, cfg.window_turns)
+        max_model_len = int(getattr(actor, "max_model_len", UNBOUNDED_MODEL_LEN))
+        self.prompt_budget = min(cfg.max_prompt_tokens, max_model_len - cfg.max_new_tokens)
+        continuous = bool(getattr(actor, "continuous_batching", False))
+        self.gather_s = 0.0 if continuous else cfg.batch_window_s
+        self.ready: list[int] = list(range(len(live)))  # keys (indices into live) waiting to act
+        self.sampling: set[int] = set()  # keys with a request at the actor
+        self.turns_done = 0
+
+    def run(self) -> None:
+        steps = _EnvSteps(self.cfg.env_workers, self.cfg.env_step_timeout_s)
+        try:
+            while self.ready or self.sampling or steps:
+                self._submit_ready()
+                if self.sampling:
+                    self._take(self.actor.poll(), steps)
+                for key, result in steps.harvest(block=not self.sampling, gather_s=self.gather_s):
+                    self._apply(key, result)
+        finally:
+            steps.close()
+
+    def _submit_ready(self) -> None:
+        ready, self.ready = sorted(self.ready), []
+        for key in ready:
+            item = self.live[key]
+            if self._within_budgets(item):
+                episode = item.episode
+                request_seed = derive_seed(self.seed, episode.group_id, item.member, len(episode.turns))
+                self.actor.submit(key, item.prompt, item.env, request_seed)
+                self.sampling.add(key)
+
+    def _within_budgets(self, item: _Live) -> bool:
+        """Build the next prompt; close the episode (and return False) when a budget is spent."""
+        if len(item.episode.turns) >= self.cfg.max_turns:
+            _close(item.episode, "max_turns")
+            return False
+        item.prompt = self.context.build(item.history, self.framing) if self.framing else []
+        if len(item.prompt) > self.prompt_budget:
             _close(item.episode, "max_prompt_tokens")
-            continue
-        active.append(item)
-    return active
+            return False
+        return True
+
+    def _take(self, finished: list[tuple[int, Completion]], steps: _EnvSteps) -> None:
+        """Record each returned action as a turn and send it to its env."""
+        for key, completion in finished:
+            if key not in self.sampling:
+                raise RuntimeError(f"actor returned request {key}, which is not waiting for an action")
+            self.sampling.discard(key)
+            item = self.live[key]
+            _record_turn(item, completion)
+            item.action = completion
+            steps.submit(key, item.env, completion.text)
+        self.turns_done += len(finished)
+        if not finished and self.sampling and self.actor.pending() == 0 and not steps:
+            raise RuntimeError(f"actor has no pending requests but {len(self.sampling)} never returned")
+        if finished and self.on_turn:
+            self.on_turn(self.turns_done, sum(not x.episode.done for x in self.live))
+
+    def _apply(self, key: int, result: StepResult | Exception) -> None:
+        """Apply an env step's result (or failure) to its episode; a running episode becomes ready again."""
+        item = self.live[key]
+        action, item.action = item.action, None
+        assert action is not None
+        if isinstance(result, Exception):  # env failures and timeouts end this episode only
+            item.episode.error = "timeout" if isinstance(result, TimeoutError) else repr(result)
+            _close(item.episode, "error")
+            return
+        _apply_step(item.episode, result, action)
+        if not item.episode.done:
+            item.history.add(action.token_ids, result.observation, self.framing)
+            self.ready.append(key)
 
 
-def _advance(item: _Live, completion: Completion, framing: Framing | None, cfg: RolloutConfig) -> None:
-    episode = item.episode
+def _record_turn(item: _Live, completion: Completion) -> None:
+    """The turn as sampled: exact prompt and action ids, log-probs, the env state before the step."""
     state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
     turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
     if completion.entropies:
         turn.info["token_entropies"] = list(completion.entropies)  # per sampled token, for EMPG
-    episode.turns.append(turn)
-    try:
-        result = _step(item.env, completion.text, cfg.env_step_timeout_s)
-    except Exception as exc:  # env failures and timeouts end this episode only
-        episode.error = "timeout" if isinstance(exc, TimeoutError) else repr(exc)
-        _close(episode, "error")
-        return
-    turn.reward, turn.observation, turn.info = (
-        float(result.reward),
-        result.observation,
-        {**turn.info, **result.info},
-    )
+    item.episode.turns.append(turn)
+
+
+def _apply_step(episode: Episode, result: StepResult, action: Completion) -> None:
+    turn = episode.turns[-1]
+    turn.reward, turn.observation, turn.info = float(result.reward), result.observation, {**turn.info, **result.info}
     _record_outcome(episode, turn.reward, result.outcome)
     episode.terminated, episode.truncated = result.terminated, result.truncated
     if result.truncated:
         episode.truncation_reason = "env"
-    elif not result.terminated and completion.finish_reason == "length":
+    elif not result.terminated and action.finish_reason == "length":
         _close(episode, "max_new_tokens")
-    if not episode.done:
-        item.history.add(completion.token_ids, result.observation, framing)
 
 
 def _record_outcome(episode: Episode, reward: float, reported: float | None) -> None:
@@ -168,18 +247,92 @@ def _record_outcome(episode: Episode, reward: float, reported: float | None) -> 
         episode.outcome += reward
 
 
-def _step(env: Env, action: str, timeout_s: float | None) -> StepResult:
-    if timeout_s is None:
-        return env.step(action)
-    pool = cf.ThreadPoolExecutor(max_workers=1)
-    try:
-        return pool.submit(env.step, action).result(timeout=timeout_s)
-    except cf.TimeoutError as exc:
-        raise TimeoutError(f"env step exceeded {timeout_s}s") from exc
-    finally:
-        pool.shutdown(wait=False)
-
-
 def _close(episode: Episode, reason: str) -> None:
     if not episode.done:
         episode.truncated, episode.truncation_reason = True, reason
+
+
+@dataclass
+class _StepJob:
+    """One env step; ``started`` (monotonic seconds) is set when a worker picks it up."""
+
+    key: int
+    env: Env
+    action: str
+    started: float | None = None
+
+    def run(self) -> StepResult:
+        self.started = time.monotonic()
+        return self.env.step(self.action)
+
+
+class _EnvSteps:
+    """Env steps on a thread pool. A step running past ``timeout_s`` is abandoned (a thread cannot be
+    killed): it is reported as a ``TimeoutError`` and later steps go to a fresh pool."""
+
+    def __init__(self, workers: int, timeout_s: float | None) -> None:
+        self.workers, self.timeout_s = workers, timeout_s
+        self.pool = self._new_pool()
+        self.jobs: dict[cf.Future[StepResult], _StepJob] = {}
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def submit(self, key: int, env: Env, action: str) -> None:
+        job = _StepJob(key, env, action)
+        self.jobs[self.pool.submit(job.run)] = job
+
+    def harvest(self, block: bool, gather_s: float = 0.0) -> list[tuple[int, StepResult | Exception]]:
+        """Finished steps (and timed-out ones); with ``block``, wait until at least one ends or times out,
+        first giving every step in flight up to ``gather_s`` to finish (so their next requests batch)."""
+        if not self.jobs:
+            return []
+        if block and gather_s > 0:
+            cf.wait(self.jobs, timeout=min(gather_s, self._wait_s() or gather_s), return_when=cf.ALL_COMPLETED)
+        done, _ = cf.wait(self.jobs, timeout=self._wait_s() if block else 0, return_when=cf.FIRST_COMPLETED)
+        out = [(self.jobs.pop(f).key, _result(f)) for f in done]
+        return sorted(out, key=lambda r: r[0]) + self._expire()
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
+
+    def _new_pool(self) -> cf.ThreadPoolExecutor:
+        return cf.ThreadPoolExecutor(self.workers, thread_name_prefix="clew-env")
+
+    def _wait_s(self) -> float | None:
+        if self.timeout_s is None:
+            return None
+        now = time.monotonic()
+        left = [j.started + self.timeout_s - now for j in self.jobs.values() if j.started is not None]
+        return max(0.0, min(left, default=self.timeout_s))
+
+    def _expire(self) -> list[tuple[int, StepResult | Exception]]:
+        if self.timeout_s is None:
+            return []
+        limit, now = self.timeout_s, time.monotonic()
+        late = [f for f, j in self.jobs.items() if j.started is not None and now - j.started >= limit and not f.done()]
+        if not late:
+            return []
+        expired: list[tuple[int, StepResult | Exception]] = []
+        for f in late:
+            expired.append((self.jobs.pop(f).key, TimeoutError(f"env step exceeded {limit}s")))
+        self._renew_pool()
+        return expired
+
+    def _renew_pool(self) -> None:
+        """Move to a fresh pool; steps still queued on the old one (behind a hung thread) move with it."""
+        old, self.pool = self.pool, self._new_pool()
+        for f, job in list(self.jobs.items()):
+            if f.cancel():
+                del self.jobs[f]
+                self.jobs[self.pool.submit(job.run)] = job
+        old.shutdown(wait=False)
+
+
+def _result(future: cf.Future[StepResult]) -> StepResult | Exception:
+    exc = future.exception()
+    if exc is None:
+        return future.result()
+    if isinstance(exc, Exception):
+        return exc
+    raise exc

@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from clew import credit, objectives
 from clew.rollout import RolloutConfig
 
+DEFAULT_TIS_CAP = 2.0
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -67,7 +69,12 @@ class ObjectiveConfig(_Frozen):
     kl_coef: float = Field(0.0, ge=0, description="KL-in-loss coefficient (needs a reference model)")
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     entropy_coef: float = Field(0.0, ge=0)
-    tis_cap: float | None = Field(None, gt=0, description="truncated IS cap for rollout/trainer mismatch")
+    tis_cap: float | None = Field(
+        None,
+        gt=0,
+        description="truncated IS cap for rollout/trainer mismatch (None: off; 2.0 unless set when rollout.engine "
+        "is not hf)",
+    )
 
     @model_validator(mode="after")
     def _known(self) -> ObjectiveConfig:
@@ -154,8 +161,21 @@ class RunConfig(_Frozen):
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _tis_with_foreign_engine(cls, data: Any) -> Any:
+        """TIS (cap 2.0, verl's default) is on unless set whenever the engine is not the learner's own model."""
+        if not isinstance(data, dict):
+            return data
+        rollout, objective = data.get("rollout") or {}, data.get("objective") or {}
+        foreign = isinstance(rollout, dict) and rollout.get("engine", "hf") != "hf"
+        if foreign and isinstance(objective, dict) and "tis_cap" not in objective:
+            return {**data, "objective": {**objective, "tis_cap": DEFAULT_TIS_CAP}}
+        return data
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
+        self._engine_serves()
         spec = credit.get(self.credit.name)
         if spec.needs_group and self.rollout.group_size < 2:
             raise ValueError(
@@ -167,6 +187,20 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _engine_serves(self) -> None:
+        if self.rollout.engine == "hf":
+            return
+        if self.rollout.top_p < 1:
+            raise ValueError(
+                f"rollout.top_p={self.rollout.top_p} with rollout.engine={self.rollout.engine}: that engine reports "
+                "log-probs renormalised over the top-p nucleus, which the learner does not reproduce; use "
+                "rollout.top_p=1 or rollout.engine=hf"
+            )
+        if credit.get(self.credit.name).needs_entropy:
+            raise ValueError(
+                f"credit.name={self.credit.name} needs per-token entropies, which only rollout.engine=hf reports"
+            )
 
 
 def preset_names() -> list[str]:

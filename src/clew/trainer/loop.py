@@ -16,7 +16,7 @@ from clew.envs import HasStateKey
 from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
 from clew.eval import EvalResult, eval_tasks, evaluate, summarize
-from clew.policy import HFPolicy, SamplingParams, TinyModelConfig, build_tiny
+from clew.policy import EngineError, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
 from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
@@ -27,6 +27,7 @@ from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.learner import Learner, sft
 from clew.trainer.record import Recorder, rollout_metrics
 from clew.trainer.select import cap_rows, drop_zero_variance, shape
+from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 from clew.types import Group
 
 Reporter = Callable[[str, dict[str, float]], None]
@@ -61,7 +62,7 @@ class Trainer:
             )  # select
             rollout_s = time.perf_counter() - start
             metrics = self.learner.update(rows, derive_seed(cfg.seed, it, "update"))  # update
-            # sync: the rollout actor shares the learner's weights in-process; nothing to copy.
+            metrics.update(self.link.sync(it))  # sync: weights to the engine, checked by the parity probe
             env_steps = sum(len(e.turns) for g in collected for e in g.episodes)
             state = TrainerState(it + 1, self.learner.steps, state.env_steps + env_steps)
             metrics.update(rollout_metrics(collected))
@@ -75,15 +76,17 @@ class Trainer:
         if not resume and checkpoints(self.run_dir):
             raise ValueError(f"{self.run_dir} already holds a run; resume it (--resume) or choose another --out")
         found = checkpoints(self.run_dir) if resume else []
+        source: str | Path
         if resume:
             clean_partials(self.run_dir)
         if found:
-            self.policy = HFPolicy.from_pretrained(found[-1] / "policy")
+            self.policy, source = HFPolicy.from_pretrained(found[-1] / "policy"), found[-1] / "policy"
         else:
             self.recorder.write_header(dump_config(self.cfg))
-            self.policy = self._initial_policy()
-        self.actor = PolicyActor(self.policy, self._sampling(self.cfg.rollout.temperature))
+            self.policy, source = self._initial_policy()
         self.framing = Framing(self.policy.tokenizer, self.policy.chat)
+        self.source = source
+        self._connect()
         reference = self._reference() if self.cfg.objective.kl_coef > 0 and found else None
         self.learner = Learner(self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature, reference)
         if not found:
@@ -93,6 +96,15 @@ class Trainer:
         self.recorder.truncate(state.iteration)
         return state, False
 
+    def _connect(self) -> None:
+        """Open the rollout engine on the learner's current weights and verify them with the parity probe."""
+        cfg = self.cfg
+        engine = open_engine(cfg.rollout, self.policy, self.source)
+        prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), self.framing)
+        self.link = EngineLink(engine, self.policy, prompts, cfg.rollout)
+        self.recorder.log("engine", {"engine/name": cfg.rollout.engine, **self.link.sync(-1)})
+        self.actor = PolicyActor(engine, self._sampling(cfg.rollout.temperature))
+
     def _reference(self) -> Any:
         """The KL reference on resume: the policy RL started from (SFT output, else the base model)."""
         for path in (self.run_dir / "sft" / "policy", self.run_dir / "base"):
@@ -100,20 +112,21 @@ class Trainer:
                 return HFPolicy.from_pretrained(path).model
         return HFPolicy.from_pretrained(self.cfg.policy.model).model
 
-    def _initial_policy(self) -> HFPolicy:
+    def _initial_policy(self) -> tuple[HFPolicy, str | Path]:
+        """The policy RL starts from and the directory (or HF name) of its base weights."""
         cfg = self.cfg
+        source: str | Path = cfg.policy.model
         if cfg.policy.model == "tiny":
             p = cfg.policy
             tiny = TinyModelConfig(
                 hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
                 intermediate_size=p.intermediate_size, seed=p.init_seed,
             )  # fmt: skip
-            policy = HFPolicy.from_pretrained(build_tiny(self.run_dir / "base", sample_texts(), tiny))
-        else:
-            policy = HFPolicy.from_pretrained(cfg.policy.model)
+            source = build_tiny(self.run_dir / "base", sample_texts(), tiny)
+        policy = HFPolicy.from_pretrained(source)
         if cfg.sft.enabled:
             self._sft(policy)
-        return policy
+        return policy, source
 
     def _sft(self, policy: HFPolicy) -> None:
         """Warm start on scripted-expert episodes with a fraction of deliberately noisy actions."""
@@ -148,13 +161,29 @@ class Trainer:
         for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
             need = cfg.tasks_per_iteration - len(kept)
             tasks = [self._task(it, round_, i) for i in range(need)]
-            groups = collect(self.actor, tasks, cfg.rollout, derive_seed(cfg.seed, it, round_), self.framing, len(kept))
+            groups = self._collect(tasks, derive_seed(cfg.seed, it, round_), len(kept), it)
             shape(groups, cfg.shaping)
             collected += groups
             kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
             if len(kept) >= cfg.tasks_per_iteration:
                 break
         return kept[: cfg.tasks_per_iteration], collected
+
+    def _collect(self, tasks: list[Task], seed: int, offset: int, it: int) -> list[Group]:
+        """One rollout round; an engine failure reopens the engine and retries the round once."""
+        try:
+            return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset)
+        except Exception as first:  # env failures are recorded inside collect: this is the engine
+            self.recorder.log("engine_restart", {"error": repr(first)[:500]}, iteration=it)
+            self.link.engine.close()
+            self._connect()
+            try:
+                return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset)
+            except Exception as second:
+                raise EngineError(
+                    f"the {self.cfg.rollout.engine} engine failed twice during the rollout of iteration {it} "
+                    f"({second!r}); the run stopped and resumes from its last checkpoint with --resume"
+                ) from second
 
     def _task(self, it: int, round_: int, i: int) -> Task:
         seed = derive_seed(self.cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
@@ -199,7 +228,7 @@ class Trainer:
     def _evaluate(self, state: TrainerState, episodes: int | None = None) -> EvalResult:
         cfg = self.cfg
         tasks = eval_tasks(cfg.env.id, episodes or cfg.eval.episodes, 1, cfg.env.kwargs)
-        actor = PolicyActor(self.policy, self._sampling(cfg.eval.temperature))
+        actor = PolicyActor(self.link.engine, self._sampling(cfg.eval.temperature))
         rollout = cfg.rollout.model_copy(update={"group_size": 1})
         result, _ = evaluate(actor, tasks, rollout, derive_seed(cfg.seed, "eval"), self.framing)
         record = {f"eval/{k}": v for k, v in result.as_dict().items()}
@@ -223,6 +252,7 @@ class Trainer:
         if evals:
             summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
+        self.link.engine.close()
         return summary
 
 

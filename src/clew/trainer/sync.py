@@ -1,0 +1,72 @@
+"""The sync stage: the learner's weights go to the rollout engine, and a parity probe checks they arrived.
+
+A sync that is silently incomplete (a tied output layer left stale, a weight the engine repacked,
+a stale prefix cache) makes every later rollout off-policy without any error. So after each load
+the engine samples a fixed small batch (fixed prompts, fixed seeds, the rollout temperature) and
+the learner re-scores those tokens; the largest absolute log-prob difference is logged as
+``engine/logprob_max_abs_diff`` and a value above ``rollout.engine_tolerance`` stops the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from clew.envs import make as make_env
+from clew.policy import Engine, EngineError, HFPolicy, SamplingParams, make_engine
+from clew.rollout import Framing, RolloutConfig
+from clew.rollout.context import FullContext, History
+
+PROBE_SEEDS = tuple(range(900_000, 900_004))  # env seeds of the probe prompts (outside train/SFT/eval)
+
+
+def open_engine(rollout: RolloutConfig, policy: HFPolicy, source: str | Path) -> Engine:
+    """The configured engine on the learner's model: ``hf`` shares it in-process, others load ``source``."""
+    if rollout.engine == "hf":
+        return make_engine("hf", policy.model, tokenizer=policy.tokenizer, **rollout.engine_params)
+    return make_engine(rollout.engine, source, **rollout.engine_params)
+
+
+def probe_prompts(env_id: str, env_kwargs: dict[str, Any], framing: Framing) -> list[list[int]]:
+    """First-turn prompts of a few fixed tasks: the same probe every iteration of a run."""
+    prompts = []
+    for seed in PROBE_SEEDS:
+        env = make_env(env_id, **env_kwargs)
+        prompts.append(FullContext().build(History([env.reset(seed)]), framing))
+    return prompts
+
+
+@dataclass
+class EngineLink:
+    """Moves weights learner -> engine and verifies them."""
+
+    engine: Engine
+    policy: HFPolicy
+    prompts: list[list[int]]
+    rollout: RolloutConfig
+
+    def sync(self, iteration: int) -> dict[str, float]:
+        """Load the learner's weights (every tensor of its state dict) into the engine, then probe."""
+        start = time.perf_counter()
+        self.engine.load_weights(self.policy.model.state_dict().items())
+        sync_s = time.perf_counter() - start
+        gap = self.parity_gap()
+        if gap > self.rollout.engine_tolerance:
+            raise EngineError(
+                f"parity probe after the weight sync of iteration {iteration}: the {self.rollout.engine} engine's "
+                f"log-probs differ from the learner's by up to {gap:.3g} > rollout.engine_tolerance="
+                f"{self.rollout.engine_tolerance:g}; the engine is not sampling from the weights being trained "
+                "(an incomplete sync). The run stopped; its last checkpoint is intact (--resume)"
+            )
+        return {"time/sync_s": sync_s, "engine/logprob_max_abs_diff": gap}
+
+    def parity_gap(self) -> float:
+        """max |log-prob(engine) - log-prob(learner)| over the probe batch's sampled tokens."""
+        temperature = self.rollout.temperature if self.rollout.temperature > 0 else 1.0
+        params = SamplingParams(temperature=temperature, max_new_tokens=self.rollout.max_new_tokens)
+        outs = self.engine.generate(self.prompts, params, list(PROBE_SEEDS))
+        scored = self.policy.logprobs([(p, o.token_ids) for p, o in zip(self.prompts, outs)], temperature)
+        gaps = [abs(a - b) for out, row in zip(outs, scored) for a, b in zip(out.logprobs, row)]
+        return max(gaps, default=0.0)
