@@ -48,11 +48,13 @@ class RolloutConfig(BaseModel):
     window_turns: int = Field(0, ge=0, description="exchanges kept by the 'window' context")
     env_step_timeout_s: float | None = Field(None, gt=0, description="per-step env timeout (None: none)")
     env_workers: int = Field(4, ge=1, description="threads that step envs")
-    batch_window_s: float = Field(
-        0.05,
+    batch_window_s: float | None = Field(
+        None,
         ge=0,
-        description="engines that decode in waves (hf): wait up to this long for env steps in flight so that "
-        "their next requests share one batch (continuous-batching engines such as vllm never wait)",
+        description="engines that decode in waves (hf): how long to wait for env steps in flight so that their "
+        "next requests share one batch. None: wait for all of them (the batches are then those of a lock-step "
+        "loop, so runs repeat bit for bit); a few ms lets fast episodes pass a slow env. Continuous-batching "
+        "engines (vllm) never wait",
     )
     engine: Literal["hf", "vllm"] = Field("hf", description="rollout engine: hf (transformers) or vllm")
     engine_tolerance: float = Field(
@@ -150,7 +152,7 @@ class _Scheduler:
         max_model_len = int(getattr(actor, "max_model_len", UNBOUNDED_MODEL_LEN))
         self.prompt_budget = min(cfg.max_prompt_tokens, max_model_len - cfg.max_new_tokens)
         continuous = bool(getattr(actor, "continuous_batching", False))
-        self.gather_s = 0.0 if continuous else cfg.batch_window_s
+        self.gather_s: float | None = 0.0 if continuous else cfg.batch_window_s
         self.ready: list[int] = list(range(len(live)))  # keys (indices into live) waiting to act
         self.sampling: set[int] = set()  # keys with a request at the actor
         self.turns_done = 0
@@ -282,13 +284,15 @@ class _EnvSteps:
         job = _StepJob(key, env, action)
         self.jobs[self.pool.submit(job.run)] = job
 
-    def harvest(self, block: bool, gather_s: float = 0.0) -> list[tuple[int, StepResult | Exception]]:
+    def harvest(self, block: bool, gather_s: float | None = 0.0) -> list[tuple[int, StepResult | Exception]]:
         """Finished steps (and timed-out ones); with ``block``, wait until at least one ends or times out,
-        first giving every step in flight up to ``gather_s`` to finish (so their next requests batch)."""
+        first giving every step in flight up to ``gather_s`` (None: no limit but the step timeout) to finish
+        so that their next requests batch."""
         if not self.jobs:
             return []
-        if block and gather_s > 0:
-            cf.wait(self.jobs, timeout=min(gather_s, self._wait_s() or gather_s), return_when=cf.ALL_COMPLETED)
+        if block and gather_s != 0:
+            limits = [t for t in (gather_s, self._wait_s()) if t is not None]
+            cf.wait(self.jobs, timeout=min(limits, default=None), return_when=cf.ALL_COMPLETED)
         done, _ = cf.wait(self.jobs, timeout=self._wait_s() if block else 0, return_when=cf.FIRST_COMPLETED)
         out = [(self.jobs.pop(f).key, _result(f)) for f in done]
         return sorted(out, key=lambda r: r[0]) + self._expire()
