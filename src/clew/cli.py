@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -38,12 +39,19 @@ def progress() -> Progress:
 
 
 def cmd_envs(args: argparse.Namespace) -> int:
-    from clew.envs import registered
+    from clew.envs import families, registered
 
-    table = Table("id", "entry point", "description")
+    table = Table("id", "entry point", "description", title="built-in envs")
     for spec in registered():
         table.add_row(spec.env_id, spec.entry_point, spec.description)
     console.print(table)
+    table = Table("ids", "description", "examples", "installed", "install", title="env families (any prefix/<name>)")
+    for family in families():
+        installed = "yes" if family.installed else "no"
+        install = escape(f"pip install 'clew[{family.extra}]'")  # not rich markup
+        table.add_row(f"{family.prefix}/...", escape(family.description), ", ".join(family.ids()), installed, install)
+    console.print(table)
+    console.print("any other env: --env module:Class (a class with reset(seed) and step(action))")
     return 0
 
 
@@ -54,7 +62,7 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     try:
         report = check_env(make(args.env_id, **parse_kv(args.env_arg)))
     except EnvCheckError as exc:
-        console.print(f"[red]FAIL[/red] {exc}")
+        console.print(f"[red]FAIL[/red] {escape(str(exc))}")
         return 1
     console.print(f"[green]OK[/green] {args.env_id}: {report.episodes} episodes, {report.steps} steps, replay exact")
     return 0
@@ -90,11 +98,22 @@ def _model_dir(spec: str) -> str:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clew.eval import eval_tasks, evaluate
-    from clew.rollout import RolloutConfig
+    from clew.envs import Closeable, make
+    from clew.eval import diagnose, ending_shares, eval_tasks, evaluate
+    from clew.eval.diagnose import EVAL_KNOBS
+    from clew.rollout import RolloutConfig, ScriptedActor
 
+    env_kwargs = parse_kv(args.env_arg)
+    try:  # an unknown id or an env that cannot be built fails here, before any model loads
+        env = make(args.env, **env_kwargs)
+    except (TypeError, RuntimeError, OSError) as exc:
+        raise ValueError(f"env {args.env} with {env_kwargs} cannot be built: {exc}") from exc
+    if args.policy in ("expert", "random"):
+        ScriptedActor(args.policy).check(env)
+    if isinstance(env, Closeable):
+        env.close()
     actor, framing = build_actor(args.policy, args.temperature, args.max_new_tokens, args.engine)
-    tasks = eval_tasks(args.env, args.episodes, args.group_size, parse_kv(args.env_arg))
+    tasks = eval_tasks(args.env, args.episodes, args.group_size, env_kwargs)
     cfg = RolloutConfig(
         group_size=args.group_size,
         max_turns=args.max_turns,
@@ -105,8 +124,17 @@ def cmd_eval(args: argparse.Namespace) -> int:
     )
     with progress() as bar:
         job = bar.add_task(f"eval {args.policy} on {args.env}", total=len(tasks) * args.group_size)
-        result, _ = evaluate(actor, tasks, cfg, args.seed, framing, on_progress=lambda n: bar.update(job, completed=n))
+        result, groups = evaluate(
+            actor, tasks, cfg, args.seed, framing, on_progress=lambda n: bar.update(job, completed=n)
+        )
     console.print(result.summary())
+    episodes = [e for g in groups for e in g.episodes]
+    budgets = cfg.model_dump(include={"max_new_tokens", "max_turns", "max_prompt_tokens"})
+    line = diagnose(ending_shares(episodes), budgets, EVAL_KNOBS)
+    if line:
+        error = next((e.error for e in episodes if e.error), None)
+        example = f" (first: {error[:200]})" if error and line.endswith(EVAL_KNOBS["error"]) else ""
+        console.print(line + example, style="yellow", markup=False)
     return 0
 
 
@@ -146,6 +174,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         summary = Trainer(cfg, run_dir, report=_reporter(bar, job)).fit(resume=bool(args.resume))
     _print_summary(summary)
     console.print(f"curves: {plot_run(run_dir)}")
+    if summary.get("diagnosis"):
+        console.print(summary["diagnosis"], style="yellow", markup=False)
     return 0
 
 
@@ -229,10 +259,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.fn(args))
     except ValueError as exc:  # invalid configs and arguments: a clear message, no traceback
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 2
     except EngineError as exc:  # engine not installed, model that does not load, failed sync or rollout
-        console.print(f"[red]error:[/red] {exc}")
+        console.print(f"[red]error:[/red] {escape(str(exc))}")
         return 3
 
 

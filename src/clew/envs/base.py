@@ -30,7 +30,8 @@ class StepResult:
 
 @runtime_checkable
 class Env(Protocol):
-    """A text environment. Optional methods: ``state_key``, ``expert_action``, ``valid_actions``."""
+    """A text environment. Optional extras are the typed protocols below: ``HasStateKey``, ``HasExpert``,
+    ``HasValidActions``, ``Closeable`` (checked with ``isinstance``, never ``hasattr``)."""
 
     def reset(self, seed: int) -> str: ...
 
@@ -42,6 +43,27 @@ class HasStateKey(Protocol):
     """An env that can name its canonical state (GiGPO's anchor states, step-level grouping)."""
 
     def state_key(self) -> str | None: ...
+
+
+@runtime_checkable
+class HasExpert(Protocol):
+    """An env with a scripted expert (gold path, walkthrough, known answer): SFT demos, ``--policy expert``."""
+
+    def expert_action(self) -> str: ...
+
+
+@runtime_checkable
+class HasValidActions(Protocol):
+    """An env that can list the actions valid now (``--policy random``, noisy-expert demos)."""
+
+    def valid_actions(self) -> list[str]: ...
+
+
+@runtime_checkable
+class Closeable(Protocol):
+    """An env holding resources (a JVM, files, a worker process) that ``close()`` releases."""
+
+    def close(self) -> None: ...
 
 
 def ensure_running(finished: bool, env_name: str) -> None:

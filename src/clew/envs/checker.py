@@ -8,7 +8,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from clew.envs.base import Env, EnvFinishedError, HasStateKey, StepResult
+from clew.envs.base import Env, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, StepResult
 from clew.envs.registry import make
 
 GARBAGE_ACTION = "%% not an action %%"
@@ -90,10 +90,10 @@ def _pick_action(env: Env, rng: random.Random) -> str:
     roll = rng.random()
     if roll < 0.1:
         return GARBAGE_ACTION
-    if roll < 0.6 and hasattr(env, "expert_action"):
+    if roll < 0.6 and isinstance(env, HasExpert):
         return str(env.expert_action())
-    if hasattr(env, "valid_actions"):
-        return str(rng.choice(env.valid_actions()))
+    if isinstance(env, HasValidActions) and (valid := env.valid_actions()):
+        return str(rng.choice(valid))
     return GARBAGE_ACTION
 
 

@@ -1,8 +1,15 @@
-"""Registry of versioned env ids with lazy ``"module:Class"`` entry points."""
+"""Registry of env ids: versioned built-in ids, families of third-party adapters, ``"module:Class"`` paths.
+
+A family (``rg/<dataset>``, ``textarena/<Game-v0>``, ``scienceworld/<task>``, ...) maps every id with its
+prefix to one adapter class, called as ``Adapter(name, **kwargs)``; the adapter's package comes with an
+optional extra, and a missing one is a one-line error naming it.
+"""
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import importlib.util
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,7 +29,27 @@ class EnvSpec:
     description: str = ""
 
 
+@dataclass(frozen=True)
+class EnvFamily:
+    """Ids ``prefix/<name>`` served by one adapter; ``requires`` is the import name of its package."""
+
+    prefix: str
+    entry_point: str
+    extra: str
+    requires: str
+    description: str = ""
+    examples: tuple[str, ...] = ()
+
+    @property
+    def installed(self) -> bool:
+        return importlib.util.find_spec(self.requires) is not None
+
+    def ids(self) -> list[str]:
+        return [f"{self.prefix}/{name}" for name in self.examples]
+
+
 _REGISTRY: dict[str, EnvSpec] = {}
+_FAMILIES: dict[str, EnvFamily] = {}
 
 
 def register(env_id: str, entry_point: str, description: str = "", **kwargs: Any) -> None:
@@ -32,6 +59,20 @@ def register(env_id: str, entry_point: str, description: str = "", **kwargs: Any
     if ":" not in entry_point:
         raise ValueError(f"entry_point {entry_point!r} must be 'module:Class'")
     _REGISTRY[env_id] = EnvSpec(env_id, entry_point, dict(kwargs), description)
+
+
+def register_family(
+    prefix: str, entry_point: str, extra: str, requires: str, description: str = "", examples: tuple[str, ...] = ()
+) -> None:
+    """Serve every id ``prefix/<name>`` with ``Adapter(name, **kwargs)`` from ``"module:Class"``."""
+    if not re.match(r"^[a-z][a-z0-9_]*$", prefix):
+        raise ValueError(f"env family prefix {prefix!r} must be a lower-case word")
+    _FAMILIES[prefix] = EnvFamily(prefix, entry_point, extra, requires, description, tuple(examples))
+
+
+def families() -> list[EnvFamily]:
+    """All registered families, sorted by prefix."""
+    return [_FAMILIES[k] for k in sorted(_FAMILIES)]
 
 
 def registered() -> list[EnvSpec]:
@@ -46,21 +87,52 @@ def load_entry_point(entry_point: str) -> type:
         module = importlib.import_module(module_name)
     except ImportError as exc:
         raise ValueError(f"cannot import env module {module_name!r}: {exc}") from exc
-    try:
-        return getattr(module, attr)  # type: ignore[no-any-return]
-    except AttributeError as exc:
-        raise ValueError(f"module {module_name!r} has no attribute {attr!r}") from exc
+    found = getattr(module, attr, None)
+    if not callable(found):
+        raise ValueError(f"module {module_name!r} has no env class {attr!r}")
+    return found  # type: ignore[return-value]
+
+
+def resolve(env_id: str) -> type:
+    """The class ``make(env_id)`` builds, found without building an env (for checks before any work).
+
+    Raises ``ValueError`` for an unknown id (naming close matches), a family whose package is not
+    installed (naming the extra), or a ``"module:Class"`` path that does not import.
+    """
+    if env_id in _REGISTRY:
+        return load_entry_point(_REGISTRY[env_id].entry_point)
+    prefix, slash, name = env_id.partition("/")
+    if slash and prefix in _FAMILIES and name:
+        family = _FAMILIES[prefix]
+        if not family.installed:
+            raise ValueError(f"env {env_id} needs the {family.requires!r} package: pip install 'clew[{family.extra}]'")
+        return load_entry_point(family.entry_point)
+    if ":" in env_id:
+        return load_entry_point(env_id)
+    raise ValueError(unknown_env_message(env_id))
 
 
 def make(env_id: str, **kwargs: Any) -> Env:
-    """Build an env from a registered id or a ``"module:Class"`` path; kwargs override defaults."""
+    """Build an env from a registered id, a family id (``prefix/name``) or a ``"module:Class"`` path."""
+    cls = resolve(env_id)
     if env_id in _REGISTRY:
-        spec = _REGISTRY[env_id]
-        return load_entry_point(spec.entry_point)(**{**spec.kwargs, **kwargs})  # type: ignore[no-any-return]
-    if ":" in env_id:
-        return load_entry_point(env_id)(**kwargs)  # type: ignore[no-any-return]
-    known = ", ".join(sorted(_REGISTRY))
-    raise ValueError(f"unknown env {env_id!r}; registered: {known}; or pass 'module:Class'")
+        return cls(**{**_REGISTRY[env_id].kwargs, **kwargs})  # type: ignore[no-any-return]
+    prefix, slash, name = env_id.partition("/")
+    if slash and prefix in _FAMILIES and name:
+        return cls(name, **kwargs)  # type: ignore[no-any-return]
+    return cls(**kwargs)  # type: ignore[no-any-return]
+
+
+def unknown_env_message(env_id: str) -> str:
+    """Name the close matches among built-in ids and family examples."""
+    known = [*sorted(_REGISTRY), *(i for f in families() for i in f.ids())]
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.5)
+    hint = f"did you mean {', '.join(close)}? " if close else ""
+    prefixes = ", ".join(f"{f.prefix}/..." for f in families())
+    return (
+        f"unknown env {env_id!r}; {hint}built-in: {', '.join(sorted(_REGISTRY))}; families: {prefixes}; "
+        "or pass 'module:Class' (clew envs lists them all)"
+    )
 
 
 register(
@@ -78,3 +150,34 @@ register(
     "clew.envs.library.toolcalc:ToolCalc",
     description="multi-step arithmetic with a calculator tool, then an answer",
 )
+
+register_family(
+    "rg", "clew.envs.adapters.reasoning_gym:ReasoningGym", extra="rg", requires="reasoning_gym",
+    description="reasoning-gym datasets: answer, read the verifier's feedback, retry (max_attempts)",
+    examples=("chain_sum", "basic_arithmetic", "leg_counting", "word_sorting", "simple_equations", "maze"),
+)  # fmt: skip
+register_family(
+    "textarena", "clew.envs.adapters.textarena:TextArena", extra="textarena", requires="textarena",
+    description="TextArena games; two-player games seat an opponent (scripted, random or a frozen checkpoint)",
+    examples=("TicTacToe-v0", "ConnectFour-v0", "Mastermind-v0", "LightsOut-v0", "TowerOfHanoi-v0", "Minesweeper-v0"),
+)  # fmt: skip
+register_family(
+    "scienceworld", "clew.envs.adapters.scienceworld:ScienceWorld", extra="scienceworld", requires="scienceworld",
+    description="ScienceWorld tasks (JVM): long-horizon science experiments, gold paths, valid actions",
+    examples=("find-living-thing", "boil", "measure-melting-point-known-substance", "identify-life-stages-1"),
+)  # fmt: skip
+register_family(
+    "twx", "clew.envs.adapters.twx:TextWorldExpress", extra="twx", requires="textworld_express",
+    description="TextWorldExpress games (JVM): cooking, coin collecting, map reading, sorting, ...",
+    examples=("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting", "simonsays", "peckingorder"),
+)  # fmt: skip
+register_family(
+    "textworld", "clew.envs.adapters.textworld:TextWorld", extra="textworld", requires="textworld",
+    description="TextWorld generated games (cached): coin collector, treasure hunter, simple quests",
+    examples=("coin_collector", "treasure_hunter", "simple"),
+)  # fmt: skip
+register_family(
+    "gym", "clew.envs.adapters.gym_text:GymText", extra="gym", requires="gymnasium",
+    description="gymnasium toy-text as text: FrozenLake, Taxi, CliffWalking",
+    examples=("FrozenLake-v1", "Taxi-v4", "CliffWalking-v1"),
+)  # fmt: skip

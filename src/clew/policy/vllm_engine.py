@@ -97,7 +97,12 @@ class VLLMEngine:
         weights = {name: t.detach() for name, t in named_tensors}
         if self.tied and _TIED[0] in weights:
             weights.setdefault(_TIED[1], weights[_TIED[0]])
-        self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(weights.items()))})
+        quiet, level = logging.getLogger("vllm"), logging.getLogger("vllm").level
+        quiet.setLevel(logging.ERROR)  # a per-load warning that rotary embeddings have no weights to load
+        try:
+            self._engine.collective_rpc("reload_weights", kwargs={"weights_iterator": iter(list(weights.items()))})
+        finally:
+            quiet.setLevel(level)
         self._engine.reset_prefix_cache()
 
     def close(self) -> None:

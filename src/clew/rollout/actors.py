@@ -11,7 +11,7 @@ import random
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from clew.envs import Env
+from clew.envs import Env, HasExpert, HasValidActions
 from clew.policy.base import Completion, Engine, SamplingParams, Streams
 
 UNBOUNDED_MODEL_LEN = 1 << 62  # actors without a context limit
@@ -79,7 +79,9 @@ class ScriptedActor:
     With ``noise > 0`` each action is replaced by a random valid one with that probability (an
     imperfect demonstrator for SFT warm starts). Action ids are the encoded text + eos (these
     are demonstrations, not samples, so their log-probs are recorded as 0). Every request draws
-    from ``random.Random(seed)``; its action is decided at ``submit``.
+    from ``random.Random(seed)``; its action is decided at ``submit``. An env without what the
+    actor plays (``HasExpert`` for expert play, ``HasValidActions`` for random play or noise) is
+    refused with a ``ValueError`` naming the fix; ``check(env)`` refuses it before any work.
     """
 
     kind: str = "expert"
@@ -95,7 +97,27 @@ class ScriptedActor:
         if not 0.0 <= self.noise <= 1.0:
             raise ValueError(f"noise must be in [0, 1], got {self.noise}")
 
+    def check(self, env: Env) -> None:
+        """Raise ``ValueError`` when ``env`` lacks what this actor plays (call it before any work)."""
+        name = type(env).__name__
+        if self.kind == "expert" and not isinstance(env, HasExpert):
+            raise ValueError(
+                f"expert play needs expert_action(), which {name} does not have: add it to {name} (see "
+                "clew.envs.HasExpert), or use --policy random or a model (clew eval) / sft.enabled=false (clew train)"
+            )
+        if self.kind == "random" and not isinstance(env, HasValidActions):
+            raise ValueError(
+                f"random play needs valid_actions(), which {name} does not have: add it to {name} (see "
+                "clew.envs.HasValidActions), or use --policy expert or a model"
+            )
+        if self.noise > 0 and not isinstance(env, HasValidActions):
+            raise ValueError(
+                f"noisy expert demos (noise={self.noise}) need valid_actions(), which {name} does not have: "
+                f"add it to {name} (see clew.envs.HasValidActions) or set sft.noise=0"
+            )
+
     def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None:
+        self.check(env)
         self._done.append((key, self._one(env, random.Random(seed))))
 
     def poll(self) -> list[tuple[int, Completion]]:
@@ -106,10 +128,12 @@ class ScriptedActor:
         return len(self._done)
 
     def _one(self, env: Env, rng: random.Random) -> Completion:
-        if self.kind == "expert" and rng.random() >= self.noise:
-            text = str(env.expert_action())  # type: ignore[attr-defined]
-        else:
-            text = str(rng.choice(env.valid_actions()))  # type: ignore[attr-defined]
+        if self.kind == "expert" and rng.random() >= self.noise and isinstance(env, HasExpert):
+            text = str(env.expert_action())
+        elif isinstance(env, HasValidActions):
+            text = str(rng.choice(env.valid_actions()))
+        else:  # unreachable: submit checked the env
+            raise AssertionError(f"{type(env).__name__} cannot serve {self.kind} play")
         ids: list[int] = []
         if self.tokenizer is not None:
             ids = list(self.tokenizer.encode(text, add_special_tokens=False)) + [self.tokenizer.eos_token_id]

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from clew import credit, objectives
+from clew.envs.registry import resolve
 from clew.rollout import RolloutConfig
 
 DEFAULT_TIS_CAP = 2.0
@@ -40,6 +41,13 @@ class EnvConfig(_Frozen):
 
     id: str = Field("keydoor-v0", description="registered env id or module:Class")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="env constructor kwargs")
+
+    @field_validator("id")
+    @classmethod
+    def _known(cls, env_id: str) -> str:
+        """An unknown id, a family without its package or a path that does not import fails here."""
+        resolve(env_id)
+        return env_id
 
 
 class CreditConfig(_Frozen):

@@ -12,10 +12,11 @@ from typing import Any
 import torch
 
 from clew import credit as credit_lib
-from clew.envs import HasStateKey
+from clew.envs import Closeable, Env, HasStateKey
 from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
-from clew.eval import EvalResult, eval_tasks, evaluate, summarize
+from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate, summarize
+from clew.eval.diagnose import mean_shares
 from clew.policy import EngineError, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
 from clew.rollout.batch import to_rows
@@ -31,6 +32,7 @@ from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 from clew.types import Group
 
 Reporter = Callable[[str, dict[str, float]], None]
+DIAGNOSIS_ITERATIONS = 3  # the last iterations whose rollouts the end-of-run diagnosis reads
 
 
 @dataclass
@@ -122,7 +124,8 @@ class Trainer:
                 hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
                 intermediate_size=p.intermediate_size, seed=p.init_seed,
             )  # fmt: skip
-            source = build_tiny(self.run_dir / "base", sample_texts(), tiny)
+            texts = sample_texts(env_id=cfg.env.id, env_kwargs=dict(cfg.env.kwargs))
+            source = build_tiny(self.run_dir / "base", texts, tiny)
         policy = HFPolicy.from_pretrained(source)
         if cfg.sft.enabled:
             self._sft(policy)
@@ -142,6 +145,7 @@ class Trainer:
         demo = summarize([e for g in groups for e in g.episodes])
         record = {"sft/rows": len(rows), "sft/loss_first": losses[0], "sft/loss_last": losses[-1]}
         record["sft/demo_success"] = demo.success_rate
+        record["sft/max_action_tokens"] = max((len(ids) for _, ids in rows), default=0)  # stop token included
         self.recorder.log("sft", record)
         policy.model.save_pretrained(self.run_dir / "sft" / "policy")
         policy.tokenizer.save_pretrained(self.run_dir / "sft" / "policy")
@@ -230,8 +234,9 @@ class Trainer:
         tasks = eval_tasks(cfg.env.id, episodes or cfg.eval.episodes, 1, cfg.env.kwargs)
         actor = PolicyActor(self.link.engine, self._sampling(cfg.eval.temperature))
         rollout = cfg.rollout.model_copy(update={"group_size": 1})
-        result, _ = evaluate(actor, tasks, rollout, derive_seed(cfg.seed, "eval"), self.framing)
+        result, groups = evaluate(actor, tasks, rollout, derive_seed(cfg.seed, "eval"), self.framing)
         record = {f"eval/{k}": v for k, v in result.as_dict().items()}
+        record.update({f"eval/ended_{k}": v for k, v in ending_shares([e for g in groups for e in g.episodes]).items()})
         record["rollout/env_steps_total"] = state.env_steps
         self.recorder.log("eval", record, iteration=state.iteration)
         if self.report:
@@ -251,19 +256,54 @@ class Trainer:
         }
         if evals:
             summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
+        summary["diagnosis"] = self._diagnosis()
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
         self.link.engine.close()
         return summary
 
+    def _diagnosis(self) -> str | None:
+        """A budget that ended most episodes of the final evaluation, else of the last iterations' rollouts."""
+        records = read_jsonl(self.run_dir / "metrics.jsonl")
+        budgets = self.cfg.rollout.model_dump(include={"max_new_tokens", "max_turns", "max_prompt_tokens"})
+        demos = [r["sft/max_action_tokens"] for r in records if "sft/max_action_tokens" in r]
+        recent = [r for r in records if r.get("kind") == "iteration"][-DIAGNOSIS_ITERATIONS:]
+        last = recent[-1]["iteration"] if recent else 0
+        evals = [r for r in records if r.get("kind") == "eval" and r["iteration"] >= last][-1:]  # not a stale one
+        for where, found, namespace in (("final evaluation", evals, "eval"), ("last iterations", recent, "rollout")):
+            shares = mean_shares(found, namespace)
+            line = diagnose(shares, budgets, demo_action_tokens=demos[-1] if demos else None)
+            if line:
+                return f"{where}: {line}"
+        return None
+
 
 def check_env_serves(cfg: RunConfig) -> None:
-    """Fail before any work when the estimator needs state keys (GiGPO) and the env has no ``state_key()``.
+    """Fail before any work when the env lacks what the run needs: ``state_key()`` for an estimator
+    that groups by state (GiGPO), ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
 
     (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
     ``credit/outcome_reported``.)"""
-    spec = credit_lib.get(cfg.credit.name)
-    if spec.needs_state_keys and not isinstance(make_env(cfg.env.id, **cfg.env.kwargs), HasStateKey):
-        raise ValueError(
-            f"credit.name={cfg.credit.name} groups turns by environment state, but env {cfg.env.id} has no "
-            "state_key() method; add one or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
-        )
+    env = _probe_env(cfg)
+    try:
+        spec = credit_lib.get(cfg.credit.name)
+        if spec.needs_state_keys and not isinstance(env, HasStateKey):
+            raise ValueError(
+                f"credit.name={cfg.credit.name} groups turns by environment state, but env {cfg.env.id} has no "
+                "state_key() method; add one or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
+            )
+        if cfg.sft.enabled:
+            try:
+                ScriptedActor("expert", noise=cfg.sft.noise).check(env)
+            except ValueError as exc:
+                raise ValueError(f"the SFT warm start (sft.enabled=true) on env {cfg.env.id}: {exc}") from None
+    finally:
+        if isinstance(env, Closeable):
+            env.close()
+
+
+def _probe_env(cfg: RunConfig) -> Env:
+    """One env built from the config, to check its methods; a constructor failure names the config."""
+    try:
+        return make_env(cfg.env.id, **cfg.env.kwargs)
+    except Exception as exc:
+        raise ValueError(f"env.id={cfg.env.id} with env.kwargs={dict(cfg.env.kwargs)} cannot be built: {exc}") from exc

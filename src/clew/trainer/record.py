@@ -10,7 +10,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from clew.eval import summarize
+from clew.eval import ending_shares, summarize
 from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
 from clew.types import Group
 
@@ -97,4 +97,5 @@ def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
         "rollout/truncation_rate": result.truncation_rate,
         "rollout/error_rate": result.error_rate,
         "rollout/env_steps": float(sum(len(e.turns) for e in episodes)),
+        **{f"rollout/ended_{reason}": share for reason, share in ending_shares(episodes).items()},
     }

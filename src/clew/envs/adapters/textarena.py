@@ -1,0 +1,569 @@
+"""textarena/<Game-v0>: TextArena 0.7.4 single-player puzzles and two-player games against an opponent.
+
+Ids: ``textarena/<id>`` for a registered TextArena id (``textarena/TicTacToe-v0``,
+``textarena/ConnectFour-v0``, ``textarena/Mastermind-v0``, ``textarena/TowerOfHanoi-v0``,
+``textarena/LightsOut-v0``, ``textarena/Minesweeper-v0``, ``textarena/Nim-v0``, variants such as
+``Mastermind-v0-hard``). The game runs unwrapped: the adapter formats the messages itself.
+
+Kwargs:
+    opponent: two-player games only: ``"random"`` (default: a random valid move), ``"scripted"``
+        (TicTacToe minimax, ConnectFour win/block/centre, Nim's xor rule), the path of a frozen clew
+        checkpoint or HF model directory (``PolicyOpponent``, greedy), or any ``Opponent`` object.
+    seat: ``"alternate"`` (default: seat ``seed % 2``), ``0`` or ``1``. Seats are a function of the
+        seed, so self-play can later seat a policy copy on the other side without changing ids.
+    error_allowance: ``None`` (default): an invalid move is a recorded step flagged
+        ``info["invalid_action"]``, the game goes on and the player moves again (TextArena's own rule,
+        ``error_allowance=1``, ends the game as a loss at the second invalid move in a row; pass an
+        int to restore it). Minesweeper defaults to 0, since TextArena reports a hit mine as an
+        invalid move: a mine, or a malformed or repeated move, ends the game there.
+    max_steps: the agent's turn budget, invalid moves included (default 100); running out truncates.
+    game_kwargs: constructor kwargs of the TextArena env (e.g. ``{num_disks: 4}``).
+
+Reward: 0 until the end, then TextArena's reward for the agent's seat (two-player: +1 win, 0 draw,
+-1 loss; puzzles: 1 solved, else the fraction completed); ``outcome`` is that reward and
+``info["success"]`` is a win (reward >= 1). The opponent moves inside ``step``: the observation is
+what the agent sees after the opponent replied; an invalid opponent move is retried with random
+valid moves, and after 3 more invalid ones in a row the opponent forfeits (TextArena's rule). A
+move that makes the game itself raise is recorded as invalid (``info["game_error"]``) and not
+played. TextArena seeds the global ``random``; every call
+into it runs under a lock with this env's own ``random``/``numpy`` state swapped in, so envs in
+one process (and their callers) do not disturb each other and replays are exact.
+
+Valid actions: listed for TicTacToe, ConnectFour, Nim, Mastermind (codes not yet tried, up to 5,000),
+TowerOfHanoi, LightsOut and Minesweeper; other games get the moves named in the board text
+("Available Moves: ..."), else an empty list. Expert (``HasExpert``) only where a real one exists:
+TicTacToe (minimax), Nim (xor rule), TowerOfHanoi (optimal moves) and Mastermind (first code
+consistent with all feedback). State key: a hash of the game state and the agent's seat.
+
+Not supported (a ``ValueError`` names the reason): games for 3+ players; Chess, Checkers,
+ReverseTicTacToe, IteratedStagHunt, UltimateTexasHoldem and Klondike (Python 3.12 f-strings, on
+3.11); Wordle, Hangman, WordLadder, SpellingBee, WordSearch, WordChains, Codenames, DontSayIt and
+LetterAuction (NLTK downloads); GuessWho, TwentyQuestions, Debate and ScenarioPlanning (an
+OpenRouter key); ScorableGames, UsedCarNegotiation, CharacterConclave (packaging bugs);
+BabyAiText (old ``gym``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import functools
+import hashlib
+import importlib
+import itertools
+import random
+import re
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, Protocol, runtime_checkable
+
+from clew.envs.base import StepResult, ensure_running
+
+_RNG_LOCK = threading.Lock()
+_GAME_ID = -1  # TextArena's sender id for game messages
+_OPPONENT_RETRIES = 3  # invalid opponent moves in a row before it forfeits (TextArena's rule)
+_MAX_OPPONENT_PLIES = 64
+_MOVE = re.compile(r"\[[^\[\]\n]{1,24}\]")
+
+_NO_311 = "it uses Python 3.12 f-strings and fails to import on Python 3.11"
+_NLTK = "it downloads NLTK data (word lists), which needs the network"
+_OPENROUTER = "it uses an LLM judge through OpenRouter (an API key and the network)"
+_UNSUPPORTED = {
+    **({g: _NO_311 for g in ("Chess", "Checkers", "ReverseTicTacToe", "IteratedStagHunt", "UltimateTexasHoldem",
+                             "Klondike")} if sys.version_info < (3, 12) else {}),
+    **{g: _NLTK for g in ("Wordle", "Hangman", "WordLadder", "SpellingBee", "WordSearch", "WordChains", "Codenames",
+                          "DontSayIt", "LetterAuction")},
+    **{g: _OPENROUTER for g in ("GuessWho", "TwentyQuestions", "Debate", "ScenarioPlanning")},
+    **{g: "its data files are missing from the textarena 0.7.4 wheel" for g in ("ScorableGames", "UsedCarNegotiation")},
+    "CharacterConclave": "its textarena 0.7.4 code does not match the library's API",
+    "BabyAiText": "it needs the old `gym` package",
+}  # fmt: skip
+
+
+# --- opponents -------------------------------------------------------------------------------
+@runtime_checkable
+class Opponent(Protocol):
+    """The other seat of a two-player game: the text it sees in, a move out (``seed`` for its randomness)."""
+
+    def act(self, observation: str, seed: int) -> str: ...
+
+
+def parse_moves(text: str) -> list[str]:
+    """Bracketed moves on the lines of ``text`` that list them ("Available Moves: '[0]', '[4]'")."""
+    lines = [ln for ln in text.splitlines() if re.search(r"(available|valid|legal) moves", ln, re.IGNORECASE)]
+    return list(dict.fromkeys(m for ln in lines for m in _MOVE.findall(ln)))
+
+
+@dataclass
+class RandomOpponent:
+    """A uniformly random valid move: from ``moves()`` when the game lists them, else parsed from the text."""
+
+    moves: Callable[[], list[str]] | None = None
+
+    def act(self, observation: str, seed: int) -> str:
+        options = (self.moves() if self.moves else []) or parse_moves(observation)
+        return random.Random(seed).choice(options) if options else "[0]"
+
+
+@dataclass
+class ScriptedOpponent:
+    """A fixed rule for the game (minimax, xor rule, win/block/centre), read off the game state."""
+
+    rule: Callable[[], str]
+
+    def act(self, observation: str, seed: int) -> str:
+        return self.rule()
+
+
+class PolicyOpponent:
+    """A frozen model (a clew checkpoint or HF model directory) decoding greedily.
+
+    transformers and torch are imported on the first ``act``, so an env that never meets this
+    opponent never imports them. The observation is one user message under the model's chat
+    template (plain text when it has none); the reply is cut at ``max_new_tokens``.
+    """
+
+    def __init__(self, path: str | Path, max_new_tokens: int = 16) -> None:
+        root = Path(path).expanduser()
+        self.path = root / "policy" if (root / "policy" / "config.json").is_file() else root
+        if not (self.path / "config.json").is_file():
+            raise ValueError(f"opponent {str(path)!r} is not a model directory (no config.json or policy/config.json)")
+        self.max_new_tokens = max_new_tokens
+        self._model: Any = None
+        self._tokenizer: Any = None
+
+    def act(self, observation: str, seed: int) -> str:
+        if self._model is None:
+            # Imported by name so that the env layer stays torch-free until this opponent plays.
+            transformers = importlib.import_module("transformers")
+            self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
+            self._model = transformers.AutoModelForCausalLM.from_pretrained(self.path).eval()
+        tok = self._tokenizer
+        text = observation
+        if getattr(tok, "chat_template", None):
+            messages = [{"role": "user", "content": observation}]
+            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
+        torch = importlib.import_module("torch")
+        with torch.no_grad():
+            out = self._model.generate(
+                ids, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tok.eos_token_id
+            )
+        return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
+
+    def close(self) -> None:
+        self._model = self._tokenizer = None
+
+
+# --- per-game knowledge: valid moves, experts, scripted players -------------------------------
+def _ttt_marks(board: list[list[str]]) -> str:
+    return "".join(cell or "." for row in board for cell in row)
+
+
+def _ttt_won(cells: str, mark: str) -> bool:
+    lines = [(0, 1, 2), (3, 4, 5), (6, 7, 8), (0, 3, 6), (1, 4, 7), (2, 5, 8), (0, 4, 8), (2, 4, 6)]
+    return any(all(cells[i] == mark for i in line) for line in lines)
+
+
+@functools.cache
+def _ttt_value(cells: str, me: str, other: str) -> int:
+    """Minimax value for ``me`` to move: +1 win, 0 draw, -1 loss (memoised; 5,478 positions at most)."""
+    free = [i for i, c in enumerate(cells) if c == "."]
+    if not free:
+        return 0
+    best = -1
+    for i in free:
+        nxt = cells[:i] + me + cells[i + 1 :]
+        value = 1 if _ttt_won(nxt, me) else -_ttt_value(nxt, other, me)
+        best = max(best, value)
+        if best == 1:
+            break
+    return best
+
+
+def tictactoe_move(state: dict[str, Any], pid: int) -> str:
+    """Perfect play: a winning move first, else the move with the best minimax value (lowest cell on ties)."""
+    cells = _ttt_marks(state["board"])
+    me, other = ("X", "O") if pid == 1 else ("O", "X")
+    free = [i for i, c in enumerate(cells) if c == "."]
+    scored = []
+    for i in free:
+        nxt = cells[:i] + me + cells[i + 1 :]
+        scored.append((2 if _ttt_won(nxt, me) else -_ttt_value(nxt, other, me), -i))
+    return f"[{-max(scored)[1]}]" if scored else "[0]"
+
+
+def connectfour_move(state: dict[str, Any], pid: int) -> str:
+    """Scripted, not optimal: win now, else block the opponent's win, else the column nearest the centre."""
+    board = state["board"]
+    me, other = ("X", "O") if pid == 0 else ("O", "X")
+    cols = [c for c in range(len(board[0])) if board[0][c] == "."]
+    for mark in (me, other):
+        for c in cols:
+            if _c4_wins(board, c, mark):
+                return f"[col {c}]"
+    centre = (len(board[0]) - 1) / 2
+    return f"[col {min(cols, key=lambda c: (abs(c - centre), c))}]" if cols else "[col 0]"
+
+
+def _c4_wins(board: list[list[str]], col: int, mark: str) -> bool:
+    row = max(r for r in range(len(board)) if board[r][col] == ".")
+    rows, cols = len(board), len(board[0])
+    for dr, dc in ((0, 1), (1, 0), (1, 1), (1, -1)):
+        count = 1
+        for sign in (1, -1):
+            r, c = row + sign * dr, col + sign * dc
+            while 0 <= r < rows and 0 <= c < cols and board[r][c] == mark:
+                count, r, c = count + 1, r + sign * dr, c + sign * dc
+        if count >= 4:
+            return True
+    return False
+
+
+def nim_move(state: dict[str, Any], pid: int) -> str:
+    """Normal-play Nim: leave a zero nim-sum; when that is impossible, take one from the largest pile."""
+    piles = state["piles"]
+    total = 0
+    for p in piles:
+        total ^= p
+    for i, p in enumerate(piles):
+        if total and p ^ total < p:
+            return f"[{i} {p - (p ^ total)}]"
+    i = max(range(len(piles)), key=lambda k: piles[k])
+    return f"[{i} 1]"
+
+
+def hanoi_move(state: dict[str, Any], pid: int) -> str:
+    """The optimal next move to stack every disk on tower C, from any legal position."""
+    where = {disk: peg for peg, disks in state["towers"].items() for disk in disks}
+
+    def first(disk: int, target: str) -> tuple[str, str] | None:
+        if disk == 0:
+            return None
+        src = where[disk]
+        if src == target:
+            return first(disk - 1, target)
+        spare = ({"A", "B", "C"} - {src, target}).pop()
+        return first(disk - 1, spare) or (src, target)
+
+    move = first(max(where), "C") if where else None
+    return f"[{move[0]} {move[1]}]" if move else "[A C]"
+
+
+def hanoi_moves(state: dict[str, Any], pid: int) -> list[str]:
+    towers = state["towers"]
+    return [
+        f"[{a} {b}]"
+        for a, b in itertools.permutations("ABC", 2)
+        if towers[a] and (not towers[b] or towers[b][-1] > towers[a][-1])
+    ]
+
+
+def _mastermind_codes(state: dict[str, Any]) -> Iterator[tuple[int, ...]]:
+    digits, length = range(1, state["num_numbers"] + 1), state["code_length"]
+    if state["duplicate_numbers"]:
+        return itertools.product(digits, repeat=length)
+    return itertools.permutations(digits, length)
+
+
+def _pegs(code: tuple[int, ...], guess: list[int]) -> tuple[int, int]:
+    black = sum(a == b for a, b in zip(code, guess))
+    common = sum(min(code.count(d), guess.count(d)) for d in set(guess))
+    return black, common - black
+
+
+def mastermind_move(state: dict[str, Any], pid: int) -> str:
+    """The first code (in order) consistent with every feedback so far; it wins well within 20 turns."""
+    history = state["history"]
+    for code in _mastermind_codes(state):
+        if all(_pegs(code, h["guess"]) == (h["black"], h["white"]) for h in history):
+            return "[" + " ".join(map(str, code)) + "]"
+    return "[" + " ".join(str(i + 1) for i in range(state["code_length"])) + "]"
+
+
+def mastermind_moves(state: dict[str, Any], pid: int) -> list[str]:
+    tried = {tuple(h["guess"]) for h in state["history"]}
+    codes = list(itertools.islice(_mastermind_codes(state), 5001))
+    return [] if len(codes) > 5000 else ["[" + " ".join(map(str, c)) + "]" for c in codes if c not in tried]
+
+
+def tictactoe_moves(state: dict[str, Any], pid: int) -> list[str]:
+    return [f"[{i}]" for i, c in enumerate(_ttt_marks(state["board"])) if c == "."]
+
+
+def connectfour_moves(state: dict[str, Any], pid: int) -> list[str]:
+    top = state["board"][0]
+    return [f"[col {c}]" for c in range(len(top)) if top[c] == "."]
+
+
+def nim_moves(state: dict[str, Any], pid: int) -> list[str]:
+    return [f"[{i} {q}]" for i, n in enumerate(state["piles"]) for q in range(1, n + 1)]
+
+
+def lightsout_moves(state: dict[str, Any], pid: int) -> list[str]:
+    return [f"[{r} {c}]" for r, row in enumerate(state["grid"]) for c in range(len(row))]
+
+
+def minesweeper_moves(state: dict[str, Any], pid: int) -> list[str]:
+    return [f"[{r} {c}]" for r, row in enumerate(state["revealed"]) for c, shown in enumerate(row) if not shown]
+
+
+@dataclass(frozen=True)
+class GameKit:
+    """What clew knows about a game beyond TextArena: valid moves, an expert, a scripted opponent."""
+
+    moves: Callable[[dict[str, Any], int], list[str]] | None = None
+    expert: Callable[[dict[str, Any], int], str] | None = None
+    scripted: Callable[[dict[str, Any], int], str] | None = None
+    error_allowance: int | None = None  # the game's default when the user gives none (None: unlimited)
+
+
+KITS: dict[str, GameKit] = {
+    "TicTacToe": GameKit(tictactoe_moves, tictactoe_move, tictactoe_move),
+    "ConnectFour": GameKit(connectfour_moves, None, connectfour_move),
+    "Nim": GameKit(nim_moves, nim_move, nim_move),
+    "TowerOfHanoi": GameKit(hanoi_moves, hanoi_move),
+    "Mastermind": GameKit(mastermind_moves, mastermind_move),
+    "LightsOut": GameKit(lightsout_moves),
+    "Minesweeper": GameKit(minesweeper_moves, error_allowance=0),  # a hit mine is an "invalid move"
+}
+
+
+def family(game: str) -> str:
+    """``"Mastermind-v0-hard"`` -> ``"Mastermind"``."""
+    return game.split("-v")[0]
+
+
+# --- the adapter ---------------------------------------------------------------------------------
+class TextArena:
+    """A TextArena game as a clew env; see the module docstring for kwargs and behaviour.
+
+    ``TextArena(game)`` returns a ``TextArenaWithExpert`` for games with a real expert, so that
+    ``isinstance(env, HasExpert)`` holds exactly then.
+    """
+
+    def __new__(cls, game: str, *args: Any, **kwargs: Any) -> TextArena:
+        has_expert = (kit := KITS.get(family(game))) is not None and kit.expert is not None
+        target = TextArenaWithExpert if cls is TextArena and has_expert else cls
+        return object.__new__(target)
+
+    def __init__(
+        self,
+        game: str,
+        opponent: str | Opponent | None = None,
+        seat: Literal["alternate", 0, 1] = "alternate",
+        error_allowance: int | None = None,
+        max_steps: int = 100,
+        game_kwargs: dict[str, Any] | None = None,
+    ) -> None:
+        if seat not in ("alternate", 0, 1):
+            raise ValueError(f"textarena/{game}: seat must be 'alternate', 0 or 1, got {seat!r}")
+        if max_steps < 1:
+            raise ValueError(f"textarena/{game}: max_steps must be >= 1, got {max_steps}")
+        self.game, self.seat, self.max_steps = game, seat, max_steps
+        self.kit = KITS.get(family(game), GameKit())
+        allowance = self.kit.error_allowance if error_allowance is None else error_allowance
+        self._allowance = 10**9 if allowance is None else allowance
+        self._py_state: Any = None
+        self._np_state: Any = None
+        self._ta = _build(game, dict(game_kwargs or {}))
+        self.num_players = self._count_players()
+        self.opponent: Opponent | None = None
+        if self.num_players == 2:
+            self.opponent = self._make_opponent("random" if opponent is None else opponent)
+        elif opponent is not None:
+            raise ValueError(f"textarena/{game} is a single-player game; it takes no opponent")
+        self.agent, self.steps, self._seed, self._plies = 0, 0, 0, 0
+        self._last_board, self._opponent_prompt = "", ""
+        self._finished = True
+
+    # --- contract -------------------------------------------------------------------------
+    def reset(self, seed: int) -> str:
+        self._seed, self._plies, self.steps = seed, 0, 0
+        self.agent = (seed % 2 if self.seat == "alternate" else int(self.seat)) if self.num_players == 2 else 0
+        self._last_board, self._opponent_prompt = "", ""
+        with self._own_rng(fresh_seed=seed):
+            self._ta.reset(num_players=self.num_players, seed=seed)
+        self._finished = False
+        stalled = self.num_players == 2 and self._opponent_moves()
+        if stalled or self._ta.state.done:  # games that cannot start are a bug in the game, not the agent
+            raise RuntimeError(f"textarena/{self.game} ended before the agent's first move (seed {seed})")
+        return self._drain(self.agent)
+
+    def step(self, action: str) -> StepResult:
+        ensure_running(self._finished, "TextArena")
+        self.steps += 1
+        state = self._ta.state
+        errors_before = state.error_count
+        crash = self._play(action, self._allowance)
+        invalid = crash is not None or state.error_count > errors_before or state.game_info[self.agent]["invalid_move"]
+        stalled = self.num_players == 2 and not state.done and self._opponent_moves()
+        info: dict[str, Any] = {"invalid_action": True} if invalid else {}
+        if crash is not None:
+            info["game_error"] = crash
+        text = self._drain(self.agent)
+        if state.done:
+            reward = float((state.rewards or {}).get(self.agent, 0.0))
+            info["success"] = reward >= 1.0
+            self._finished = True
+            reason = state.game_info[self.agent].get("reason") or "The game is over."
+            return StepResult(f"{text}\n{reason}".strip(), reward, True, False, info, outcome=reward)
+        if stalled or self.steps >= self.max_steps:
+            info["success"] = False
+            self._finished = True
+            return StepResult(f"{text}\nOut of turns.".strip(), 0.0, False, True, info, outcome=0.0)
+        return StepResult(text, 0.0, False, False, info)
+
+    def state_key(self) -> str | None:
+        """A hash of the game state and the agent's seat; None when the state's text is not stable."""
+        text = repr(self._ta.state.game_state)
+        if " at 0x" in text:  # an object with an address in its repr would differ on replay
+            return None
+        return hashlib.sha1(f"{self.agent}|{text}".encode()).hexdigest()[:16]
+
+    def valid_actions(self) -> list[str]:
+        if self.kit.moves is not None:
+            return self.kit.moves(self._ta.state.game_state, self.agent)
+        return parse_moves(self._last_board)
+
+    def close(self) -> None:
+        if isinstance(self.opponent, PolicyOpponent):
+            self.opponent.close()
+        self._finished = True
+
+    # --- mechanics ------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _own_rng(self, fresh_seed: int | None = None) -> Iterator[None]:
+        """Run TextArena with this env's ``random`` (and numpy) state; the caller's state is restored."""
+        with _RNG_LOCK:
+            np = sys.modules.get("numpy")
+            saved, np_saved = random.getstate(), (np.random.get_state() if np else None)
+            try:
+                if fresh_seed is not None:
+                    random.seed(fresh_seed)
+                    if np:
+                        np.random.seed(fresh_seed % 2**32)
+                else:
+                    random.setstate(self._py_state)
+                    if np and self._np_state is not None:
+                        np.random.set_state(self._np_state)
+                yield
+            finally:
+                self._py_state = random.getstate()
+                self._np_state = np.random.get_state() if np else None
+                random.setstate(saved)
+                if np:
+                    np.random.set_state(np_saved)
+
+    def _count_players(self) -> int:
+        errors = []
+        for n in (1, 2):
+            try:
+                with self._own_rng(fresh_seed=0):
+                    self._ta.reset(num_players=n, seed=0)
+                return n
+            except Exception as exc:  # TextArena asserts the player count; other errors name the cause
+                errors.append(f"{type(exc).__name__}: {str(exc)[:160]}")
+        raise ValueError(
+            f"textarena/{self.game} cannot start with 1 or 2 players (clew plays single-player puzzles and "
+            f"two-player games): {'; '.join(errors)}"
+        )
+
+    def _make_opponent(self, spec: str | Opponent) -> Opponent:
+        if not isinstance(spec, str):
+            if not isinstance(spec, Opponent):
+                raise ValueError(f"opponent must be a string or have act(observation, seed); got {type(spec).__name__}")
+            return spec
+        if spec == "random":
+            return RandomOpponent(self._opponent_moves_list if self.kit.moves else None)
+        if spec == "scripted":
+            if self.kit.scripted is None:
+                games = ", ".join(sorted(g for g, k in KITS.items() if k.scripted))
+                raise ValueError(f"textarena/{self.game} has no scripted opponent; scripted ones exist for {games}")
+            rule = self.kit.scripted
+            return ScriptedOpponent(lambda: rule(self._ta.state.game_state, self._ta.state.current_player_id))
+        if Path(spec).expanduser().exists():
+            return PolicyOpponent(spec)
+        raise ValueError(f"opponent must be 'random', 'scripted' or a model directory; {spec!r} is none of these")
+
+    def _opponent_moves_list(self) -> list[str]:
+        assert self.kit.moves is not None
+        return self.kit.moves(self._ta.state.game_state, self._ta.state.current_player_id)
+
+    def _opponent_moves(self) -> bool:
+        """Let the opponent play until it is the agent's turn or the game ends; True if it stalled."""
+        assert self.opponent is not None
+        fallback = RandomOpponent(self._opponent_moves_list if self.kit.moves else None)
+        for _ in range(_MAX_OPPONENT_PLIES):
+            state = self._ta.state
+            if state.done or state.current_player_id == self.agent:
+                return False
+            seen = self._drain(state.current_player_id, opponent=True)
+            player = self.opponent if state.error_count == 0 else fallback  # retries are random valid moves
+            action = player.act(seen, self._seed * 1_000_003 + self._plies)
+            self._plies += 1
+            self._play(action, _OPPONENT_RETRIES)
+        return True
+
+    def _play(self, action: str, allowance: int) -> str | None:
+        """One move by the current player; a game that crashes on the text leaves the move unplayed.
+
+        Returns None, or the error (``"ValueError: ..."``): TextArena games parse free text and a
+        few raise on odd input, which is the move's fault, so it is recorded like an invalid move.
+        """
+        with self._own_rng():
+            self._ta.state.error_allowance = allowance
+            try:
+                self._ta.step(action)
+            except Exception as exc:
+                return f"{type(exc).__name__}: {str(exc)[:160]}"
+        return None
+
+    def _drain(self, pid: int, opponent: bool = False) -> str:
+        """Text of the messages queued for ``pid`` since its last turn (its own move echo left out)."""
+        state = self._ta.state
+        messages, state.observations[pid] = state.observations[pid], []
+        boards = [i for i, (_, _, kind) in enumerate(messages) if kind.name == "GAME_BOARD"]
+        lines = []
+        for i, (sender, text, kind) in enumerate(messages):
+            own_move = kind.name == "PLAYER_ACTION" and sender in (pid, _GAME_ID)  # single-player echoes as GAME
+            if own_move or (kind.name == "GAME_BOARD" and i != boards[-1]):
+                continue
+            if kind.name == "PROMPT" and opponent:
+                self._opponent_prompt = str(text).strip()
+                continue
+            lines.append(str(text).strip() if sender == _GAME_ID else f"Player {sender}: {str(text).strip()}")
+        if boards and not opponent:
+            self._last_board = str(messages[boards[-1]][1])
+        body = "\n".join(line for line in lines if line)
+        return f"{self._opponent_prompt}\n\n{body}".strip() if opponent else body
+
+
+class TextArenaWithExpert(TextArena):
+    """A game with a real expert (minimax, xor rule, optimal Hanoi, consistent-code Mastermind)."""
+
+    def expert_action(self) -> str:
+        assert self.kit.expert is not None
+        return self.kit.expert(self._ta.state.game_state, self.agent)
+
+
+def _build(game: str, game_kwargs: dict[str, Any]) -> Any:
+    """The unwrapped TextArena env for ``game``; unsupported or unknown ids raise ``ValueError``."""
+    if family(game) in _UNSUPPORTED:
+        raise ValueError(f"textarena/{game} is not supported: {_UNSUPPORTED[family(game)]}")
+    textarena = importlib.import_module("textarena")
+    known = textarena.envs.registration.ENV_REGISTRY
+    if game not in known:
+        close = difflib.get_close_matches(game, list(known), n=3)
+        hint = f"; did you mean {', '.join(close)}?" if close else ""
+        raise ValueError(f"unknown TextArena id {game!r}{hint}")
+    try:
+        env = textarena.make(game, **game_kwargs)
+    except Exception as exc:  # import errors of broken games, bad kwargs
+        raise ValueError(f"textarena/{game} cannot be built: {type(exc).__name__}: {str(exc)[:200]}") from exc
+    while isinstance(env, textarena.Wrapper):
+        env = env.env
+    return env

@@ -1,0 +1,99 @@
+"""What ``clew train`` tells a user whose env or budgets do not fit: before any work, or at the end in one line."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from rich.console import Console
+from transformers import AutoTokenizer
+
+from clew import cli
+from clew.trainer import Trainer
+from clew.trainer.config import RunConfig, load_config
+
+Make = Callable[..., RunConfig]
+ENVS = "tests.contract_envs"
+
+
+@pytest.fixture(autouse=True)
+def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "console", Console(width=400))
+
+
+def _yaml(path: Path, tiny_dir: Path) -> Path:
+    path.write_text(
+        f"policy: {{model: {tiny_dir}}}\niterations: 1\ntasks_per_iteration: 2\n"
+        "env: {id: keydoor-v0, kwargs: {width: 3, height: 3, max_steps: 5}}\n"
+        "rollout: {group_size: 2, max_turns: 4, max_new_tokens: 3, context: window}\n"
+        "train: {minibatch_rows: 16, microbatch_rows: 8}\n"
+        "eval: {every: 0, at_start: false, episodes: 4}\n"
+    )
+    return path
+
+
+def test_an_unknown_env_id_fails_in_load_config_naming_env_id(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Was an ``IndexError`` inside SFT."""
+    with pytest.raises(ValueError, match=r"env\.id: .*unknown env 'keydor-v0'; did you mean keydoor-v0\?"):
+        load_config(None, ["env.id=keydor-v0"])
+    argv = ["train", str(_yaml(tmp_path / "c.yaml", tiny_dir)), "env.id=nosuch-v0", "sft.enabled=true"]
+    assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
+    out = capsys.readouterr().out
+    assert "env.id: " in out and "unknown env 'nosuch-v0'" in out and "Traceback" not in out
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_model_that_does_not_load_is_one_line_from_an_override(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["train", str(_yaml(tmp_path / "c.yaml", tiny_dir)), "policy.model=/nonexistent", "--out", str(tmp_path)]
+    assert cli.main(argv) == 3
+    out = capsys.readouterr().out
+    assert "cannot load model /nonexistent" in out and "Traceback" not in out
+
+
+@pytest.mark.parametrize(
+    ("env", "overrides", "message"),
+    [
+        ("Counter", ["sft.enabled=true"], r"sft\.enabled=true.*expert_action\(\), which Counter does not have"),
+        ("ExpertOnly", ["sft.enabled=true", "sft.noise=0.1"], r"noise=0\.1\) need valid_actions\(\).*sft\.noise=0"),
+        ("Counter", ["credit.name=gigpo"], r"credit\.name=gigpo groups turns by environment state"),
+    ],
+)
+def test_an_env_without_what_the_run_needs_fails_before_any_work(
+    env: str, overrides: list[str], message: str, tiny_cfg: Make, tmp_path: Path
+) -> None:
+    cfg = tiny_cfg(f"env.id={ENVS}:{env}", *overrides)
+    with pytest.raises(ValueError, match=message):
+        Trainer(cfg, tmp_path / "run").fit()
+    assert not (tmp_path / "run").exists()  # no tokenizer, no model, no metrics
+
+
+def test_the_tiny_tokenizer_learns_the_configured_envs_words(tmp_path: Path) -> None:
+    """``toggle 3`` cost 7 tokens of a tokenizer trained on the built-in envs only (see test_env_contract)."""
+    tiny = ["policy.hidden_size=16", "policy.num_layers=1", "policy.num_heads=2", "policy.intermediate_size=16"]
+    cfg = load_config(
+        None, [f"env.id={ENVS}:Lights", *tiny, "iterations=0", "eval.at_start=false", "eval.at_end=false"]
+    )
+    Trainer(cfg, tmp_path).fit()
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "base")
+    assert len(tokenizer.encode("toggle 3", add_special_tokens=False)) <= 2
+
+
+def test_train_ends_with_a_diagnosis_when_a_budget_ended_the_episodes(
+    tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With max_new_tokens=1 no action fits: every episode ends at the budget, and the SFT demos say by how much."""
+    overrides = ["rollout.max_new_tokens=1", "sft.enabled=true", "sft.episodes=4", "sft.epochs=1"]
+    argv = ["train", str(_yaml(tmp_path / "c.yaml", tiny_dir)), *overrides, "--out", str(tmp_path / "run")]
+    assert cli.main(argv) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    diagnosis = json.loads((tmp_path / "run" / "summary.json").read_text())["diagnosis"]
+    assert diagnosis.startswith(
+        "final evaluation: 100 % of episodes ended at max_new_tokens=1 — raise rollout.max_new_tokens"
+    )
+    assert "; the expert's longest action takes " in diagnosis and diagnosis in out
