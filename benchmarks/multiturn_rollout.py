@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import busy_cores, describe, wait_for_quiet
+from machine import describe, wait_for_quiet
+from throughput import cpu_seconds, other_load
 
 GROUP, NEW_TOKENS, MAX_PROMPT, KV_CACHE_GIB = 8, 4, 8192, 2.0
 ENV_ID, ENV_KWARGS = "keydoor-v0", {"width": 30, "height": 30, "max_steps": 200}
@@ -145,13 +146,15 @@ def measure(name: str, model_dir: Path, quick: bool) -> dict[str, Any] | None:
     wait_for_quiet()
     cmd = [sys.executable, __file__, "--child", name, "--model", str(model_dir)] + (["--quick"] if quick else [])
     env = {**os.environ, "TOKENIZERS_PARALLELISM": "false"}
+    before = cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    load = other_load(before, cpu_seconds())
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         print(f"[{name} failed]\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
     result: dict[str, Any] = json.loads(lines[-1][7:])
-    result["other_load_cores"] = busy_cores(0.5)
+    result["load_during"] = load
     return result
 
 
@@ -175,7 +178,7 @@ def table(results: dict[str, dict[str, Any] | None], report: tuple[int, ...]) ->
             f"- {name}: latency t{report[-1]} / t{report[0]} = {last[0] / first[0]:.1f}x; start-up "
             f"{r['startup_s']:.1f} s; every episode ran >= {r['min_turns']} turns "
             f"(ended by {', '.join(r['endings'])}); "
-            f"other processes' load after the run {r['other_load_cores']:.2f} cores"
+            f"other processes used {r['load_during']:.2f} cores meanwhile"
         )
 
 

@@ -20,7 +20,9 @@ Two tables per model:
    what TRL does on CPU, ``model.generate(do_sample=True)`` on one left-padded batch.
 
 Every (engine, repetition) runs in its own subprocess, alternating engines, so peak RSS is per engine,
-neither warms the other's caches and vLLM's thread binding stays in its child. Without TRL (the
+neither warms the other's caches and vLLM's thread binding stays in its child. "other load" is the mean
+number of cores other processes used while a child ran (the max over its repetitions): on this 2-core
+machine even ~1 core of other load slows a 2-thread child several-fold, HF ``generate`` most. Without TRL (the
 ``[bench]`` extra) or vLLM (the ``[vllm]`` extra) their rows are skipped with a note.
 ``--quick``: the tiny model only, 3 steps, 1 repetition, no ``compile=True`` row.
 """
@@ -266,14 +268,31 @@ def measure(kind: str, model_dir: Path, steps: int) -> dict[str, float] | None:
     """Run one child after waiting for a quiet machine; ``None`` (and its stderr) when it fails."""
     wait_for_quiet()
     cmd = [sys.executable, __file__, "--child", kind, "--model", str(model_dir), "--steps", str(steps)]
+    before = cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    after = cpu_seconds()
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
         print(f"[{kind} failed]\n{out.stderr[-2000:]}", file=sys.stderr)
         return None
     result: dict[str, float] = json.loads(lines[-1][7:])
+    result["load_during"] = other_load(before, after)
     result["other_load_cores"] = busy_cores(0.5)
     return result
+
+
+def other_load(before: tuple[float, float, float], after: tuple[float, float, float]) -> float:
+    """Mean cores used by other processes between two ``cpu_seconds()`` readings."""
+    return max(0.0, (after[0] - before[0] - (after[1] - before[1])) / (after[2] - before[2]))
+
+
+def cpu_seconds() -> tuple[float, float, float]:
+    """(CPU seconds used machine-wide, by this process and its children, wall seconds), to subtract."""
+    with open("/proc/stat") as handle:
+        ticks = [float(x) for x in handle.readline().split()[1:]]
+    t = os.times()
+    own = t.user + t.system + t.children_user + t.children_system
+    return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own, time.monotonic()
 
 
 def _env() -> dict[str, str]:
@@ -290,12 +309,12 @@ def available(module: str) -> bool:
 
 def rl_table(results: dict[str, list[dict[str, float]]]) -> dict[str, float]:
     """Print the RL-step table; return completions/s per engine."""
-    print("| engine | completions/s | generated tokens/s | step time | rollout share | peak RSS |")
-    print("|---|---|---|---|---|---|")
+    print("| engine | completions/s | generated tokens/s | step time | rollout share | peak RSS | other load |")
+    print("|---|---|---|---|---|---|---|")
     rates = {}
     for kind, runs in results.items():
         if not runs:
-            print(f"| {RL_ENGINES[kind]} | failed | | | | |")
+            print(f"| {RL_ENGINES[kind]} | failed | | | | | |")
             continue
         step = statistics.median(r["step_s"] for r in runs)
         tokens = statistics.fmean(r["mean_completion_tokens"] for r in runs)
@@ -304,21 +323,21 @@ def rl_table(results: dict[str, list[dict[str, float]]]) -> dict[str, float]:
         rates[kind] = PER_STEP / step
         print(
             f"| {RL_ENGINES[kind]} | {rates[kind]:.1f} | {PER_STEP * tokens / step:,.0f} | {step:.3f} s "
-            f"| {share} | {rss:,.0f} MB |"
+            f"| {share} | {rss:,.0f} MB | {max(r['load_during'] for r in runs):.2f} |"
         )
     return rates
 
 
 def gen_table(results: dict[str, dict[str, float] | None]) -> None:
-    print("| engine | tokens/s | tokens per completion | peak RSS |")
-    print("|---|---|---|---|")
+    print("| engine | tokens/s | tokens per completion | peak RSS | other load |")
+    print("|---|---|---|---|---|")
     for kind, r in results.items():
         if r is None:
-            print(f"| {GEN_ENGINES[kind]} | failed | | |")
+            print(f"| {GEN_ENGINES[kind]} | failed | | | |")
             continue
         print(
             f"| {GEN_ENGINES[kind]} | {r['tokens_per_s']:,.0f} | {r['tokens_per_completion']:.1f} "
-            f"| {r['peak_rss_mb']:,.0f} MB |"
+            f"| {r['peak_rss_mb']:,.0f} MB | {r['load_during']:.2f} |"
         )
 
 

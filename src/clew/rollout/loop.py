@@ -18,6 +18,7 @@ An env exception or step timeout ends that episode with ``error`` set; the other
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import time
 from collections.abc import Callable, Sequence
@@ -26,7 +27,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from clew.envs import Env, HasStateKey, StepResult, make
+from clew.envs import Closeable, Env, HasStateKey, StepResult, make
+from clew.envs.pool import make_pooled
 from clew.policy.base import Completion
 from clew.rollout.actors import UNBOUNDED_MODEL_LEN, Actor
 from clew.rollout.context import ContextStrategy, Framing, History, make_context
@@ -48,6 +50,11 @@ class RolloutConfig(BaseModel):
     window_turns: int = Field(0, ge=0, description="exchanges kept by the 'window' context")
     env_step_timeout_s: float | None = Field(None, gt=0, description="per-step env timeout (None: none)")
     env_workers: int = Field(4, ge=1, description="threads that step envs")
+    env_processes: bool = Field(
+        False,
+        description="run each episode's env in its own worker process (JVM, slow or crash-prone envs): a crashed or "
+        "hung worker is killed and its episode recorded as an error, left out of group baselines",
+    )
     batch_window_s: float | None = Field(
         None,
         ge=0,
@@ -113,25 +120,39 @@ def collect(
     still running.
     """
     groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
-    started = [_start(t, g, m, framing) for t, g in zip(tasks, groups) for m in range(cfg.group_size)]
+    started = [_start(t, g, m, cfg) for t, g in zip(tasks, groups) for m in range(cfg.group_size)]
     live = [x for _, x in started if x is not None]
-    _Scheduler(actor, live, cfg, framing, seed, on_turn).run()
+    try:
+        _Scheduler(actor, live, cfg, framing, seed, on_turn).run()
+    finally:
+        for item in live:
+            _release(item.env)
     by_id = {g.group_id: g for g in groups}
     for episode, _ in started:
         by_id[episode.group_id].episodes.append(episode)
     return groups
 
 
-def _start(task: Task, group: Group, member: int, framing: Framing | None) -> tuple[Episode, _Live | None]:
+def _start(task: Task, group: Group, member: int, cfg: RolloutConfig) -> tuple[Episode, _Live | None]:
     episode = Episode(task.task_id, group.group_id, task.seed)
     try:
-        env = make(task.env_id, **task.env_kwargs)
+        if cfg.env_processes:
+            env: Env = make_pooled(task.env_id, timeout_s=cfg.env_step_timeout_s or 60.0, **task.env_kwargs)
+        else:
+            env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
     except Exception as exc:  # a broken env is recorded, not raised through the loop
         episode.error, episode.truncated, episode.truncation_reason = repr(exc), True, "error"
         return episode, None
     episode.first_observation = first
     return episode, _Live(episode, env, History([first]), member)
+
+
+def _release(env: Env) -> None:
+    """Close an env that holds resources (a JVM, a worker process); a failing close is not the episode's problem."""
+    if isinstance(env, Closeable):
+        with contextlib.suppress(Exception):  # best effort: the episode is already recorded
+            env.close()
 
 
 class _Scheduler:
