@@ -13,11 +13,13 @@ A random model almost never samples the end token within 4 tokens, and ``collect
 whose action hit ``max_new_tokens``; the timing wrapper therefore reports every completion as
 stopped (the sampled ids are unchanged) so that every episode runs all its turns.
 
-Measured per engine: wall time of ``collect`` (engine start-up and one warm-up call of 8 unrelated
-prompts excluded, printed separately),
-generated tokens/s, and the per-turn latency of a request at turns 1, 10 and 40 (the time from
-``submit`` to its completion coming back from ``poll``, averaged over the requests of that turn)
-with the mean prompt length there. ``--quick``: 8 episodes x 10 turns, turns 1, 5 and 10.
+Measured per engine: wall time of ``collect`` (engine start-up and one warm-up call on 8 unrelated
+prompts excluded, printed separately), generated tokens/s, and the per-turn latency of a request at
+turns 1, 10 and 40 (the time from ``submit`` to its completion coming back from ``poll``, averaged over
+the requests of that turn) with the mean prompt length there, and the mean number of cores other
+processes used meanwhile. The hf engine decodes all 64 episodes as one left-padded batch: at turn 40
+that is a ~3,700-token prefill per row (~0.5 s and ~110 MB a row here), so its run takes ~10 minutes
+and peaks near 8 GB. ``--quick``: 8 episodes x 10 turns, turns 1, 5 and 10.
 """
 
 from __future__ import annotations

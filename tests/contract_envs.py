@@ -69,3 +69,20 @@ class Lights:
         off = not any(self.on)
         self.done = off or self.turn >= 12
         return StepResult(self._observation(), float(off), off, self.done and not off, {"success": off})
+
+
+class Flaky(Counter):
+    """Counts to three, but its step raises in episodes with an odd seed (``always``: in every episode)."""
+
+    def __init__(self, always: bool = False, **kw: object) -> None:
+        super().__init__(**kw)
+        self.always, self.seed = always, 0
+
+    def reset(self, seed: int) -> str:
+        self.seed = seed
+        return super().reset(seed)
+
+    def step(self, action: str) -> StepResult:
+        if self.always or self.seed % 2:
+            raise RuntimeError("simulator crashed")
+        return super().step(action)

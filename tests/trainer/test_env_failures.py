@@ -97,3 +97,29 @@ def test_train_ends_with_a_diagnosis_when_a_budget_ended_the_episodes(
         "final evaluation: 100 % of episodes ended at max_new_tokens=1 — raise rollout.max_new_tokens"
     )
     assert "; the expert's longest action takes " in diagnosis and diagnosis in out
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_env_failures_stay_out_of_credit_and_baselines(
+    always: bool, tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Errored episodes are recorded (``rollout/error_rate``) but never trained on or averaged into a baseline;
+    an iteration where every episode failed trains on nothing and the run goes on."""
+    import pyarrow.parquet as pq
+
+    from clew.trainer.learner import Learner
+
+    batches: list[int] = []
+    real = Learner.update
+    monkeypatch.setattr(Learner, "update", lambda self, rows, seed: batches.append(len(rows)) or real(self, rows, seed))
+    kwargs = "{always: true}" if always else "{}"
+    cfg = tiny_cfg(f"env.id={ENVS}:Flaky", f"env.kwargs={kwargs}", "tasks_per_iteration=6", "eval.every=0")
+    Trainer(cfg, tmp_path / "run").fit()
+    records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    iterations = [r for r in records if r["kind"] == "iteration"]
+    assert len(iterations) == 2 and all(r["rollout/error_rate"] > 0 for r in iterations)
+    for path in sorted((tmp_path / "run" / "trajectories").glob("*.parquet")):
+        table = pq.read_table(path)
+        assert table.num_rows == 0 or all(seed % 2 == 0 for seed in table.column("seed").to_pylist())
+    if always:
+        assert batches == [0, 0]

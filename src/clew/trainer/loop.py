@@ -27,7 +27,7 @@ from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.learner import Learner, sft
 from clew.trainer.record import Recorder, rollout_metrics
-from clew.trainer.select import cap_rows, drop_zero_variance, shape
+from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 from clew.types import Group
 
@@ -168,6 +168,7 @@ class Trainer:
             groups = self._collect(tasks, derive_seed(cfg.seed, it, round_), len(kept), it)
             shape(groups, cfg.shaping)
             collected += groups
+            groups = drop_env_errors(groups)  # env failures are not policy samples: out of credit and baselines
             kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
             if len(kept) >= cfg.tasks_per_iteration:
                 break

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Sequence
 
@@ -23,6 +24,18 @@ def shape(groups: Sequence[Group], cfg: ShapingConfig) -> None:
                 turn.penalty = cfg.invalid_action_penalty if turn.info.get("invalid_action") else 0.0
             if episode.truncation_reason == "max_new_tokens" and episode.turns:
                 episode.turns[-1].penalty += cfg.overlong_penalty
+
+
+def drop_env_errors(groups: Sequence[Group]) -> list[Group]:
+    """Leave out episodes the env failed (an exception, a timeout, a crashed worker): they are not samples of
+    the policy, so they join neither credit nor the group baselines (a group left empty is dropped). They stay
+    in the rollout metrics (``rollout/error_rate``)."""
+    out = []
+    for group in groups:
+        kept = [e for e in group.episodes if e.error is None]
+        if kept:
+            out.append(dataclasses.replace(group, episodes=kept))
+    return out
 
 
 def has_signal(group: Group) -> bool:
