@@ -195,6 +195,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--child")
     parser.add_argument("--model")
+    parser.add_argument("--engines", nargs="*", choices=["hf", "vllm"], help="measure only these engines")
     args = parser.parse_args()
     size = QUICK if args.quick else FULL
     if args.child:
@@ -205,11 +206,12 @@ def main() -> None:
         print("RESULT " + json.dumps(result))
         return
     engines = ["hf", "vllm"] if vllm_installed() else ["hf"]
+    engines = [e for e in engines if e in (args.engines or engines)]
     print(
         f"machine: {describe()}; {size.episodes} episodes x {size.turns} turns, {ENV_ID} {ENV_KWARGS}, "
         f"context=full, {NEW_TOKENS} new tokens a turn, tiny model"
     )
-    if len(engines) == 1:
+    if not vllm_installed():
         print("- vLLM is not installed (`pip install -e '.[vllm]'`): its row is skipped.")
     from transformers.utils import logging as hf_logging
 
