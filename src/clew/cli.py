@@ -1,4 +1,4 @@
-"""The ``clew`` command line: envs, check-env, eval, sft, train, demo."""
+"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, models."""
 
 from __future__ import annotations
 
@@ -216,6 +216,29 @@ def _print_summary(summary: dict[str, Any]) -> None:
     console.print(table)
 
 
+def cmd_models(args: argparse.Namespace) -> int:
+    from clew.policy.models import available, cached
+
+    table = Table(title="registered models")
+    table.add_column("name", no_wrap=True)
+    table.add_column("description", overflow="fold")
+    table.add_column("license", no_wrap=True)
+    table.add_column("cached", overflow="fold")
+    for name, spec in available().items():
+        path = cached(name)
+        table.add_row(name, escape(spec.description), spec.license, escape(str(path)) if path else "no")
+    console.print(table)
+    console.print("build one: clew models get NAME [--out DIR]; use it as policy.model=NAME or --policy NAME")
+    return 0
+
+
+def cmd_models_get(args: argparse.Namespace) -> int:
+    from clew.policy.models import materialize
+
+    print(materialize(args.name, Path(args.out) if args.out else None))  # the last line is the path, unwrapped
+    return 0
+
+
 def cmd_plot(args: argparse.Namespace) -> int:
     from clew.viz.plots import plot_run
 
@@ -246,6 +269,14 @@ def build_parser() -> argparse.ArgumentParser:
     sft.add_argument("overrides", nargs="*")
     sft.add_argument("--out")
     sft.set_defaults(fn=cmd_train, resume=None, sft_only=True)
+    models = sub.add_parser("models", help="list registered models; `models get NAME` builds one offline")
+    models.set_defaults(fn=cmd_models)
+    get = models.add_subparsers(dest="models_command").add_parser("get", help="materialise a model, print its path")
+    get.add_argument("name", help="a registered model name (see `clew models`)")
+    get.add_argument(
+        "--out", help="folder to build into (default: $CLEW_CACHE/models/NAME, else ~/.cache/clew/models/NAME)"
+    )
+    get.set_defaults(fn=cmd_models_get)
     pl = sub.add_parser("plot", help="write curves.png for a run directory")
     pl.add_argument("run")
     pl.set_defaults(fn=cmd_plot)

@@ -18,6 +18,7 @@ from transformers.utils import logging as hf_logging
 
 from clew.policy.base import Completion, EngineError, SamplingParams
 from clew.policy.chat import ChatFormat
+from clew.policy.models import resolve_model
 from clew.tensors import left_pad, pack_rows, positions
 
 
@@ -50,6 +51,7 @@ class HFPolicy:
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, dtype: torch.dtype = torch.float32) -> HFPolicy:
         """Load model and tokenizer; a model that fails to load is one ``EngineError`` naming path and reason."""
+        name_or_path = resolve_model(str(name_or_path))
         hf_logging.disable_progress_bar()
         hf_logging.set_verbosity_error()
         try:

@@ -42,6 +42,7 @@ except RuntimeError as exc:  # e.g. a torchvision build that does not load again
     ) from None
 
 from clew.policy.base import Completion, EngineError, SamplingParams
+from clew.policy.models import resolve_model
 
 _TIED = ("model.embed_tokens.weight", "lm_head.weight")
 
@@ -61,6 +62,7 @@ class VLLMEngine:
     ) -> None:
         if not isinstance(model, str | Path):
             raise ValueError("the vllm engine loads a model directory (or HF name), not a model object")
+        model = resolve_model(str(model))  # a registered name (clew models) -> its materialised folder
         self.max_model_len = max_model_len or _max_positions(model)
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
         try:

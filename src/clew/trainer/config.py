@@ -25,15 +25,46 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+TINY_LINEAR = ("down_proj", "gate_proj", "k_proj", "lm_head", "o_proj", "q_proj", "up_proj", "v_proj")
+
+
+class LoraConfig(_Frozen):
+    """LoRA adapters through peft (arXiv 2106.09685): only they are trained; the base is the KL reference."""
+
+    r: int = Field(8, ge=1, description="adapter rank")
+    alpha: int = Field(16, ge=1, description="scale numerator: the delta is (alpha / r) * B @ A")
+    dropout: float = Field(0.0, ge=0, lt=1, description="dropout on the adapter's input")
+    target_modules: tuple[str, ...] | Literal["all-linear"] = Field(
+        ("q_proj", "k_proj", "v_proj", "o_proj"),
+        description="leaf names of the linear layers to adapt (checked against the model), or 'all-linear'",
+    )
+
+
 class PolicyConfig(_Frozen):
     """Which model to train."""
 
-    model: str = Field("tiny", description="'tiny' (built offline) or an HF model name/path")
+    model: str = Field(
+        "tiny", description="'tiny' (built offline), a registered model name (`clew models`) or an HF model name/path"
+    )
     hidden_size: int = Field(128, ge=8, description="tiny model width")
     num_layers: int = Field(4, ge=1, description="tiny model depth")
     num_heads: int = Field(4, ge=1, description="tiny model attention heads")
     intermediate_size: int = Field(384, ge=8, description="tiny model MLP width")
     init_seed: int = Field(0, description="tiny model initialisation seed")
+    lora: LoraConfig | None = Field(None, description="train LoRA adapters instead of every weight (None: full)")
+
+    @model_validator(mode="after")
+    def _tiny_targets(self) -> PolicyConfig:
+        """The tiny model's layers are known here; other models are checked when they load."""
+        targets = self.lora.target_modules if self.lora else "all-linear"
+        if self.model == "tiny" and targets != "all-linear":
+            unknown = [t for t in targets if t not in TINY_LINEAR]
+            if unknown or "lm_head" in targets:
+                raise ValueError(
+                    f"policy.lora.target_modules: {unknown or ['lm_head']} cannot be adapted on the tiny model "
+                    f"(lm_head is tied to the embeddings); allowed: {[t for t in TINY_LINEAR if t != 'lm_head']}"
+                )
+        return self
 
 
 class EnvConfig(_Frozen):
@@ -81,7 +112,7 @@ class ObjectiveConfig(_Frozen):
         None,
         gt=0,
         description="truncated IS cap for rollout/trainer mismatch (None: off; 2.0 unless set when rollout.engine "
-        "is not hf)",
+        "is not hf or train.dtype is bfloat16)",
     )
 
     @model_validator(mode="after")
@@ -125,6 +156,12 @@ class TrainConfig(_Frozen):
     )
     guard_probe_rows: int = Field(8, ge=1, description="rows held back to probe each step (at most a quarter)")
     guard_backtracks: int = Field(3, ge=0, description="learning-rate halvings tried before a step is rejected")
+    dtype: Literal["float32", "bfloat16"] = Field(
+        "float32",
+        description="learner compute: bfloat16 runs forward/backward under CPU/CUDA autocast with float32 master "
+        "weights and optimizer state (benchmarks/README.md, Memory, says why); rollouts stay float32",
+    )
+    gradient_checkpointing: bool = Field(False, description="recompute activations in backward (less memory)")
 
 
 class SFTConfig(_Frozen):
@@ -172,11 +209,14 @@ class RunConfig(_Frozen):
     @model_validator(mode="before")
     @classmethod
     def _tis_with_foreign_engine(cls, data: Any) -> Any:
-        """TIS (cap 2.0, verl's default) is on unless set whenever the engine is not the learner's own model."""
+        """TIS (cap 2.0, verl's default) is on unless set whenever rollouts and learner compute differently:
+        another engine, or a bfloat16 learner under float32 rollouts."""
         if not isinstance(data, dict):
             return data
         rollout, objective = data.get("rollout") or {}, data.get("objective") or {}
+        train = data.get("train") or {}
         foreign = isinstance(rollout, dict) and rollout.get("engine", "hf") != "hf"
+        foreign |= isinstance(train, dict) and train.get("dtype", "float32") != "float32"
         if foreign and isinstance(objective, dict) and "tis_cap" not in objective:
             return {**data, "objective": {**objective, "tis_cap": DEFAULT_TIS_CAP}}
         return data

@@ -24,6 +24,7 @@ from typing import Any
 import torch
 
 from clew.policy.hf import token_logprobs
+from clew.policy.lora import trainable
 from clew.tensors import TokenRow, pack_batch
 
 
@@ -62,8 +63,8 @@ class StepGuard:
         return logp
 
     def snapshot(self, optimizer: torch.optim.Optimizer) -> None:
-        """Copy the parameters and the optimizer state (call right before ``optimizer.step()``)."""
-        params = [p.detach().clone() for p in self.model.parameters()]
+        """Copy the trained parameters and the optimizer state (call right before ``optimizer.step()``)."""
+        params = [p.detach().clone() for p in trainable(self.model)]
         self._saved = (params, copy.deepcopy(optimizer.state_dict()))
 
     def check(self, optimizer: torch.optim.Optimizer) -> tuple[bool, float]:
@@ -76,7 +77,7 @@ class StepGuard:
         assert self._saved is not None, "snapshot() must precede check()"
         params, state = self._saved
         with torch.no_grad():
-            for p, saved in zip(self.model.parameters(), params):
+            for p, saved in zip(trainable(self.model), params):
                 p.copy_(saved)
         optimizer.load_state_dict(state)
         return False, kl

@@ -7,10 +7,12 @@ same update. A non-finite loss or gradient skips the optimizer step and is count
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from typing import Any
 
@@ -18,6 +20,7 @@ import torch
 
 from clew import objectives
 from clew.policy.hf import HFPolicy, token_logprobs
+from clew.policy.lora import disabled_adapters, is_lora, trainable
 from clew.rollout import derive_seed
 from clew.tensors import PackedBatch, TokenRow, pack_batch, pack_spans
 from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
@@ -27,6 +30,14 @@ from clew.trainer.guard import StepGuard, hold_back
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
+
+
+def compute_dtype(model: Any, dtype: str) -> AbstractContextManager[Any]:
+    """Forward passes in ``dtype``: bfloat16 is autocast over float32 master weights, float32 is plain."""
+    if dtype == "float32":
+        return contextlib.nullcontext()
+    device = next(model.parameters()).device.type
+    return torch.autocast(device_type=device, dtype=getattr(torch, dtype))
 
 
 class Learner:
@@ -41,14 +52,17 @@ class Learner:
         reference: Any = None,
     ) -> None:
         """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0``; defaults to a copy
-        of the policy as it is now)."""
+        of the policy as it is now). A LoRA policy needs none: its reference is its base, adapters off."""
         self.policy, self.train_cfg, self.objective = policy, train, objective
         self.model = policy.model
         self.temperature = temperature if temperature > 0 else 1.0
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=train.lr, weight_decay=train.weight_decay)
+        params = trainable(self.model)
+        self.optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
         self.steps = 0
         self.reference = None
-        if objective.kl_coef > 0:
+        if train.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if objective.kl_coef > 0 and not is_lora(self.model):
             self.reference = (reference if reference is not None else copy.deepcopy(self.model)).eval()
             for p in self.reference.parameters():
                 p.requires_grad_(False)
@@ -96,7 +110,8 @@ class Learner:
         for micro in chunks(range(len(rows)), self.train_cfg.microbatch_rows):
             part = [rows[i] for i in micro]
             batch = pack_batch(part, self.policy.pad_id)
-            logp, _ = token_logprobs(self.model, batch.rows.input_ids, batch.rows.attention_mask, self.temperature)
+            with compute_dtype(self.model, self.train_cfg.dtype):
+                logp, _ = token_logprobs(self.model, batch.rows.input_ids, batch.rows.attention_mask, self.temperature)
             for i, row in enumerate(part):
                 old = logp[i][batch.rows.action_mask[i].bool()].tolist()
                 out.append(replace(row, old_logprobs=old, behavior_logprobs=row.old_logprobs))
@@ -128,13 +143,11 @@ class Learner:
 
     def _loss(self, batch: PackedBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows, obj = batch.rows, self.objective
-        logp, entropy = token_logprobs(self.model, rows.input_ids, rows.attention_mask, self.temperature)
-        extra: dict[str, Any] = {}
-        if self.reference is not None:
-            with torch.no_grad():
-                extra["ref_logp"], _ = token_logprobs(
-                    self.reference, rows.input_ids, rows.attention_mask, self.temperature
-                )
+        with compute_dtype(self.model, self.train_cfg.dtype):
+            logp, entropy = token_logprobs(self.model, rows.input_ids, rows.attention_mask, self.temperature)
+            extra: dict[str, Any] = {}
+            if obj.kl_coef > 0:
+                extra["ref_logp"] = self._reference_logprobs(rows.input_ids, rows.attention_mask)
         if obj.tis_cap is not None:
             extra["is_weights"] = objectives.tis_weights(
                 batch.old_logprobs, batch.behavior_logprobs, rows.action_mask, obj.tis_cap
@@ -154,6 +167,14 @@ class Learner:
         )
         metrics["policy/entropy"] = objectives.aggregate(entropy.detach(), rows.action_mask, "token_mean")
         return (weights * per_token).sum(), metrics
+
+    @torch.no_grad()
+    def _reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Log-probs under the KL reference: the separate frozen model, or the LoRA base (adapters off)."""
+        if self.reference is not None:
+            return token_logprobs(self.reference, input_ids, attention_mask, self.temperature)[0]
+        with disabled_adapters(self.model):
+            return token_logprobs(self.model, input_ids, attention_mask, self.temperature)[0]
 
     def _apply_gradients(self, loss: float, guard: StepGuard | None = None) -> dict[str, float]:
         params = [p for p in self.model.parameters() if p.grad is not None]
@@ -196,19 +217,25 @@ class Learner:
         self.optimizer.step()
 
 
-def sft(policy: HFPolicy, rows: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, seed: int) -> list[float]:
-    """Cross-entropy on action tokens only (token mean per batch); returns the loss per step."""
-    optimizer = torch.optim.AdamW(policy.model.parameters(), lr=cfg.lr)
+def sft(
+    policy: HFPolicy, rows: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, seed: int, dtype: str = "float32"
+) -> list[float]:
+    """Cross-entropy on action tokens only (token mean per batch); returns the loss per step.
+
+    Trains what RL trains: every weight, or a LoRA policy's adapters."""
+    params = trainable(policy.model)
+    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
     losses = []
     policy.model.train()
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         for batch_idx in chunks(order, cfg.batch_rows):
             packed = pack_spans([[(rows[i][0], False), (rows[i][1], True)] for i in batch_idx], policy.pad_id)
-            logp, _ = token_logprobs(policy.model, packed.input_ids, packed.attention_mask)
+            with compute_dtype(policy.model, dtype):
+                logp, _ = token_logprobs(policy.model, packed.input_ids, packed.attention_mask)
             loss = -(logp * packed.action_mask).sum() / packed.action_mask.sum().clamp(min=1)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.model.parameters(), 1.0)
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))

@@ -23,6 +23,7 @@ from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
 from clew.store.trajectories import write_trajectories
 from clew.table import TurnTable
+from clew.trainer import weights
 from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.learner import Learner, sft
@@ -82,14 +83,14 @@ class Trainer:
         if resume:
             clean_partials(self.run_dir)
         if found:
-            self.policy, source = HFPolicy.from_pretrained(found[-1] / "policy"), found[-1] / "policy"
+            self.policy, source = weights.from_checkpoint(found[-1] / "policy", self.run_dir, self.cfg)
         else:
             self.recorder.write_header(dump_config(self.cfg))
             self.policy, source = self._initial_policy()
         self.framing = Framing(self.policy.tokenizer, self.policy.chat)
         self.source = source
         self._connect()
-        reference = self._reference() if self.cfg.objective.kl_coef > 0 and found else None
+        reference = weights.reference_model(self.run_dir, self.cfg) if found else None
         self.learner = Learner(self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature, reference)
         if not found:
             return TrainerState(0, 0, 0), True
@@ -107,13 +108,6 @@ class Trainer:
         self.recorder.log("engine", {"engine/name": cfg.rollout.engine, **self.link.sync(-1)})
         self.actor = PolicyActor(engine, self._sampling(cfg.rollout.temperature))
 
-    def _reference(self) -> Any:
-        """The KL reference on resume: the policy RL started from (SFT output, else the base model)."""
-        for path in (self.run_dir / "sft" / "policy", self.run_dir / "base"):
-            if (path / "config.json").exists():
-                return HFPolicy.from_pretrained(path).model
-        return HFPolicy.from_pretrained(self.cfg.policy.model).model
-
     def _initial_policy(self) -> tuple[HFPolicy, str | Path]:
         """The policy RL starts from and the directory (or HF name) of its base weights."""
         cfg = self.cfg
@@ -128,11 +122,12 @@ class Trainer:
             source = build_tiny(self.run_dir / "base", texts, tiny)
         policy = HFPolicy.from_pretrained(source)
         if cfg.sft.enabled:
-            self._sft(policy)
-        return policy, source
+            policy = self._sft(weights.with_adapters(policy, cfg, "sft"))  # adapters folded in after SFT
+        return weights.with_adapters(policy, cfg, "rl"), source  # LoRA targets are checked against the model
 
-    def _sft(self, policy: HFPolicy) -> None:
-        """Warm start on scripted-expert episodes with a fraction of deliberately noisy actions."""
+    def _sft(self, policy: HFPolicy) -> HFPolicy:
+        """Warm start on scripted-expert episodes with a fraction of deliberately noisy actions; returns the
+        plain model (LoRA adapters trained here are folded in) that RL starts from."""
         cfg = self.cfg
         actor = ScriptedActor("expert", noise=cfg.sft.noise, tokenizer=policy.tokenizer)
         n_tasks = -(-cfg.sft.episodes // cfg.rollout.group_size)
@@ -141,7 +136,8 @@ class Trainer:
             actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), Framing(policy.tokenizer, policy.chat)
         )
         rows = [(t.prompt_ids, t.action_ids) for g in groups for e in g.episodes for t in e.turns if t.action_ids]
-        losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"))
+        losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
+        policy = weights.fold_adapters(policy)
         demo = summarize([e for g in groups for e in g.episodes])
         record = {"sft/rows": len(rows), "sft/loss_first": losses[0], "sft/loss_last": losses[-1]}
         record["sft/demo_success"] = demo.success_rate
@@ -151,6 +147,7 @@ class Trainer:
         policy.tokenizer.save_pretrained(self.run_dir / "sft" / "policy")
         if self.report:
             self.report("sft", record)
+        return policy
 
     def _sampling(self, temperature: float) -> SamplingParams:
         return SamplingParams(

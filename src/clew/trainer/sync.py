@@ -16,6 +16,7 @@ from typing import Any
 
 from clew.envs import make as make_env
 from clew.policy import Engine, EngineError, HFPolicy, SamplingParams, make_engine
+from clew.policy.lora import is_lora, merged_weights
 from clew.rollout import Framing, RolloutConfig
 from clew.rollout.context import FullContext, History
 
@@ -48,9 +49,14 @@ class EngineLink:
     rollout: RolloutConfig
 
     def sync(self, iteration: int) -> dict[str, float]:
-        """Load the learner's weights (every tensor of its state dict) into the engine, then probe."""
+        """Load the learner's weights (every tensor of its state dict) into the engine, then probe.
+
+        The ``hf`` engine shares the learner's model (LoRA adapters included): its own tensors, nothing to
+        copy. Another engine gets plain weights; a LoRA policy's are merged (``clew.policy.lora``)."""
         start = time.perf_counter()
-        self.engine.load_weights(self.policy.model.state_dict().items())
+        model = self.policy.model
+        shared = self.rollout.engine == "hf"
+        self.engine.load_weights(merged_weights(model) if is_lora(model) and not shared else model.state_dict().items())
         sync_s = time.perf_counter() - start
         gap = self.parity_gap()
         if gap > self.rollout.engine_tolerance:
