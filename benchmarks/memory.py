@@ -9,7 +9,11 @@ near 1; seed 0) goes through ``Learner.update`` (ppo_clip, one optimizer step pe
 rows, microbatches of M rows, no step guard, no KL). Every (model, setting) runs in its own fresh
 subprocess, so peak RSS (``ru_maxrss`` at the end of the child: model build, optimizer state, activations
 and logits all included) is that setting's alone. learner tok/s = R (P + A) x N / wall time of N updates
-after one warm-up update; s/step = that wall time / N.
+after one warm-up update; s/step = that wall time / N. other load = the mean number of cores other
+processes used while the child ran (each child first waits up to 2 min for a quiet machine): on a 2-core
+machine any of it slows a 2-thread child several-fold, so tok/s is only comparable between rows near 0.
+M defaults to 4, not R: ``token_logprobs`` holds several float32 (rows x T x vocab) tensors, 0.6 GB each for
+4 x 256 tokens of Qwen's 151936-token vocabulary, four times that for 16 rows.
 
 Settings:
 - ``full-fp32``: every weight trained, float32 (the default);
@@ -28,7 +32,10 @@ Models (random init from a config, nothing downloaded):
 The learner reads only ``.model`` and ``.pad_id`` of its policy, so the children hand it exactly that
 (``Policy`` below) instead of an ``HFPolicy``, which would need a tokenizer of the model's vocabulary.
 A child that fails (out of memory: killed, or a nonzero exit) gets ``failed: <reason>`` in its row.
-``--quick``: the 75m model, 2 rows x (24 + 8) tokens, 1 step: a smoke test of every setting, not a measurement.
+``--quick``: the 75m model, 2 rows x (24 + 8) tokens, 1 step, no warm-up: a smoke test of every setting's code
+path (about 5-10 s a child, most of it imports), not a measurement. It runs one thread unless ``--threads`` says
+otherwise: two threads on a 2-core machine that is busy with something else run several times slower (OpenMP
+threads wait on each other), and a smoke test should not.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ import datetime as dt
 import json
 import math
 import os
+import re
 import resource
 import signal
 import subprocess
@@ -53,6 +61,7 @@ from machine import busy_cores, describe, wait_for_quiet
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 LORA_R, LORA_ALPHA = 16, 32
 PAD_ID = 0
+EXCEPTION = re.compile(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt)\b")
 
 
 @dataclass(frozen=True)
@@ -157,10 +166,11 @@ def child(spec: dict[str, Any]) -> None:
     )  # fmt: skip
     learner = Learner(Policy(model, PAD_ID), train, ObjectiveConfig())
     rows = synthetic_rows(spec["rows"], spec["prompt_tokens"], spec["action_tokens"], model.config.vocab_size)
-    learner.update(rows, seed=0)  # warm-up
+    for warm in range(spec["warmup"]):
+        learner.update(rows, seed=warm)
     start = time.perf_counter()
     for step in range(spec["steps"]):
-        metrics = learner.update(rows, seed=1 + step)
+        metrics = learner.update(rows, seed=spec["warmup"] + step)
     wall = time.perf_counter() - start
     tokens = spec["rows"] * (spec["prompt_tokens"] + spec["action_tokens"])
     result = {
@@ -203,8 +213,9 @@ def _reason(returncode: int, stderr: str) -> str:
     if returncode < 0:
         name = signal.Signals(-returncode).name
         return f"killed by {name}" + (" (out of memory?)" if name == "SIGKILL" else "")
-    last = next((line.strip() for line in reversed(stderr.splitlines()) if line.strip()), "")
-    return (last or f"exit {returncode}")[:160]
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    raised = [line for line in lines if EXCEPTION.match(line)]  # the traceback's last line names the exception
+    return ((raised or lines or [f"exit {returncode}"])[-1])[:160]
 
 
 def _cpu_seconds() -> tuple[float, float, float]:
@@ -237,7 +248,7 @@ def parse_list(value: str, allowed: dict[str, Any], what: str) -> list[str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="75m model, 2 rows x (24 + 8) tokens, 1 step")
+    parser.add_argument("--quick", action="store_true", help="75m model, 2 rows x (24 + 8) tokens, 1 step, no warm-up")
     parser.add_argument("--models", default="75m,qwen0.5b", help=f"comma-separated: {','.join(MODELS)}")
     parser.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated: {','.join(SETTINGS)}")
     parser.add_argument("--steps", type=int, default=3, help="timed updates after one warm-up update")
@@ -245,7 +256,7 @@ def main() -> None:
     parser.add_argument("--prompt-tokens", type=int, default=192)
     parser.add_argument("--action-tokens", type=int, default=64)
     parser.add_argument("--microbatch-rows", type=int, default=4)
-    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default 2; 1 with --quick)")
     parser.add_argument("--timeout", type=float, default=None, help="seconds per child (default: none)")
     parser.add_argument("--json", help="also write the results here")
     parser.add_argument("--one", help=argparse.SUPPRESS)  # a child: one JSON spec
@@ -257,11 +268,12 @@ def main() -> None:
     settings = parse_list(args.settings, SETTINGS, "settings")
     shape = {
         "rows": args.rows, "prompt_tokens": args.prompt_tokens, "action_tokens": args.action_tokens,
-        "microbatch_rows": min(args.microbatch_rows, args.rows), "steps": args.steps, "threads": args.threads,
+        "microbatch_rows": min(args.microbatch_rows, args.rows), "steps": args.steps, "warmup": 1,
+        "threads": args.threads or (1 if args.quick else 2),
     }  # fmt: skip
     if args.quick:
         models = ["75m"]
-        shape.update(rows=2, prompt_tokens=24, action_tokens=8, microbatch_rows=2, steps=1)
+        shape.update(rows=2, prompt_tokens=24, action_tokens=8, microbatch_rows=2, steps=1, warmup=0)
     results = run_all(models, settings, shape, quiet=not args.quick, timeout=args.timeout)
     report(results, shape, args)
 
@@ -297,7 +309,7 @@ def report(results: list[dict[str, Any]], shape: dict[str, Any], args: argparse.
     print(
         f"batch: {shape['rows']} rows x ({shape['prompt_tokens']} prompt + {shape['action_tokens']} action) tokens "
         f"= {tokens} tokens, microbatches of {shape['microbatch_rows']} rows, {shape['steps']} timed update(s) after "
-        f"1 warm-up; LoRA r {LORA_R}, alpha {LORA_ALPHA} on {'/'.join(LORA_TARGETS)}"
+        f"{shape['warmup']} warm-up; LoRA r {LORA_R}, alpha {LORA_ALPHA} on {'/'.join(LORA_TARGETS)}"
     )
     for model in dict.fromkeys(r["model"] for r in results):
         print(f"- {model}: {MODELS[model]}")

@@ -19,7 +19,9 @@ def test_benchmarks_quick(tmp_path: Path) -> None:
         "throughput",
         "multiturn_rollout",
         "learning_efficiency",
+        "memory",
     ]
     for name in names:
         assert f"## {name}" in report
     assert "gradients identical" in report and "| gigpo |" in report
+    assert "| 75m | LoRA + checkpointing |" in report and "failed:" not in report.split("## memory")[1]
