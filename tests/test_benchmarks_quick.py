@@ -20,6 +20,7 @@ def test_benchmarks_quick(tmp_path: Path) -> None:
         "multiturn_rollout",
         "learning_efficiency",
         "memory",
+        "lora_sync",
     ]
     for name in names:
         assert f"## {name}" in report
