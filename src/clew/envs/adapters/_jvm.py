@@ -84,6 +84,40 @@ class JavaServer:
         self._finalizer()
 
 
+class JvmLease:
+    """The JVM one env is using: the server, the env's API object in it, and a finalizer that releases the
+    server when the env is closed or garbage-collected."""
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.server: JavaServer | None = None
+        self.api: Any = None
+        self._release: weakref.finalize | None = None
+
+    def hold(self, owner: object, server: JavaServer, api: Any) -> None:
+        self.server, self.api = server, api
+        self._release = weakref.finalize(owner, server.release)
+
+    @property
+    def usable(self) -> bool:
+        return self.server is not None and self.server.alive
+
+    @property
+    def pid(self) -> int | None:
+        return self.server.pid if self.server is not None else None
+
+    def live(self) -> tuple[JavaServer, Any]:
+        """(server, api); a JVM that was closed or died is an error that ends the episode."""
+        if self.server is None or not self.server.alive:
+            raise RuntimeError(f"the {self.label} JVM is gone (closed or crashed); call reset(seed)")
+        return self.server, self.api
+
+    def release(self) -> None:
+        if self._release is not None:
+            self._release()
+        self.server, self.api, self._release = None, None, None
+
+
 def _shutdown(gateway: Any, proc: Any) -> None:
     """Close the gateway; the JVM exits when its stdin closes (``die_on_exit``), or is killed after 5 s."""
     with contextlib.suppress(Exception):  # the JVM may already be gone

@@ -37,10 +37,9 @@ loads and processes.
 from __future__ import annotations
 
 import hashlib
-import weakref
 from typing import Any, Literal
 
-from clew.envs.adapters._jvm import GoldPath, JavaServer
+from clew.envs.adapters._jvm import GoldPath, JavaServer, JvmLease
 from clew.envs.base import StepResult, ensure_running, normalize_action
 
 SPLITS = ("train", "dev", "test")
@@ -81,10 +80,8 @@ class ScienceWorld:
         if jvm not in ("shared", "own"):
             raise ValueError(f"scienceworld jvm must be 'shared' or 'own', got {jvm!r}")
         self.split, self.step_limit, self.simplifications, self.jvm = split, step_limit, simplifications, jvm
-        self._server: JavaServer | None = None
-        self._api: Any = None
+        self._jvm = JvmLease("ScienceWorld")
         self._gold_api: Any = None  # a second simulator in the same JVM, for generating gold paths
-        self._release: weakref.finalize | None = None
         self._finished = True
 
     # --- contract -------------------------------------------------------------------------
@@ -151,33 +148,31 @@ class ScienceWorld:
 
     def close(self) -> None:
         """Release the JVM (the last env using a shared one shuts it down)."""
-        if self._release is not None:
-            self._release()
-        self._server, self._api, self._gold_api, self._release, self._finished = None, None, None, None, True
+        self._jvm.release()
+        self._gold_api, self._finished = None, True
 
     @property
     def jvm_pid(self) -> int | None:
         """The JVM's process id while this env holds one."""
-        return self._server.pid if self._server is not None else None
+        return self._jvm.pid
 
     # --- JVM ------------------------------------------------------------------------------
     def _live(self) -> tuple[JavaServer, Any]:
         """The JVM this episode runs in; one that died takes the episode with it."""
-        if self._server is None or not self._server.alive:
+        if not self._jvm.usable:
             self._finished = True
-            raise RuntimeError("the ScienceWorld JVM is gone (closed or crashed); call reset(seed)")
-        return self._server, self._api
+        return self._jvm.live()
 
     def _connect(self) -> tuple[JavaServer, Any]:
-        if self._server is None or not self._server.alive:
+        if not self._jvm.usable:
             self.close()  # a JVM that died is released before a new one is acquired
             from scienceworld.constants import BASEPATH, JAR_PATH
 
             server = JavaServer.acquire(JAR_PATH, BASEPATH, JAVA_OPTS, shared=self.jvm == "shared")
             with server.lock:
-                self._api = server.jvm.scienceworld.runtime.pythonapi.PythonInterface()
-            self._server, self._release = server, weakref.finalize(self, server.release)
-        return self._server, self._api
+                api = server.jvm.scienceworld.runtime.pythonapi.PythonInterface()
+            self._jvm.hold(self, server, api)
+        return self._jvm.live()
 
     def _variations(self, api: Any) -> list[int]:
         key = (self.task, self.split)

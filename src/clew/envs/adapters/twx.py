@@ -33,10 +33,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import weakref
 from typing import Any, Literal
 
-from clew.envs.adapters._jvm import GoldPath, JavaServer
+from clew.envs.adapters._jvm import GoldPath, JavaServer, JvmLease
 from clew.envs.base import StepResult, ensure_running, normalize_action
 
 GAMES = ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting", "simonsays", "peckingorder")
@@ -68,9 +67,7 @@ class TextWorldExpress:
             raise ValueError(f"twx jvm must be 'shared' or 'own', got {jvm!r}")
         self.game, self.game_params, self.split = game, game_params, split
         self.step_limit, self.show_actions, self.jvm = step_limit, show_actions, jvm
-        self._server: JavaServer | None = None
-        self._api: Any = None
-        self._release: weakref.finalize | None = None
+        self._jvm = JvmLease("TextWorldExpress")
         self._finished = True
 
     # --- contract -------------------------------------------------------------------------
@@ -129,25 +126,23 @@ class TextWorldExpress:
 
     def close(self) -> None:
         """Release the JVM (the last env using a shared one shuts it down)."""
-        if self._release is not None:
-            self._release()
-        self._server, self._api, self._release, self._finished = None, None, None, True
+        self._jvm.release()
+        self._finished = True
 
     @property
     def jvm_pid(self) -> int | None:
         """The JVM's process id while this env holds one."""
-        return self._server.pid if self._server is not None else None
+        return self._jvm.pid
 
     # --- JVM ------------------------------------------------------------------------------
     def _live(self) -> tuple[JavaServer, Any]:
         """The JVM this episode runs in; one that died takes the episode with it."""
-        if self._server is None or not self._server.alive:
+        if not self._jvm.usable:
             self._finished = True
-            raise RuntimeError("the TextWorldExpress JVM is gone (closed or crashed); call reset(seed)")
-        return self._server, self._api
+        return self._jvm.live()
 
     def _connect(self) -> tuple[JavaServer, Any]:
-        if self._server is None or not self._server.alive:
+        if not self._jvm.usable:
             self.close()  # a JVM that died is released before a new one is acquired
             from textworld_express.constants import BASEPATH, JAR_PATH
 
@@ -158,8 +153,8 @@ class TextWorldExpress:
             if message:
                 server.release()
                 raise ValueError(f"twx/{self.game} game_params {self.game_params!r}: {message.strip()}")
-            self._server, self._api, self._release = server, api, weakref.finalize(self, server.release)
-        return self._server, self._api
+            self._jvm.hold(self, server, api)
+        return self._jvm.live()
 
     def _seeds(self, api: Any) -> list[int]:
         if self.split not in _SEEDS:
