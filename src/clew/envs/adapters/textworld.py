@@ -38,6 +38,7 @@ import logging
 import os
 import re
 import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -53,6 +54,9 @@ _BANNER_LINE = re.compile(r"^[\s_|\\/$<>]*$")
 _END_PROMPT = re.compile(r"\s*Would you like to RESTART.*$", re.DOTALL)
 _STATUS_LINE = re.compile(r"^>.*-=.*=-\s*-?\d+/\d+$")  # the interpreter's prompt + status bar
 log = logging.getLogger(__name__)
+_GENERATING = (
+    threading.Lock()
+)  # TextWorld's generator shares one grammar parser: threads corrupt it (IndexError, segfault)
 
 
 def default_cache_dir() -> Path:
@@ -66,7 +70,19 @@ def game_key(preset: str, settings: dict[str, Any], seed: int) -> str:
 
 
 def generate_game(preset: str, settings: dict[str, Any], seed: int, cache_dir: Path) -> Path:
-    """Generate and compile one game into ``cache_dir`` (atomically); return the ``.z8`` path."""
+    """Generate and compile one game into ``cache_dir`` (atomically); return the ``.z8`` path.
+
+    One generation at a time per process: env steps run on a thread pool, and TextWorld's generator is
+    not thread-safe (measured: 4 threads generating at once raise inside its logic parser or crash the
+    process with a segmentation fault)."""
+    with _GENERATING:
+        key = game_key(preset, settings, seed)
+        if (cache_dir / f"{key}.z8").exists():  # another thread made it while this one waited
+            return cache_dir / f"{key}.z8"
+        return _generate(preset, settings, seed, cache_dir)
+
+
+def _generate(preset: str, settings: dict[str, Any], seed: int, cache_dir: Path) -> Path:
     import textworld
     import textworld.challenges
 
