@@ -239,19 +239,20 @@ def test_textworld_generates_missing_games_into_the_cache(tmp_path: Path) -> Non
         e.close()  # type: ignore[attr-defined]
 
 
-def test_textworld_games_generate_safely_from_threads(tmp_path: Path) -> None:
-    """Env steps run on a thread pool; TextWorld's generator is not thread-safe, so clew serialises it
+def test_textworld_games_generate_and_play_safely_from_threads(tmp_path: Path) -> None:
+    """Env steps run on a thread pool; TextWorld is not thread-safe, so clew serialises calls into it
     (without the lock, 4 threads raised IndexError inside its logic parser or crashed the process)."""
     from concurrent.futures import ThreadPoolExecutor
 
     pytest.importorskip("textworld")
 
-    def first_observation(seed: int) -> str:
-        return make("textworld/coin_collector", level=2, cache_dir=tmp_path).reset(seed)
+    def play(seed: int) -> tuple[str, bool]:
+        env = make("textworld/coin_collector", level=2, cache_dir=tmp_path)
+        return env.reset(seed), _play_expert(env, seed)[0]
 
     with ThreadPoolExecutor(4) as pool:
-        observations = list(pool.map(first_observation, [11, 12, 13, 11]))
-    assert all(observations) and observations[0] == observations[3]
+        played = list(pool.map(play, [11, 12, 13, 11, 12, 13, 11, 12]))
+    assert all(won for _, won in played) and played[0][0] == played[3][0]
     assert len(list(tmp_path.glob("*.z8"))) == 3
 
 

@@ -54,9 +54,7 @@ _BANNER_LINE = re.compile(r"^[\s_|\\/$<>]*$")
 _END_PROMPT = re.compile(r"\s*Would you like to RESTART.*$", re.DOTALL)
 _STATUS_LINE = re.compile(r"^>.*-=.*=-\s*-?\d+/\d+$")  # the interpreter's prompt + status bar
 log = logging.getLogger(__name__)
-_GENERATING = (
-    threading.Lock()
-)  # TextWorld's generator shares one grammar parser: threads corrupt it (IndexError, segfault)
+_TEXTWORLD = threading.RLock()  # TextWorld is not thread-safe (one shared grammar parser): one call at a time
 
 
 def default_cache_dir() -> Path:
@@ -72,10 +70,11 @@ def game_key(preset: str, settings: dict[str, Any], seed: int) -> str:
 def generate_game(preset: str, settings: dict[str, Any], seed: int, cache_dir: Path) -> Path:
     """Generate and compile one game into ``cache_dir`` (atomically); return the ``.z8`` path.
 
-    One generation at a time per process: env steps run on a thread pool, and TextWorld's generator is
-    not thread-safe (measured: 4 threads generating at once raise inside its logic parser or crash the
-    process with a segmentation fault)."""
-    with _GENERATING:
+    One call into TextWorld at a time per process: env steps run on a thread pool, and TextWorld is not
+    thread-safe (measured: 4 threads generating or loading games at once raise inside its logic parser
+    or crash the process with a segmentation fault). Parallel TextWorld envs need worker processes
+    (``rollout.env_processes``)."""
+    with _TEXTWORLD:
         key = game_key(preset, settings, seed)
         if (cache_dir / f"{key}.z8").exists():  # another thread made it while this one waited
             return cache_dir / f"{key}.z8"
@@ -140,10 +139,11 @@ class TextWorld:
     # --- contract -------------------------------------------------------------------------
     def reset(self, seed: int) -> str:
         game = self.game_path(seed)
-        if game != self._game:
-            self.close()
-            self._env, self._game = _start(game), game
-        self._state = self._env.reset()
+        with _TEXTWORLD:
+            if game != self._game:
+                self.close()
+                self._env, self._game = _start(game), game
+            self._state = self._env.reset()
         self.steps, self._score = 0, self._normalised_score()
         self._finished = False
         return self._render(clean_text(self._state.feedback))
@@ -152,7 +152,8 @@ class TextWorld:
         ensure_running(self._finished, "TextWorld")
         act = normalize_action(action)
         invalid = act not in self.valid_actions()
-        self._state, _, done = self._env.step(act)
+        with _TEXTWORLD:
+            self._state, _, done = self._env.step(act)
         self.steps += 1
         score = self._normalised_score()
         reward, self._score = score - self._score, score
@@ -178,7 +179,8 @@ class TextWorld:
 
     def close(self) -> None:
         if self._env is not None:
-            self._env.close()
+            with _TEXTWORLD:
+                self._env.close()
         self._env, self._game, self._finished = None, None, True
 
     # --- games ----------------------------------------------------------------------------
