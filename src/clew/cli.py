@@ -76,12 +76,31 @@ def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str 
     if spec in ("expert", "random"):
         return ScriptedActor(spec), None
     path = _model_dir(spec)
-    policy = HFPolicy.from_pretrained(path)
+    policy = HFPolicy.from_pretrained(path)  # a LoRA checkpoint loads its base with the adapter (peft)
+    if engine != "hf" and (Path(path) / "adapter_config.json").exists():
+        path = _merged_copy(policy, path)
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
     sampler = (
         make_engine("hf", policy.model, tokenizer=policy.tokenizer) if engine == "hf" else make_engine(engine, path)
     )
     return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
+
+
+def _merged_copy(policy: Any, adapter_dir: str) -> str:
+    """A LoRA checkpoint merged into its base in a temporary folder, for engines that load plain weights."""
+    import json
+    import tempfile
+
+    from clew.policy import HFPolicy
+    from clew.policy.lora import merged_weights
+
+    base_dir = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = HFPolicy.from_pretrained(base_dir)
+    base.model.load_state_dict({name: t.detach().clone() for name, t in merged_weights(policy.model)})
+    folder = tempfile.mkdtemp(prefix="clew-merged-")
+    base.model.save_pretrained(folder)
+    policy.tokenizer.save_pretrained(folder)
+    return folder
 
 
 def _model_dir(spec: str) -> str:

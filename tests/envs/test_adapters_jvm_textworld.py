@@ -256,6 +256,16 @@ def test_textworld_games_generate_and_play_safely_from_threads(tmp_path: Path) -
     assert len(list(tmp_path.glob("*.z8"))) == 3
 
 
+def test_textworld_control_characters_are_invalid_steps_not_crashes() -> None:
+    """A control character in a command segfaults jericho's frotz; the adapter never sends one."""
+    pytest.importorskip("textworld")
+    env = make("textworld/coin_collector", cache_dir=GAMES, generate=False)
+    env.reset(0)
+    for action in ("in\x13", "\x00\x01", "go north\x1b[2J", ""):
+        result = env.step(action)
+        assert result.info.get("invalid_action") and result.observation
+
+
 def test_textworld_refuses_bad_settings() -> None:
     pytest.importorskip("textworld")
     with pytest.raises(ValueError, match="unknown textworld preset"):

@@ -112,6 +112,9 @@ def test_vllm_serves_a_lora_policy_through_merged_weights(tiny_cfg: Make, tmp_pa
     its = records(tmp_path / "run", "iteration")
     assert all(r["train/grad_norm"] > 0 for r in its)  # the adapters did change
     assert all(0 <= r["engine/logprob_max_abs_diff"] < 1e-3 for r in its)
+    for engine in ("hf", "vllm"):  # `clew eval` on the LoRA run: base + adapter, merged for vllm
+        args = ["eval", "--env", "keydoor-v0", "--env-arg", "width=3", "--env-arg", "height=3", "--episodes", "2"]
+        assert main([*args, "--policy", str(tmp_path / "run"), "--engine", engine]) == 0
 
 
 def test_seeded_vllm_runs_repeat_exactly(tiny_cfg: Make, tmp_path: Path) -> None:

@@ -86,8 +86,11 @@ def disabled_adapters(model: Any) -> AbstractContextManager[Any]:
 
 @torch.no_grad()
 def merged_weights(model: Any) -> Iterator[tuple[str, torch.Tensor]]:
-    """``(name, tensor)`` of the base model's state dict with every adapter delta added (out of place)."""
-    inner = model.get_base_model()
+    """``(name, tensor)`` of the base model's state dict with every adapter delta added (out of place).
+
+    ``model``: a peft model, or a transformers model with an adapter loaded into it (``from_pretrained`` on
+    an adapter folder)."""
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
     modules = dict(inner.named_modules())
     for key, tensor in inner.state_dict().items():
         if ".lora_" in key:

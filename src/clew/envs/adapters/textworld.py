@@ -71,9 +71,8 @@ def generate_game(preset: str, settings: dict[str, Any], seed: int, cache_dir: P
     """Generate and compile one game into ``cache_dir`` (atomically); return the ``.z8`` path.
 
     One call into TextWorld at a time per process: env steps run on a thread pool, and TextWorld is not
-    thread-safe (measured: 4 threads generating or loading games at once raise inside its logic parser
-    or crash the process with a segmentation fault). Parallel TextWorld envs need worker processes
-    (``rollout.env_processes``)."""
+    thread-safe (measured: 4 threads generating or loading games at once raise inside its logic parser).
+    Parallel TextWorld envs need worker processes (``rollout.env_processes``)."""
     with _TEXTWORLD:
         key = game_key(preset, settings, seed)
         if (cache_dir / f"{key}.z8").exists():  # another thread made it while this one waited
@@ -101,6 +100,13 @@ def _generate(preset: str, settings: dict[str, Any], seed: int, cache_dir: Path)
         os.replace(Path(tmp) / f"{key}.json", cache_dir / f"{key}.json")  # the .z8 last: its presence = a hit
         os.replace(Path(tmp) / f"{key}.z8", cache_dir / f"{key}.z8")
     return cache_dir / f"{key}.z8"
+
+
+def _typeable(command: str) -> str:
+    """What the interpreter may be sent: printable ASCII, at most 200 characters. A control character in
+    a command crashes jericho's frotz (measured: ``"in\\x13"`` ends the process with a segmentation fault);
+    such a command is not admissible anyway, so it is still a recorded invalid step."""
+    return "".join(c for c in command if c.isascii() and c.isprintable())[:200]
 
 
 def clean_text(text: str) -> str:
@@ -153,7 +159,7 @@ class TextWorld:
         act = normalize_action(action)
         invalid = act not in self.valid_actions()
         with _TEXTWORLD:
-            self._state, _, done = self._env.step(act)
+            self._state, _, done = self._env.step(_typeable(act))
         self.steps += 1
         score = self._normalised_score()
         reward, self._score = score - self._score, score
