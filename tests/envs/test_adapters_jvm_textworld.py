@@ -261,7 +261,7 @@ def test_textworld_control_characters_are_invalid_steps_not_crashes() -> None:
     pytest.importorskip("textworld")
     env = make("textworld/coin_collector", cache_dir=GAMES, generate=False)
     env.reset(0)
-    for action in ("in\x13", "\x00\x01", "go north\x1b[2J", ""):
+    for action in ("in\x13", "\x00\x01", "go north\x1b[2J", "", "\\help"):
         result = env.step(action)
         assert result.info.get("invalid_action") and result.observation
 

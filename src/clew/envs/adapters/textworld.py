@@ -105,8 +105,9 @@ def _generate(preset: str, settings: dict[str, Any], seed: int, cache_dir: Path)
 def _typeable(command: str) -> str:
     """What the interpreter may be sent: printable ASCII, at most 200 characters. A control character in
     a command crashes jericho's frotz (measured: ``"in\\x13"`` ends the process with a segmentation fault);
-    such a command is not admissible anyway, so it is still a recorded invalid step."""
-    return "".join(c for c in command if c.isascii() and c.isprintable())[:200]
+    such a command is not admissible anyway, so it is still a recorded invalid step. Backslashes go too:
+    dumb-frotz reads them as its own meta-commands (``\\help``)."""
+    return "".join(c for c in command if c.isascii() and c.isprintable() and c != "\\")[:200]
 
 
 def clean_text(text: str) -> str:
