@@ -96,7 +96,7 @@ def _merged_copy(policy: Any, adapter_dir: str) -> str:
 
     base_dir = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
     base = HFPolicy.from_pretrained(base_dir)
-    base.model.load_state_dict({name: t.detach().clone() for name, t in merged_weights(policy.model)})
+    base.model.load_state_dict(dict(merged_weights(policy.model)))  # load_state_dict copies
     folder = tempfile.mkdtemp(prefix="clew-merged-")
     base.model.save_pretrained(folder)
     policy.tokenizer.save_pretrained(folder)
