@@ -1,4 +1,13 @@
-"""Trajectories per iteration as Parquet: one row per turn, with rewards, returns and advantages."""
+"""Trajectories per iteration as Parquet: one row per turn, with rewards, returns and advantages.
+
+Schema versions (Parquet key-value metadata ``clew.schema``):
+
+- 1 (batch 1 runs, no metadata): per-turn ``advantage`` only; token entropies, when the engine gave
+  them, inside the ``info`` JSON.
+- 2: adds ``token_advantages`` (one per action token: the advantage the learner used for that token)
+  and ``token_entropies`` (one per action token, or null). ``read_trajectories`` fills both for
+  version-1 files, so every reader sees version 2.
+"""
 
 from __future__ import annotations
 
@@ -13,14 +22,28 @@ import pyarrow.parquet as pq
 from clew.store.run import atomic_write_bytes
 from clew.table import TurnTable
 
+SCHEMA_VERSION = 2
+SCHEMA_KEY = b"clew.schema"
+TOKEN_COLUMNS = pa.schema([("token_advantages", pa.list_(pa.float64())), ("token_entropies", pa.list_(pa.float64()))])
 
-def turn_records(table: TurnTable, iteration: int, advantages: np.ndarray, returns: np.ndarray) -> list[dict[str, Any]]:
-    """One record per row of ``table``; ``advantages``/``returns`` are (N,) in its row order."""
-    table.check_aligned(advantages)
+
+def turn_records(
+    table: TurnTable,
+    iteration: int,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    token_advantages: np.ndarray | None = None,
+) -> list[dict[str, Any]]:
+    """One record per row of ``table``; ``advantages``/``returns`` are (N,), ``token_advantages`` (K,) or None."""
+    table.check_aligned(advantages, token_advantages)
     table.check_aligned(returns, what="returns")
+    off = table.token_offsets
     records: list[dict[str, Any]] = []
     for i, turn in enumerate(table.turns):
         ep = table.episodes[int(table.episode[i])]
+        n = int(off[i + 1] - off[i])
+        token_adv = [float(advantages[i])] * n if token_advantages is None else token_advantages[off[i] : off[i + 1]]
+        info = {k: v for k, v in turn.info.items() if k != "token_entropies"}
         records.append(
             {
                 "iteration": iteration, "group": int(table.group[i]), "episode": int(table.episode[i]),
@@ -28,24 +51,59 @@ def turn_records(table: TurnTable, iteration: int, advantages: np.ndarray, retur
                 "action_ids": turn.action_ids, "behavior_logprobs": turn.behavior_logprobs,
                 "action_text": turn.action_text, "observation": turn.observation, "reward": turn.reward,
                 "penalty": turn.penalty, "return": float(returns[i]), "advantage": float(advantages[i]),
+                "token_advantages": [float(x) for x in token_adv], "token_entropies": _entropies(turn.info, n),
                 "state_key": turn.state_key, "outcome": ep.outcome, "outcome_explicit": ep.outcome_explicit,
                 "success": ep.success, "terminated": ep.terminated, "truncated": ep.truncated,
                 "truncation_reason": ep.truncation_reason, "error": ep.error,
-                "info": json.dumps(turn.info, default=str),
+                "info": json.dumps(info, default=str),
             }
         )  # fmt: skip
     return records
 
 
+def _entropies(info: dict[str, Any], n: int) -> list[float] | None:
+    values = info.get("token_entropies")
+    return [float(x) for x in values] if values is not None and len(values) == n else None
+
+
 def write_trajectories(
-    path: Path, table: TurnTable, iteration: int, advantages: np.ndarray, returns: np.ndarray
+    path: Path,
+    table: TurnTable,
+    iteration: int,
+    advantages: np.ndarray,
+    returns: np.ndarray,
+    token_advantages: np.ndarray | None = None,
 ) -> None:
     """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
-    arrow = pa.Table.from_pylist(turn_records(table, iteration, advantages, returns))
+    records = turn_records(table, iteration, advantages, returns, token_advantages)
+    arrow = pa.Table.from_pylist(records)
+    for field in TOKEN_COLUMNS:  # typed even when every value is null (an engine without entropies)
+        arrow = arrow.set_column(arrow.schema.get_field_index(field.name), field, arrow[field.name].cast(field.type))
+    arrow = arrow.replace_schema_metadata({SCHEMA_KEY: str(SCHEMA_VERSION).encode()})
     sink = pa.BufferOutputStream()
     pq.write_table(arrow, sink, compression="zstd")
     atomic_write_bytes(path, sink.getvalue().to_pybytes())
 
 
+def schema_version(path: Path) -> int:
+    """The file's schema version (1 for files written before versioning)."""
+    metadata = pq.read_schema(path).metadata or {}
+    return int(metadata.get(SCHEMA_KEY, b"1"))
+
+
 def read_trajectories(path: Path) -> list[dict[str, Any]]:
-    return pq.read_table(path).to_pylist()  # type: ignore[no-any-return]
+    """Rows of one file, upgraded to the current schema."""
+    rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
+    if schema_version(path) < 2:
+        for row in rows:
+            upgrade_v1(row)
+    return rows
+
+
+def upgrade_v1(row: dict[str, Any]) -> dict[str, Any]:
+    """Fill the version-2 columns of a version-1 row in place: the turn advantage per token, entropies from info."""
+    n = len(row["action_ids"] or [])
+    info = json.loads(row.get("info") or "{}")
+    row["token_advantages"] = [float(row["advantage"])] * n
+    row["token_entropies"] = _entropies(info, n)
+    return row

@@ -211,6 +211,7 @@ class Trainer:
             it,
             credit.turn_advantage,
             credit.turn_return,
+            credit.token_advantage,
         )
         self.recorder.log("iteration", record, iteration=it)
         if self.report:
