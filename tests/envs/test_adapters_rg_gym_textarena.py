@@ -66,6 +66,28 @@ def test_rg_runs_out_of_attempts_with_the_last_score(rg: Any) -> None:
     assert last.terminated and last.outcome == 0.0 and last.info["success"] is False
 
 
+def test_rg_last_number_extraction_scores_a_chatty_reply(rg: Any) -> None:
+    env = make("rg/chain_sum", answer_extraction="last_number", dataset_kwargs={"max_terms": 2, "max_digits": 1})
+    env.reset(5)
+    gold = env.expert_action()
+    right = env.step(f"Sure! The sum is 12 - 3 = {gold}.")
+    assert right.outcome == 1.0 and right.info["success"] is True
+    env.reset(5)
+    wrong = env.step(f"{gold} is wrong, it is {int(gold) + 1}")  # the last number counts
+    assert wrong.outcome == 0.0
+    env.reset(5)
+    assert env.step("I do not know.").info["invalid_action"] is True
+
+
+def test_rg_whole_reply_gives_only_partial_credit_to_chat(rg: Any) -> None:
+    env = make("rg/chain_sum", dataset_kwargs={"max_terms": 2, "max_digits": 1})
+    env.reset(5)
+    result = env.step(f"The answer is {env.expert_action()}.")
+    assert 0.0 < result.outcome < 1.0 and result.info["success"] is False
+    with pytest.raises(ValueError, match="answer_extraction must be one of"):
+        make("rg/chain_sum", answer_extraction="first_number")
+
+
 def test_rg_crashing_scorer_is_a_recorded_invalid_step(rg: Any) -> None:
     env = make("rg/prime_factorization")  # its score_answer raises on a non-number
     env.reset(0)

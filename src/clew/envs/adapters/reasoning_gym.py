@@ -11,6 +11,11 @@ Kwargs:
     dataset_kwargs: passed to ``reasoning_gym.create_dataset`` (e.g. ``{max_terms: 2}``).
     dataset_seed: the dataset's own seed (default 0); items are generated lazily from
         ``dataset_seed + index``, so ``reset`` is cheap and the dataset object is cached per process.
+    answer_extraction: what the verifier scores. ``whole_reply`` (default): the stripped reply, so
+        a chatty reply earns only reasoning-gym's partial credit. ``last_number``: the last number
+        in the reply ("6 + 0 = 6." scores "6"), as the usual GSM8K-style reward functions extract
+        it; a reply with no number is an invalid action. Use it for numeric datasets when the
+        policy is a chat model that explains before it answers.
 
 Reward: the verifier's score (0..1, ``score_answer``) on the last step, 0 on earlier attempts; the
 episode's ``outcome`` is the last answer's score and ``info["success"]`` is ``score >= 1``. A
@@ -26,12 +31,15 @@ scorer, so they get no expert). State key: ``<dataset>:<index>:<attempt>``. No v
 from __future__ import annotations
 
 import json
+import re
 from functools import lru_cache
 from typing import Any
 
 from clew.envs.base import StepResult, ensure_running
 
 ANSWER_HINT = "Reply with the final answer only."
+EXTRACTIONS = ("whole_reply", "last_number")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
 _REFUSED = {"composite": "it mixes other datasets and needs a config file; ask for those datasets by name instead"}
 
 
@@ -61,6 +69,14 @@ def safe_score(dataset: Any, answer: str, entry: dict[str, Any]) -> tuple[float,
     return min(max(score, 0.0), 1.0), False
 
 
+def extract_answer(reply: str, extraction: str) -> str:
+    """The part of ``reply`` the verifier scores: all of it (stripped), or its last number ("" when none)."""
+    if extraction == "last_number":
+        numbers = _NUMBER.findall(reply)
+        return numbers[-1] if numbers else ""
+    return reply.strip()
+
+
 class ReasoningGym:
     """One reasoning-gym item per episode; ``max_attempts`` answers, scored by the dataset's verifier.
 
@@ -73,6 +89,7 @@ class ReasoningGym:
         max_attempts: answers allowed per episode (1 = single-turn).
         dataset_kwargs: the dataset's config fields.
         dataset_seed: seed of the dataset itself.
+        answer_extraction: ``whole_reply`` or ``last_number`` (see the module docstring).
     """
 
     def __new__(
@@ -82,6 +99,7 @@ class ReasoningGym:
         max_attempts: int = 1,
         dataset_kwargs: dict[str, Any] | None = None,
         dataset_seed: int = 0,
+        answer_extraction: str = "whole_reply",
     ) -> ReasoningGym:
         target = cls
         if cls is ReasoningGym:
@@ -96,11 +114,15 @@ class ReasoningGym:
         max_attempts: int = 1,
         dataset_kwargs: dict[str, Any] | None = None,
         dataset_seed: int = 0,
+        answer_extraction: str = "whole_reply",
     ) -> None:
         if size < 1:
             raise ValueError(f"rg/{dataset}: size must be >= 1, got {size}")
         if max_attempts < 1:
             raise ValueError(f"rg/{dataset}: max_attempts must be >= 1, got {max_attempts}")
+        if answer_extraction not in EXTRACTIONS:
+            raise ValueError(f"rg/{dataset}: answer_extraction must be one of {EXTRACTIONS}, got {answer_extraction!r}")
+        self.answer_extraction = answer_extraction
         self.name, self.size, self.max_attempts = dataset, size, max_attempts
         self._data = load_dataset(dataset, size, dataset_seed, dict(dataset_kwargs or {}))
         self._entry: dict[str, Any] = {}
@@ -117,7 +139,7 @@ class ReasoningGym:
 
     def step(self, action: str) -> StepResult:
         ensure_running(self._finished, "ReasoningGym")
-        answer = action.strip()
+        answer = extract_answer(action, self.answer_extraction)
         score, crashed = safe_score(self._data, answer, self._entry) if answer else (0.0, True)
         self.attempt += 1
         info: dict[str, Any] = {"score": score, "attempt": self.attempt}
