@@ -105,8 +105,11 @@ class TurnTable:
 
 
 def _seen(episode: Episode, t: int) -> str:
-    """The observation turn ``t`` answered: the first observation, then the previous turn's."""
-    return episode.first_observation if t == 0 else episode.turns[t - 1].observation
+    """The observation turn ``t`` answered: the first observation, then the previous turn's; a context edit
+    (a summary) is marked, so it never shares an observation group with the action that follows it."""
+    seen = episode.first_observation if t == 0 else episode.turns[t - 1].observation
+    edit = episode.turns[t].info.get("context_edit")
+    return f"[{edit}] {seen}" if edit else seen
 
 
 def _dense(values: Sequence[str | None]) -> Array:

@@ -71,6 +71,7 @@ class TokenRow:
     episode: int
     turns: int = 1
     behavior_logprobs: list[float] | None = None  # set when old_logprobs were recomputed by the trainer
+    segment: int = 0  # index of the row's context segment within its episode (see rollout.batch)
 
     @property
     def n_tokens(self) -> int:
@@ -100,3 +101,26 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     behavior[where] = torch.tensor([b for r in rows for b in (r.behavior_logprobs or r.old_logprobs)], dtype=old.dtype)
     episodes = torch.tensor([r.episode for r in rows], dtype=torch.long)
     return PackedBatch(packed, adv, old, episodes, behavior)
+
+
+def loss_units(rows: Sequence[TokenRow], weighting: str) -> torch.Tensor | None:
+    """Per-token unit ids (B, T) for ``objective.weighting`` (None: ``row``, each row its own unit).
+
+    ``episode``: the row's episode; ``segment``: its (episode, segment); ``turn``: each action span
+    (one turn, also inside a merged row) is a unit. Only action positions matter; the rest get -1.
+    """
+    if weighting == "row":
+        return None
+    if weighting not in ("episode", "segment", "turn"):
+        raise ValueError(f"objective.weighting must be one of row, episode, segment, turn; got {weighting!r}")
+    units: dict[tuple[int, int], int] = {}
+    out: list[list[int]] = []
+    for row in rows:
+        ids: list[int] = []
+        for span, is_action in row.spans:
+            # turn: -len(units) - 1 is a key no span has used, so each action span opens its own unit
+            key = (row.episode, {"episode": 0, "segment": row.segment, "turn": -len(units) - 1}[weighting])
+            ids += [units.setdefault(key, len(units)) if is_action else -1] * len(span)
+        out.append(ids)
+    width = max((len(r) for r in out), default=0)
+    return torch.tensor([r + [-1] * (width - len(r)) for r in out], dtype=torch.long)

@@ -26,9 +26,7 @@ def test_reference_table(mode: str, const: float | None, expected: float) -> Non
 @pytest.mark.parametrize("mode", ["token_mean", "seq_mean_token_sum", "seq_mean_token_mean", "seq_sum_const"])
 def test_episode_weighting_with_one_row_per_episode_equals_row(mode: str) -> None:
     ids = torch.tensor([7, 3])
-    assert aggregate(LOSS, MASK, mode, episode_ids=ids, weighting="episode").item() == pytest.approx(
-        aggregate(LOSS, MASK, mode).item()
-    )
+    assert aggregate(LOSS, MASK, mode, units=ids).item() == pytest.approx(aggregate(LOSS, MASK, mode).item())
 
 
 @pytest.mark.parametrize("mode", ["seq_mean_token_sum", "seq_mean_token_mean", "token_mean"])
@@ -38,7 +36,7 @@ def test_split_rows_with_episode_weighting_equal_the_unsplit_loss(mode: str) -> 
     split = torch.tensor([[1.0, 0, 0, 0], [3.0, 0, 0, 0], [1, 1, 1, 1]], dtype=D, requires_grad=True)
     split_mask = torch.tensor([[1, 0, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=D)
     a = aggregate(whole, MASK, mode)
-    b = aggregate(split, split_mask, mode, episode_ids=torch.tensor([0, 0, 1]), weighting="episode")
+    b = aggregate(split, split_mask, mode, units=torch.tensor([0, 0, 1]))
     assert a.item() == pytest.approx(b.item())
     (ga,) = torch.autograd.grad(a, whole)
     (gb,) = torch.autograd.grad(b, split)
@@ -53,5 +51,7 @@ def test_split_rows_with_episode_weighting_equal_the_unsplit_loss(mode: str) -> 
 def test_bad_mode_and_weighting() -> None:
     with pytest.raises(ValueError, match="token_mean"):
         aggregate(LOSS, MASK, "mean")
-    with pytest.raises(ValueError, match="episode_ids"):
-        aggregate(LOSS, MASK, "seq_mean_token_sum", weighting="episode")
+    with pytest.raises(ValueError, match="units: 3 row ids for 2 rows"):
+        aggregate(LOSS, MASK, "seq_mean_token_sum", units=torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"units: shape \(2, 3\)"):
+        aggregate(LOSS, MASK, "seq_mean_token_sum", units=torch.zeros(2, 3, dtype=torch.long))

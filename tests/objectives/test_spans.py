@@ -35,7 +35,7 @@ def test_gspo_merged_row_equals_per_turn_rows_by_hand() -> None:
         loss, metrics = compute("gspo", logp, torch.zeros_like(logp), torch.ones_like(logp), mask, **params)
         torch.testing.assert_close(loss[mask.bool()], expected, atol=1e-6, rtol=0)
         # seq_mean_token_mean, episode weighting: (2 (-1.105171) + 2 (-0.904837)) / 4 = -1.005004
-        w = aggregation_weights(mask, "seq_mean_token_mean", episode_ids=torch.tensor(episodes), weighting="episode")
+        w = aggregation_weights(mask, "seq_mean_token_mean", units=torch.tensor(episodes))
         total = (w * loss).sum()
         assert total.item() == pytest.approx(-1.005004, abs=1e-6)
         (grad,) = torch.autograd.grad(total, logp)
@@ -120,7 +120,7 @@ def test_merged_rows_equal_per_turn_rows(name: str, mode: str, const: float | No
     results = []
     for rows in (merged, per_turn):
         loss, _ = compute(name, rows.logp, rows.old_logp, rows.advantages, rows.mask, **PARAMS.get(name, {}))
-        w = aggregation_weights(rows.mask, mode, episode_ids=rows.episode_ids, weighting="episode", const=const)
+        w = aggregation_weights(rows.mask, mode, units=rows.episode_ids, const=const)
         total = (w * loss).sum()
         (grad,) = torch.autograd.grad(total, rows.logp)
         action = rows.mask.bool()

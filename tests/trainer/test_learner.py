@@ -46,7 +46,7 @@ def _loss_and_grads(
     batch = pack_batch(rows, policy.pad_id)
     logp, _ = token_logprobs(model, batch.rows.input_ids, batch.rows.attention_mask)
     loss, _ = compute(objective, logp, batch.old_logprobs, batch.advantages, batch.rows.action_mask)
-    w = aggregation_weights(batch.rows.action_mask, aggregation, episode_ids=batch.episode_ids, weighting="episode")
+    w = aggregation_weights(batch.rows.action_mask, aggregation, units=batch.episode_ids)
     total = (w.to(loss.dtype) * loss).sum()
     total.backward()
     return float(total.detach()), [p.grad.clone() for p in model.parameters() if p.grad is not None]

@@ -12,13 +12,13 @@ REASONS = ("max_new_tokens", "max_turns", "max_prompt_tokens", "error")
 RUN_KNOBS = {
     "max_new_tokens": "raise rollout.max_new_tokens (an action and its stop token must fit)",
     "max_turns": "raise rollout.max_turns",
-    "max_prompt_tokens": "raise rollout.max_prompt_tokens or keep less history (rollout.context=window)",
+    "max_prompt_tokens": "raise rollout.max_prompt_tokens or keep less history (rollout.context: window or summary)",
     "error": "the env raised or timed out: see the error column of the trajectories",
 }
 EVAL_KNOBS = {
     "max_new_tokens": "raise --max-new-tokens (an action and its stop token must fit)",
     "max_turns": "raise --max-turns",
-    "max_prompt_tokens": "keep less history (--context window --window-turns N)",
+    "max_prompt_tokens": "keep less history (--context window --context-param turns=N, or --context summary)",
     "error": "the env raised or timed out",
 }
 

@@ -9,10 +9,15 @@ Modes (verl ``agg_loss`` names in brackets; shared/reference/objectives.md secti
   padded width T; pass a true constant (e.g. max new tokens) for Dr.GRPO (arXiv 2503.20783), and
   ``const = B * L_max`` to match the oat code's extra 1/B.
 
-A *unit* is a row with ``weighting="row"``. With ``weighting="episode"`` the unit is an episode:
-its rows' token sums and counts are pooled first, so an episode split into many turn rows weighs
-exactly what one merged row would, and the number of turns never becomes a loss weight. Empty
-units (no valid token) are skipped; an all-empty batch gives 0 with zero gradient.
+The *unit* of the sequence modes is set by ``units``, integer ids per row (B,) or per token (B, T);
+None makes each row a unit. The trainer derives them from ``objective.weighting``
+(``clew.tensors.loss_units``): ``episode`` pools an episode's rows, so an episode split into many
+turn rows weighs exactly what one merged row would and the number of turns (or of context segments)
+never becomes a loss weight; ``segment`` makes each context segment a unit (an episode with three
+summaries weighs four times an unedited one, which is what DCPO-style segment credit asks for);
+``turn`` makes each action span a unit, inside merged rows too; ``row`` is each training row. Token
+sums and counts of a unit are pooled first. Empty units (no valid token) are skipped; an all-empty
+batch gives 0 with zero gradient.
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ import torch
 
 Tensor = torch.Tensor
 MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const")
-WEIGHTINGS = ("row", "episode")
+WEIGHTINGS = ("episode", "segment", "turn", "row")
 
 
 def aggregate(
@@ -29,12 +34,11 @@ def aggregate(
     mask: Tensor,
     mode: str,
     *,
-    episode_ids: Tensor | None = None,
-    weighting: str = "row",
+    units: Tensor | None = None,
     const: float | None = None,
 ) -> Tensor:
     """Reduce a (B, T) per-token loss to a scalar (see the module docstring)."""
-    weights = aggregation_weights(mask, mode, episode_ids=episode_ids, weighting=weighting, const=const)
+    weights = aggregation_weights(mask, mode, units=units, const=const)
     loss = torch.where(mask.bool(), per_token_loss, torch.zeros_like(per_token_loss))
     return (weights.to(loss.dtype) * loss).sum()
 
@@ -43,8 +47,7 @@ def aggregation_weights(
     mask: Tensor,
     mode: str,
     *,
-    episode_ids: Tensor | None = None,
-    weighting: str = "row",
+    units: Tensor | None = None,
     const: float | None = None,
 ) -> Tensor:
     """The (B, T) token weights w with ``aggregate == sum(w * loss)``.
@@ -54,8 +57,6 @@ def aggregation_weights(
     """
     if mode not in MODES:
         raise ValueError(f"aggregation mode must be one of {list(MODES)}, got {mode!r}")
-    if weighting not in WEIGHTINGS:
-        raise ValueError(f"weighting must be one of {list(WEIGHTINGS)}, got {weighting!r}")
     mask = mask.to(torch.float64)
     if mode == "token_mean":
         return mask / mask.sum().clamp(min=1)
@@ -64,18 +65,29 @@ def aggregation_weights(
         if denom <= 0:
             raise ValueError(f"seq_sum_const needs const > 0, got {const}")
         return mask / denom
-    unit, n_units = _units(mask.shape[0], episode_ids, weighting, mask.device)
-    counts = torch.zeros(n_units, dtype=mask.dtype, device=mask.device).index_add(0, unit, mask.sum(-1))
+    unit = _token_units(mask, units)
+    n_units = int(unit.max()) + 1 if unit.numel() else 0
+    counts = torch.zeros(n_units, dtype=mask.dtype, device=mask.device).index_add(0, unit.flatten(), mask.flatten())
     n_present = (counts > 0).sum().clamp(min=1)
     if mode == "seq_mean_token_sum":
         return mask / n_present
-    return mask / (counts[unit].clamp(min=1) * n_present)[:, None]
+    return mask / (counts[unit].clamp(min=1) * n_present)
 
 
-def _units(rows: int, episode_ids: Tensor | None, weighting: str, device: torch.device) -> tuple[Tensor, int]:
-    if weighting == "row":
-        return torch.arange(rows, device=device), rows
-    if episode_ids is None:
-        raise ValueError("weighting='episode' needs episode_ids (one id per row)")
-    _, unit = torch.unique(episode_ids, return_inverse=True)
-    return unit, int(unit.max()) + 1 if unit.numel() else 0
+def _token_units(mask: Tensor, units: Tensor | None) -> Tensor:
+    """Dense unit ids 0..U-1 per token (B, T); masked-out tokens may hold anything."""
+    rows, width = mask.shape
+    if units is None:
+        units = torch.arange(rows, device=mask.device)
+    if units.dim() == 1:
+        if units.shape[0] != rows:
+            raise ValueError(f"units: {units.shape[0]} row ids for {rows} rows")
+        units = units[:, None].expand(rows, width)
+    if units.shape != mask.shape:
+        raise ValueError(f"units: shape {tuple(units.shape)} for a mask of shape {tuple(mask.shape)}")
+    valid = mask.bool()
+    dense = torch.zeros_like(units, dtype=torch.long)
+    if valid.any():
+        _, inverse = torch.unique(units[valid], return_inverse=True)
+        dense[valid] = inverse
+    return dense

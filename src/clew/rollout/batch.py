@@ -10,6 +10,8 @@ token, so sequence-level objectives find each turn as a contiguous run of the ac
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from clew.table import TurnTable
@@ -43,13 +45,19 @@ def to_rows(
 
 
 def _episode_rows(pieces: list[tuple[Turn, list[float]]], episode_id: int, merge: bool) -> list[TokenRow]:
+    """Rows of one episode. A *segment* is a maximal run of turns whose prompts each extend the previous
+    prompt + action; a context edit (window, summary, memory, markovian chunk) starts a new one. Merged
+    rows never cross a segment boundary, and every row records its segment for ``weighting: segment``."""
     rows: list[TokenRow] = []
     full: list[int] = []
+    segment = -1
     for turn, adv in pieces:
         if not turn.action_ids:
             continue
         prompt, action = list(turn.prompt_ids), list(turn.action_ids)
-        if merge and rows and len(prompt) > len(full) and prompt[: len(full)] == full:
+        extends = segment >= 0 and len(prompt) > len(full) and prompt[: len(full)] == full
+        segment += 0 if extends else 1
+        if merge and extends:
             last = rows[-1]
             spans = [*last.spans, (prompt[len(full) :], False), (action, True)]
             rows[-1] = TokenRow(
@@ -58,8 +66,10 @@ def _episode_rows(pieces: list[tuple[Turn, list[float]]], episode_id: int, merge
                 last.old_logprobs + list(turn.behavior_logprobs),
                 episode_id,
                 last.turns + 1,
+                segment=segment,
             )
         else:
-            rows.append(TokenRow([(prompt, False), (action, True)], adv, list(turn.behavior_logprobs), episode_id))
+            row = TokenRow([(prompt, False), (action, True)], adv, list(turn.behavior_logprobs), episode_id)
+            rows.append(replace(row, segment=segment))
         full = prompt + action
     return rows

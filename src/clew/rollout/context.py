@@ -1,34 +1,75 @@
-"""Context strategies: how a turn's prompt ids are built from the episode so far.
+"""Context strategies: how a turn's prompt ids are built from the episode so far, and how it is edited.
 
-Only observation text is ever encoded; sampled action ids are reused as they are. Under ``full``
-each prompt extends the previous prompt + action exactly, which ``train.merge_prefix`` exploits.
+A strategy is named in ``rollout.context: {name, params}`` and looked up in ``CONTEXTS``:
+
+- ``full``: the whole chat. Each prompt extends the previous prompt + action exactly, which
+  ``train.merge_prefix`` exploits (one row per episode).
+- ``window`` (``turns``): the last ``turns`` exchanges, the oldest kept observation opening the chat.
+- ``summary`` (IterResearch-style workspace; ``every``, ``budget_tokens``, ``instruction``): every
+  ``every`` env turns, or when the next prompt would pass ``budget_tokens``, the policy is asked to
+  summarise; the summary is a sampled turn (recorded and trained like any other) and the prompt
+  becomes the task, the summary as the assistant's reply to it, then the exchanges since.
+- ``memory`` (Memory-as-Action; ``turns``, ``max_chars``): an action may carry
+  ``<memory>...</memory>``; the block replaces the agent's memory and is cut from the text the env
+  receives. The prompt is the task + the memory + the last ``turns`` exchanges.
+- ``markovian`` (Delethink-style chunks; ``chunk_tokens``, ``carry_tokens``): the chat grows until
+  the prompt would pass ``chunk_tokens``; then a new chunk starts from the task plus the last
+  ``carry_tokens`` ids of the previous chunk.
+
+Tokens in, tokens out: only env text (observations, the task, the memory text) is ever encoded;
+sampled ids (actions, summaries, the markovian carry-over) enter prompts exactly as sampled. Each
+turn's record holds the prompt the engine saw, so every training row is byte-for-byte what was
+sampled from, whatever the strategy did to the context before it.
+
+Hooks: ``build`` (pure) gives the next action's prompt; ``after_step`` runs after each env step
+and may return a prompt to sample a context edit from (the engine is called by the rollout
+scheduler, on the same seed schedule as actions); ``take_edit`` absorbs that sample;
+``take_action`` maps a sampled action to the text the env receives.
 """
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clew.policy.chat import ChatFormat
+from clew.registry import Registry
+
+SUMMARY_INSTRUCTION = "Summarize what you know and what you did so far, briefly; it will replace the history."
+_MEMORY = re.compile(r"<memory>(.*?)</memory>", re.DOTALL)
 
 
 @dataclass
 class History:
-    """An episode as the policy saw it: observations, sampled action ids, cached segments.
+    """An episode as the policy saw it: observations, sampled action ids, cached segments, edit state.
 
-    ``segments[i]`` (i >= 1) holds the ids that follow ``actions[i - 1]``: the turn close and the
-    framed observation ``observations[i]``.
+    ``segments[i]`` holds the ids that follow ``actions[i]``: the turn close and the framed
+    observation ``observations[i + 1]``. ``start`` is the first exchange a compacted context still
+    shows (``summary``, ``markovian``); ``note`` the ids of the summary that replaced the exchanges
+    before it; ``carry`` the markovian carry-over ids; ``memory`` the agent's memory text.
     """
 
     observations: list[str]
     actions: list[list[int]] = field(default_factory=list)
     segments: list[list[int]] = field(default_factory=list)
+    start: int = 0
+    note: list[int] = field(default_factory=list)
+    carry: list[int] = field(default_factory=list)
+    memory: str = ""
+    since_edit: int = 0
 
     def add(self, action_ids: list[int], observation: str, framing: Framing | None) -> None:
         self.actions.append(list(action_ids))
         self.observations.append(observation)
         seg = framing.chat.next_segment(framing.tokenizer, action_ids, observation) if framing else []
         self.segments.append(seg)
+        self.since_edit += 1
+
+    def exchanges(self, start: int) -> list[int]:
+        """Actions and their following segments from exchange ``start`` on."""
+        return [x for i in range(start, len(self.actions)) for x in self.actions[i] + self.segments[i]]
 
 
 @dataclass(frozen=True)
@@ -38,44 +79,223 @@ class Framing:
     tokenizer: Any
     chat: ChatFormat
 
+    def first(self, text: str) -> list[int]:
+        return self.chat.first_segment(self.tokenizer, text)
+
+    def after(self, action_ids: list[int], text: str) -> list[int]:
+        return self.chat.next_segment(self.tokenizer, action_ids, text)
+
 
 class ContextStrategy(Protocol):
-    """Builds the prompt ids of the next turn."""
+    """Builds the prompt ids of the next turn and decides on context edits."""
+
+    @property
+    def name(self) -> str: ...
 
     def build(self, history: History, framing: Framing) -> list[int]: ...
 
+    def after_step(self, history: History, framing: Framing) -> list[int] | None: ...
 
-def _span(history: History, framing: Framing, start: int) -> list[int]:
-    ids = framing.chat.first_segment(framing.tokenizer, history.observations[start])
-    for i in range(start, len(history.actions)):
-        ids += history.actions[i] + history.segments[i]
-    return ids
+    def take_edit(self, history: History, action_ids: list[int]) -> None: ...
+
+    def take_action(self, history: History, text: str) -> str: ...
+
+
+class _NoEdits:
+    """Defaults for strategies that never edit the context."""
+
+    def after_step(self, history: History, framing: Framing) -> list[int] | None:
+        return None
+
+    def take_edit(self, history: History, action_ids: list[int]) -> None:
+        raise RuntimeError(f"context strategy {type(self).__name__} asked for no edit")
+
+    def take_action(self, history: History, text: str) -> str:
+        return text
 
 
 @dataclass(frozen=True)
-class FullContext:
+class FullContext(_NoEdits):
     """The whole chat so far."""
 
+    name: str = "full"
+
     def build(self, history: History, framing: Framing) -> list[int]:
-        return _span(history, framing, 0)
+        return framing.first(history.observations[0]) + history.exchanges(0)
 
 
 @dataclass(frozen=True)
-class WindowContext:
+class WindowContext(_NoEdits):
     """The last ``turns`` exchanges; the oldest kept observation opens the chat (0 = current only)."""
 
-    turns: int
+    turns: int = 0
+    name: str = "window"
+
+    def __post_init__(self) -> None:
+        _at_least("window", "turns", self.turns, 0)
 
     def build(self, history: History, framing: Framing) -> list[int]:
-        return _span(history, framing, max(0, len(history.actions) - self.turns))
+        start = max(0, len(history.actions) - self.turns)
+        return framing.first(history.observations[start]) + history.exchanges(start)
 
 
-def make_context(kind: str, window_turns: int = 0) -> ContextStrategy:
-    """``"full"`` or ``"window"`` (with ``window_turns`` >= 0)."""
-    if kind == "full":
-        return FullContext()
-    if kind == "window":
-        if window_turns < 0:
-            raise ValueError(f"rollout.window_turns must be >= 0, got {window_turns}")
-        return WindowContext(window_turns)
-    raise ValueError(f"rollout.context must be one of 'full', 'window'; got {kind!r}")
+@dataclass(frozen=True)
+class SummaryContext:
+    """Every ``every`` env turns (0: never by count), or when the next prompt would be longer than
+    ``budget_tokens`` (None: no budget), the policy writes a summary that replaces the history."""
+
+    every: int = 8
+    budget_tokens: int | None = None
+    instruction: str = SUMMARY_INSTRUCTION
+    name: str = "summary"
+
+    def __post_init__(self) -> None:
+        _at_least("summary", "every", self.every, 0)
+        if self.budget_tokens is not None:
+            _at_least("summary", "budget_tokens", self.budget_tokens, 1)
+        if self.every == 0 and self.budget_tokens is None:
+            raise ValueError("context 'summary' needs every >= 1 or a budget_tokens; it would never summarize")
+
+    def build(self, history: History, framing: Framing) -> list[int]:
+        if not history.note:
+            return framing.first(history.observations[0]) + history.exchanges(0)
+        opening = framing.first(history.observations[0]) + history.note
+        return (
+            opening
+            + framing.after(history.note, history.observations[history.start])
+            + history.exchanges(history.start)
+        )
+
+    def after_step(self, history: History, framing: Framing) -> list[int] | None:
+        due = self.every > 0 and history.since_edit >= self.every
+        over = self.budget_tokens is not None and len(self.build(history, framing)) > self.budget_tokens
+        if not (due or over) or not history.actions:
+            return None
+        prompt = self.build(history, framing)  # ends with the last exchange: its action, then segments[-1]
+        asked = framing.after(history.actions[-1], f"{history.observations[-1]}\n\n{self.instruction}")
+        return prompt[: len(prompt) - len(history.segments[-1])] + asked
+
+    def take_edit(self, history: History, action_ids: list[int]) -> None:
+        history.note, history.start, history.since_edit = list(action_ids), len(history.actions), 0
+
+    def take_action(self, history: History, text: str) -> str:
+        return text
+
+
+@dataclass(frozen=True)
+class MemoryContext:
+    """Memory-as-Action: ``<memory>...</memory>`` in an action replaces the memory (at most
+    ``max_chars``); the prompt is the task, the memory and the last ``turns`` exchanges."""
+
+    turns: int = 2
+    max_chars: int = 400
+    name: str = "memory"
+
+    def __post_init__(self) -> None:
+        _at_least("memory", "turns", self.turns, 0)
+        _at_least("memory", "max_chars", self.max_chars, 1)
+
+    def build(self, history: History, framing: Framing) -> list[int]:
+        start = max(0, len(history.actions) - self.turns)
+        task = history.observations[0]
+        opening = f"{task}\n\nYour memory: {history.memory or '(empty)'}"
+        if start > 0:
+            opening += f"\n\n{history.observations[start]}"
+        return framing.first(opening) + history.exchanges(start)
+
+    def after_step(self, history: History, framing: Framing) -> list[int] | None:
+        return None
+
+    def take_edit(self, history: History, action_ids: list[int]) -> None:
+        raise RuntimeError("context strategy memory edits inside actions, not through separate samples")
+
+    def take_action(self, history: History, text: str) -> str:
+        """Store the last memory block of ``text`` and return the text without any memory block."""
+        blocks = _MEMORY.findall(text)
+        if blocks:
+            history.memory = blocks[-1].strip()[: self.max_chars]
+        return _MEMORY.sub("", text).strip() if blocks else text
+
+
+@dataclass(frozen=True)
+class MarkovianContext(_NoEdits):
+    """Delethink-style chunks: when the prompt would pass ``chunk_tokens``, the next chunk starts from
+    the task plus the last ``carry_tokens`` ids of the previous chunk (sampled ids kept as they are)."""
+
+    chunk_tokens: int = 1024
+    carry_tokens: int = 128
+    name: str = "markovian"
+
+    def __post_init__(self) -> None:
+        _at_least("markovian", "carry_tokens", self.carry_tokens, 1)
+        if self.chunk_tokens <= self.carry_tokens:
+            raise ValueError(
+                f"context 'markovian': chunk_tokens ({self.chunk_tokens}) must exceed carry_tokens "
+                f"({self.carry_tokens})"
+            )
+
+    def build(self, history: History, framing: Framing) -> list[int]:
+        return framing.first(history.observations[0]) + history.carry + history.exchanges(history.start)
+
+    def after_step(self, history: History, framing: Framing) -> list[int] | None:
+        """Start a new chunk when the next prompt would be too long (no engine call needed)."""
+        if len(self.build(history, framing)) > self.chunk_tokens:
+            history.carry = (history.carry + history.exchanges(history.start))[-self.carry_tokens :]
+            history.start, history.since_edit = len(history.actions), 0
+        return None
+
+
+def _at_least(context: str, param: str, value: int, low: int) -> None:
+    if value < low:
+        raise ValueError(f"context {context!r}: {param} must be >= {low}, got {value}")
+
+
+@dataclass(frozen=True)
+class ContextSpec:
+    """A registered strategy: ``fn(**params)`` builds it."""
+
+    name: str
+    fn: Callable[..., ContextStrategy]
+    summary: str
+
+
+CONTEXTS: Registry[ContextSpec] = Registry("context strategy")
+
+
+def _full() -> ContextStrategy:
+    return FullContext()
+
+
+def _window(*, turns: int = 0) -> ContextStrategy:
+    return WindowContext(turns)
+
+
+def _summary(
+    *, every: int = 8, budget_tokens: int | None = None, instruction: str = SUMMARY_INSTRUCTION
+) -> ContextStrategy:
+    return SummaryContext(every, budget_tokens, instruction)
+
+
+def _memory(*, turns: int = 2, max_chars: int = 400) -> ContextStrategy:
+    return MemoryContext(turns, max_chars)
+
+
+def _markovian(*, chunk_tokens: int = 1024, carry_tokens: int = 128) -> ContextStrategy:
+    return MarkovianContext(chunk_tokens, carry_tokens)
+
+
+for _spec in (
+    ContextSpec("full", _full, "the whole chat"),
+    ContextSpec("window", _window, "the last `turns` exchanges"),
+    ContextSpec("summary", _summary, "the policy summarises every `every` turns or past `budget_tokens`"),
+    ContextSpec("memory", _memory, "Memory-as-Action: <memory> blocks + the last `turns` exchanges"),
+    ContextSpec("markovian", _markovian, "fixed chunks of `chunk_tokens`, `carry_tokens` carried over"),
+):
+    CONTEXTS.add(_spec)
+
+
+def make_context(name: str, params: dict[str, Any] | None = None) -> ContextStrategy:
+    """The strategy ``name`` with ``params``; unknown names, parameters or values fail naming them."""
+    params = dict(params or {})
+    CONTEXTS.check_params(name, params)
+    return CONTEXTS.get(name).fn(**params)

@@ -25,14 +25,31 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from clew.envs import Closeable, Env, HasStateKey, StepResult, make
 from clew.envs.pool import make_pooled
 from clew.policy.base import Completion
 from clew.rollout.actors import UNBOUNDED_MODEL_LEN, Actor
-from clew.rollout.context import ContextStrategy, Framing, History, make_context
+from clew.rollout.context import CONTEXTS, ContextStrategy, Framing, History, make_context
 from clew.types import Episode, Group, Turn
+
+
+class ContextConfig(BaseModel):
+    """``rollout.context``: a registered strategy (``clew.rollout.context.CONTEXTS``) and its parameters."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str = Field("full", description=f"context strategy: {', '.join(CONTEXTS.available())}")
+    params: dict[str, Any] = Field(default_factory=dict, description="the strategy's parameters")
+
+    @model_validator(mode="after")
+    def _known(self) -> ContextConfig:
+        make_context(self.name, self.params)  # unknown names, parameters and bad values fail here, naming them
+        return self
+
+    def make(self) -> ContextStrategy:
+        return make_context(self.name, self.params)
 
 
 class RolloutConfig(BaseModel):
@@ -40,14 +57,29 @@ class RolloutConfig(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _context_shorthand(cls, data: Any) -> Any:
+        """``context: window`` means ``{name: window}``; runs from before the registry wrote ``window_turns``."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        turns = data.pop("window_turns", None)
+        if isinstance(data.get("context"), str):
+            data["context"] = {"name": data["context"]}
+        if turns is not None and isinstance(data.get("context"), dict) and data["context"].get("name") == "window":
+            data["context"] = {**data["context"], "params": {"turns": turns, **data["context"].get("params", {})}}
+        return data
+
     group_size: int = Field(8, ge=1, description="episodes per task, all from the task's seed")
     max_turns: int = Field(64, ge=1, description="turn budget per episode")
     max_new_tokens: int = Field(16, ge=1, description="token budget per action")
     max_prompt_tokens: int = Field(4096, ge=1, description="longest prompt a turn may have")
     temperature: float = Field(1.0, ge=0.0, description="sampling temperature (0 = greedy)")
     top_p: float = Field(1.0, gt=0.0, le=1.0, description="nucleus sampling mass")
-    context: str = Field("full", pattern="^(full|window)$", description="'full' chat or 'window'")
-    window_turns: int = Field(0, ge=0, description="exchanges kept by the 'window' context")
+    context: ContextConfig = Field(
+        default_factory=ContextConfig, description="how prompts are built from the episode: {name, params}"
+    )
     env_step_timeout_s: float | None = Field(None, gt=0, description="per-step env timeout (None: none)")
     env_workers: int = Field(4, ge=1, description="threads that step envs")
     env_processes: bool = Field(
@@ -95,6 +127,8 @@ class _Live:
     member: int
     prompt: list[int] = field(default_factory=list)
     action: Completion | None = None
+    edit_prompt: list[int] | None = None  # the context strategy asked for an edit (a summary) before the next action
+    editing: bool = False  # the request at the actor is that edit
 
 
 def derive_seed(*parts: object) -> int:
@@ -169,7 +203,7 @@ class _Scheduler:
     ) -> None:
         self.actor, self.live, self.cfg = actor, live, cfg
         self.framing, self.seed, self.on_turn = framing, seed, on_turn
-        self.context: ContextStrategy = make_context(cfg.context, cfg.window_turns)
+        self.context: ContextStrategy = cfg.context.make()
         max_model_len = int(getattr(actor, "max_model_len", UNBOUNDED_MODEL_LEN))
         self.prompt_budget = min(cfg.max_prompt_tokens, max_model_len - cfg.max_new_tokens)
         continuous = bool(getattr(actor, "continuous_batching", False))
@@ -202,10 +236,14 @@ class _Scheduler:
 
     def _within_budgets(self, item: _Live) -> bool:
         """Build the next prompt; close the episode (and return False) when a budget is spent."""
-        if len(item.episode.turns) >= self.cfg.max_turns:
+        item.editing = item.edit_prompt is not None
+        if item.edit_prompt is not None:
+            item.prompt, item.edit_prompt = item.edit_prompt, None
+        elif env_turns(item.episode) >= self.cfg.max_turns:
             _close(item.episode, "max_turns")
             return False
-        item.prompt = self.context.build(item.history, self.framing) if self.framing else []
+        else:
+            item.prompt = self.context.build(item.history, self.framing) if self.framing else []
         if len(item.prompt) > self.prompt_budget:
             _close(item.episode, "max_prompt_tokens")
             return False
@@ -218,9 +256,13 @@ class _Scheduler:
                 raise RuntimeError(f"actor returned request {key}, which is not waiting for an action")
             self.sampling.discard(key)
             item = self.live[key]
-            _record_turn(item, completion)
+            _record_turn(item, completion, self.context.name if item.editing else None)
+            if item.editing:  # a context edit: no env step, the next action follows
+                self.context.take_edit(item.history, completion.token_ids)
+                self.ready.append(key)
+                continue
             item.action = completion
-            steps.submit(key, item.env, completion.text)
+            steps.submit(key, item.env, self.context.take_action(item.history, completion.text))
         self.turns_done += len(finished)
         if not finished and self.sampling and self.actor.pending() == 0 and not steps:
             raise RuntimeError(f"actor has no pending requests but {len(self.sampling)} never returned")
@@ -239,16 +281,33 @@ class _Scheduler:
         _apply_step(item.episode, result, action)
         if not item.episode.done:
             item.history.add(action.token_ids, result.observation, self.framing)
+            if self.framing:
+                item.edit_prompt = self.context.after_step(item.history, self.framing)
             self.ready.append(key)
 
 
-def _record_turn(item: _Live, completion: Completion) -> None:
-    """The turn as sampled: exact prompt and action ids, log-probs, the env state before the step."""
+def _record_turn(item: _Live, completion: Completion, edit: str | None = None) -> None:
+    """The turn as sampled: exact prompt and action ids, log-probs, the env state before the step.
+
+    A context edit (``edit`` names the strategy) is a turn too, trained and credited like any other:
+    reward 0, no env step; its state key is the env's prefixed with the strategy, so step-level
+    grouping compares edits written in the same env state; its observation is the last env
+    observation, which is also what the next action answers.
+    """
     state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
     turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
+    if edit is not None:
+        turn.state_key = f"{edit}:{state}" if state is not None else None
+        turn.observation = item.history.observations[-1]
+        turn.info["context_edit"] = edit
     if completion.entropies:
         turn.info["token_entropies"] = list(completion.entropies)  # per sampled token, for EMPG
     item.episode.turns.append(turn)
+
+
+def env_turns(episode: Episode) -> int:
+    """Turns that were env actions (context edits such as summaries do not count against ``max_turns``)."""
+    return sum("context_edit" not in t.info for t in episode.turns)
 
 
 def _apply_step(episode: Episode, result: StepResult, action: Completion) -> None:

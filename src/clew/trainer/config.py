@@ -103,7 +103,11 @@ class ObjectiveConfig(_Frozen):
         description="how token losses become one number; the default weighs every episode equally (with "
         "weighting=episode), token_mean gives long episodes more weight on shared tokens such as end-of-turn",
     )
-    weighting: Literal["row", "episode"] = Field("episode", description="episode: turns never become loss weights")
+    weighting: Literal["episode", "segment", "turn", "row"] = Field(
+        "episode",
+        description="the unit of the sequence aggregations: episode (turns and context segments never become loss "
+        "weights), segment (each context segment weighs alike), turn (each action), row (each training row)",
+    )
     aggregation_const: float | None = Field(None, gt=0, description="constant for seq_sum_const")
     kl_coef: float = Field(0.0, ge=0, description="KL-in-loss coefficient (needs a reference model)")
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"

@@ -22,7 +22,7 @@ from clew import objectives
 from clew.policy.hf import HFPolicy, token_logprobs
 from clew.policy.lora import disabled_adapters, is_lora, trainable
 from clew.rollout import derive_seed
-from clew.tensors import PackedBatch, TokenRow, pack_batch, pack_spans
+from clew.tensors import PackedBatch, TokenRow, loss_units, pack_batch, pack_spans
 from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
 from clew.trainer.guard import StepGuard, hold_back
 
@@ -135,11 +135,11 @@ class Learner:
 
     def _weights(self, rows: list[TokenRow]) -> torch.Tensor:
         mask = pack_spans([r.spans for r in rows], self.policy.pad_id).action_mask
-        episodes = torch.tensor([r.episode for r in rows])
         obj = self.objective
-        return objectives.aggregation_weights(
-            mask, obj.aggregation, episode_ids=episodes, weighting=obj.weighting, const=obj.aggregation_const
-        ).to(torch.float32)
+        units = loss_units(rows, obj.weighting)
+        return objectives.aggregation_weights(mask, obj.aggregation, units=units, const=obj.aggregation_const).to(
+            torch.float32
+        )
 
     def _loss(self, batch: PackedBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows, obj = batch.rows, self.objective

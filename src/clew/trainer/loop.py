@@ -135,7 +135,9 @@ class Trainer:
         groups = collect(
             actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), Framing(policy.tokenizer, policy.chat)
         )
-        rows = [(t.prompt_ids, t.action_ids) for g in groups for e in g.episodes for t in e.turns if t.action_ids]
+        turns = [t for g in groups for e in g.episodes for t in e.turns if t.action_ids]
+        # a scripted expert has no summaries to show: context edits are learned by RL alone
+        rows = [(t.prompt_ids, t.action_ids) for t in turns if "context_edit" not in t.info]
         losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
         policy = weights.fold_adapters(policy)
         demo = summarize([e for g in groups for e in g.episodes])
