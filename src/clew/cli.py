@@ -1,4 +1,4 @@
-"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, models."""
+"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, view, models."""
 
 from __future__ import annotations
 
@@ -138,8 +138,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_turns=args.max_turns,
         max_new_tokens=args.max_new_tokens,
         temperature=args.temperature,
-        context=args.context,
-        window_turns=args.window_turns,
+        context={"name": args.context, "params": context_params(args)},
     )
     with progress() as bar:
         job = bar.add_task(f"eval {args.policy} on {args.env}", total=len(tasks) * args.group_size)
@@ -157,6 +156,13 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def context_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = parse_kv(args.context_param)
+    if args.window_turns is not None:
+        params["turns"] = args.window_turns
+    return params
+
+
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="registered env id or module:Class")
     p.add_argument("--env-arg", action="append", default=[], help="env kwarg as key=value (repeatable)")
@@ -166,8 +172,9 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-turns", type=int, default=64)
     p.add_argument("--max-new-tokens", type=int, default=16)
     p.add_argument("--temperature", type=float, default=1.0)
-    p.add_argument("--context", default="window", choices=["full", "window"])
-    p.add_argument("--window-turns", type=int, default=0)
+    p.add_argument("--context", default="window", help="context strategy: full | window | summary | memory | markovian")
+    p.add_argument("--context-param", action="append", default=[], help="strategy parameter key=value (repeatable)")
+    p.add_argument("--window-turns", type=int, default=None, help="shorthand for --context-param turns=N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine for a model policy")
 
@@ -265,6 +272,23 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_view(args: argparse.Namespace) -> int:
+    """Serve the browser view of run directories, or export one iteration as a single HTML file (torch-free)."""
+    if args.export:
+        from clew.viz.export import export_html
+
+        if args.iteration is None or len(args.runs) != 1:
+            raise ValueError("clew view --export RUN_DIR --iteration N OUT.html")
+        console.print(str(export_html(Path(args.export), args.iteration, Path(args.runs[0]))))
+        return 0
+    from clew.viz.server import serve
+
+    if not args.runs:
+        raise ValueError("clew view needs at least one RUN_DIR")
+    serve([Path(r) for r in args.runs], args.host, args.port)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clew", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -299,13 +323,26 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="write curves.png for a run directory")
     pl.add_argument("run")
     pl.set_defaults(fn=cmd_plot)
+    vw = sub.add_parser("view", help="browse runs, groups, episodes and per-token credit in a local web UI")
+    vw.add_argument("runs", nargs="*", help="run directories (with --export: the output .html file)")
+    vw.add_argument("--port", type=int, default=8765)
+    vw.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
+    vw.add_argument("--export", metavar="RUN_DIR", help="write one self-contained HTML file instead of serving")
+    vw.add_argument("--iteration", type=int, help="the iteration to export")
+    vw.set_defaults(fn=cmd_view, torch_free=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "torch_free", False):  # importing clew.policy (for EngineError) would import torch
+        try:
+            return int(args.fn(args))
+        except ValueError as exc:
+            console.print(f"[red]error:[/red] {escape(str(exc))}")
+            return 2
     from clew.policy.base import EngineError
 
-    args = build_parser().parse_args(argv)
     try:
         return int(args.fn(args))
     except ValueError as exc:  # invalid configs and arguments: a clear message, no traceback

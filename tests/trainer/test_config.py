@@ -73,3 +73,15 @@ def test_cli_reports_invalid_config_without_traceback(capsys) -> None:  # type: 
 
     assert main(["train", str(ROOT / "configs" / "keydoor-demo.yaml"), "train.lr=-1", "--out", "/nonexistent/x"]) == 2
     assert "train.lr" in capsys.readouterr().out
+
+
+def test_an_override_that_switches_a_named_component_replaces_its_params() -> None:
+    base = "configs/keydoor-summary.yaml"  # rollout.context: {name: summary, params: {every: 6}}
+    window = load_config(base, ["rollout.context={name: window, params: {turns: 1}}"]).rollout.context
+    assert (window.name, window.params) == ("window", {"turns": 1})
+    assert load_config(base, ["rollout.context.name=full"]).rollout.context.params == {}
+    assert load_config(base, ["rollout.context.params.every=3"]).rollout.context.params == {"every": 3}
+    with pytest.raises(ValueError, match=r"rollout.context: .*'window' has no parameter\(s\) \['every'\]"):
+        load_config(
+            base, ["rollout.context.params={every: 3}", "rollout.context.name=window", "rollout.context.params.every=2"]
+        )

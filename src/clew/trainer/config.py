@@ -275,14 +275,35 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
 
 
 def apply_override(tree: dict[str, Any], item: str) -> dict[str, Any]:
-    """``"credit.params.gamma=0.9"`` sets a nested key (value parsed as YAML)."""
+    """``"credit.params.gamma=0.9"`` sets a nested key (value parsed as YAML).
+
+    A named component (a ``{name, params}`` block: credit, objective, rollout.context) that switches
+    to another name is replaced, not merged: the old component's params never leak into the new one.
+    """
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ValueError(f"override {item!r} must look like dotted.key=value")
+    parts = key.split(".")
     value: Any = yaml.safe_load(raw)
-    for part in reversed(key.split(".")):
+    if parts[-1] == "name" and len(parts) > 1:
+        parts, value = parts[:-1], {"name": value}
+    old = _lookup(tree, parts)
+    if isinstance(value, dict) and isinstance(old, dict) and value.get("name", old.get("name")) != old.get("name"):
+        tree = deep_merge(tree, _nest(parts[:-1], {parts[-1]: None}))
+    return deep_merge(tree, _nest(parts, value))
+
+
+def _nest(parts: list[str], value: Any) -> Any:
+    for part in reversed(parts):
         value = {part: value}
-    return deep_merge(tree, value)
+    return value
+
+
+def _lookup(tree: dict[str, Any], parts: list[str]) -> Any:
+    node: Any = tree
+    for part in parts:
+        node = node.get(part) if isinstance(node, dict) else None
+    return node
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -1,1 +1,1 @@
-"""Views of run directories (torch-free): plots now, a browser view later."""
+"""Views of run directories (torch-free): curve plots, and `clew view`: a browser view of runs, groups and credit."""
