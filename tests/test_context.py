@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from typing import Any
 
@@ -12,14 +13,14 @@ from pydantic import ValidationError
 
 from clew.credit import CreditInput, compute
 from clew.policy import Completion, HFEngine, HFPolicy, SamplingParams
-from clew.rollout import Framing, PolicyActor, RolloutConfig, Task, collect
+from clew.rollout import Framing, PolicyActor, RolloutConfig, ScriptedActor, Task, collect
 from clew.rollout.batch import to_rows
 from clew.rollout.context import CONTEXTS, History, make_context
 from clew.table import TurnTable
 from clew.tensors import loss_units, pack_spans
 from clew.types import Episode, Group, Turn
 
-STOPS = tuple(range(2, 300))
+STOPS = tuple(range(512))  # every id ends a completion: one-token actions, so no episode is cut at max_new_tokens
 KEYDOOR = Task("keydoor-v0", 3, {"width": 6, "height": 6, "max_steps": 40})
 
 
@@ -59,6 +60,8 @@ def test_registry_lists_the_strategies_and_rejects_unknown_names_and_params() ->
         make_context("markovian", {"chunk_tokens": 64, "carry_tokens": 64})
     with pytest.raises(ValueError, match="would never summarize"):
         make_context("summary", {"every": 0})
+    with pytest.raises(ValueError, match="context 'summary': bad parameter value"):
+        make_context("summary", {"every": "2"})
 
 
 def test_config_validates_at_construction_and_reads_older_forms() -> None:
@@ -94,6 +97,20 @@ def test_summary_request_and_compacted_prompt(tiny_policy: HFPolicy) -> None:
     assert summary.build(history, framing) == expected + [11, 12] + history.segments[2]
 
 
+def test_summary_after_a_summary(tiny_policy: HFPolicy) -> None:
+    framing, summary = _framing(tiny_policy), make_context("summary", {"every": 1})
+    history = _history(framing, 1)
+    first_note, second_note = [5, 6, framing.chat.eos_id], [9, framing.chat.eos_id]
+    summary.take_edit(history, first_note)
+    history.add([11], "obs2", framing)
+    request = summary.after_step(history, framing)  # every=1: due again after one exchange
+    opening = framing.first("task: find the key") + first_note + framing.after(first_note, "obs1")
+    assert request == opening + [11] + framing.after([11], f"obs2\n\n{summary.instruction}")  # type: ignore[attr-defined]
+    summary.take_edit(history, second_note)
+    expected = framing.first("task: find the key") + second_note + framing.after(second_note, "obs2")
+    assert summary.build(history, framing) == expected and history.start == 2
+
+
 def test_summary_by_token_budget(tiny_policy: HFPolicy) -> None:
     framing = _framing(tiny_policy)
     history = _history(framing, 3)
@@ -119,8 +136,9 @@ def test_markovian_chunks_carry_the_last_ids(tiny_policy: HFPolicy) -> None:
     stream = history.exchanges(0)
     markov = make_context("markovian", {"chunk_tokens": len(first) + len(stream) - 1, "carry_tokens": 5})
     assert markov.after_step(history, framing) is None
-    assert history.carry == stream[-5:] and history.start == 3
-    assert markov.build(history, framing) == first + stream[-5:]
+    newest = history.segments[-1]
+    assert history.carry == stream[: len(stream) - len(newest)][-5:] + newest and history.start == 3
+    assert markov.build(history, framing) == first + history.carry
 
 
 # --- rollouts: every turn is what the engine saw and sampled --------------------------------------------------
@@ -128,7 +146,7 @@ def test_markovian_chunks_carry_the_last_ids(tiny_policy: HFPolicy) -> None:
     "context",
     [
         {"name": "summary", "params": {"every": 2}},
-        {"name": "markovian", "params": {"chunk_tokens": 120, "carry_tokens": 16}},
+        {"name": "markovian", "params": {"chunk_tokens": 300, "carry_tokens": 16}},
         {"name": "memory", "params": {"turns": 1}},
         {"name": "window", "params": {"turns": 1}},
     ],
@@ -152,16 +170,36 @@ def test_summaries_are_sampled_turns_and_their_ids_reach_later_prompts(
 ) -> None:
     episode, _ = _run(tiny_policy, tiny_engine, {"name": "summary", "params": {"every": 2}})
     kinds = ["S" if "context_edit" in t.info else "a" for t in episode.turns]
-    assert "".join(kinds).startswith("aaSaaS")
+    # 8 env turns (summaries do not count against max_turns), and no summary after the last one
+    assert "".join(kinds) == "aaSaaSaaSaa" and episode.truncation_reason == "max_turns"
     framing = _framing(tiny_policy)
-    for i, turn in enumerate(episode.turns[:-1]):
+    for i, turn in enumerate(episode.turns):
         if kinds[i] == "S":
             after = episode.turns[i + 1]
             obs = episode.turns[i - 1].observation
             expected = framing.first(episode.first_observation) + turn.action_ids + framing.after(turn.action_ids, obs)
             assert after.prompt_ids == expected
             assert turn.reward == 0.0 and turn.state_key.startswith("summary:")  # type: ignore[union-attr]
-    assert sum(k == "a" for k in kinds) <= 8  # summaries do not count against max_turns
+
+
+def test_markovian_rollout_rolls_chunks_and_always_shows_the_newest_observation(
+    tiny_policy: HFPolicy, tiny_engine: HFEngine
+) -> None:
+    episode, _ = _run(
+        tiny_policy, tiny_engine, {"name": "markovian", "params": {"chunk_tokens": 300, "carry_tokens": 16}}
+    )
+    framing, lengths = _framing(tiny_policy), [len(t.prompt_ids) for t in episode.turns]
+    assert max(lengths) <= 300 and any(b < a for a, b in itertools.pairwise(lengths))  # chunks rolled over
+    for prev, turn in itertools.pairwise(episode.turns):
+        newest = framing.after(prev.action_ids, prev.observation)
+        assert turn.prompt_ids[-len(newest) :] == newest
+
+
+def test_a_scripted_expert_is_never_asked_for_a_summary(tiny_policy: HFPolicy) -> None:
+    actor = ScriptedActor("expert", tokenizer=tiny_policy.tokenizer)
+    cfg = RolloutConfig(group_size=1, max_turns=8, context={"name": "summary", "params": {"every": 2}})
+    episode = collect(actor, [KEYDOOR], cfg, seed=0, framing=_framing(tiny_policy))[0].episodes[0]
+    assert len(episode.turns) > 2 and not any("context_edit" in t.info for t in episode.turns)
 
 
 # --- credit across context edits, by hand ---------------------------------------------------------------------
@@ -182,7 +220,9 @@ def test_outcome_and_turn_credit_reach_the_summary_turns() -> None:
     returns = compute("reinforce", inp, gamma=0.9).turn_advantage
     # episode a: rewards 0, 0, 0 (summary), 1 -> returns 0.729, 0.81, 0.9, 1; b: all 0
     assert returns.tolist() == pytest.approx([0.729, 0.81, 0.9, 1.0, 0.0, 0.0, 0.0])
-    grpo = compute("grpo", inp).turn_advantage  # outcomes 1, 0: mean 0.5, sample std 0.7071 -> +-0.7071 per turn
+    # DCPO's worked example (credit.md section 23): statistics once per episode, not per segment or turn:
+    # outcomes 1, 0 -> mean 0.5, sample std 0.7071 -> +-0.7071 on every turn, the summary turns included
+    grpo = compute("grpo", inp).turn_advantage
     assert grpo == pytest.approx([0.5**0.5] * 4 + [-(0.5**0.5)] * 3, abs=1e-5)
 
 

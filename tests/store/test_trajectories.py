@@ -64,3 +64,9 @@ def test_version_1_files_are_upgraded_on_read(tmp_path: Path) -> None:
     stored = read_trajectories(tmp_path / "v1.parquet")
     assert [r["token_advantages"] for r in stored] == [[0.5, 0.5], [-1.0]]
     assert [r["token_entropies"] for r in stored] == [[0.7, 0.8], None]
+
+
+def test_an_iteration_without_turns_is_written(tmp_path: Path) -> None:
+    table = TurnTable.from_groups([Group(0, "t", 0, [Episode("t", 0, 0, [], 0.0, truncated=True)])])
+    write_trajectories(tmp_path / "a.parquet", table, 0, np.zeros(0), np.zeros(0))
+    assert read_trajectories(tmp_path / "a.parquet") == []

@@ -4,7 +4,7 @@ import pytest
 import yaml
 
 from clew.envs import families
-from clew.trainer.config import RunConfig, load_config, preset_names
+from clew.trainer.config import RunConfig, apply_override, load_config, preset_names
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -81,6 +81,11 @@ def test_an_override_that_switches_a_named_component_replaces_its_params() -> No
     assert (window.name, window.params) == ("window", {"turns": 1})
     assert load_config(base, ["rollout.context.name=full"]).rollout.context.params == {}
     assert load_config(base, ["rollout.context.params.every=3"]).rollout.context.params == {"every": 3}
+    objective = {"objective": {"name": "ppo_clip", "params": {"x": 1}, "kl_coef": 0.05}}
+    assert apply_override(objective, "objective.name=gspo") == {"objective": {"name": "gspo", "kl_coef": 0.05}}
+    assert apply_override(objective, "objective.name=ppo_clip") == objective  # same name: nothing dropped
+    kwargs = {"env": {"kwargs": {"name": "coin", "level": 3}}}  # not a named component: merged as before
+    assert apply_override(kwargs, "env.kwargs.name=gold") == {"env": {"kwargs": {"name": "gold", "level": 3}}}
     with pytest.raises(ValueError, match=r"rollout.context: .*'window' has no parameter\(s\) \['every'\]"):
         load_config(
             base, ["rollout.context.params={every: 3}", "rollout.context.name=window", "rollout.context.params.every=2"]

@@ -76,18 +76,21 @@ def test_merge_prefix_keeps_fractured_turns_apart(tiny_policy: HFPolicy) -> None
     assert all(r.turns == 1 for r in rows)
 
 
-def _update(tiny_dir: Path, rows: list[TokenRow], microbatch: int) -> list[torch.Tensor]:
+def _update(tiny_dir: Path, rows: list[TokenRow], microbatch: int, weighting: str = "episode") -> list[torch.Tensor]:
     policy = HFPolicy.from_pretrained(tiny_dir)
     train = TrainConfig(lr=1e-3, minibatch_rows=8, microbatch_rows=microbatch, guard_max_kl=None)
-    learner = Learner(policy, train, ObjectiveConfig(aggregation="seq_mean_token_mean"))
-    learner.update(rows, seed=0)
+    objective = ObjectiveConfig(aggregation="seq_mean_token_mean", weighting=weighting)  # type: ignore[arg-type]
+    Learner(policy, train, objective).update(rows, seed=0)
     return [p.detach().clone() for p in policy.model.parameters()]
 
 
-def test_gradient_accumulation_1x8_equals_8x1(tiny_dir: Path, tiny_policy: HFPolicy) -> None:
-    rows = _rows(tiny_policy, merge=False)[:8]
-    one = _update(tiny_dir, rows, microbatch=8)
-    eight = _update(tiny_dir, rows, microbatch=1)
+@pytest.mark.parametrize(("merge", "weighting"), [(False, "episode"), (True, "turn"), (True, "segment")])
+def test_gradient_accumulation_1x8_equals_8x1(
+    tiny_dir: Path, tiny_policy: HFPolicy, merge: bool, weighting: str
+) -> None:
+    rows = _rows(tiny_policy, merge=merge)[:8]
+    one = _update(tiny_dir, rows, microbatch=8, weighting=weighting)
+    eight = _update(tiny_dir, rows, microbatch=1, weighting=weighting)
     start = [p.detach() for p in tiny_policy.model.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(one, start))  # the update did something
     for a, b in zip(one, eight):

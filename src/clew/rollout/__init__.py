@@ -2,7 +2,7 @@
 
 from clew.rollout.actors import Actor, PolicyActor, ScriptedActor
 from clew.rollout.context import Framing, FullContext, History, WindowContext, make_context
-from clew.rollout.loop import RolloutConfig, Task, collect, derive_seed
+from clew.rollout.loop import RolloutConfig, Task, collect, derive_seed, env_turns
 
 __all__ = [
     "Actor",
@@ -16,5 +16,6 @@ __all__ = [
     "WindowContext",
     "collect",
     "derive_seed",
+    "env_turns",
     "make_context",
 ]

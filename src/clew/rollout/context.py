@@ -14,12 +14,34 @@ A strategy is named in ``rollout.context: {name, params}`` and looked up in ``CO
   receives. The prompt is the task + the memory + the last ``turns`` exchanges.
 - ``markovian`` (Delethink-style chunks; ``chunk_tokens``, ``carry_tokens``): the chat grows until
   the prompt would pass ``chunk_tokens``; then a new chunk starts from the task plus the last
-  ``carry_tokens`` ids of the previous chunk.
+  ``carry_tokens`` ids of the previous chunk and the newest observation.
+
+Summaries are sampled with ``rollout.max_new_tokens`` like actions; one cut at that limit is kept
+(``info["edit_truncated"]``) and the episode goes on. A ``budget_tokens`` below what the task, a
+summary and one exchange take makes every step summarise: size it well above that. Actors that
+cannot write edits (the scripted expert of SFT warm starts: ``writes_context_edits = False``) are
+never asked, so their episodes keep the full history. Estimators that group by turn index
+(``turn_returns`` with ``normalize: turn``, ``matchtir``) see summaries as turns and shift later
+indices; prefer state-keyed or outcome-level credit with ``summary``. Under ``window`` and ``memory``
+every turn starts a new segment.
 
 Tokens in, tokens out: only env text (observations, the task, the memory text) is ever encoded;
 sampled ids (actions, summaries, the markovian carry-over) enter prompts exactly as sampled. Each
 turn's record holds the prompt the engine saw, so every training row is byte-for-byte what was
 sampled from, whatever the strategy did to the context before it.
+
+Credit across context edits. An edit that is sampled (a summary) is a turn of its episode like any
+other: reward 0, no env step, recorded with ``info["context_edit"]``, so every estimator credits it;
+outcome-level estimators (GRPO, RLOO) give it the episode's advantage and turn-level ones (discounted
+returns, GiGPO's step groups, keyed ``summary:<env state>``) the return of what followed it. A memory
+edit rides inside an action and shares that action's credit. Group statistics stay per episode, never
+per segment: that is DCPO's rule (Memory as Action, arXiv 2510.12635, ``compute_dcpo_outcome_advantage``:
+A_seg = (R(tau) - mean_G) / (std_G + eps) with the statistics deduplicated per rollout; worked example in
+shared/reference/credit.md section 23) and MemSearcher's multi-context GRPO, which propagates the
+trajectory advantage to each of its contexts. Each segment (a run of turns whose prompts extend each other)
+becomes its own training rows; ``objective.weighting`` says whether episodes, segments or turns weigh alike
+(``episode``, the default, keeps the number of segments out of the loss; DCPO's per-segment samples
+correspond to ``segment``).
 
 Hooks: ``build`` (pure) gives the next action's prompt; ``after_step`` runs after each env step
 and may return a prompt to sample a context edit from (the engine is called by the rollout
@@ -157,7 +179,7 @@ class SummaryContext:
             raise ValueError("context 'summary' needs every >= 1 or a budget_tokens; it would never summarize")
 
     def build(self, history: History, framing: Framing) -> list[int]:
-        if not history.note:
+        if history.start == 0:  # no summary yet (a summary always follows at least one exchange)
             return framing.first(history.observations[0]) + history.exchanges(0)
         opening = framing.first(history.observations[0]) + history.note
         return (
@@ -238,9 +260,12 @@ class MarkovianContext(_NoEdits):
         return framing.first(history.observations[0]) + history.carry + history.exchanges(history.start)
 
     def after_step(self, history: History, framing: Framing) -> list[int] | None:
-        """Start a new chunk when the next prompt would be too long (no engine call needed)."""
+        """Start a new chunk when the next prompt would be too long (no engine call needed): the carry is the
+        last ``carry_tokens`` ids before the newest observation, then that observation's segment whole, so the
+        policy always sees where it is."""
         if len(self.build(history, framing)) > self.chunk_tokens:
-            history.carry = (history.carry + history.exchanges(history.start))[-self.carry_tokens :]
+            stream, newest = history.carry + history.exchanges(history.start), history.segments[-1]
+            history.carry = stream[: len(stream) - len(newest)][-self.carry_tokens :] + newest
             history.start, history.since_edit = len(history.actions), 0
         return None
 
@@ -298,4 +323,7 @@ def make_context(name: str, params: dict[str, Any] | None = None) -> ContextStra
     """The strategy ``name`` with ``params``; unknown names, parameters or values fail naming them."""
     params = dict(params or {})
     CONTEXTS.check_params(name, params)
-    return CONTEXTS.get(name).fn(**params)
+    try:
+        return CONTEXTS.get(name).fn(**params)
+    except TypeError as exc:  # a parameter of the wrong type, e.g. every: "2"
+        raise ValueError(f"context {name!r}: bad parameter value in {params}: {exc}") from None

@@ -129,6 +129,7 @@ class _Live:
     action: Completion | None = None
     edit_prompt: list[int] | None = None  # the context strategy asked for an edit (a summary) before the next action
     editing: bool = False  # the request at the actor is that edit
+    acted: int = 0  # env actions so far (context edits do not count against max_turns)
 
 
 def derive_seed(*parts: object) -> int:
@@ -204,6 +205,7 @@ class _Scheduler:
         self.actor, self.live, self.cfg = actor, live, cfg
         self.framing, self.seed, self.on_turn = framing, seed, on_turn
         self.context: ContextStrategy = cfg.context.make()
+        self.edits = bool(getattr(actor, "writes_context_edits", True))  # a scripted expert has no summaries to give
         max_model_len = int(getattr(actor, "max_model_len", UNBOUNDED_MODEL_LEN))
         self.prompt_budget = min(cfg.max_prompt_tokens, max_model_len - cfg.max_new_tokens)
         continuous = bool(getattr(actor, "continuous_batching", False))
@@ -219,7 +221,8 @@ class _Scheduler:
                 self._submit_ready()
                 if self.sampling:
                     self._take(self.actor.poll(), steps)
-                for key, result in steps.harvest(block=not self.sampling, gather_s=self.gather_s):
+                block = not self.sampling and not (self.ready and self.gather_s == 0)
+                for key, result in steps.harvest(block=block, gather_s=self.gather_s):
                     self._apply(key, result)
         finally:
             steps.close()
@@ -239,7 +242,7 @@ class _Scheduler:
         item.editing = item.edit_prompt is not None
         if item.edit_prompt is not None:
             item.prompt, item.edit_prompt = item.edit_prompt, None
-        elif env_turns(item.episode) >= self.cfg.max_turns:
+        elif item.acted >= self.cfg.max_turns:
             _close(item.episode, "max_turns")
             return False
         else:
@@ -261,7 +264,7 @@ class _Scheduler:
                 self.context.take_edit(item.history, completion.token_ids)
                 self.ready.append(key)
                 continue
-            item.action = completion
+            item.action, item.acted = completion, item.acted + 1
             steps.submit(key, item.env, self.context.take_action(item.history, completion.text))
         self.turns_done += len(finished)
         if not finished and self.sampling and self.actor.pending() == 0 and not steps:
@@ -281,7 +284,7 @@ class _Scheduler:
         _apply_step(item.episode, result, action)
         if not item.episode.done:
             item.history.add(action.token_ids, result.observation, self.framing)
-            if self.framing:
+            if self.framing and self.edits and item.acted < self.cfg.max_turns:  # no edit nothing would read
                 item.edit_prompt = self.context.after_step(item.history, self.framing)
             self.ready.append(key)
 
@@ -300,6 +303,8 @@ def _record_turn(item: _Live, completion: Completion, edit: str | None = None) -
         turn.state_key = f"{edit}:{state}" if state is not None else None
         turn.observation = item.history.observations[-1]
         turn.info["context_edit"] = edit
+        if completion.finish_reason == "length":
+            turn.info["edit_truncated"] = True  # cut at max_new_tokens; the episode goes on with what was written
     if completion.entropies:
         turn.info["token_entropies"] = list(completion.entropies)  # per sampled token, for EMPG
     item.episode.turns.append(turn)

@@ -77,7 +77,7 @@ def write_trajectories(
     """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
     records = turn_records(table, iteration, advantages, returns, token_advantages)
     arrow = pa.Table.from_pylist(records)
-    for field in TOKEN_COLUMNS:  # typed even when every value is null (an engine without entropies)
+    for field in TOKEN_COLUMNS if records else []:  # typed even when every value is null (no entropies)
         arrow = arrow.set_column(arrow.schema.get_field_index(field.name), field, arrow[field.name].cast(field.type))
     arrow = arrow.replace_schema_metadata({SCHEMA_KEY: str(SCHEMA_VERSION).encode()})
     sink = pa.BufferOutputStream()

@@ -7,6 +7,7 @@ validated before any work starts; errors name the field and the allowed values.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -274,36 +275,44 @@ def deep_merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+NAMED = (("credit",), ("objective",), ("rollout", "context"))  # {name, params} blocks
+
+
 def apply_override(tree: dict[str, Any], item: str) -> dict[str, Any]:
     """``"credit.params.gamma=0.9"`` sets a nested key (value parsed as YAML).
 
-    A named component (a ``{name, params}`` block: credit, objective, rollout.context) that switches
-    to another name is replaced, not merged: the old component's params never leak into the new one.
+    A named component (``credit``, ``objective``, ``rollout.context``) whose ``name`` changes loses its
+    old ``params``, as with presets: one component's parameters never leak into another's.
     """
     key, sep, raw = item.partition("=")
     if not sep or not key:
         raise ValueError(f"override {item!r} must look like dotted.key=value")
     parts = key.split(".")
     value: Any = yaml.safe_load(raw)
-    if parts[-1] == "name" and len(parts) > 1:
-        parts, value = parts[:-1], {"name": value}
-    old = _lookup(tree, parts)
-    if isinstance(value, dict) and isinstance(old, dict) and value.get("name", old.get("name")) != old.get("name"):
-        tree = deep_merge(tree, _nest(parts[:-1], {parts[-1]: None}))
-    return deep_merge(tree, _nest(parts, value))
-
-
-def _nest(parts: list[str], value: Any) -> Any:
     for part in reversed(parts):
         value = {part: value}
-    return value
+    for path in NAMED:
+        old, new = _lookup(tree, path), _lookup(value, path)
+        if (
+            isinstance(old, dict)
+            and isinstance(new, dict)
+            and "name" in old
+            and new.get("name", old["name"]) != old["name"]
+        ):
+            tree = _replace(tree, path, {k: v for k, v in old.items() if k != "params"})
+    return deep_merge(tree, value)
 
 
-def _lookup(tree: dict[str, Any], parts: list[str]) -> Any:
-    node: Any = tree
-    for part in parts:
-        node = node.get(part) if isinstance(node, dict) else None
-    return node
+def _lookup(tree: Any, path: Sequence[str]) -> Any:
+    for part in path:
+        tree = tree.get(part) if isinstance(tree, dict) else None
+    return tree
+
+
+def _replace(tree: dict[str, Any], path: Sequence[str], value: Any) -> dict[str, Any]:
+    """A copy of ``tree`` with the block at ``path`` replaced by ``value``."""
+    head, *rest = path
+    return {**tree, head: _replace(tree[head], rest, value) if rest else value}
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> RunConfig:

@@ -18,7 +18,7 @@ from clew.envs.corpus import sample_texts
 from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate, summarize
 from clew.eval.diagnose import mean_shares
 from clew.policy import EngineError, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
-from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
+from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed, env_turns
 from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
 from clew.store.trajectories import write_trajectories
@@ -66,7 +66,7 @@ class Trainer:
             rollout_s = time.perf_counter() - start
             metrics = self.learner.update(rows, derive_seed(cfg.seed, it, "update"))  # update
             metrics.update(self.link.sync(it))  # sync: weights to the engine, checked by the parity probe
-            env_steps = sum(len(e.turns) for g in collected for e in g.episodes)
+            env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
             state = TrainerState(it + 1, self.learner.steps, state.env_steps + env_steps)
             metrics.update(rollout_metrics(collected))
             self._record(state, table, credit, metrics, len(rows), rollout_s, time.perf_counter() - start)

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.eval import ending_shares, summarize
+from clew.rollout import env_turns
 from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
 from clew.types import Group
 
@@ -96,6 +97,6 @@ def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
         "rollout/invalid_action_rate": result.invalid_action_rate,
         "rollout/truncation_rate": result.truncation_rate,
         "rollout/error_rate": result.error_rate,
-        "rollout/env_steps": float(sum(len(e.turns) for e in episodes)),
+        "rollout/env_steps": float(sum(env_turns(e) for e in episodes)),
         **{f"rollout/ended_{reason}": share for reason, share in ending_shares(episodes).items()},
     }
