@@ -2,7 +2,8 @@
 
 Group 0 (task ``t0``, seed 7): episode 0 succeeds in 2 turns; episode 1 repeats turn 0, then diverges at turn 1
 with XSS payloads in its action and observation, and ends truncated after 3 turns with an invalid action.
-Group 1 (task ``t1``, seed 8): episode 2 errors after 1 turn; episode 3 succeeds in 1 turn.
+Group 1 (task ``t1``, seed 8): episode 2 errors after 1 turn; episode 3 succeeds in 1 turn (marked as a
+context edit, a summary, to check how the episode page shows one).
 Group 2 (task ``t2``, seed 9): episode 4 succeeds in 1 turn from state ``s0`` (another task's ``s0``).
 """
 
@@ -74,7 +75,7 @@ def groups() -> list[Group]:
         error="boom <b>",
         first_observation="Hello",
     )
-    d = Episode("t1", 1, 8, [turn([7], "take", "Got it.", None, 1.0)], 1.0, terminated=True)
+    d = Episode("t1", 1, 8, [turn([7], "take", "Got it.", None, 1.0, context_edit="summary")], 1.0, terminated=True)
     e = Episode("t2", 2, 9, [turn([7], "take", "Got it.", "s0", 1.0)], 1.0, terminated=True)
     return [Group(0, "t0", 7, [a, b]), Group(1, "t1", 8, [c, d]), Group(2, "t2", 9, [e])]  # fmt: skip
 

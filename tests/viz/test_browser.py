@@ -107,6 +107,13 @@ def test_episode_tokens_carry_their_numbers(page: Any, base_url: str) -> None:
     )
 
 
+def test_a_context_edit_is_marked_as_such(page: Any, base_url: str) -> None:
+    open_route(page, base_url, "#/run/small-run/it/2/ep/3")
+    assert page.locator(".turn.edit .turn-head strong").inner_text() == "turn 0 · summary (context edit)"
+    open_route(page, base_url, "#/run/small-run/it/2/ep/1")
+    assert page.locator(".turn.edit").count() == 0
+
+
 def test_compare_marks_the_first_divergence(page: Any, base_url: str) -> None:
     open_route(page, base_url, "#/run/small-run/it/2/cmp/0/1")
     assert page.locator("#first-divergence").inner_text() == "first divergence: turn 1"

@@ -251,10 +251,15 @@
     return el("details", { class: "anchor" }, summary, rows.length ? el("table", {}, el("tr", {}, ["episode", "turn", "return", "advantage", "action"].map((h) => el("th", {}, h))), rows) : null);
   }
 
+  function contextEdit(t) {
+    try { return JSON.parse(t.info || "{}").context_edit || null; } catch (err) { return null; }
+  }
+
   function turnCard(run, it, t, scale, extraClass) {
-    return el("section", { class: "turn " + (extraClass || ""), "data-turn": t.turn },
-      el("div", { class: "turn-head" }, el("strong", {}, `turn ${t.turn}`), turnStats(t)),
-      el("div", { class: "label" }, "action"), tokensLine(t, scale), el("div", { class: "action-text" }, el("code", {}, t.action_text)),
+    const edit = contextEdit(t);  // a sampled context edit (a summary): a turn with no env step
+    return el("section", { class: "turn " + (extraClass || "") + (edit ? " edit" : ""), "data-turn": t.turn },
+      el("div", { class: "turn-head" }, el("strong", {}, edit ? `turn ${t.turn} · ${edit} (context edit)` : `turn ${t.turn}`), turnStats(t)),
+      el("div", { class: "label" }, edit ? `${edit}, sampled and credited like an action` : "action"), tokensLine(t, scale), el("div", { class: "action-text" }, el("code", {}, t.action_text)),
       el("div", { class: "label" }, "observation"), el("pre", { class: "obs" }, t.observation), anchorBlock(run, it, t));
   }
 
