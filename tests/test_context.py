@@ -195,11 +195,15 @@ def test_markovian_rollout_rolls_chunks_and_always_shows_the_newest_observation(
         assert turn.prompt_ids[-len(newest) :] == newest
 
 
-def test_a_scripted_expert_is_never_asked_for_a_summary(tiny_policy: HFPolicy) -> None:
+def test_a_scripted_expert_is_never_asked_for_a_summary_and_gets_an_empty_one(tiny_policy: HFPolicy) -> None:
     actor = ScriptedActor("expert", tokenizer=tiny_policy.tokenizer)
     cfg = RolloutConfig(group_size=1, max_turns=8, context={"name": "summary", "params": {"every": 2}})
     episode = collect(actor, [KEYDOOR], cfg, seed=0, framing=_framing(tiny_policy))[0].episodes[0]
-    assert len(episode.turns) > 2 and not any("context_edit" in t.info for t in episode.turns)
+    assert len(episode.turns) > 3 and not any("context_edit" in t.info for t in episode.turns)
+    framing = _framing(tiny_policy)  # turn 2 follows the (empty) summary due after two env turns
+    assert episode.turns[2].prompt_ids == framing.first(episode.first_observation) + framing.after(
+        [], episode.turns[1].observation
+    )
 
 
 # --- credit across context edits, by hand ---------------------------------------------------------------------

@@ -89,7 +89,7 @@ class ScriptedActor:
     tokenizer: Any = None
     max_model_len: ClassVar[int] = UNBOUNDED_MODEL_LEN
     continuous_batching: ClassVar[bool] = True  # nothing to gain from batching scripted actions
-    writes_context_edits: ClassVar[bool] = False  # no scripted summaries: an editing context keeps the full history
+    writes_context_edits: ClassVar[bool] = False  # no scripted summaries: a summary context cuts with an empty one
     _done: list[tuple[int, Completion]] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:

@@ -20,10 +20,11 @@ Summaries are sampled with ``rollout.max_new_tokens`` like actions; one cut at t
 (``info["edit_truncated"]``) and the episode goes on. A ``budget_tokens`` below what the task, a
 summary and one exchange take makes every step summarise: size it well above that. Actors that
 cannot write edits (the scripted expert of SFT warm starts: ``writes_context_edits = False``) are
-never asked, so their episodes keep the full history. Estimators that group by turn index
-(``turn_returns`` with ``normalize: turn``, ``matchtir``) see summaries as turns and shift later
-indices; prefer state-keyed or outcome-level credit with ``summary``. Under ``window`` and ``memory``
-every turn starts a new segment.
+never asked: they get an empty edit (``take_edit(history, [])``), so a ``summary`` context still cuts
+the history on schedule and their prompts look like the policy's, with an empty summary. Estimators
+that group by turn index (``turn_returns`` with ``normalize: turn``, ``matchtir``) see summaries as
+turns and shift later indices; prefer state-keyed or outcome-level credit with ``summary``. Under
+``window`` and ``memory`` every turn starts a new segment.
 
 Tokens in, tokens out: only env text (observations, the task, the memory text) is ever encoded;
 sampled ids (actions, summaries, the markovian carry-over) enter prompts exactly as sampled. Each

@@ -205,7 +205,7 @@ class _Scheduler:
         self.actor, self.live, self.cfg = actor, live, cfg
         self.framing, self.seed, self.on_turn = framing, seed, on_turn
         self.context: ContextStrategy = cfg.context.make()
-        self.edits = bool(getattr(actor, "writes_context_edits", True))  # a scripted expert has no summaries to give
+        self.edits = bool(getattr(actor, "writes_context_edits", True))  # a scripted expert writes no summaries
         max_model_len = int(getattr(actor, "max_model_len", UNBOUNDED_MODEL_LEN))
         self.prompt_budget = min(cfg.max_prompt_tokens, max_model_len - cfg.max_new_tokens)
         continuous = bool(getattr(actor, "continuous_batching", False))
@@ -284,8 +284,11 @@ class _Scheduler:
         _apply_step(item.episode, result, action)
         if not item.episode.done:
             item.history.add(action.token_ids, result.observation, self.framing)
-            if self.framing and self.edits and item.acted < self.cfg.max_turns:  # no edit nothing would read
+            if self.framing and item.acted < self.cfg.max_turns:  # no edit that nothing would read
                 item.edit_prompt = self.context.after_step(item.history, self.framing)
+            if item.edit_prompt is not None and not self.edits:  # the actor writes nothing: an empty edit
+                self.context.take_edit(item.history, [])
+                item.edit_prompt = None
             self.ready.append(key)
 
 
