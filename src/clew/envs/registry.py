@@ -177,6 +177,11 @@ register_family(
     examples=("coin_collector", "treasure_hunter", "simple"),
 )  # fmt: skip
 register_family(
+    "tir", "clew.envs.adapters.tir:ToolReasoning", extra="tir", requires="math_verify",
+    description="tool-integrated reasoning on reasoning-gym math: run Python in a bubblewrap sandbox, then answer",
+    examples=("basic_arithmetic", "chain_sum", "simple_equations"),
+)  # fmt: skip
+register_family(
     "gym", "clew.envs.adapters.gym_text:GymText", extra="gym", requires="gymnasium",
     description="gymnasium toy-text as text: FrozenLake, Taxi, CliffWalking",
     examples=("FrozenLake-v1", "Taxi-v4", "CliffWalking-v1"),

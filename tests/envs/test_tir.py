@@ -1,0 +1,111 @@
+"""tir/<dataset>: tool-integrated reasoning with the sandboxed interpreter, scored by math-verify."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from clew.envs import HasExpert, HasStateKey, check_env, make
+from clew.envs.base import Env, StepResult
+from clew.tools.sandbox import find_bwrap
+
+pytestmark = pytest.mark.skipif(find_bwrap("bwrap") is None, reason="needs bubblewrap (apt-get install bubblewrap)")
+
+
+@pytest.fixture(scope="module", autouse=True)
+def deps() -> Any:
+    pytest.importorskip("reasoning_gym")
+    return pytest.importorskip("math_verify")
+
+
+def play_expert(env: Env, seed: int) -> list[StepResult]:
+    assert isinstance(env, HasExpert)
+    env.reset(seed)
+    results = [env.step(env.expert_action())]
+    while not (results[-1].terminated or results[-1].truncated):
+        results.append(env.step(env.expert_action()))
+    return results
+
+
+@pytest.mark.parametrize("dataset", ["basic_arithmetic", "chain_sum", "simple_equations"])
+def test_expert_writes_code_then_answers_what_it_printed(dataset: str) -> None:
+    env = make(f"tir/{dataset}", size=100)
+    for seed in range(6):
+        results = play_expert(env, seed)
+        assert len(results) == 2 and results[0].info["tool_call"] is True and results[0].info["tool_exit_code"] == 0
+        assert (results[-1].outcome, results[-1].info["success"], results[-1].info["tool_calls"]) == (1.0, True, 1)
+
+
+def test_passes_check_env() -> None:
+    check_env("tir/chain_sum")
+
+
+def test_tool_output_is_the_next_observation_and_answer_is_scored() -> None:
+    env = make("tir/chain_sum", size=10)
+    assert isinstance(env, HasStateKey)
+    first = env.reset(1)
+    assert "4 - 1 - 7" in first and "2 run(s) left" in first
+    assert env.state_key() == "chain_sum:1:0:da39a3ee"  # sha1 of the empty string
+    ran = env.step("Let me compute. <code>print(4 - 1 - 7)</code>")
+    assert ran.observation.startswith("stdout:\n-4\n") and "1 run(s) left" in ran.observation and not ran.terminated
+    assert env.state_key().startswith("chain_sum:1:1:")
+    done = env.step("<answer>-4.0</answer>")  # math-verify: -4.0 equals the gold -4
+    assert (done.terminated, done.reward, done.outcome, done.info["success"]) == (True, 1.0, 1.0, True)
+
+
+def test_wrong_answer_scores_zero_and_names_the_answer() -> None:
+    env = make("tir/chain_sum", size=10)
+    env.reset(1)
+    result = env.step("answer: 5")
+    assert (result.terminated, result.outcome, result.info["success"]) == (True, 0.0, False)
+    assert "The answer was -4" in result.observation
+
+
+def test_malformed_actions_are_invalid_and_the_episode_goes_on() -> None:
+    env = make("tir/chain_sum", size=10, max_tool_calls=1, max_turns=4)
+    env.reset(1)
+    for action in ("just text", "<code>print(1)"):
+        result = env.step(action)
+        assert result.info["invalid_action"] is True and not result.terminated and "Error:" in result.observation
+    crash = env.step("<code>1/0</code>")  # a failing program is an observation, not an invalid action
+    assert "ZeroDivisionError" in crash.observation and "invalid_action" not in crash.info
+    refused = env.step("<code>print(2)</code>")  # past the tool budget; also the last turn
+    assert refused.info["tool_refused"] is True and refused.truncated and refused.outcome == 0.0
+
+
+def test_timeouts_in_the_tool_are_observations() -> None:
+    env = make("tir/basic_arithmetic", size=10, timeout_s=0.5)
+    env.reset(0)
+    result = env.step("<code>while True: pass</code>")
+    assert "[stopped: time limit" in result.observation and result.info["tool_stopped"] == "timeout"
+    assert not result.terminated and not result.truncated
+
+
+def test_bad_kwargs_fail_fast() -> None:
+    with pytest.raises(ValueError, match="max_tool_calls"):
+        make("tir/chain_sum", max_tool_calls=-1)
+    with pytest.raises(ValueError, match="not registered"):
+        make("tir/no_such_dataset")
+
+
+@pytest.mark.parametrize(
+    ("gold", "answer", "correct"),
+    [("42", "42", True), ("42", "42.0", True), ("-3", "x = -3", True), ("1/2", "0.5", True), ("7", "8", False)]
+    + [("5", "garbage", False), ("5", "", False), ("5", "5" * 500, False)],
+)
+def test_answers_are_scored_by_math_verify(gold: str, answer: str, correct: bool) -> None:
+    from clew.envs.adapters.tir import verify_answer
+
+    assert verify_answer(gold, answer) is correct
+
+
+def test_expert_code_is_exact_for_division_and_equations() -> None:
+    from clew.envs.adapters.tir import expert_code
+
+    assert (
+        expert_code({"metadata": {"expression": "7 / 2 * 4"}})
+        == "from fractions import Fraction as F\nprint(F(7) / F(2) * F(4))"
+    )
+    solve = expert_code({"metadata": {"equation": "56 - 98*e = -1218", "variable": "e"}})
+    assert solve.endswith("f = lambda e: (56 - 98*e) - (-1218)\nprint(F(-f(0), f(1) - f(0)))")
