@@ -11,9 +11,12 @@ prompt lengths therefore come from the observations and framing (about 85 tokens
 strategy runs in its own subprocess, so RSS is its own. Per-turn numbers come from the rollout's progress
 callback (one episode: one callback per sampled turn, summaries included):
 
-- prompt tokens: the length of the prompt each turn was sampled from, median over turns 5-15 ("turn
-  10") and over the last 10 turns ("turn 1000");
-- latency: wall time between consecutive callbacks (sampling + env step), same windows, in ms;
+- prompt tokens: the length of the prompt each turn was sampled from, median over the first 100 turns
+  ("early") and over the last 100 ("late"); a window of 100 spans whole summary and chunk cycles, which
+  turn 10 alone would not (a summary context's prompt grows between summaries and drops after one);
+- latency: wall time between consecutive callbacks (sampling + env step), same windows, in ms, and its
+  median per block of 100 turns (printed below the table, with the process's CPU time per turn, which
+  the machine's other tenants do not move);
 - RSS: the process's resident set (VmRSS) at turn 100 and at the end, and its peak (VmHWM).
 
 ``full`` keeps the whole chat and stops at the prompt budget (its episode ends with ``max_prompt_tokens``):
@@ -47,6 +50,7 @@ STRATEGIES: dict[str, dict[str, Any]] = {
     "markovian": {"chunk_tokens": 512, "carry_tokens": 128},
 }
 STOPS = tuple(range(512))  # every id of the tiny vocabulary ends an action: one-token actions and summaries
+WINDOW = 100  # turns per median
 LAYOUT = {"width": 24, "height": 24, "layout": "corners"}
 
 
@@ -74,10 +78,12 @@ def child(name: str, turns: int) -> dict[str, Any]:
         context={"name": name, "params": STRATEGIES[name]},
     )  # fmt: skip
     stamps: list[float] = [time.perf_counter()]
+    cpu: list[float] = [time.process_time()]
     rss: dict[int, float] = {}
 
     def on_turn(done: int, active: int) -> None:
         stamps.append(time.perf_counter())
+        cpu.append(time.process_time())
         if done in (10, 100):
             rss[done] = _rss_mib()
 
@@ -87,6 +93,7 @@ def child(name: str, turns: int) -> dict[str, Any]:
     return {
         "prompt_tokens": [len(t.prompt_ids) for t in ep.turns],
         "latency_ms": [1000 * (b - a) for a, b in itertools.pairwise(stamps)],
+        "cpu_ms": [1000 * (b - a) for a, b in itertools.pairwise(cpu)],
         "env_turns": sum("context_edit" not in t.info for t in ep.turns),
         "edits": sum("context_edit" in t.info for t in ep.turns),
         "ended": ep.truncation_reason or ("success" if ep.success else "terminated"),
@@ -102,12 +109,12 @@ def _median(values: list[float], lo: int, hi: int) -> float:
 
 def row(name: str, r: dict[str, Any]) -> str:
     p, lat = r["prompt_tokens"], r["latency_ms"]
-    p10, p_end = _median(p, 5, 15), _median(p, -10, None)  # type: ignore[arg-type]
-    l10, l_end = _median(lat, 5, 15), _median(lat, -10, None)  # type: ignore[arg-type]
-    rss = r["rss_mib"]
+    p10, p_end = _median(p, 0, WINDOW), _median(p, -WINDOW, None)  # type: ignore[arg-type]
+    l10, l_end = _median(lat, 0, WINDOW), _median(lat, -WINDOW, None)  # type: ignore[arg-type]
+    rss = {str(k): v for k, v in r["rss_mib"].items()}  # JSON turned the turn numbers into strings
     return (
         f"| {name} | {r['env_turns']} + {r['edits']} | {r['ended']} | {p10:.0f} | {p_end:.0f} | {p_end / p10:.2f} | "
-        f"{l10:.1f} | {l_end:.1f} | {l_end / l10:.2f} | {rss.get(100, float('nan')):.0f} | {rss['end']:.0f} | "
+        f"{l10:.1f} | {l_end:.1f} | {l_end / l10:.2f} | {rss.get('100', float('nan')):.0f} | {rss['end']:.0f} | "
         f"{r['peak_rss_mib']:.0f} | {r['load']:.2f} |"
     )
 
@@ -138,11 +145,17 @@ def main() -> None:
         line = next(x for x in out.stdout.splitlines() if x.startswith("RESULT "))
         results[name] = {**json.loads(line[7:]), "wall_s": time.time() - start, "load": load}
     print(
-        "| context | env turns + edits | ended | prompt tokens @10 | @end | ratio | latency ms @10 | @end | ratio "
+        "| context | env turns + edits | ended | prompt tokens early | late | ratio | latency ms early | late | ratio "
         "| RSS MiB @100 | @end | peak | other load before |\n|" + "---|" * 13
     )
     for name, r in results.items():
         print(row(name, r))
+    for name, r in results.items():
+        lat = r["latency_ms"]
+        blocks = [statistics.median(lat[i : i + WINDOW]) for i in range(0, len(lat), WINDOW)]
+        cpu = [statistics.median(r["cpu_ms"][i : i + WINDOW]) for i in range(0, len(lat), WINDOW)]
+        print(f"- {name}: median latency per {WINDOW} turns (ms): " + ", ".join(f"{b:.1f}" for b in blocks))
+        print(f"  {name}: median CPU time per {WINDOW} turns (ms, both threads): " + ", ".join(f"{b:.1f}" for b in cpu))
     if args.json:
         Path(args.json).write_text(json.dumps(results))
 
