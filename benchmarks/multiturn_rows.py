@@ -39,9 +39,7 @@ def fwd_bwd(policy: HFPolicy, rows: list[TokenRow], micro: int) -> tuple[float, 
     """Loss over all rows (exact accumulation over microbatches): (seconds, grads, forward tokens)."""
     policy.model.zero_grad()
     full = pack_batch(rows, policy.pad_id)
-    weights = aggregation_weights(
-        full.rows.action_mask, "token_mean", episode_ids=full.episode_ids, weighting="episode"
-    )
+    weights = aggregation_weights(full.rows.action_mask, "token_mean", units=full.episode_ids)
     tokens = int(full.rows.attention_mask.sum())
     start = time.perf_counter()
     for lo in range(0, len(rows), micro):
