@@ -125,7 +125,7 @@ class ContextStrategy(Protocol):
 
 
 class _NoEdits:
-    """Defaults for strategies that never edit the context."""
+    """Defaults: no separately sampled edit, the action's text goes to the env as it is."""
 
     def after_step(self, history: History, framing: Framing) -> list[int] | None:
         return None
@@ -163,7 +163,7 @@ class WindowContext(_NoEdits):
 
 
 @dataclass(frozen=True)
-class SummaryContext:
+class SummaryContext(_NoEdits):
     """Every ``every`` env turns (0: never by count), or when the next prompt would be longer than
     ``budget_tokens`` (None: no budget), the policy writes a summary that replaces the history."""
 
@@ -201,12 +201,9 @@ class SummaryContext:
     def take_edit(self, history: History, action_ids: list[int]) -> None:
         history.note, history.start, history.since_edit = list(action_ids), len(history.actions), 0
 
-    def take_action(self, history: History, text: str) -> str:
-        return text
-
 
 @dataclass(frozen=True)
-class MemoryContext:
+class MemoryContext(_NoEdits):
     """Memory-as-Action: ``<memory>...</memory>`` in an action replaces the memory (at most
     ``max_chars``); the prompt is the task, the memory and the last ``turns`` exchanges."""
 
@@ -225,12 +222,6 @@ class MemoryContext:
         if start > 0:
             opening += f"\n\n{history.observations[start]}"
         return framing.first(opening) + history.exchanges(start)
-
-    def after_step(self, history: History, framing: Framing) -> list[int] | None:
-        return None
-
-    def take_edit(self, history: History, action_ids: list[int]) -> None:
-        raise RuntimeError("context strategy memory edits inside actions, not through separate samples")
 
     def take_action(self, history: History, text: str) -> str:
         """Store the last memory block of ``text`` and return the text without any memory block."""
