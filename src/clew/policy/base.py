@@ -73,8 +73,11 @@ class Streams(Protocol):
 
     def submit(self, key: int, prompt: Sequence[int], params: SamplingParams, seed: int) -> None: ...
 
-    def poll(self) -> list[tuple[int, Completion]]:
-        """Advance the engine; return the requests that finished (possibly none, never blocking forever)."""
+    def poll(self) -> Sequence[tuple[int, Completion | Exception]]:
+        """Advance the engine; return the requests that finished (possibly none, never blocking forever).
+
+        An exception in place of a completion: that request was lost (its remote worker died); the
+        rollout records its episode as an error."""
         ...
 
     def pending(self) -> int: ...

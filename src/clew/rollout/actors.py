@@ -8,6 +8,7 @@ depend on which other requests were in flight with it.
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
@@ -26,8 +27,8 @@ class Actor(Protocol):
 
     def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None: ...
 
-    def poll(self) -> list[tuple[int, Completion]]:
-        """The requests that finished (possibly none)."""
+    def poll(self) -> Sequence[tuple[int, Completion | Exception]]:
+        """The requests that finished (possibly none); an exception marks a request that was lost."""
         ...
 
     def pending(self) -> int: ...
@@ -59,7 +60,7 @@ class PolicyActor:
         else:
             self._buffer.append((key, list(prompt), seed))
 
-    def poll(self) -> list[tuple[int, Completion]]:
+    def poll(self) -> Sequence[tuple[int, Completion | Exception]]:
         if self._stream is not None:
             return self._stream.poll()
         batch, self._buffer = self._buffer, []

@@ -11,8 +11,9 @@ Budgets (all end the episode as ``truncated`` with ``truncation_reason``):
   ``actor.max_model_len - rollout.max_new_tokens``; the episode stops before that turn.
 - ``max_new_tokens``: a completion hit the per-turn limit without a stop token; the turn is
   recorded (its tokens were sampled and can be trained on) and the episode ends.
-An env exception or step timeout ends that episode with ``error`` set; the others go on. An actor
-(engine) exception propagates.
+An env exception or step timeout ends that episode with ``error`` set; the others go on. So does a
+request the actor hands back as lost (an exception in place of its completion: a remote engine worker
+died). An exception raised by the actor itself (the engine failed) propagates.
 """
 
 from __future__ import annotations
@@ -146,16 +147,18 @@ def collect(
     framing: Framing | None = None,
     group_offset: int = 0,
     on_turn: Callable[[int, int], None] | None = None,
+    env_factory: Callable[..., Env] | None = None,
 ) -> list[Group]:
     """Roll out ``cfg.group_size`` episodes per task; return one Group per task (members in order).
 
     ``framing`` (tokenizer + chat format) is required for model actors; scripted actors may
     run without it (then prompts and action ids stay empty). ``on_turn(turns_done, active)``
     reports progress each time actions return: turns completed over all episodes, episodes
-    still running.
+    still running. ``env_factory(env_id, **kwargs)`` builds each episode's env (default: in this
+    process, or a worker process with ``cfg.env_processes``; a cluster passes its env hosts').
     """
     groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
-    started = [_start(t, g, m, cfg) for t, g in zip(tasks, groups) for m in range(cfg.group_size)]
+    started = [_start(t, g, m, cfg, env_factory) for t, g in zip(tasks, groups) for m in range(cfg.group_size)]
     live = [x for _, x in started if x is not None]
     try:
         _Scheduler(actor, live, cfg, framing, seed, on_turn).run()
@@ -168,11 +171,16 @@ def collect(
     return groups
 
 
-def _start(task: Task, group: Group, member: int, cfg: RolloutConfig) -> tuple[Episode, _Live | None]:
+def _start(
+    task: Task, group: Group, member: int, cfg: RolloutConfig, env_factory: Callable[..., Env] | None = None
+) -> tuple[Episode, _Live | None]:
     episode = Episode(task.task_id, group.group_id, task.seed)
+    env: Env
     try:
-        if cfg.env_processes:
-            env: Env = make_pooled(task.env_id, timeout_s=cfg.env_step_timeout_s or 60.0, **task.env_kwargs)
+        if env_factory is not None:
+            env = env_factory(task.env_id, **task.env_kwargs)
+        elif cfg.env_processes:
+            env = make_pooled(task.env_id, timeout_s=cfg.env_step_timeout_s or 60.0, **task.env_kwargs)
         else:
             env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
@@ -252,13 +260,17 @@ class _Scheduler:
             return False
         return True
 
-    def _take(self, finished: list[tuple[int, Completion]], steps: _EnvSteps) -> None:
-        """Record each returned action as a turn and send it to its env."""
+    def _take(self, finished: Sequence[tuple[int, Completion | Exception]], steps: _EnvSteps) -> None:
+        """Record each returned action as a turn and send it to its env; a lost request ends its episode."""
         for key, completion in finished:
             if key not in self.sampling:
                 raise RuntimeError(f"actor returned request {key}, which is not waiting for an action")
             self.sampling.discard(key)
             item = self.live[key]
+            if isinstance(completion, Exception):  # its remote engine worker died: like an env failure
+                item.episode.error = repr(completion)
+                _close(item.episode, "error")
+                continue
             _record_turn(item, completion, self.context.name if item.editing else None)
             if item.editing:  # a context edit: no env step, the next action follows
                 self.context.take_edit(item.history, completion.token_ids)

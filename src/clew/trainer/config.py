@@ -181,6 +181,33 @@ class SFTConfig(_Frozen):
     seed_offset: int = Field(500_000, ge=0, description="demo seeds start here (disjoint from RL and eval)")
 
 
+class ClusterConfig(_Frozen):
+    """``cluster``: rollout engines, env hosts and data-parallel learner ranks as Ray actors (DESIGN.md
+    section 6). Absent, the run is one process; present, the same config runs on Ray."""
+
+    address: str = Field(
+        "local",
+        description="'local' starts a Ray instance of processes here (ended with the run); 'auto' joins the cluster "
+        "`ray start --head` began on this machine; 'ray://host:port' or 'host:port' joins a remote one",
+    )
+    rollout_workers: int = Field(1, ge=1, description="rollout engine actors (each its own model copy)")
+    env_workers: int = Field(0, ge=0, description="env host actors (0: envs step in the driver, as without cluster)")
+    learners: int = Field(1, ge=1, description="data-parallel learner ranks (torch.distributed)")
+    backend: Literal["gloo", "nccl"] = Field("gloo", description="collectives: gloo (CPU) or nccl (GPU learners)")
+    worker_threads: int = Field(1, ge=1, description="torch threads in each engine and learner actor")
+    worker_cpus: float = Field(1.0, ge=0, description="logical CPUs Ray reserves for each engine and learner actor")
+    max_restarts: int = Field(3, ge=0, description="restarts of a dead engine or env actor before the run stops")
+    timeout_s: float = Field(600.0, gt=0, description="how long a learner rank waits for the others in a collective")
+
+    @field_validator("address")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if value in ("local", "auto") or value.startswith("ray://") or (sep and host and port.isdigit()):
+            return value
+        raise ValueError(f"cluster.address must be 'local', 'auto', 'ray://host:port' or 'host:port', got {value!r}")
+
+
 class EvalConfig(_Frozen):
     """Periodic evaluation on held-out seeds."""
 
@@ -210,6 +237,7 @@ class RunConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
+    cluster: ClusterConfig | None = Field(None, description="run on Ray (None: one process)")
 
     @model_validator(mode="before")
     @classmethod

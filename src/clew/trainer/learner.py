@@ -14,7 +14,7 @@ from collections import defaultdict
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 import torch
 
@@ -25,6 +25,17 @@ from clew.rollout import derive_seed
 from clew.tensors import PackedBatch, TokenRow, loss_units, pack_batch, pack_spans
 from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
 from clew.trainer.guard import StepGuard, hold_back
+
+
+class Ranks(Protocol):
+    """This learner's place among data-parallel ranks, and the sum over them (``clew.trainer.distributed``)."""
+
+    rank: int
+    world: int
+
+    def sum(self, model: Any, loss: float, metrics: dict[str, float]) -> tuple[float, dict[str, float]]:
+        """Sum gradients (in place), loss and metrics over the ranks."""
+        ...
 
 
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
@@ -50,10 +61,13 @@ class Learner:
         objective: ObjectiveConfig,
         temperature: float = 1.0,
         reference: Any = None,
+        ranks: Ranks | None = None,
     ) -> None:
         """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0``; defaults to a copy
-        of the policy as it is now). A LoRA policy needs none: its reference is its base, adapters off."""
+        of the policy as it is now). A LoRA policy needs none: its reference is its base, adapters off.
+        ``ranks``: this learner is one of several data-parallel ranks (``clew.trainer.distributed``)."""
         self.policy, self.train_cfg, self.objective = policy, train, objective
+        self.ranks = ranks
         self.model = policy.model
         self.temperature = temperature if temperature > 0 else 1.0
         params = trainable(self.model)
@@ -118,10 +132,16 @@ class Learner:
         return out
 
     def _step(self, rows: list[TokenRow], guard: StepGuard | None = None) -> dict[str, float]:
+        """One optimizer step on a minibatch. Under data parallelism every rank holds the whole minibatch and
+        its aggregation weights, runs the microbatches ``i`` with ``i % world == rank``, and the ranks sum
+        gradients, loss and metrics before the step: the update of one learner, up to float summation order."""
         weights = self._weights(rows)
         metrics: dict[str, float] = defaultdict(float)
         total = 0.0
-        for micro in chunks(range(len(rows)), self.train_cfg.microbatch_rows):
+        rank, world = (self.ranks.rank, self.ranks.world) if self.ranks else (0, 1)
+        for index, micro in enumerate(chunks(range(len(rows)), self.train_cfg.microbatch_rows)):
+            if index % world != rank:
+                continue
             batch = pack_batch([rows[i] for i in micro], self.policy.pad_id)
             w = weights[micro[0] : micro[-1] + 1, : batch.rows.input_ids.shape[1]]
             loss, micro_metrics = self._loss(batch, w)
@@ -130,6 +150,8 @@ class Learner:
             share = len(micro) / len(rows)
             for key, value in micro_metrics.items():
                 metrics[key] += float(value) * share
+        if self.ranks is not None:
+            total, metrics = self.ranks.sum(self.model, total, metrics)
         metrics.update(self._apply_gradients(total, guard))
         return dict(metrics)
 

@@ -15,9 +15,11 @@ from clew import credit as credit_lib
 from clew.envs import Closeable, Env, HasStateKey
 from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
+from clew.envs.remote import EnvHosts
 from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate, summarize
 from clew.eval.diagnose import mean_shares
-from clew.policy import EngineError, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
+from clew.policy import Engine, EngineError, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
+from clew.policy.remote import RayEngines
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed, env_turns
 from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
@@ -25,7 +27,9 @@ from clew.store.trajectories import write_trajectories
 from clew.table import TurnTable
 from clew.trainer import weights
 from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
+from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
+from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner, sft
 from clew.trainer.record import Recorder, rollout_metrics
 from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
@@ -43,11 +47,19 @@ class Trainer:
     cfg: RunConfig
     run_dir: Path
     report: Reporter | None = None
+    env_hosts: EnvHosts | None = None
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
         """Train for ``cfg.iterations`` (or until ``stop_after`` iterations, for tests)."""
+        torch.set_num_threads(self.cfg.threads)
+        self.cluster = Cluster.connect(self.cfg.cluster) if self.cfg.cluster else None
+        try:
+            return self._fit(resume, stop_after)
+        finally:
+            self._close()
+
+    def _fit(self, resume: bool, stop_after: int | None) -> dict[str, Any]:
         cfg = self.cfg
-        torch.set_num_threads(cfg.threads)
         state, fresh = self._setup(resume)
         if fresh and cfg.eval.at_start:
             self._evaluate(state)
@@ -91,7 +103,8 @@ class Trainer:
         self.source = source
         self._connect()
         reference = weights.reference_model(self.run_dir, self.cfg) if found else None
-        self.learner = Learner(self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature, reference)
+        parts = (self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature, reference)
+        self.learner: Learner | LearnerGroup = self.cluster.learners(*parts) if self.cluster else Learner(*parts)
         if not found:
             return TrainerState(0, 0, 0), True
         state = load_state(found[-1], self.learner.optimizer)
@@ -102,9 +115,13 @@ class Trainer:
     def _connect(self) -> None:
         """Open the rollout engine on the learner's current weights and verify them with the parity probe."""
         cfg = self.cfg
-        engine = open_engine(cfg.rollout, self.policy, self.source)
+        if self.cluster:
+            engine: Engine = self.cluster.engines(cfg.rollout, self.source)
+            self.env_hosts = self.env_hosts or self.cluster.env_hosts(cfg.rollout.env_step_timeout_s)
+        else:
+            engine = open_engine(cfg.rollout, self.policy, self.source)
         prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), self.framing)
-        self.link = EngineLink(engine, self.policy, prompts, cfg.rollout)
+        self.link = EngineLink(engine, self.policy, prompts, cfg.rollout, shared=not self.cluster)
         self.recorder.log("engine", {"engine/name": cfg.rollout.engine, **self.link.sync(-1)})
         self.actor = PolicyActor(engine, self._sampling(cfg.rollout.temperature))
 
@@ -175,14 +192,15 @@ class Trainer:
 
     def _collect(self, tasks: list[Task], seed: int, offset: int, it: int) -> list[Group]:
         """One rollout round; an engine failure reopens the engine and retries the round once."""
+        envs = self.env_hosts.make if self.env_hosts else None
         try:
-            return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset)
+            return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset, env_factory=envs)
         except Exception as first:  # env failures are recorded inside collect: this is the engine
             self.recorder.log("engine_restart", {"error": repr(first)[:500]}, iteration=it)
             self.link.engine.close()
             self._connect()
             try:
-                return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset)
+                return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset, env_factory=envs)
             except Exception as second:
                 raise EngineError(
                     f"the {self.cfg.rollout.engine} engine failed twice during the rollout of iteration {it} "
@@ -207,6 +225,8 @@ class Trainer:
             "rollout/env_steps_total": state.env_steps, "train/rows": n_rows, "train/groups": len(set(table.group)),
             "time/rollout_s": rollout_s, "time/iteration_s": total_s,
         }  # fmt: skip
+        if isinstance(self.link.engine, RayEngines):
+            record["engine/worker_restarts"] = self.link.engine.restarts
         write_trajectories(
             self.run_dir / "trajectories" / f"iter_{it:06d}.parquet",
             table,
@@ -259,8 +279,15 @@ class Trainer:
             summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
         summary["diagnosis"] = self._diagnosis()
         atomic_write_text(self.run_dir / "summary.json", json.dumps(summary, indent=2))
-        self.link.engine.close()
         return summary
+
+    def _close(self) -> None:
+        """End the engine and, on a cluster, every actor (and a Ray instance the run started)."""
+        link = getattr(self, "link", None)
+        if self.cluster is not None:
+            self.cluster.close()  # its engines included
+        elif link is not None:
+            link.engine.close()
 
     def _diagnosis(self) -> str | None:
         """A budget that ended most episodes of the final evaluation, else of the last iterations' rollouts."""

@@ -47,6 +47,7 @@ class EngineLink:
     policy: HFPolicy
     prompts: list[list[int]]
     rollout: RolloutConfig
+    shared: bool = True  # an in-process hf engine runs on the learner's own model (a remote one never does)
 
     def sync(self, iteration: int) -> dict[str, float]:
         """Load the learner's weights (every tensor of its state dict) into the engine, then probe.
@@ -55,7 +56,7 @@ class EngineLink:
         copy. Another engine gets plain weights; a LoRA policy's are merged (``clew.policy.lora``)."""
         start = time.perf_counter()
         model = self.policy.model
-        shared = self.rollout.engine == "hf"
+        shared = self.shared and self.rollout.engine == "hf"
         self.engine.load_weights(merged_weights(model) if is_lora(model) and not shared else model.state_dict().items())
         sync_s = time.perf_counter() - start
         gap = self.parity_gap()

@@ -1,0 +1,118 @@
+"""Envs on Ray actors: ``EnvHosts`` spreads episodes' envs over M host actors (torch-free processes).
+
+Each host is a Ray actor holding many envs, stepping them on its own threads (``max_concurrency``), so
+one slow env does not hold up the others. ``EnvHosts.make(env_id, **kwargs)`` opens an env on the next
+host (round robin) and returns the same proxy classes as ``clew.envs.pool`` (exactly the typed extras
+of the env, every proxy ``Closeable``), so the rollout cannot tell a Ray env from a pooled one.
+
+Failures become exceptions from the call that met them, which the rollout records as an ``error``
+episode (left out of credit and baselines):
+
+- a host that dies (a crash, the OOM killer, a lost node): ``EnvWorkerError``. Ray restarts the host
+  (up to ``max_restarts`` times); the envs it held are gone, so their episodes stay errors and new
+  episodes open envs on the restarted host;
+- a call past ``timeout_s``: ``EnvWorkerTimeout`` (the hung call keeps one host thread; Ray cannot
+  interrupt a thread, so a host that hangs often should be given fewer envs or restarted);
+- an exception inside the env: re-raised here with its own type.
+
+Requires ``ray`` (``pip install 'clew[cluster]'``); imported only when a cluster is used.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import os
+from typing import Any
+
+from clew.envs.base import Closeable
+from clew.envs.pool import _EXTRAS, EnvWorkerError, EnvWorkerTimeout, ProcessEnv, proxy_class
+from clew.envs.registry import make
+
+
+class EnvHost:
+    """A Ray actor holding envs by key."""
+
+    def __init__(self) -> None:
+        self.envs: dict[str, Any] = {}
+        self._fail_next = False
+
+    def open(self, key: str, env_id: str, kwargs: dict[str, Any]) -> list[str]:
+        """Build the env; return the names of its typed extras."""
+        env = make(env_id, **kwargs)
+        self.envs[key] = env
+        return [name for name, proto in _EXTRAS.items() if isinstance(env, proto)]
+
+    def call(self, key: str, method: str, *args: Any) -> Any:
+        if self._fail_next:  # a fault drill: die the way a crashed host does
+            os._exit(1)
+        if key not in self.envs:
+            raise KeyError(f"env {key} is not on this host (it was restarted): the episode is lost")
+        return getattr(self.envs[key], method)(*args)
+
+    def close(self, key: str) -> None:
+        env = self.envs.pop(key, None)
+        if isinstance(env, Closeable):
+            env.close()
+
+    def fail_next(self) -> None:
+        """Fault drill: the next ``call`` kills this process (tests, chaos runs)."""
+        self._fail_next = True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RemoteEnvWorker:
+    """The driver's handle on one env of a host: what ``ProcessEnv`` needs from a worker."""
+
+    pid: int | None = None
+
+    def __init__(self, host: Any, key: str, env_id: str, kwargs: dict[str, Any], timeout_s: float) -> None:
+        import ray
+
+        self._ray, self.host, self.key, self.env_id, self.timeout_s = ray, host, key, env_id, timeout_s
+        self.extras: list[str] = self._get(host.open.remote(key, env_id, kwargs), "open")
+
+    def call(self, method: str, *args: Any) -> Any:
+        return self._get(self.host.call.remote(self.key, method, *args), method)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the host may be gone
+            self.host.close.remote(self.key)
+
+    def _get(self, ref: Any, method: str) -> Any:
+        ray = self._ray
+        try:
+            return ray.get(ref, timeout=self.timeout_s)
+        except ray.exceptions.GetTimeoutError:
+            raise EnvWorkerTimeout(f"env {self.env_id} {method}() exceeded {self.timeout_s}s on its Ray host") from None
+        except ray.exceptions.RayActorError as exc:
+            raise EnvWorkerError(f"the Ray host of env {self.env_id} died during {method}(): {exc}") from None
+        except ray.exceptions.RayTaskError as exc:
+            raise exc.as_instanceof_cause() from None
+
+
+class EnvHosts:
+    """M env host actors; ``make`` opens an env on the next one."""
+
+    def __init__(self, n: int, timeout_s: float = 60.0, max_restarts: int = 3, envs_per_host: int = 64) -> None:
+        import ray
+
+        remote: Any = ray.remote(EnvHost)
+        options = {"num_cpus": 0, "max_restarts": max_restarts, "max_concurrency": envs_per_host}
+        self.hosts = [remote.options(**options).remote() for _ in range(n)]
+        self.timeout_s = timeout_s
+        self._next = itertools.count()
+        ray.get([h.pid.remote() for h in self.hosts])  # started
+
+    def make(self, env_id: str, **kwargs: Any) -> ProcessEnv:
+        i = next(self._next)
+        worker = RemoteEnvWorker(self.hosts[i % len(self.hosts)], f"{os.getpid()}-{i}", env_id, kwargs, self.timeout_s)
+        return proxy_class(tuple(worker.extras))(worker)  # type: ignore[arg-type]
+
+    def close(self) -> None:
+        import ray
+
+        for host in self.hosts:
+            ray.kill(host, no_restart=True)

@@ -1,0 +1,174 @@
+"""Rollout engines as Ray actors: ``RayEngines`` is one ``Engine`` (and ``Streams``) over N engine workers.
+
+Each worker is a Ray actor holding its own engine (``hf`` or ``vllm``, built from the model directory or
+name, like any non-shared engine). The driver sees one engine:
+
+- ``generate`` (the parity probe, evaluation) splits its prompts over the workers, so the parity probe
+  checks every worker after each sync;
+- ``submit``/``poll`` (rollouts) route each request by its key (the episode's index in the rollout), so an
+  episode stays on one worker (its prefix cache stays warm); a worker decodes the requests queued for it
+  as one batch while the others decode theirs;
+- ``load_weights`` puts the state dict into Ray's object store once and every worker loads it from there.
+
+A worker that dies (a crash, the OOM killer, a lost node) fails only the requests it held: ``poll``
+returns them as ``EngineWorkerDied`` exceptions, which the rollout records as error episodes (left out of
+credit and baselines). Ray restarts the worker (up to ``max_restarts`` times); the latest weights are sent
+to it before its next request, so it never samples from the weights it started with. A worker that dies
+more than ``max_restarts`` times stops the run with ``EngineError``.
+
+Requires ``ray`` (``pip install 'clew[cluster]'``); imported only when a cluster is used.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from clew.policy.base import Completion, EngineError, SamplingParams, make_engine
+
+POLL_WAIT_S = 0.02  # how long ``poll`` waits for a worker's batch before handing control back
+
+
+class EngineWorkerDied(RuntimeError):
+    """The engine worker serving this request died; the request is lost (its episode becomes an error)."""
+
+
+class EngineWorker:
+    """One engine in a Ray actor process (``torch`` threads limited to ``threads``)."""
+
+    def __init__(self, name: str, source: str, params: dict[str, Any], threads: int) -> None:
+        import torch
+
+        torch.set_num_threads(threads)
+        self.engine = make_engine(name, source, **params)
+        self._fail_next = False
+
+    def generate(self, prompts: list[list[int]], params: SamplingParams, seeds: list[int]) -> list[Completion]:
+        if self._fail_next:  # a fault drill: die the way a crashed worker does
+            os._exit(1)
+        return self.engine.generate(prompts, params, seeds)
+
+    def load_weights(self, state: dict[str, Any]) -> None:
+        self.engine.load_weights(state.items())
+
+    def max_model_len(self) -> int:
+        return int(getattr(self.engine, "max_model_len", 1 << 62))
+
+    def fail_next(self) -> None:
+        """Fault drill: the next ``generate`` call kills this process (tests, chaos runs)."""
+        self._fail_next = True
+
+    def pid(self) -> int:
+        return os.getpid()
+
+
+class RayEngines:
+    """N engine workers behind one ``Engine``/``Streams`` interface; build with ``RayEngines.start``."""
+
+    continuous_batching = False  # the scheduler gathers requests into waves, as for ``hf``
+
+    def __init__(self, workers: list[Any], max_restarts: int) -> None:
+        import ray
+
+        self._ray = ray
+        self.workers = workers
+        self.max_restarts = max_restarts
+        self.max_model_len = min(ray.get([w.max_model_len.remote() for w in workers]))
+        self.restarts = 0  # worker deaths seen so far (each restarted by Ray)
+        self._deaths: dict[int, int] = defaultdict(int)
+        self._weights: Any = None  # object ref of the last state dict loaded
+        self._queued: dict[int, list[tuple[int, list[int], SamplingParams, int]]] = defaultdict(list)
+        self._flight: dict[Any, tuple[int, list[int]]] = {}  # object ref -> (worker, keys)
+
+    @classmethod
+    def start(
+        cls, n: int, name: str, source: str, params: dict[str, Any], threads: int = 1, max_restarts: int = 3,
+        num_cpus: float = 1.0,
+    ) -> RayEngines:  # fmt: skip
+        import ray
+
+        remote: Any = ray.remote(num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=0)(EngineWorker)
+        return cls([remote.remote(name, source, params, threads) for _ in range(n)], max_restarts)
+
+    # --- Engine -----------------------------------------------------------------------------------
+    def generate(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]
+    ) -> list[Completion]:
+        """Prompt i goes to worker i mod N; the completions come back in prompt order."""
+        n = len(self.workers)
+        refs = [
+            self.workers[w].generate.remote([list(p) for p in prompts[w::n]], params, list(seeds[w::n]))
+            for w in range(min(n, len(prompts)))
+        ]
+        parts = []
+        for w, ref in enumerate(refs):
+            try:
+                parts.append(self._ray.get(ref))
+            except self._ray.exceptions.RayActorError as exc:
+                self._revive(w)
+                raise EngineError(f"engine worker {w} died during generate ({type(exc).__name__})") from exc
+        out: list[Completion] = [None] * len(prompts)  # type: ignore[list-item]
+        for w, part in enumerate(parts):
+            out[w::n] = part
+        return out
+
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """One copy in the object store, loaded by every worker (the driver waits for all of them)."""
+        state = {name: t.detach().to("cpu").contiguous() for name, t in named_tensors}
+        self._weights = self._ray.put(state)
+        self._ray.get([w.load_weights.remote(self._weights) for w in self.workers])
+
+    def close(self) -> None:
+        for w in self.workers:
+            self._ray.kill(w, no_restart=True)
+        self._queued.clear()
+        self._flight.clear()
+
+    # --- Streams ----------------------------------------------------------------------------------
+    def submit(self, key: int, prompt: Sequence[int], params: SamplingParams, seed: int) -> None:
+        self._queued[key % len(self.workers)].append((key, list(prompt), params, seed))
+
+    def pending(self) -> int:
+        return sum(len(q) for q in self._queued.values()) + sum(len(k) for _, k in self._flight.values())
+
+    def poll(self) -> list[tuple[int, Completion | Exception]]:
+        """Send each idle worker its queue; return the batches that finished within ``POLL_WAIT_S``."""
+        self._dispatch()
+        if not self._flight:
+            return []
+        ready, _ = self._ray.wait(list(self._flight), num_returns=len(self._flight), timeout=POLL_WAIT_S)
+        done: list[tuple[int, Completion | Exception]] = []
+        for ref in ready:
+            worker, keys = self._flight.pop(ref)
+            try:
+                done += list(zip(keys, self._ray.get(ref), strict=True))
+            except self._ray.exceptions.RayActorError as exc:
+                lost = EngineWorkerDied(f"engine worker {worker} died: {type(exc).__name__}")
+                done += [(k, lost) for k in keys]
+                self._revive(worker)
+        return done
+
+    def _dispatch(self) -> None:
+        busy = {w for w, _ in self._flight.values()}
+        for worker, queue in list(self._queued.items()):
+            if worker in busy or not queue:
+                continue
+            for params in dict.fromkeys(q[2] for q in queue):  # one call per distinct SamplingParams
+                batch = [q for q in queue if q[2] == params]
+                ref = self.workers[worker].generate.remote([q[1] for q in batch], params, [q[3] for q in batch])
+                self._flight[ref] = (worker, [q[0] for q in batch])
+            self._queued[worker] = []
+
+    def _revive(self, worker: int) -> None:
+        """Count the death; queue the latest weights for the restarted worker (Ray runs them before new calls)."""
+        self.restarts += 1
+        self._deaths[worker] += 1
+        if self._deaths[worker] > self.max_restarts:
+            raise EngineError(
+                f"engine worker {worker} died {self._deaths[worker]} times (cluster.max_restarts="
+                f"{self.max_restarts}); the run stopped; its last checkpoint is intact (--resume)"
+            )
+        if self._weights is not None:
+            self.workers[worker].load_weights.remote(self._weights)
