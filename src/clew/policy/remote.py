@@ -12,8 +12,9 @@ name, like any non-shared engine). The driver sees one engine:
 
 A worker that dies (a crash, the OOM killer, a lost node) fails only the requests it held: ``poll``
 returns them as ``EngineWorkerDied`` exceptions, which the rollout records as error episodes (left out of
-credit and baselines). Ray restarts the worker (up to ``max_restarts`` times); the latest weights are sent
-to it before its next request, so it never samples from the weights it started with. A worker that dies
+credit and baselines). Ray restarts the worker (up to ``max_restarts`` times); the driver waits for the
+restart and loads the latest weights into it before it gets another request, so it never samples from the
+weights it started with. A worker that dies
 more than ``max_restarts`` times stops the run with ``EngineError``.
 
 Requires ``ray`` (``pip install 'clew[cluster]'``); imported only when a cluster is used.
@@ -22,6 +23,7 @@ Requires ``ray`` (``pip install 'clew[cluster]'``); imported only when a cluster
 from __future__ import annotations
 
 import os
+import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -29,6 +31,7 @@ from typing import Any
 from clew.policy.base import Completion, EngineError, SamplingParams, make_engine
 
 POLL_WAIT_S = 0.02  # how long ``poll`` waits for a worker's batch before handing control back
+RESTART_WAIT_S = 600.0  # how long a dead worker may take to come back (a model load on a busy machine)
 
 
 class EngineWorkerDied(RuntimeError):
@@ -162,7 +165,7 @@ class RayEngines:
             self._queued[worker] = []
 
     def _revive(self, worker: int) -> None:
-        """Count the death; queue the latest weights for the restarted worker (Ray runs them before new calls)."""
+        """Count the death, wait for Ray's restart and load the latest weights into it before it serves again."""
         self.restarts += 1
         self._deaths[worker] += 1
         if self._deaths[worker] > self.max_restarts:
@@ -170,5 +173,16 @@ class RayEngines:
                 f"engine worker {worker} died {self._deaths[worker]} times (cluster.max_restarts="
                 f"{self.max_restarts}); the run stopped; its last checkpoint is intact (--resume)"
             )
-        if self._weights is not None:
-            self.workers[worker].load_weights.remote(self._weights)
+        handle, errors = self.workers[worker], self._ray.exceptions
+        deadline = time.monotonic() + RESTART_WAIT_S
+        while True:
+            try:
+                call = handle.load_weights.remote(self._weights) if self._weights is not None else handle.pid.remote()
+                self._ray.get(call)
+                return
+            except errors.ActorUnavailableError:  # still restarting
+                if time.monotonic() > deadline:
+                    raise EngineError(f"engine worker {worker} did not restart within {RESTART_WAIT_S:g}s") from None
+                time.sleep(0.2)
+            except errors.ActorDiedError as exc:
+                raise EngineError(f"engine worker {worker} died and was not restarted: {exc}") from None
