@@ -48,7 +48,9 @@ def test_ranks_update_as_one_learner(ray_cluster: Any, tiny_dir: Path, tiny_poli
         group.close()
 
 
-def test_optimizer_state_and_step_count_reach_every_rank(ray_cluster: Any, tiny_dir: Path, tiny_policy: HFPolicy) -> None:
+def test_optimizer_state_and_step_count_reach_every_rank(
+    ray_cluster: Any, tiny_dir: Path, tiny_policy: HFPolicy
+) -> None:
     """What resume does: load optimizer state and the step counter into new ranks, then update on."""
     rows = _rows(tiny_policy, merge=False)[:16]
     one = Learner(HFPolicy.from_pretrained(tiny_dir), TRAIN, OBJECTIVE)

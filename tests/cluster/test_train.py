@@ -21,10 +21,10 @@ CLOSE = ("train/loss", "train/grad_norm", "policy/entropy", "train/probe_kl", "t
 def _cfg(tiny_dir: Path, *overrides: str) -> RunConfig:
     base = [
         f"policy.model={tiny_dir}", "iterations=3", "tasks_per_iteration=3", "seed=5",
-        "env.kwargs={width: 4, height: 4, max_steps: 8}", "rollout.group_size=4", "rollout.max_turns=8",
+        "env.kwargs={width: 3, height: 3, max_steps: 6}", "rollout.group_size=4", "rollout.max_turns=6",
         "rollout.max_new_tokens=3", "rollout.context=window", "train.minibatch_rows=32", "train.microbatch_rows=8",
         "eval.every=0", "eval.at_start=false", "eval.episodes=8", "sft.enabled=true", "sft.episodes=16",
-        "sft.epochs=1",
+        "sft.epochs=2", "shaping.invalid_action_penalty=0.1",
     ]  # fmt: skip
     return load_config(None, [*base, *overrides])
 
@@ -34,7 +34,9 @@ def _iterations(run: Path) -> list[dict[str, Any]]:
     return [r for r in map(json.loads, lines) if r.get("kind") == "iteration"]
 
 
-def test_two_engines_and_two_learner_ranks_train_as_one_process(ray_cluster: Any, tiny_dir: Path, tmp_path: Path) -> None:
+def test_two_engines_and_two_learner_ranks_train_as_one_process(
+    ray_cluster: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
     """With a fixed seed (and max_staleness 0, the synchronous algorithm) every iteration's rollout metrics are
     equal and the learner's agree to 1e-5: ranks sum gradients in another order, nothing else differs."""
     Trainer(_cfg(tiny_dir), tmp_path / "one").fit()
@@ -98,3 +100,17 @@ def test_a_learner_rank_that_dies_stops_the_run_and_resume_finishes_it(
     for a, b in zip(_iterations(uninterrupted), _iterations(tmp_path / "run")):
         assert b["rollout/success_rate"] == a["rollout/success_rate"]
         assert b["train/loss"] == pytest.approx(a["train/loss"], abs=1e-6)
+
+
+def test_max_staleness_one_overlaps_the_next_rollout_with_the_update(
+    ray_cluster: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    """Iteration i+1 is sampled while update i runs, by the weights before it: one update behind, TIS on.
+    (max_staleness 0 is the synchronous algorithm: the equivalence test above.)"""
+    cfg = _cfg(tiny_dir, CLUSTER, "rollout.max_staleness=1")
+    assert cfg.objective.tis_cap == 2.0  # on by default off-policy
+    Trainer(cfg, tmp_path / "run").fit()
+    its = _iterations(tmp_path / "run")
+    assert [r["rollout/staleness"] for r in its] == [0, 1, 1]
+    assert all("policy/is_weight_mean" in r for r in its)
+    assert its[1]["policy/is_weight_mean"] != pytest.approx(1.0, abs=1e-9)  # behaviour != proximal weights

@@ -103,6 +103,13 @@ class RolloutConfig(BaseModel):
     engine_params: dict[str, Any] = Field(
         default_factory=dict, description="engine constructor options, e.g. {kv_cache_gib: 2} for vllm"
     )
+    max_staleness: int = Field(
+        0,
+        ge=0,
+        description="updates the weights that sampled a batch may lag the learner's (0: synchronous). With >= 1 on "
+        "a cluster, the next iteration's rollout runs while the learner ranks update (one update behind); TIS "
+        "(objective.tis_cap) corrects the mismatch",
+    )
 
 
 @dataclass(frozen=True)

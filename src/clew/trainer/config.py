@@ -117,7 +117,7 @@ class ObjectiveConfig(_Frozen):
         None,
         gt=0,
         description="truncated IS cap for rollout/trainer mismatch (None: off; 2.0 unless set when rollout.engine "
-        "is not hf or train.dtype is bfloat16)",
+        "is not hf, train.dtype is bfloat16 or rollout.max_staleness > 0)",
     )
 
     @model_validator(mode="after")
@@ -243,13 +243,14 @@ class RunConfig(_Frozen):
     @classmethod
     def _tis_with_foreign_engine(cls, data: Any) -> Any:
         """TIS (cap 2.0, verl's default) is on unless set whenever rollouts and learner compute differently:
-        another engine, or a bfloat16 learner under float32 rollouts."""
+        another engine, a bfloat16 learner under float32 rollouts, or rollouts one update stale."""
         if not isinstance(data, dict):
             return data
         rollout, objective = data.get("rollout") or {}, data.get("objective") or {}
         train = data.get("train") or {}
         foreign = isinstance(rollout, dict) and rollout.get("engine", "hf") != "hf"
         foreign |= isinstance(train, dict) and train.get("dtype", "float32") != "float32"
+        foreign |= isinstance(rollout, dict) and bool(rollout.get("max_staleness", 0))  # off-policy by design
         if foreign and isinstance(objective, dict) and "tis_cap" not in objective:
             return {**data, "objective": {**objective, "tis_cap": DEFAULT_TIS_CAP}}
         return data
@@ -257,6 +258,7 @@ class RunConfig(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         self._engine_serves()
+        self._staleness_served()
         spec = credit.get(self.credit.name)
         if spec.needs_group and self.rollout.group_size < 2:
             raise ValueError(
@@ -268,6 +270,20 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _staleness_served(self) -> None:
+        if self.rollout.max_staleness == 0:
+            return
+        if self.cluster is None:
+            raise ValueError(
+                f"rollout.max_staleness={self.rollout.max_staleness} overlaps rollouts with learner updates, which "
+                "needs learner ranks of their own: set cluster (e.g. cluster={learners: 1}) or rollout.max_staleness=0"
+            )
+        if self.objective.tis_cap is None:
+            raise ValueError(
+                f"rollout.max_staleness={self.rollout.max_staleness} samples with weights one update old; set "
+                f"objective.tis_cap (e.g. {DEFAULT_TIS_CAP}) so truncated importance sampling corrects the mismatch"
+            )
 
     def _engine_serves(self) -> None:
         if self.rollout.engine == "hf":

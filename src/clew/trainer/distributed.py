@@ -180,8 +180,15 @@ class LearnerGroup:
 
     def update(self, rows: Sequence[TokenRow], seed: int) -> dict[str, float]:
         """Every rank updates on the whole batch (its share of each minibatch); the driver takes rank 0's weights."""
+        return self.finish(self.start(rows, seed))
+
+    def start(self, rows: Sequence[TokenRow], seed: int) -> list[Any]:
+        """Begin the update and return at once (the driver may roll out meanwhile); ``finish`` waits for it."""
         ref = self.ray.put(list(rows))
-        results = self.wait([w.update.remote(ref, seed) for w in self.workers])
+        return [w.update.remote(ref, seed) for w in self.workers]
+
+    def finish(self, pending: list[Any]) -> dict[str, float]:
+        results = self.wait(pending)
         metrics, self._steps = results[0]
         self.policy.model.load_state_dict(self.call(self.workers[0].state_dict.remote()))
         return metrics  # type: ignore[no-any-return]

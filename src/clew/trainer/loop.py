@@ -25,6 +25,7 @@ from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
 from clew.store.trajectories import write_trajectories
 from clew.table import TurnTable
+from clew.tensors import TokenRow
 from clew.trainer import weights
 from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
 from clew.trainer.cluster import Cluster
@@ -63,11 +64,13 @@ class Trainer:
         state, fresh = self._setup(resume)
         if fresh and cfg.eval.at_start:
             self._evaluate(state)
+        ahead: tuple[list[Group], list[Group]] | None = None  # a rollout made during the last update
         for it in range(state.iteration, cfg.iterations):
             if stop_after is not None and it >= stop_after:
                 break
             start = time.perf_counter()
-            groups, collected = self._rollout(it)  # rollout + shape (+ dynamic sampling refill)
+            groups, collected = ahead or self._rollout(it)  # rollout + shape (+ dynamic sampling refill)
+            staleness = int(ahead is not None)
             table = TurnTable.from_groups(groups)  # flattened once: credit, rows and the store read it
             credit = self._credit(table)  # advantages
             rows = cap_rows(
@@ -76,8 +79,9 @@ class Trainer:
                 derive_seed(cfg.seed, it, "cap"),
             )  # select
             rollout_s = time.perf_counter() - start
-            metrics = self.learner.update(rows, derive_seed(cfg.seed, it, "update"))  # update
+            metrics, ahead = self._update(rows, it)  # update (and, off-policy, the next rollout meanwhile)
             metrics.update(self.link.sync(it))  # sync: weights to the engine, checked by the parity probe
+            metrics["rollout/staleness"] = staleness
             env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
             state = TrainerState(it + 1, self.learner.steps, state.env_steps + env_steps)
             metrics.update(rollout_metrics(collected))
@@ -206,6 +210,17 @@ class Trainer:
                     f"the {self.cfg.rollout.engine} engine failed twice during the rollout of iteration {it} "
                     f"({second!r}); the run stopped and resumes from its last checkpoint with --resume"
                 ) from second
+
+    def _update(self, rows: list[TokenRow], it: int) -> tuple[dict[str, float], tuple[list[Group], list[Group]] | None]:
+        """The learner's update. With ``rollout.max_staleness >= 1`` (learner ranks on a cluster) the next
+        iteration's rollout runs meanwhile, sampled by the weights before this update: one update behind."""
+        seed = derive_seed(self.cfg.seed, it, "update")
+        overlap = self.cfg.rollout.max_staleness > 0 and it + 1 < self.cfg.iterations
+        if not overlap or not isinstance(self.learner, LearnerGroup):
+            return self.learner.update(rows, seed), None
+        pending = self.learner.start(rows, seed)
+        ahead = self._rollout(it + 1)
+        return self.learner.finish(pending), ahead
 
     def _task(self, it: int, round_: int, i: int) -> Task:
         seed = derive_seed(self.cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
