@@ -76,5 +76,5 @@ def test_a_rank_that_dies_stops_the_group(ray_cluster: Any, tiny_dir: Path, tiny
     rows = _rows(tiny_policy, merge=False)[:8]
     group = LearnerGroup(HFPolicy.from_pretrained(tiny_dir), TRAIN, OBJECTIVE, 1.0, None, ranks=2)
     ray_cluster.get(group.workers[1].fail_next.remote())
-    with pytest.raises(LearnerFailed, match="learner rank 1 of 2 failed.*--resume"):
+    with pytest.raises(LearnerFailed, match=r"learner rank 1 of 2 failed.*--resume"):
         group.update(rows, seed=0)

@@ -100,6 +100,8 @@ def test_cluster_config_is_checked_at_construction() -> None:
         load_config(None, ["cluster={address: 'somewhere'}"])
     with pytest.raises(ValueError, match="learners"):
         load_config(None, ["cluster={learners: 0}"])
+    with pytest.raises(ValueError, match="backend=nccl needs learner ranks on GPUs"):
+        load_config(None, ["cluster={backend: nccl}"])
     with pytest.raises(ValueError, match="cluster.gpus: Extra inputs"):
         load_config(None, ["cluster={gpus: 2}"])
 

@@ -193,11 +193,23 @@ class ClusterConfig(_Frozen):
     rollout_workers: int = Field(1, ge=1, description="rollout engine actors (each its own model copy)")
     env_workers: int = Field(0, ge=0, description="env host actors (0: envs step in the driver, as without cluster)")
     learners: int = Field(1, ge=1, description="data-parallel learner ranks (torch.distributed)")
-    backend: Literal["gloo", "nccl"] = Field("gloo", description="collectives: gloo (CPU) or nccl (GPU learners)")
+    backend: Literal["gloo", "nccl"] = Field(
+        "gloo", description="collectives: gloo (CPU learner ranks); nccl waits for GPU placement of learner ranks"
+    )
     worker_threads: int = Field(1, ge=1, description="torch threads in each engine and learner actor")
     worker_cpus: float = Field(1.0, ge=0, description="logical CPUs Ray reserves for each engine and learner actor")
     max_restarts: int = Field(3, ge=0, description="restarts of a dead engine or env actor before the run stops")
     timeout_s: float = Field(600.0, gt=0, description="how long a learner rank waits for the others in a collective")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str) -> str:
+        if value == "nccl":
+            raise ValueError(
+                "cluster.backend=nccl needs learner ranks on GPUs, which clew does not place yet (learner ranks "
+                "train on CPU); use cluster.backend=gloo"
+            )
+        return value
 
     @field_validator("address")
     @classmethod
