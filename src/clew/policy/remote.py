@@ -30,7 +30,7 @@ from typing import Any
 
 from clew.policy.base import Completion, EngineError, SamplingParams, make_engine
 
-POLL_WAIT_S = 0.02  # how long ``poll`` waits for a worker's batch before handing control back
+POLL_WAIT_S = 0.02  # how long ``poll`` waits for any worker's batch before handing control back
 RESTART_WAIT_S = 600.0  # how long a dead worker may take to come back (a model load on a busy machine)
 
 
@@ -137,11 +137,14 @@ class RayEngines:
         return sum(len(q) for q in self._queued.values()) + sum(len(k) for _, k in self._flight.values())
 
     def poll(self) -> list[tuple[int, Completion | Exception]]:
-        """Send each idle worker its queue; return the batches that finished within ``POLL_WAIT_S``."""
+        """Send each idle worker its queue; return the batches done (waiting up to ``POLL_WAIT_S`` for one)."""
         self._dispatch()
         if not self._flight:
             return []
-        ready, _ = self._ray.wait(list(self._flight), num_returns=len(self._flight), timeout=POLL_WAIT_S)
+        flight = list(self._flight)
+        ready, rest = self._ray.wait(flight, num_returns=1, timeout=POLL_WAIT_S)  # back as soon as one is done
+        if ready and rest:
+            ready += self._ray.wait(rest, num_returns=len(rest), timeout=0)[0]  # and whatever else is done
         done: list[tuple[int, Completion | Exception]] = []
         for ref in ready:
             worker, keys = self._flight.pop(ref)
