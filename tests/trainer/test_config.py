@@ -96,20 +96,20 @@ def test_cluster_config_is_checked_at_construction() -> None:
     cfg = load_config(None, ["cluster={rollout_workers: 2, learners: 2}"])
     assert cfg.cluster is not None and cfg.cluster.address == "local" and cfg.cluster.env_workers == 0
     assert load_config(None, []).cluster is None
-    with pytest.raises(ValueError, match="cluster.address must be"):
+    with pytest.raises(ValueError, match=r"cluster\.address must be"):
         load_config(None, ["cluster={address: 'somewhere'}"])
     with pytest.raises(ValueError, match="learners"):
         load_config(None, ["cluster={learners: 0}"])
-    with pytest.raises(ValueError, match="backend=nccl needs learner ranks on GPUs"):
+    with pytest.raises(ValueError, match=r"backend=nccl needs learner ranks on GPUs"):
         load_config(None, ["cluster={backend: nccl}"])
-    with pytest.raises(ValueError, match="cluster.gpus: Extra inputs"):
+    with pytest.raises(ValueError, match=r"cluster\.gpus: Extra inputs"):
         load_config(None, ["cluster={gpus: 2}"])
 
 
 def test_max_staleness_needs_a_cluster_and_tis() -> None:
-    with pytest.raises(ValueError, match="rollout.max_staleness=1 .* set cluster"):
+    with pytest.raises(ValueError, match=r"rollout\.max_staleness=1 .* set cluster"):
         load_config(None, ["rollout.max_staleness=1"])
-    with pytest.raises(ValueError, match="set objective.tis_cap"):
+    with pytest.raises(ValueError, match=r"set objective\.tis_cap"):
         load_config(None, ["rollout.max_staleness=1", "cluster={learners: 1}", "objective.tis_cap=null"])
     cfg = load_config(None, ["rollout.max_staleness=2", "cluster={learners: 1}"])
     assert cfg.objective.tis_cap == 2.0
