@@ -335,6 +335,21 @@ def test_engine_errors_propagate() -> None:
         collect(PolicyActor(SeedEngine(fail_on_call=2), SamplingParams()), [Task("tests.test_rollout:Slow", 0)], cfg, 0)
 
 
+class LosesMember1(ScriptedActor):
+    """A scripted actor whose requests for group member 1 come back lost (a remote worker died twice)."""
+
+    def poll(self) -> Sequence[tuple[int, Completion | Exception]]:
+        return [(k, RuntimeError("engine worker 0 died twice") if k == 1 else c) for k, c in super().poll()]
+
+
+def test_a_lost_request_ends_only_its_episode_as_an_error() -> None:
+    cfg = RolloutConfig(group_size=3, max_turns=4)
+    groups = collect(LosesMember1("random"), [Task("keydoor-v0", 0)], cfg, 0)
+    lost, kept = groups[0].episodes[1], [groups[0].episodes[0], groups[0].episodes[2]]
+    assert lost.truncation_reason == "error" and "died twice" in (lost.error or "") and not lost.turns
+    assert all(e.error is None and len(e.turns) == 4 for e in kept)
+
+
 def test_progress_counts_turns() -> None:
     calls: list[tuple[int, int]] = []
     cfg = RolloutConfig(group_size=3, max_turns=4)

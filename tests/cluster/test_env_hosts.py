@@ -64,3 +64,23 @@ def test_a_dead_host_fails_its_envs_and_serves_new_ones(hosts: EnvHosts, ray_clu
     hosts.make("keydoor-v0", width=4, height=4)  # host 1
     again = hosts.make("keydoor-v0", width=4, height=4)  # host 0, restarted by Ray
     assert again.reset(1) == make("keydoor-v0", width=4, height=4).reset(1)
+
+
+def test_hosts_ray_will_not_restart_leave_the_rotation(ray_cluster: Any) -> None:
+    hosts = EnvHosts(2, timeout_s=60.0, max_restarts=0)
+    try:
+        for host in range(2):
+            env = hosts.make("keydoor-v0", width=4, height=4)  # hosts 0 then 1 (round robin over live hosts)
+            env.reset(1)
+            ray_cluster.get(hosts.hosts[host].fail_next.remote())
+            with pytest.raises(EnvWorkerError, match="died"):
+                env.step("up")
+            if host == 0:
+                assert hosts.alive
+                for _ in range(3):  # every new env goes to host 1
+                    assert hosts.make("keydoor-v0", width=4, height=4).reset(2)
+        assert not hosts.alive
+        with pytest.raises(EnvWorkerError, match="every env host is lost"):
+            hosts.make("keydoor-v0", width=4, height=4)
+    finally:
+        hosts.close()

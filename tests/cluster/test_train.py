@@ -57,7 +57,7 @@ def test_two_engines_and_two_learner_ranks_train_as_one_process(
     ]  # fmt: skip
 
 
-def test_a_rollout_worker_that_dies_mid_iteration_costs_only_its_episodes(
+def test_a_rollout_worker_that_dies_mid_iteration_is_restarted_and_the_run_completes(
     ray_cluster: Any, tiny_dir: Path, tmp_path: Path
 ) -> None:
     trainer = Trainer(_cfg(tiny_dir, CLUSTER), tmp_path / "run")
@@ -71,8 +71,8 @@ def test_a_rollout_worker_that_dies_mid_iteration_costs_only_its_episodes(
     summary = trainer.fit()
     assert summary["iterations"] == 3
     its = _iterations(tmp_path / "run")
-    assert its[0]["rollout/error_rate"] == 0 and its[1]["rollout/error_rate"] > 0  # worker 0's episodes
-    assert its[1]["engine/worker_restarts"] == 1 and its[2]["rollout/error_rate"] == 0
+    assert all(r["rollout/error_rate"] == 0 for r in its)  # worker 0's requests were sampled again
+    assert its[1]["engine/worker_restarts"] == 1
     assert all("train/loss" in r for r in its)
     assert its[2]["engine/logprob_max_abs_diff"] <= 1e-5  # the restarted worker samples from the trained weights
 
@@ -113,4 +113,17 @@ def test_max_staleness_one_overlaps_the_next_rollout_with_the_update(
     its = _iterations(tmp_path / "run")
     assert [r["rollout/staleness"] for r in its] == [0, 1, 1]
     assert all("policy/is_weight_mean" in r for r in its)
+    assert its[0]["time/rollout_ahead_s"] > 0 and "time/rollout_ahead_s" not in its[2]  # no iteration 3 to roll out
     assert its[1]["policy/is_weight_mean"] != pytest.approx(1.0, abs=1e-9)  # behaviour != proximal weights
+
+
+def test_a_lora_policy_reaches_remote_engines_as_merged_weights(
+    ray_cluster: Any, tiny_dir: Path, tmp_path: Path
+) -> None:
+    lora = "policy.lora={r: 4, alpha: 8, target_modules: all-linear}"
+    Trainer(_cfg(tiny_dir, lora, "iterations=2"), tmp_path / "one").fit()
+    Trainer(_cfg(tiny_dir, lora, "iterations=2", CLUSTER), tmp_path / "ray").fit()
+    for a, b in zip(_iterations(tmp_path / "one"), _iterations(tmp_path / "ray"), strict=True):
+        assert b["rollout/success_rate"] == a["rollout/success_rate"]
+        assert b["train/loss"] == pytest.approx(a["train/loss"], abs=1e-5)
+        assert b["engine/logprob_max_abs_diff"] <= 1e-5

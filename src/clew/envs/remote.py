@@ -10,7 +10,8 @@ episode (left out of credit and baselines):
 
 - a host that dies (a crash, the OOM killer, a lost node): ``EnvWorkerError``. Ray restarts the host
   (up to ``max_restarts`` times); the envs it held are gone, so their episodes stay errors and new
-  episodes open envs on the restarted host;
+  episodes open envs on the restarted host. A host Ray will not restart leaves the rotation; when
+  none is left, ``EnvHosts.alive`` is False (the trainer then stops the run);
 - a call past ``timeout_s``: ``EnvWorkerTimeout`` (the hung call keeps one host thread; Ray cannot
   interrupt a thread, so a host that hangs often should be given fewer envs or restarted);
 - an exception inside the env: re-raised here with its own type.
@@ -68,10 +69,13 @@ class RemoteEnvWorker:
 
     pid: int | None = None
 
-    def __init__(self, host: Any, key: str, env_id: str, kwargs: dict[str, Any], timeout_s: float) -> None:
+    def __init__(
+        self, host: Any, key: str, env_id: str, kwargs: dict[str, Any], timeout_s: float, on_lost: Any = None
+    ) -> None:
         import ray
 
         self._ray, self.host, self.key, self.env_id, self.timeout_s = ray, host, key, env_id, timeout_s
+        self.on_lost = on_lost  # called with the host when Ray will not restart it
         self.extras: list[str] = self._get(host.open.remote(key, env_id, kwargs), "open")
 
     def call(self, method: str, *args: Any) -> Any:
@@ -88,6 +92,8 @@ class RemoteEnvWorker:
         except ray.exceptions.GetTimeoutError:
             raise EnvWorkerTimeout(f"env {self.env_id} {method}() exceeded {self.timeout_s}s on its Ray host") from None
         except ray.exceptions.RayActorError as exc:
+            if isinstance(exc, ray.exceptions.ActorDiedError) and self.on_lost is not None:
+                self.on_lost(self.host)
             raise EnvWorkerError(f"the Ray host of env {self.env_id} died during {method}(): {exc}") from None
         except ray.exceptions.RayTaskError as exc:
             raise exc.as_instanceof_cause() from None
@@ -104,12 +110,29 @@ class EnvHosts:
         self.hosts = [remote.options(**options).remote() for _ in range(n)]
         self.timeout_s = timeout_s
         self._next = itertools.count()
-        ray.get([h.pid.remote() for h in self.hosts])  # started
+        self._lost: set[int] = set()  # ids of hosts Ray will not restart
+        try:
+            ray.get([h.pid.remote() for h in self.hosts])  # started
+        except Exception:
+            self.close()
+            raise
+
+    @property
+    def alive(self) -> bool:
+        return len(self._lost) < len(self.hosts)
 
     def make(self, env_id: str, **kwargs: Any) -> ProcessEnv:
+        """Open ``env_id`` on the next host still in the rotation."""
+        live = [h for h in self.hosts if id(h) not in self._lost]
+        if not live:
+            raise EnvWorkerError(f"every env host is lost (each died more than its restarts); cannot open {env_id}")
         i = next(self._next)
-        worker = RemoteEnvWorker(self.hosts[i % len(self.hosts)], f"{os.getpid()}-{i}", env_id, kwargs, self.timeout_s)
+        key = f"{os.getpid()}-{i}"
+        worker = RemoteEnvWorker(live[i % len(live)], key, env_id, kwargs, self.timeout_s, self._lose)
         return proxy_class(tuple(worker.extras))(worker)  # type: ignore[arg-type]
+
+    def _lose(self, host: Any) -> None:
+        self._lost.add(id(host))
 
     def close(self) -> None:
         import ray

@@ -107,8 +107,8 @@ class RolloutConfig(BaseModel):
         0,
         ge=0,
         description="updates the weights that sampled a batch may lag the learner's (0: synchronous). With >= 1 on "
-        "a cluster, the next iteration's rollout runs while the learner ranks update (one update behind); TIS "
-        "(objective.tis_cap) corrects the mismatch",
+        "a cluster, the next iteration's rollout runs while the learner ranks update, one update behind (clew "
+        "overlaps one rollout at most, so 2 or more act as 1); TIS (objective.tis_cap) corrects the mismatch",
     )
 
 

@@ -198,7 +198,12 @@ class ClusterConfig(_Frozen):
     )
     worker_threads: int = Field(1, ge=1, description="torch threads in each engine and learner actor")
     worker_cpus: float = Field(1.0, ge=0, description="logical CPUs Ray reserves for each engine and learner actor")
-    max_restarts: int = Field(3, ge=0, description="restarts of a dead engine or env actor before the run stops")
+    max_restarts: int = Field(
+        3,
+        ge=0,
+        description="restarts of a dead engine or env actor; past them an engine reopens once (fresh actors), then "
+        "the run stops, and a run whose env hosts are all gone stops",
+    )
     timeout_s: float = Field(600.0, gt=0, description="how long a learner rank waits for the others in a collective")
 
     @field_validator("backend")

@@ -84,7 +84,8 @@ class LearnerWorker:
         self._fail_next = False
 
     def address(self) -> tuple[str, int]:
-        """This node's address and a free port for the process group's rendezvous (asked of rank 0)."""
+        """This node's address and a free port for the process group's rendezvous (asked of rank 0; another
+        process could take the port before rank 0 binds it, which fails the start with a clear error)."""
         import ray
 
         with socket.socket() as sock:
@@ -165,7 +166,7 @@ class LearnerGroup:
         self.workers = [
             remote.remote(r, ranks, shared[0], train, objective, temperature, shared[1], threads) for r in range(ranks)
         ]
-        host, port = self.call(self.workers[0].address.remote())
+        host, port = self.call(self.workers[0].address.remote())  # wait() kills every rank if one fails
         self.wait([w.join.remote(host, port, backend, timeout_s) for w in self.workers])
         self.optimizer = _RemoteOptimizer(self)
 
@@ -190,6 +191,12 @@ class LearnerGroup:
     def finish(self, pending: list[Any]) -> dict[str, float]:
         results = self.wait(pending)
         metrics, self._steps = results[0]
+        if any(steps != self._steps for _, steps in results):  # a step one rank took and another rejected
+            self.close()
+            raise LearnerFailed(
+                f"learner ranks disagree on the optimizer steps taken ({[steps for _, steps in results]}); the run "
+                "stopped; resume it from its last checkpoint with clew train --resume RUN"
+            )
         self.policy.model.load_state_dict(self.call(self.workers[0].state_dict.remote()))
         return metrics  # type: ignore[no-any-return]
 

@@ -15,6 +15,7 @@ from clew import credit as credit_lib
 from clew.envs import Closeable, Env, HasStateKey
 from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
+from clew.envs.pool import EnvWorkerError
 from clew.envs.remote import EnvHosts
 from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate, summarize
 from clew.eval.diagnose import mean_shares
@@ -124,7 +125,8 @@ class Trainer:
             self.env_hosts = self.env_hosts or self.cluster.env_hosts(cfg.rollout.env_step_timeout_s)
         else:
             engine = open_engine(cfg.rollout, self.policy, self.source)
-        prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), self.framing)
+        workers = cfg.cluster.rollout_workers if cfg.cluster else 1
+        prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), self.framing, workers)  # every worker probed
         self.link = EngineLink(engine, self.policy, prompts, cfg.rollout, shared=not self.cluster)
         self.recorder.log("engine", {"engine/name": cfg.rollout.engine, **self.link.sync(-1)})
         self.actor = PolicyActor(engine, self._sampling(cfg.rollout.temperature))
@@ -198,18 +200,24 @@ class Trainer:
         """One rollout round; an engine failure reopens the engine and retries the round once."""
         envs = self.env_hosts.make if self.env_hosts else None
         try:
-            return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset, env_factory=envs)
+            groups = collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset, env_factory=envs)
         except Exception as first:  # env failures are recorded inside collect: this is the engine
             self.recorder.log("engine_restart", {"error": repr(first)[:500]}, iteration=it)
             self.link.engine.close()
             self._connect()
             try:
-                return collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset, env_factory=envs)
+                groups = collect(self.actor, tasks, self.cfg.rollout, seed, self.framing, offset, env_factory=envs)
             except Exception as second:
                 raise EngineError(
                     f"the {self.cfg.rollout.engine} engine failed twice during the rollout of iteration {it} "
                     f"({second!r}); the run stopped and resumes from its last checkpoint with --resume"
                 ) from second
+        if self.env_hosts and not self.env_hosts.alive:
+            raise EnvWorkerError(
+                "every env host died more than cluster.max_restarts times; the run stopped (its last checkpoint is "
+                "intact: --resume once the cluster is healthy)"
+            )
+        return groups
 
     def _update(self, rows: list[TokenRow], it: int) -> tuple[dict[str, float], tuple[list[Group], list[Group]] | None]:
         """The learner's update. With ``rollout.max_staleness >= 1`` (learner ranks on a cluster) the next
@@ -218,9 +226,10 @@ class Trainer:
         overlap = self.cfg.rollout.max_staleness > 0 and it + 1 < self.cfg.iterations
         if not overlap or not isinstance(self.learner, LearnerGroup):
             return self.learner.update(rows, seed), None
-        pending = self.learner.start(rows, seed)
+        pending, start = self.learner.start(rows, seed), time.perf_counter()
         ahead = self._rollout(it + 1)
-        return self.learner.finish(pending), ahead
+        ahead_s = time.perf_counter() - start
+        return {**self.learner.finish(pending), "time/rollout_ahead_s": ahead_s}, ahead
 
     def _task(self, it: int, round_: int, i: int) -> Task:
         seed = derive_seed(self.cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
@@ -300,7 +309,8 @@ class Trainer:
         """End the engine and, on a cluster, every actor (and a Ray instance the run started)."""
         link = getattr(self, "link", None)
         if self.cluster is not None:
-            self.cluster.close()  # its engines included
+            self.cluster.close()  # its engines and env hosts included
+            self.env_hosts = None
         elif link is not None:
             link.engine.close()
 

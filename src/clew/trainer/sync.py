@@ -23,6 +23,11 @@ from clew.rollout.context import FullContext, History
 PROBE_SEEDS = tuple(range(900_000, 900_004))  # env seeds of the probe prompts (outside train/SFT/eval)
 
 
+def probe_seeds(workers: int = 1) -> list[int]:
+    """At least 4 probe seeds, and one per engine worker (a remote engine sends prompt i to worker i mod N)."""
+    return list(range(PROBE_SEEDS[0], PROBE_SEEDS[0] + max(len(PROBE_SEEDS), workers)))
+
+
 def open_engine(rollout: RolloutConfig, policy: HFPolicy, source: str | Path) -> Engine:
     """The configured engine on the learner's model: ``hf`` shares it in-process, others load ``source``."""
     if rollout.engine == "hf":
@@ -30,10 +35,10 @@ def open_engine(rollout: RolloutConfig, policy: HFPolicy, source: str | Path) ->
     return make_engine(rollout.engine, source, **rollout.engine_params)
 
 
-def probe_prompts(env_id: str, env_kwargs: dict[str, Any], framing: Framing) -> list[list[int]]:
-    """First-turn prompts of a few fixed tasks: the same probe every iteration of a run."""
+def probe_prompts(env_id: str, env_kwargs: dict[str, Any], framing: Framing, workers: int = 1) -> list[list[int]]:
+    """First-turn prompts of a few fixed tasks (one per engine worker at least): the same probe every iteration."""
     prompts = []
-    for seed in PROBE_SEEDS:
+    for seed in probe_seeds(workers):
         env = make_env(env_id, **env_kwargs)
         prompts.append(FullContext().build(History([env.reset(seed)]), framing))
     return prompts
@@ -73,7 +78,7 @@ class EngineLink:
         """max |log-prob(engine) - log-prob(learner)| over the probe batch's sampled tokens."""
         temperature = self.rollout.temperature if self.rollout.temperature > 0 else 1.0
         params = SamplingParams(temperature=temperature, max_new_tokens=self.rollout.max_new_tokens)
-        outs = self.engine.generate(self.prompts, params, list(PROBE_SEEDS))
+        outs = self.engine.generate(self.prompts, params, probe_seeds(len(self.prompts)))
         scored = self.policy.logprobs([(p, o.token_ids) for p, o in zip(self.prompts, outs)], temperature)
         gaps = [abs(a - b) for out, row in zip(outs, scored) for a, b in zip(out.logprobs, row)]
         return max(gaps, default=0.0)
