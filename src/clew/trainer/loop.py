@@ -49,12 +49,12 @@ class Trainer:
     cfg: RunConfig
     run_dir: Path
     report: Reporter | None = None
-    env_hosts: EnvHosts | None = None
 
     def fit(self, resume: bool = False, stop_after: int | None = None) -> dict[str, Any]:
         """Train for ``cfg.iterations`` (or until ``stop_after`` iterations, for tests)."""
         torch.set_num_threads(self.cfg.threads)
         self.cluster = Cluster.connect(self.cfg.cluster) if self.cfg.cluster else None
+        self.env_hosts: EnvHosts | None = None  # opened with the engines on a cluster with env_workers
         try:
             return self._fit(resume, stop_after)
         finally:
@@ -310,7 +310,6 @@ class Trainer:
         link = getattr(self, "link", None)
         if self.cluster is not None:
             self.cluster.close()  # its engines and env hosts included
-            self.env_hosts = None
         elif link is not None:
             link.engine.close()
 
