@@ -34,7 +34,7 @@ def _groups() -> list[Group]:
 
 def test_columns_follow_group_episode_turn_order() -> None:
     groups = _groups()
-    shape(groups, ShapingConfig(invalid_action_penalty=0.1))
+    shape(groups, ShapingConfig(invalid_action_penalty=0.1), 16)
     table = TurnTable.from_groups(groups)
     assert table.group.tolist() == [0, 0, 0, 1] and table.episode.tolist() == [0, 0, 1, 3]
     assert table.turn.tolist() == [0, 1, 0, 0] and table.token_offsets.tolist() == [0, 2, 5, 6, 8]
@@ -57,7 +57,7 @@ def test_misaligned_advantages_are_refused_everywhere(tmp_path: Path) -> None:
 
 def test_rows_credit_and_store_see_the_same_turns(tmp_path: Path) -> None:
     groups = _groups()
-    shape(groups, ShapingConfig(invalid_action_penalty=0.1))
+    shape(groups, ShapingConfig(invalid_action_penalty=0.1), 16)
     table = TurnTable.from_groups(groups)
     credit = compute("reinforce", CreditInput.from_table(table))
     rows = to_rows(table, credit.turn_advantage)
@@ -95,7 +95,7 @@ class ReportsOutcome:
 def test_env_reported_outcome_is_kept_apart_from_step_rewards() -> None:
     tasks = [Task("tests.test_table:ReportsOutcome", s) for s in (1, 2)]
     groups = collect(ScriptedActor("random"), tasks, RolloutConfig(group_size=1, max_turns=4), 0)
-    shape(groups, ShapingConfig(invalid_action_penalty=0.5))
+    shape(groups, ShapingConfig(invalid_action_penalty=0.5), 16)
     win, loss = groups[0].episodes[0], groups[1].episodes[0]
     assert (win.outcome, win.outcome_explicit, win.success) == (1.0, True, True)
     assert (loss.outcome, loss.outcome_explicit, loss.success) == (-0.5, True, False)

@@ -39,6 +39,11 @@ class CreditInput:
             ``pure`` keep the two apart.
         observation: (N,) int or None, dense id of the observation text the turn answered (its
             first observation for turn 0), for estimators that key on what the agent saw.
+        env_step: (N,) bool or None, False for a context-edit turn (a summary, a memory edit) that
+            the env never saw; discounting counts env steps only, so such a turn takes the return of
+            the env step that follows it (None: every row is an env step).
+        ref_logprob: (K,) float or None, log-probs of the sampled tokens under the KL reference
+            (REINFORCE++'s KL-in-reward).
         token_offsets: (N + 1,) int or None; row ``i`` owns tokens ``[off[i], off[i+1])``.
         entropy, logprob, token_ids: (K,) per-token arrays or None.
     """
@@ -53,10 +58,12 @@ class CreditInput:
     penalty: Array | None = None
     outcome_explicit: Array | None = None
     observation: Array | None = None
+    env_step: Array | None = None
     token_offsets: Array | None = None
     entropy: Array | None = None
     logprob: Array | None = None
     token_ids: Array | None = None
+    ref_logprob: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -82,6 +89,8 @@ class CreditInput:
         entropy: Sequence[float] | Array | None = None,
         logprob: Sequence[float] | Array | None = None,
         token_ids: Sequence[int] | Array | None = None,
+        env_step: Sequence[bool] | Array | None = None,
+        ref_logprob: Sequence[float] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -94,14 +103,14 @@ class CreditInput:
             state_key=_ints(state_key) if state_key is not None else np.full(n, -1, dtype=np.int64),
             agent=_ints(agent) if agent is not None else None,
             penalty=_floats(penalty) if penalty is not None else None,
-            outcome_explicit=np.asarray(outcome_explicit, dtype=bool).reshape(-1)
-            if outcome_explicit is not None
-            else None,
+            outcome_explicit=_bools(outcome_explicit),
             observation=_ints(observation) if observation is not None else None,
+            env_step=_bools(env_step),
             token_offsets=_ints(token_offsets) if token_offsets is not None else None,
             entropy=_floats(entropy) if entropy is not None else None,
             logprob=_floats(logprob) if logprob is not None else None,
             token_ids=_ints(token_ids) if token_ids is not None else None,
+            ref_logprob=_floats(ref_logprob) if ref_logprob is not None else None,
         )
 
     @classmethod
@@ -110,7 +119,7 @@ class CreditInput:
         return cls.from_arrays(
             table.group, table.episode, table.turn, table.reward, table.outcome, table.state_key,
             agent=table.agent, token_offsets=table.token_offsets, penalty=table.penalty,
-            outcome_explicit=table.outcome_explicit, observation=table.observation,
+            outcome_explicit=table.outcome_explicit, observation=table.observation, env_step=table.env_step,
             entropy=table.entropy, logprob=table.logprob, token_ids=table.token_ids,
         )  # fmt: skip
 
@@ -129,12 +138,33 @@ class Credit:
         turn_return: (N,) the return the advantage was built from.
         token_advantage: (K,) per-token advantages (same offsets) or None.
         diagnostics: plain numbers, namespaced ``credit/...``.
+        penalty_charged: the estimator put the rows' penalties into its own statistics
+            (``penalty_placement="statistics"``), so ``compute`` charges nothing after it.
     """
 
     turn_advantage: Array
     turn_return: Array
     token_advantage: Array | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
+    penalty_charged: bool = False
+
+
+PENALTY_PLACEMENTS = ("advantage", "statistics")
+
+
+def penalties_in_statistics(inp: CreditInput, placement: str) -> Array:
+    """(N,) the penalties an estimator puts into its statistics: ``inp.penalty`` for ``"statistics"``, else 0.
+
+    ``"advantage"`` (clew's default): ``compute`` subtracts a penalty from its own row's advantage after the
+    estimator, so it never moves another row's advantage or a group baseline. ``"statistics"``: the estimator
+    subtracts it from the scores its group statistics are built from (verl-agent's
+    ``apply_invalid_action_penalty``; DAPO's overlong reward term), so the penalised episode also scores
+    lower against its group and the penalty costs more than its coefficient.
+    """
+    check_choice("penalty_placement", placement, PENALTY_PLACEMENTS)
+    if placement == "advantage" or inp.penalty is None:
+        return np.zeros(inp.n_turns)
+    return inp.penalty
 
 
 Estimator = Callable[..., Credit]
@@ -152,6 +182,8 @@ class EstimatorSpec:
             episodes cut short before the env reported one are the estimator's to handle.
         needs_group: a group-relative baseline; enforced by the run config (``group_size >= 2``),
             since one batch cannot tell a group of one from a one-episode task.
+        reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
+            log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
     """
 
     name: str
@@ -161,11 +193,17 @@ class EstimatorSpec:
     needs_entropy: bool = False
     needs_outcome: bool = False
     needs_group: bool = False
+    reference_param: str | None = None
     summary: str = ""
 
     @property
     def params(self) -> dict[str, Any]:
         return keyword_params(self.fn)
+
+    def needs_reference(self, params: dict[str, Any]) -> bool:
+        """Whether these parameters make the estimator read ``ref_logprob``."""
+        name = self.reference_param
+        return name is not None and float(params.get(name, self.params.get(name, 0.0)) or 0.0) > 0
 
 
 _REGISTRY: Registry[EstimatorSpec] = Registry("credit estimator")
@@ -201,10 +239,9 @@ def compute(name: str, inp: CreditInput, **params: Any) -> Credit:
     Unknown names or parameters fail with the valid ones; an input lacking what the estimator's
     metadata says it needs fails naming it. Penalties (invalid actions, overlong outputs) are
     subtracted from the penalised row's advantage only, after the returns are formed: undiscounted,
-    never leaking into earlier turns, the episode outcome or the group baselines. verl-agent also
-    applies GiGPO's invalid-action penalty after the discounted returns (shared/reference/credit.md
-    section 8, item 6) but before the group statistics, so there a penalty shifts the group means
-    a little; here it moves only its own row.
+    never leaking into earlier turns, the episode outcome or the group baselines — unless the
+    estimator took them into its statistics itself (``penalty_placement="statistics"`` of ``grpo``
+    and ``gigpo``, see ``penalties_in_statistics``).
     """
     spec = get(name)
     check_params(name, params)
@@ -234,7 +271,7 @@ def check_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
 
 def charge_penalties(credit: Credit, inp: CreditInput) -> Credit:
     """Subtract each row's penalty from its advantage (and from each of its tokens' advantages)."""
-    if inp.penalty is None or not np.any(inp.penalty):
+    if credit.penalty_charged or inp.penalty is None or not np.any(inp.penalty):
         return credit
     token_adv = credit.token_advantage
     if token_adv is not None and inp.token_offsets is not None:
@@ -258,6 +295,10 @@ def _floats(x: Sequence[float] | Array) -> Array:
     return np.asarray(x, dtype=np.float64).reshape(-1)
 
 
+def _bools(x: Sequence[bool] | Array | None) -> Array | None:
+    return None if x is None else np.asarray(x, dtype=bool).reshape(-1)
+
+
 def _validate(inp: CreditInput) -> None:
     n = inp.group.shape[0]
     for name in (
@@ -270,11 +311,12 @@ def _validate(inp: CreditInput) -> None:
         "penalty",
         "outcome_explicit",
         "observation",
+        "env_step",
     ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
             raise ValueError(f"CreditInput.{name} has length {arr.shape[0]}, expected {n} (one per turn row)")
-    for name in ("reward", "outcome", "penalty", "entropy", "logprob"):
+    for name in ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob"):
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")
@@ -298,7 +340,7 @@ def _validate_order(inp: CreditInput) -> None:
 
 def _validate_tokens(inp: CreditInput, n: int) -> None:
     off = inp.token_offsets
-    per_token = [x for x in ("entropy", "logprob", "token_ids") if getattr(inp, x) is not None]
+    per_token = [x for x in ("entropy", "logprob", "token_ids", "ref_logprob") if getattr(inp, x) is not None]
     if off is None:
         if per_token:
             raise ValueError(f"CreditInput.{per_token[0]} needs token_offsets")

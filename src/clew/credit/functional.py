@@ -61,6 +61,29 @@ def rewards_with_outcome(inp: CreditInput) -> Array:
     return inp.reward + np.where(last & inp.outcome_explicit, inp.outcome, 0.0)
 
 
+def penalised_outcome(inp: CreditInput, penalty: Array, stats_over: str) -> tuple[Array, Array]:
+    """(score per statistics entry, row -> entry) for group-relative outcome statistics with penalties inside.
+
+    ``stats_over="episode"``: one entry per episode, its outcome minus the sum of its rows' penalties.
+    ``"turn"``: one entry per row, the episode's outcome minus that row's own penalty (verl-agent, which
+    puts the episode reward on every step row and subtracts a step's penalty from that row's score).
+    """
+    if stats_over == "turn":
+        return inp.outcome - penalty, np.arange(inp.n_turns)
+    row_ep, _, ep_outcome = per_episode(inp)
+    return ep_outcome - np.bincount(row_ep, weights=penalty, minlength=ep_outcome.size), row_ep
+
+
+def group_relative_outcome(
+    inp: CreditInput, stats_over: str, scale_by_std: bool, eps: float, penalty: Array, unbiased: bool = True
+) -> Array:
+    """(N,) GRPO-style normalised outcome of each row's episode (see ``penalised_outcome`` for the entries)."""
+    score, row_entry = penalised_outcome(inp, penalty, stats_over)
+    group = inp.group if stats_over == "turn" else per_episode(inp)[1]
+    ids, n = dense_ids(group)
+    return group_normalize(score, ids, n, scale_by_std, eps, unbiased)[row_entry]
+
+
 def padded(values: Array, inp: CreditInput, fill: float = 0.0) -> Array:
     """(E, L) matrix of per-turn values: row = episode, column = turn index."""
     row_ep = np.cumsum(inp.turn == 0) - 1
@@ -77,12 +100,18 @@ def unpad(matrix: Array, inp: CreditInput) -> Array:
 
 
 def discounted_returns(rewards: Array, inp: CreditInput, gamma: float) -> Array:
-    """R_t = sum_{k >= t} gamma^(k - t) r_k within each episode, (N,)."""
+    """R_t = sum_{k >= t} gamma^(k - t) r_k within each episode, (N,); k - t counts env steps.
+
+    ``R_t = r_t + d_t R_{t+1}`` with ``d_t = gamma`` for an env step and 1 for a context-edit row
+    (``inp.env_step`` False): a summary written between two env steps adds no step to the horizon and
+    takes the return of the env step that follows it.
+    """
     mat = padded(rewards, inp)
+    discount = padded(np.where(inp.env_step, gamma, 1.0), inp) if inp.env_step is not None else None
     out = np.zeros_like(mat)
     running = np.zeros(mat.shape[0])
     for t in range(mat.shape[1] - 1, -1, -1):
-        running = mat[:, t] + gamma * running
+        running = mat[:, t] + (gamma if discount is None else discount[:, t]) * running
         out[:, t] = running
     return unpad(out, inp)
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
-from clew.credit.base import Credit, CreditInput, check_choice, register
+from clew.credit.base import Credit, CreditInput, check_choice, penalties_in_statistics, register
 from clew.credit.functional import (
     dense_ids,
     discounted_returns,
     episode_starts,
-    group_normalize,
+    group_relative_outcome,
     mean_per_row,
     per_episode,
     rewards_with_outcome,
@@ -42,6 +44,7 @@ def grpo(
     eps: float = 1e-6,
     unbiased_std: bool = True,
     stats_over: str = "episode",
+    penalty_placement: str = "advantage",
 ) -> Credit:
     """GRPO outcome advantage, broadcast to every turn of the episode.
 
@@ -53,15 +56,21 @@ def grpo(
     ``stats_over="episode"`` uses one entry per episode (the paper; DCPO's de-duplication,
     arXiv 2510.12635); ``"turn"`` pools the turn rows, so long episodes weigh more (the Flow-GRPO
     code, arXiv 2510.05592; whether the paper intends that is unconfirmed).
+
+    ``penalty_placement="statistics"`` subtracts the rows' shaping penalties from the scores before
+    the group statistics (DAPO's soft overlong punishment is a reward term, arXiv 2503.14476 Eq. 13,
+    so it moves the group mean too); ``"advantage"`` leaves them to ``compute``, after the estimator.
     """
     check_choice("stats_over", stats_over, ("episode", "turn"))
+    penalty = penalties_in_statistics(inp, penalty_placement)
+    adv = group_relative_outcome(inp, stats_over, scale_by_std, eps, penalty, unbiased_std)
+    charged = penalty_placement == "statistics"
     if stats_over == "turn":
-        adv = group_normalize(inp.outcome, *_group_ids(inp.group), scale_by_std, eps, unbiased_std)
-        return Credit(adv, inp.outcome.copy())
-    row_ep, ep_group, ep_outcome = per_episode(inp)
+        return Credit(adv, inp.outcome - penalty, penalty_charged=charged)
+    _, ep_group, ep_outcome = per_episode(inp)
     ids, n = _group_ids(ep_group)
-    ep_adv = group_normalize(ep_outcome, ids, n, scale_by_std, eps, unbiased_std)
-    return Credit(ep_adv[row_ep], inp.outcome.copy(), diagnostics=_group_diag(ep_outcome, ids, n))
+    diagnostics = _group_diag(ep_outcome, ids, n)
+    return Credit(adv, inp.outcome - penalty, diagnostics=diagnostics, penalty_charged=charged)
 
 
 @register("rloo", needs_group=True, summary="leave-one-out baseline over the group's outcomes")
@@ -80,7 +89,9 @@ def rloo(inp: CreditInput) -> Credit:
     return Credit(ep_adv[row_ep], inp.outcome.copy(), diagnostics=_group_diag(ep_outcome, ids, n))
 
 
-@register("reinforce_pp", summary="global batch whitening of returns (optionally group-baselined)")
+@register(
+    "reinforce_pp", reference_param="kl_coef", summary="global batch whitening of returns (optionally group-baselined)"
+)
 def reinforce_pp(
     inp: CreditInput,
     *,
@@ -88,6 +99,7 @@ def reinforce_pp(
     group_baseline: bool = False,
     whiten_over: str = "tokens",
     discount_over: str = "token",
+    kl_coef: float = 0.0,
 ) -> Credit:
     """REINFORCE++: returns whitened over the whole batch.
 
@@ -111,9 +123,24 @@ def reinforce_pp(
     ``group_baseline=True`` is REINFORCE++-baseline: A = whiten(r_i - mean_G r) on the episode
     outcome broadcast to every turn (group of one: mean 0); ``gamma`` and ``discount_over`` do not
     apply there.
+
+    ``kl_coef`` = beta > 0 puts the KL to the reference policy into the reward, the paper's token
+    reward r_t = 1[t = T] r(x, y) - beta KL_t (section 3; verl ``apply_kl_penalty``, ``kl`` estimator):
+    KL_t = log pi_behaviour(y_t) - log pi_ref(y_t) of each sampled token (``logprob`` and
+    ``ref_logprob``). With ``discount_over="turn"`` a turn's reward loses beta times the sum of its
+    tokens' KL. beta = 0 (the default) is plain REINFORCE++; the paper's beta is unconfirmed.
+    Worked example (beta 0.1, gamma 1): A's 2 tokens have KL [0.2, 0.4] and reward 1, B's 3 tokens
+    KL [0.1, 0, 0.3] and reward 0: token rewards [-0.02, 0.96], [-0.01, 0, -0.03], returns
+    [0.94, 0.96], [-0.04, -0.03, -0.03], token mean 0.36, unbiased var 0.29015, so
+    A = [1.0768, 1.1139], [-0.7426, -0.7240, -0.7240].
     """
     check_choice("whiten_over", whiten_over, ("tokens", "turns"))
     check_choice("discount_over", discount_over, ("token", "turn"))
+    if kl_coef < 0:
+        raise ValueError(f"reinforce_pp kl_coef must be >= 0, got {kl_coef}")
+    if kl_coef and group_baseline:
+        raise ValueError("reinforce_pp kl_coef > 0 shapes token rewards, which group_baseline=True does not use")
+    token_kl = _token_kl(inp) * kl_coef if kl_coef else None
     weights = token_counts(inp) if whiten_over == "tokens" else None
     if group_baseline:
         row_ep, ep_group, ep_outcome = per_episode(inp)
@@ -121,23 +148,39 @@ def reinforce_pp(
         mean, _, count = segment_mean_std(ep_outcome, ids, n)
         returns = (ep_outcome - np.where(count[ids] > 1, mean[ids], 0.0))[row_ep]
         return Credit(whiten(returns, weights), returns)
-    returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
+    rewards = rewards_with_outcome(inp)
+    if token_kl is not None:
+        assert inp.token_offsets is not None  # _token_kl checked it
+        rewards = rewards - np.bincount(token_rows(inp.token_offsets), weights=token_kl, minlength=inp.n_turns)
+    returns = discounted_returns(rewards, inp, gamma)
+    diagnostics = {} if token_kl is None else {"credit/kl_in_reward_mean": float(token_kl.mean() / kl_coef)}
     if discount_over == "turn":
-        return Credit(whiten(returns, weights), returns)
+        return Credit(whiten(returns, weights), returns, diagnostics=diagnostics)
     if inp.token_offsets is None or whiten_over != "tokens":
         raise ValueError(
             "reinforce_pp discount_over='token' needs token_offsets and whitens over tokens "
             f"(got whiten_over={whiten_over!r}); use discount_over='turn' for turn-level returns"
         )
-    return _token_level(inp, returns, gamma)
+    return dataclasses.replace(_token_level(inp, returns, gamma, token_kl), diagnostics=diagnostics)
 
 
-def _token_level(inp: CreditInput, turn_returns: np.ndarray, gamma: float) -> Credit:
+def _token_kl(inp: CreditInput) -> np.ndarray:
+    """(K,) log pi_behaviour - log pi_ref of each sampled token (the ``kl`` estimator of verl)."""
+    if inp.logprob is None or inp.ref_logprob is None:
+        raise ValueError(
+            "reinforce_pp kl_coef > 0 needs the sampled tokens' log-probs under the rollout policy and the "
+            "reference (CreditInput.logprob and ref_logprob; the trainer fills ref_logprob when kl_coef > 0)"
+        )
+    return inp.logprob - inp.ref_logprob
+
+
+def _token_level(inp: CreditInput, turn_returns: np.ndarray, gamma: float, token_kl: np.ndarray | None) -> Credit:
     """Per-token discounted returns, whitened over the batch's tokens; turn values from them."""
     assert inp.token_offsets is not None
     off = inp.token_offsets
     row_ep = per_episode(inp)[0]
-    token_returns = segment_discounted_returns(_token_rewards(inp, row_ep), row_ep[token_rows(off)], gamma)
+    token_rewards = _token_rewards(inp, row_ep) - (0.0 if token_kl is None else token_kl)
+    token_returns = segment_discounted_returns(token_rewards, row_ep[token_rows(off)], gamma)
     moments = weighted_moments(token_returns)
     token_adv = whiten_by(token_returns, moments)
     has_tokens = np.diff(off) > 0

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-from clew.credit.base import Credit, CreditInput, check_choice, register
+from clew.credit.base import Credit, CreditInput, check_choice, penalties_in_statistics, register
 from clew.credit.functional import (
     dense_ids,
     discounted_returns,
     group_normalize,
+    group_relative_outcome,
     per_episode,
     reported_outcome,
     reverse_cummin,
@@ -27,6 +28,7 @@ def gigpo(
     mode: str = "mean_norm",
     episode_stats_over: str = "episode",
     eps: float = 1e-6,
+    penalty_placement: str = "advantage",
 ) -> Credit:
     """Group-in-Group Policy Optimization: A = A^E + step_weight * A^S.
 
@@ -42,28 +44,32 @@ def gigpo(
     pools step rows for the episode statistics, the released code's default
     (``compute_mean_std_cross_steps=True``), which weights long episodes more; ``"episode"`` is the
     paper's per-trajectory form.
+
+    Shaping penalties (invalid actions): ``penalty_placement="advantage"`` (the preset's choice)
+    charges each to its own row after the estimator, so it costs exactly its coefficient and never
+    moves another turn's advantage or a baseline. ``"statistics"`` is verl-agent's placement
+    (``apply_invalid_action_penalty``, applied before ``compute_gigpo_outcome_advantage``): the
+    penalty is subtracted from the episode score (a row's own score with ``episode_stats_over="turn"``,
+    where verl-agent puts the episode reward on every step row; the episode's summed penalties with
+    per-episode statistics) and from the row's discounted step return (not propagated to earlier
+    turns), before both group statistics. On credit.md section 8's example with tau3's last turn
+    invalid (coefficient 0.1) it costs that turn 0.171 (mean_norm) / 0.246 (mean_std_norm) with
+    row-pooled episode statistics, 0.150 / 0.123 with per-episode ones, instead of 0.100.
     """
     check_choice("mode", mode, ("mean_norm", "mean_std_norm"))
     check_choice("episode_stats_over", episode_stats_over, ("episode", "turn"))
     scale = mode == "mean_std_norm"
-    episode_adv = _episode_level(inp, episode_stats_over, scale, eps)
+    penalty = penalties_in_statistics(inp, penalty_placement)
+    episode_adv = group_relative_outcome(inp, episode_stats_over, scale, eps, penalty)
     step_returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
-    step_adv, sizes = _anchor_step_advantage(inp, step_returns, scale, eps)
+    step_adv, sizes = _anchor_step_advantage(inp, step_returns - penalty, scale, eps)
     diagnostics = {
         "credit/anchor_group_size": float(sizes.mean()) if sizes.size else 0.0,
         "credit/anchor_rows_grouped": float(np.mean(sizes > 1)) if sizes.size else 0.0,
         "credit/step_adv_abs": float(np.abs(step_adv).mean()) if step_adv.size else 0.0,
     }
-    return Credit(episode_adv + step_weight * step_adv, step_returns, diagnostics=diagnostics)
-
-
-def _episode_level(inp: CreditInput, stats_over: str, scale: bool, eps: float) -> np.ndarray:
-    if stats_over == "turn":
-        ids, n = dense_ids(inp.group)
-        return group_normalize(inp.outcome, ids, n, scale, eps)
-    row_ep, ep_group, ep_outcome = per_episode(inp)
-    ids, n = dense_ids(ep_group)
-    return group_normalize(ep_outcome, ids, n, scale, eps)[row_ep]
+    charged = penalty_placement == "statistics"
+    return Credit(episode_adv + step_weight * step_adv, step_returns, diagnostics=diagnostics, penalty_charged=charged)
 
 
 def _anchor_step_advantage(

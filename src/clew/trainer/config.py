@@ -109,7 +109,9 @@ class ObjectiveConfig(_Frozen):
         description="the unit of the sequence aggregations: episode (turns and context segments never become loss "
         "weights), segment (each context segment weighs alike), turn (each action), row (each training row)",
     )
-    aggregation_const: float | None = Field(None, gt=0, description="constant for seq_sum_const")
+    aggregation_const: float | None = Field(
+        None, gt=0, description="constant for seq_sum_const (unset: rollout.max_new_tokens, Dr.GRPO's L_max)"
+    )
     kl_coef: float = Field(0.0, ge=0, description="KL-in-loss coefficient (needs a reference model)")
     kl_estimator: Literal["k1", "k2", "k3"] = "k3"
     entropy_coef: float = Field(0.0, ge=0)
@@ -127,10 +129,34 @@ class ObjectiveConfig(_Frozen):
 
 
 class ShapingConfig(_Frozen):
-    """Per-turn penalties, charged to the penalised turn's advantage after credit (never to the outcome)."""
+    """Per-turn penalties (``Turn.penalty``; the env's rewards and outcomes are never changed). Credit charges
+    them to the penalised turn's advantage after the estimator, or, with an estimator's
+    ``penalty_placement: statistics`` (grpo, gigpo), inside its group statistics."""
 
     invalid_action_penalty: float = Field(0.0, ge=0, description="charged to turns flagged invalid")
-    overlong_penalty: float = Field(0.0, ge=0, description="charged to an action cut at max_new_tokens")
+    overlong_penalty: float = Field(0.0, ge=0, description="charged to an env action cut at max_new_tokens")
+    overlong_soft: float = Field(
+        0.0,
+        ge=0,
+        description="DAPO soft overlong punishment factor (arXiv 2503.14476, Eq. 13): an env action of |y| tokens "
+        "is charged factor * clip((|y| - (L_max - L_cache)) / L_cache, 0, 1), L_max = rollout.max_new_tokens",
+    )
+    overlong_buffer: float = Field(
+        0.0,
+        ge=0,
+        lt=1,
+        description="DAPO's L_cache as a fraction of rollout.max_new_tokens (0.2 is DAPO's 4096 of 20480); "
+        "0 turns the soft punishment off",
+    )
+
+    @model_validator(mode="after")
+    def _soft_needs_buffer(self) -> ShapingConfig:
+        if self.overlong_soft > 0 and self.overlong_buffer == 0:
+            raise ValueError(
+                f"shaping.overlong_soft={self.overlong_soft} needs shaping.overlong_buffer > 0 (DAPO's L_cache as a "
+                "fraction of rollout.max_new_tokens, e.g. 0.2)"
+            )
+        return self
 
 
 class FilterConfig(_Frozen):
@@ -272,6 +298,21 @@ class RunConfig(_Frozen):
             return {**data, "objective": {**objective, "tis_cap": DEFAULT_TIS_CAP}}
         return data
 
+    @model_validator(mode="before")
+    @classmethod
+    def _sum_constant_from_budget(cls, data: Any) -> Any:
+        """``seq_sum_const`` without a constant divides by the per-action token budget, Dr.GRPO's L_max
+        (arXiv 2503.20783): ``rollout.max_new_tokens``, so the two cannot drift apart."""
+        objective = data.get("objective") if isinstance(data, dict) else None
+        if not isinstance(objective, dict) or objective.get("aggregation") != "seq_sum_const":
+            return data
+        if objective.get("aggregation_const") is not None:
+            return data
+        rollout = data.get("rollout") or {}
+        budget = rollout.get("max_new_tokens") if isinstance(rollout, dict) else rollout.max_new_tokens
+        budget = budget or RolloutConfig.model_fields["max_new_tokens"].default
+        return {**data, "objective": {**objective, "aggregation_const": float(budget)}}
+
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         self._engine_serves()
@@ -281,6 +322,12 @@ class RunConfig(_Frozen):
             raise ValueError(
                 f"rollout.group_size {self.rollout.group_size} cannot form a group-relative baseline for "
                 f"credit.name={self.credit.name}; use >= 2 or credit.name=reinforce"
+            )
+        if spec.needs_reference(self.credit.params) and self.cluster is not None:
+            raise ValueError(
+                f"credit.name={self.credit.name} with KL in its rewards scores every turn with the reference in the "
+                "driver, which a cluster run (learner ranks of their own) does not do yet; drop cluster or set "
+                f"credit.params.{spec.reference_param}=0"
             )
         if spec.needs_entropy and self.rollout.temperature == 0:
             raise ValueError(

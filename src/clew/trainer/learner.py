@@ -38,6 +38,25 @@ class Ranks(Protocol):
         ...
 
 
+@contextlib.contextmanager
+def training_mode(model: Any) -> Iterator[None]:
+    """Train mode with every dropout off, then eval mode.
+
+    The old log-probs were scored in eval mode (the engine, ``recompute_old_logprobs``), so the loss forward
+    must be deterministic too, or the first PPO ratio is not 1 (LoRA dropout, an HF model's attention or
+    hidden dropout). Modules stay in train mode (gradient checkpointing keys on it) while every ``Dropout``
+    and every module with an ``attention_dropout`` rate is switched to eval.
+    """
+    model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout) or isinstance(getattr(module, "attention_dropout", None), float):
+            module.eval()
+    try:
+        yield
+    finally:
+        model.eval()
+
+
 def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
     for start in range(0, len(items), size):
         yield list(items[start : start + size])
@@ -62,9 +81,11 @@ class Learner:
         temperature: float = 1.0,
         reference: Any = None,
         ranks: Ranks | None = None,
+        reference_for_credit: bool = False,
     ) -> None:
-        """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0``; defaults to a copy
-        of the policy as it is now). A LoRA policy needs none: its reference is its base, adapters off.
+        """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0`` or
+        ``reference_for_credit``, KL in the credit's rewards; defaults to a copy of the policy as it is
+        now). A LoRA policy needs none: its reference is its base, adapters off.
         ``ranks``: this learner is one of several data-parallel ranks (``clew.trainer.distributed``)."""
         self.policy, self.train_cfg, self.objective = policy, train, objective
         self.ranks = ranks
@@ -76,7 +97,7 @@ class Learner:
         self.reference = None
         if train.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-        if objective.kl_coef > 0 and not is_lora(self.model):
+        if (objective.kl_coef > 0 or reference_for_credit) and not is_lora(self.model):
             self.reference = (reference if reference is not None else copy.deepcopy(self.model)).eval()
             for p in self.reference.parameters():
                 p.requires_grad_(False)
@@ -93,15 +114,15 @@ class Learner:
         if self.objective.tis_cap is not None:
             rows = self.recompute_old_logprobs(rows)
         rows, guard = self._guard(rows, seed)
+        weights = self._weights(rows)
         first_step = self.steps
-        self.model.train()
-        for epoch in range(self.train_cfg.ppo_epochs):
-            order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-            for minibatch in chunks(order, self.train_cfg.minibatch_rows):
-                for key, value in self._step([rows[i] for i in minibatch], guard).items():
-                    sums[key] += value
-                    counts[key] += 1
-        self.model.eval()
+        with training_mode(self.model):
+            for epoch in range(self.train_cfg.ppo_epochs):
+                order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
+                for minibatch in chunks(order, self.train_cfg.minibatch_rows):
+                    for key, value in self._step([rows[i] for i in minibatch], weights[minibatch], guard).items():
+                        sums[key] += value
+                        counts[key] += 1
         means = {k: sums[k] / counts[k] for k in sums}
         if "train/rejected_steps" in sums:
             means["train/rejected_steps"] = sums["train/rejected_steps"]  # a count, not a mean
@@ -131,11 +152,23 @@ class Learner:
                 out.append(replace(row, old_logprobs=old, behavior_logprobs=row.old_logprobs))
         return out
 
-    def _step(self, rows: list[TokenRow], guard: StepGuard | None = None) -> dict[str, float]:
-        """One optimizer step on a minibatch. Under data parallelism every rank holds the whole minibatch and
-        its aggregation weights, runs the microbatches ``i`` with ``i % world == rank``, and the ranks sum
-        gradients, loss and metrics before the step: the update of one learner, up to float summation order."""
-        weights = self._weights(rows)
+    @torch.no_grad()
+    def reference_logprobs(self, turns: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """Log-probs of each (prompt ids, action ids) pair's action tokens under the KL reference, concatenated
+        in order (the token order of ``clew.table.TurnTable``)."""
+        out: list[float] = []
+        for micro in chunks(range(len(turns)), self.train_cfg.microbatch_rows):
+            packed = pack_spans([[(turns[i][0], False), (turns[i][1], True)] for i in micro], self.policy.pad_id)
+            with compute_dtype(self.model, self.train_cfg.dtype):
+                logp = self._reference_logprobs(packed.input_ids, packed.attention_mask)
+            out += logp[packed.action_mask.bool()].tolist()
+        return out
+
+    def _step(self, rows: list[TokenRow], weights: torch.Tensor, guard: StepGuard | None = None) -> dict[str, float]:
+        """One optimizer step on a minibatch with its rows' aggregation ``weights`` (B, T). Under data parallelism
+        every rank holds the whole minibatch and its weights, runs the microbatches ``i`` with
+        ``i % world == rank``, and the ranks sum gradients, loss and metrics before the step: the update of one
+        learner, up to float summation order."""
         metrics: dict[str, float] = defaultdict(float)
         total = 0.0
         rank, world = (self.ranks.rank, self.ranks.world) if self.ranks else (0, 1)
@@ -156,12 +189,20 @@ class Learner:
         return dict(metrics)
 
     def _weights(self, rows: list[TokenRow]) -> torch.Tensor:
+        """(B, T) aggregation weights over the whole batch, scaled for one minibatch's step.
+
+        Units (an episode, a segment) are weighed once over all ``rows``, so an episode whose turn rows land
+        in several minibatches still counts once per epoch; the normalising modes are then multiplied by the
+        number of minibatches, so each step's weights sum to 1 on average (with one minibatch: exactly the
+        minibatch's own weights). ``seq_sum_const`` divides by a constant and needs no rescaling.
+        """
         mask = pack_spans([r.spans for r in rows], self.policy.pad_id).action_mask
         obj = self.objective
         units = loss_units(rows, obj.weighting)
-        return objectives.aggregation_weights(mask, obj.aggregation, units=units, const=obj.aggregation_const).to(
-            torch.float32
-        )
+        weights = objectives.aggregation_weights(mask, obj.aggregation, units=units, const=obj.aggregation_const)
+        if obj.aggregation != "seq_sum_const":
+            weights = weights * math.ceil(len(rows) / self.train_cfg.minibatch_rows)
+        return weights.to(torch.float32)
 
     def _loss(self, batch: PackedBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows, obj = batch.rows, self.objective

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable
@@ -9,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from clew import credit as credit_lib
@@ -109,7 +111,11 @@ class Trainer:
         self._connect()
         reference = weights.reference_model(self.run_dir, self.cfg) if found else None
         parts = (self.policy, self.cfg.train, self.cfg.objective, self.cfg.rollout.temperature, reference)
-        self.learner: Learner | LearnerGroup = self.cluster.learners(*parts) if self.cluster else Learner(*parts)
+        self.learner: Learner | LearnerGroup = (
+            self.cluster.learners(*parts)
+            if self.cluster
+            else Learner(*parts, reference_for_credit=weights.needs_reference(self.cfg))
+        )
         if not found:
             return TrainerState(0, 0, 0), True
         state = load_state(found[-1], self.learner.optimizer)
@@ -188,7 +194,7 @@ class Trainer:
             need = cfg.tasks_per_iteration - len(kept)
             tasks = [self._task(it, round_, i) for i in range(need)]
             groups = self._collect(tasks, derive_seed(cfg.seed, it, round_), len(kept), it)
-            shape(groups, cfg.shaping)
+            shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
             collected += groups
             groups = drop_env_errors(groups)  # env failures are not policy samples: out of credit and baselines
             kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
@@ -237,7 +243,11 @@ class Trainer:
 
     def _credit(self, table: TurnTable) -> credit_lib.Credit:
         inp = credit_lib.CreditInput.from_table(table)
-        return credit_lib.compute(self.cfg.credit.name, inp, **self.cfg.credit.params)
+        name, params = self.cfg.credit.name, self.cfg.credit.params
+        if credit_lib.get(name).needs_reference(params) and isinstance(self.learner, Learner):
+            ref = self.learner.reference_logprobs([(t.prompt_ids, t.action_ids) for t in table.turns])
+            inp = dataclasses.replace(inp, ref_logprob=np.asarray(ref, dtype=np.float64))
+        return credit_lib.compute(name, inp, **params)
 
     def _record(
         self, state: TrainerState, table: TurnTable, credit: Any, metrics: dict[str, float],

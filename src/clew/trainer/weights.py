@@ -12,6 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from clew import credit
 from clew.policy import HFPolicy
 from clew.policy import lora as lora_lib
 from clew.rollout import derive_seed
@@ -54,8 +55,13 @@ def from_checkpoint(policy_dir: Path, run_dir: Path, cfg: RunConfig) -> tuple[HF
     return HFPolicy(lora_lib.load(base.model, policy_dir), base.tokenizer), base_dir
 
 
+def needs_reference(cfg: RunConfig) -> bool:
+    """A KL reference is needed: KL in the loss (``objective.kl_coef``) or in the credit's rewards."""
+    return cfg.objective.kl_coef > 0 or credit.get(cfg.credit.name).needs_reference(cfg.credit.params)
+
+
 def reference_model(run_dir: Path, cfg: RunConfig) -> Any:
     """The separate KL reference a full-weight run needs on resume (a LoRA run uses its base instead)."""
-    if cfg.objective.kl_coef <= 0 or cfg.policy.lora is not None:
+    if not needs_reference(cfg) or cfg.policy.lora is not None:
         return None
     return HFPolicy.from_pretrained(rl_base(run_dir, cfg)).model
