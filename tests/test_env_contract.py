@@ -115,12 +115,12 @@ def wide_console(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.usefixtures("wide_console")
 def test_cli_eval_refuses_random_play_before_any_work(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["eval", "--env", f"{HERE}:Counter", "--policy", "random", "--episodes", "2"]) == 2
-    out = capsys.readouterr().out
+    out = capsys.readouterr().err
     assert "random play needs valid_actions(), which Counter does not have" in out and "Traceback" not in out
     assert cli.main(["eval", "--env", "nosuch-v0", "--policy", "expert"]) == 2
-    assert "unknown env 'nosuch-v0'" in capsys.readouterr().out
+    assert "unknown env 'nosuch-v0'" in capsys.readouterr().err
     assert cli.main(["eval", "--env", "keydoor-v0", "--env-arg", "colour=red"]) == 2
-    assert "env keydoor-v0 with {'colour': 'red'} cannot be built" in capsys.readouterr().out
+    assert "env keydoor-v0 with {'colour': 'red'} cannot be built" in capsys.readouterr().err
     assert cli.main(["eval", "--env", f"{HERE}:Lights", "--policy", "random", "--episodes", "2"]) == 0
 
 
@@ -136,10 +136,11 @@ def test_cli_eval_diagnoses_a_token_budget_that_ended_the_episodes(
 
 
 @pytest.mark.usefixtures("wide_console")
-def test_cli_eval_names_a_model_that_fails_to_load(capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli.main(["eval", "--env", "keydoor-v0", "--policy", "/nonexistent/model"]) == 3
-    out = capsys.readouterr().out
-    assert "cannot load model /nonexistent/model" in out and "Traceback" not in out
+def test_cli_eval_names_a_model_that_fails_to_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "config.json").write_text("{}")  # a model folder that does not load (no folder at all: exit 2)
+    assert cli.main(["eval", "--env", "keydoor-v0", "--policy", str(tmp_path)]) == 3
+    err = capsys.readouterr().err
+    assert f"cannot load model {tmp_path}" in err and "Traceback" not in err
 
 
 @pytest.mark.usefixtures("wide_console")
@@ -158,4 +159,4 @@ def test_cli_envs_lists_families_and_how_to_install_them(
         assert f"{family.prefix}/..." in out and family.ids()[0] in out
         assert f"pip install 'clew[{family.extra}]'" in out
     assert cli.main(["eval", "--env", "fake/one"]) == 2
-    assert f"env fake/one needs the 'clew_no_such_package' package: {missing}" in capsys.readouterr().out
+    assert f"env fake/one needs the 'clew_no_such_package' package: {missing}" in capsys.readouterr().err

@@ -207,4 +207,5 @@ def test_cli_models_lists_and_gets(smol_dir: Path, capsys: pytest.CaptureFixture
 
 def test_cli_unknown_model_exits_2_naming_the_registered_ones(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["models", "get", "nope"]) == 2
-    assert capsys.readouterr().out.strip() == f"error: unknown model 'nope'; registered: {NAME}"
+    err = capsys.readouterr().err.strip()
+    assert err == f"clew models get: error: argument name: unknown model 'nope'; registered: {NAME}"

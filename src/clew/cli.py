@@ -14,6 +14,23 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from clew.cli_checks import (
+    MODELS,
+    Parser,
+    UsageError,
+    check_env_id,
+    check_eval,
+    check_model_source,
+    check_run,
+    check_train,
+    check_view,
+    int_at_least,
+    is_model_folder,
+    key_value,
+    non_negative_float,
+    train_overrides,
+)
+
 console = Console()
 
 
@@ -23,7 +40,7 @@ def parse_kv(items: Sequence[str]) -> dict[str, Any]:
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise SystemExit(f"expected key=value, got {item!r}")
+            raise ValueError(f"expected key=value, got {item!r}")
         out[key] = yaml.safe_load(value)
     return out
 
@@ -55,12 +72,23 @@ def cmd_envs(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_check_env(args: argparse.Namespace) -> int:
+def make_env(env_id: str, env_args: Sequence[str], flag: str) -> Any:
+    """Build the env, blaming ``--env-arg`` (or ``flag`` without any) for a constructor that refuses."""
     from clew.envs import make
+
+    kwargs = parse_kv(env_args)
+    try:
+        return make(env_id, **kwargs)
+    except (TypeError, ValueError, RuntimeError, OSError) as exc:
+        blamed, given = ("--env-arg", f" with {kwargs}") if kwargs else (flag, "")
+        raise UsageError(f"argument {blamed}: env {env_id}{given} cannot be built: {exc}") from None
+
+
+def cmd_check_env(args: argparse.Namespace) -> int:
     from clew.envs.checker import EnvCheckError, check_env
 
     try:
-        report = check_env(make(args.env_id, **parse_kv(args.env_arg)))
+        report = check_env(make_env(args.env_id, args.env_arg, "env_id"))
     except EnvCheckError as exc:
         console.print(f"[red]FAIL[/red] {escape(str(exc))}")
         return 1
@@ -108,38 +136,32 @@ def _model_dir(spec: str) -> str:
     from clew.store.run import latest_policy_dir
 
     path = Path(spec)
-    if path.is_dir() and not (path / "config.json").exists():
+    if path.is_dir() and not is_model_folder(path):
         found = latest_policy_dir(path)
         if found is None:
-            raise SystemExit(f"{spec} has no config.json and no saved policy")
+            raise UsageError(f"argument --policy: {spec} has no config.json and no saved policy")
         return str(found)
     return spec
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from clew.envs import Closeable, make
+    from clew.envs import Closeable
     from clew.eval import diagnose, ending_shares, eval_tasks, evaluate
     from clew.eval.diagnose import EVAL_KNOBS
-    from clew.rollout import RolloutConfig, ScriptedActor
+    from clew.rollout import ScriptedActor
 
-    env_kwargs = parse_kv(args.env_arg)
-    try:  # an unknown id or an env that cannot be built fails here, before any model loads
-        env = make(args.env, **env_kwargs)
-    except (TypeError, RuntimeError, OSError) as exc:
-        raise ValueError(f"env {args.env} with {env_kwargs} cannot be built: {exc}") from exc
-    if args.policy in ("expert", "random"):
-        ScriptedActor(args.policy).check(env)
-    if isinstance(env, Closeable):
-        env.close()
+    env = make_env(args.env, args.env_arg, "--env")  # everything is checked before any model loads
+    try:
+        if args.policy in ("expert", "random"):
+            ScriptedActor(args.policy).check(env)
+    except ValueError as exc:
+        raise UsageError(f"argument --policy: {exc}") from None
+    finally:
+        if isinstance(env, Closeable):
+            env.close()
+    cfg = rollout_config(args)
     actor, framing = build_actor(args.policy, args.temperature, args.max_new_tokens, args.engine)
-    tasks = eval_tasks(args.env, args.episodes, args.group_size, env_kwargs)
-    cfg = RolloutConfig(
-        group_size=args.group_size,
-        max_turns=args.max_turns,
-        max_new_tokens=args.max_new_tokens,
-        temperature=args.temperature,
-        context={"name": args.context, "params": context_params(args)},
-    )
+    tasks = eval_tasks(args.env, args.episodes, args.group_size, parse_kv(args.env_arg))
     with progress() as bar:
         job = bar.add_task(f"eval {args.policy} on {args.env}", total=len(tasks) * args.group_size)
         result, groups = evaluate(
@@ -156,6 +178,29 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def rollout_config(args: argparse.Namespace) -> Any:
+    """The eval's ``RolloutConfig``; a context it refuses is named by its flag."""
+    from pydantic import ValidationError
+
+    from clew.rollout import RolloutConfig
+
+    try:
+        return RolloutConfig(
+            group_size=args.group_size,
+            max_turns=args.max_turns,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            context={"name": args.context, "params": context_params(args)},
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "context"
+        flag = f"--{field.replace('_', '-')}"
+        if field == "context" and (args.context_param or args.window_turns is not None):
+            flag = "--context-param"
+        raise UsageError(f"argument {flag}: {str(error['msg']).removeprefix('Value error, ')}") from None
+
+
 def context_params(args: argparse.Namespace) -> dict[str, Any]:
     params = parse_kv(args.context_param)
     if args.window_turns is not None:
@@ -165,16 +210,18 @@ def context_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="registered env id or module:Class")
-    p.add_argument("--env-arg", action="append", default=[], help="env kwarg as key=value (repeatable)")
+    p.add_argument("--env-arg", type=key_value, action="append", default=[], help="env kwarg as key=value (repeatable)")
     p.add_argument("--policy", default="expert", help="expert | random | model path/name | run dir")
-    p.add_argument("--episodes", type=int, default=100)
-    p.add_argument("--group-size", type=int, default=1)
-    p.add_argument("--max-turns", type=int, default=64)
-    p.add_argument("--max-new-tokens", type=int, default=16)
-    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--episodes", type=int_at_least(1), default=100)
+    p.add_argument("--group-size", type=int_at_least(1), default=1)
+    p.add_argument("--max-turns", type=int_at_least(1), default=64)
+    p.add_argument("--max-new-tokens", type=int_at_least(1), default=16)
+    p.add_argument("--temperature", type=non_negative_float, default=1.0)
     p.add_argument("--context", default="window", help="context strategy: full | window | summary | memory | markovian")
-    p.add_argument("--context-param", action="append", default=[], help="strategy parameter key=value (repeatable)")
-    p.add_argument("--window-turns", type=int, default=None, help="shorthand for --context-param turns=N")
+    p.add_argument(
+        "--context-param", type=key_value, action="append", default=[], help="strategy parameter key=value (repeatable)"
+    )
+    p.add_argument("--window-turns", type=int_at_least(0), default=None, help="shorthand for --context-param turns=N")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine for a model policy")
 
@@ -185,13 +232,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.resume:
         run_dir = Path(args.resume)
-        extra = [args.config] if args.config else []  # with --resume every positional is an override
-        cfg = load_config(run_dir / "config.yaml", [*extra, *args.overrides])
+        cfg = load_config(run_dir / "config.yaml", train_overrides(args))
     else:
-        if not args.config:
-            raise SystemExit("clew train needs a CONFIG (or --resume RUN)")
         cfg = load_config(args.config, args.overrides)
         run_dir = Path(args.out or Path("runs") / Path(args.config).stem)
+    check_model_source(cfg.policy.model, "policy.model", "model", MODELS)
     if args.sft_only:
         cfg = cfg.model_copy(update={"iterations": 0, "sft": cfg.sft.model_copy(update={"enabled": True})})
     console.print(f"run directory: {run_dir}")
@@ -259,8 +304,17 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_models_get(args: argparse.Namespace) -> int:
-    from clew.policy.models import materialize
+    from clew.policy.models import MANIFEST, get_spec, materialize
 
+    try:
+        get_spec(args.name)
+    except ValueError as exc:
+        raise UsageError(f"argument name: {exc}") from None
+    out = Path(args.out).expanduser() if args.out else None
+    if out is not None and out.exists() and not out.is_dir():
+        raise UsageError(f"argument --out: {out} is a file; name a folder to build into")
+    if out is not None and out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
+        raise UsageError(f"argument --out: {out} is a non-empty folder that clew did not write; choose another")
     print(materialize(args.name, Path(args.out) if args.out else None))  # the last line is the path, unwrapped
     return 0
 
@@ -277,41 +331,37 @@ def cmd_view(args: argparse.Namespace) -> int:
     if args.export:
         from clew.viz.export import export_html
 
-        if args.iteration is None or len(args.runs) != 1:
-            raise ValueError("clew view --export RUN_DIR --iteration N OUT.html")
         console.print(str(export_html(Path(args.export), args.iteration, Path(args.runs[0]))))
         return 0
     from clew.viz.server import serve
 
-    if not args.runs:
-        raise ValueError("clew view needs at least one RUN_DIR")
     serve([Path(r) for r in args.runs], args.host, args.port)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="clew", description=__doc__)
+    parser = Parser(prog="clew", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("envs", help="list registered environments").set_defaults(fn=cmd_envs)
     check = sub.add_parser("check-env", help="run the conformance checker on an env")
     check.add_argument("env_id")
-    check.add_argument("--env-arg", action="append", default=[])
-    check.set_defaults(fn=cmd_check_env)
+    check.add_argument("--env-arg", type=key_value, action="append", default=[])
+    check.set_defaults(fn=cmd_check_env, check=lambda a: check_env_id(a.env_id, "env_id"))
     ev = sub.add_parser("eval", help="evaluate a policy on held-out seeds")
     add_eval_args(ev)
-    ev.set_defaults(fn=cmd_eval)
+    ev.set_defaults(fn=cmd_eval, check=check_eval)
     tr = sub.add_parser("train", help="SFT warm start (optional) then RL, into a run directory")
     tr.add_argument("config", nargs="?", help="YAML run config (may name a preset)")
     tr.add_argument("overrides", nargs="*", help="dotted overrides, e.g. credit.name=grpo seed=3")
     tr.add_argument("--out", help="run directory (default runs/CONFIG_STEM)")
     tr.add_argument("--resume", help="continue the run in this directory from its last checkpoint")
     tr.add_argument("--sft-only", action="store_true", help=argparse.SUPPRESS)
-    tr.set_defaults(fn=cmd_train)
+    tr.set_defaults(fn=cmd_train, check=check_train)
     sft = sub.add_parser("sft", help="only the SFT warm start of a config (iterations=0)")
     sft.add_argument("config")
     sft.add_argument("overrides", nargs="*")
     sft.add_argument("--out")
-    sft.set_defaults(fn=cmd_train, resume=None, sft_only=True)
+    sft.set_defaults(fn=cmd_train, check=check_train, resume=None, sft_only=True)
     models = sub.add_parser("models", help="list registered models; `models get NAME` builds one offline")
     models.set_defaults(fn=cmd_models)
     get = models.add_subparsers(dest="models_command").add_parser("get", help="materialise a model, print its path")
@@ -322,35 +372,43 @@ def build_parser() -> argparse.ArgumentParser:
     get.set_defaults(fn=cmd_models_get)
     pl = sub.add_parser("plot", help="write curves.png for a run directory")
     pl.add_argument("run")
-    pl.set_defaults(fn=cmd_plot)
+    pl.set_defaults(fn=cmd_plot, check=lambda a: check_run(a.run, "run", needs="metrics.jsonl"))
     vw = sub.add_parser("view", help="browse runs, groups, episodes and per-token credit in a local web UI")
     vw.add_argument("runs", nargs="*", help="run directories (with --export: the output .html file)")
-    vw.add_argument("--port", type=int, default=8765)
+    vw.add_argument("--port", type=int_at_least(0, 65535), default=8765)
     vw.add_argument("--host", default="127.0.0.1", help="address to bind (default: loopback only)")
     vw.add_argument("--export", metavar="RUN_DIR", help="write one self-contained HTML file instead of serving")
-    vw.add_argument("--iteration", type=int, help="the iteration to export")
-    vw.set_defaults(fn=cmd_view, torch_free=True)
+    vw.add_argument("--iteration", type=int_at_least(0), help="the iteration to export")
+    vw.set_defaults(fn=cmd_view, check=check_view, torch_free=True)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run one verb; a bad argument is one line on stderr and exit code 2 (3: a model or engine failed)."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "torch_free", False):  # importing clew.policy (for EngineError) would import torch
-        try:
-            return int(args.fn(args))
-        except ValueError as exc:
-            console.print(f"[red]error:[/red] {escape(str(exc))}")
-            return 2
-    from clew.policy.base import EngineError
-
+    prog = " ".join(["clew", args.command, *([args.models_command] if getattr(args, "models_command", None) else [])])
+    engine_errors: tuple[type[Exception], ...] = ()
     try:
+        getattr(args, "check", lambda a: None)(args)  # files, folders, ids, values: before torch or a model loads
+        if not getattr(args, "torch_free", False):  # importing clew.policy (for EngineError) imports torch
+            from clew.policy.base import EngineError
+
+            engine_errors = (EngineError,)
         return int(args.fn(args))
-    except ValueError as exc:  # invalid configs and arguments: a clear message, no traceback
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        return 2
-    except EngineError as exc:  # engine not installed, model that does not load, failed sync or rollout
-        console.print(f"[red]error:[/red] {escape(str(exc))}")
-        return 3
+    except (UsageError, ValueError) as exc:  # bad arguments and invalid configs: a clear message, no traceback
+        return fail(prog, exc, 2)
+    except engine_errors as exc:  # engine not installed, model that does not load, failed sync or rollout
+        return fail(prog, exc, 3)
+
+
+def fail(prog: str, exc: Exception, code: int) -> int:
+    """Print ``clew train: error: ...`` on stderr as one line (an indented list joins as ``a: b; c``)."""
+    lines = [line.strip() for line in str(exc).strip().splitlines() if line.strip()]
+    message = lines[0] if lines else type(exc).__name__
+    for line in lines[1:]:
+        message += (" " if message.endswith(":") else "; ") + line
+    print(f"{prog}: error: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":

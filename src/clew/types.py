@@ -8,7 +8,10 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
+
+FailureType = Literal["infra", "policy"]
+"""Who a failure is charged to: ``infra`` (out of credit and baselines) or ``policy`` (kept, scored as a failure)."""
 
 
 @dataclass
@@ -65,7 +68,13 @@ class Episode:
     Shaping penalties never enter it (they live on ``Turn.penalty``).
     ``success`` is the env's terminal verdict (``info["success"]`` on the last turn) when it gives
     one, else ``terminated and outcome > 0``.
-    ``error`` records an env or tool failure (the episode then also has ``truncated=True``).
+    ``error`` records an env or tool failure (the episode then also has ``truncated=True``) and
+    ``failure`` its type (set exactly when ``error`` is): ``policy`` when the policy's action can have
+    caused it (whatever happens while the env processes an action: an exception from ``step``, a step
+    timeout, the env's worker crashing), kept in credit and baselines, scored as a failure (no reward
+    from the failing step, whose turn is flagged ``invalid_action``); ``infra`` otherwise (reset, a lost
+    worker or host, a lost engine request, a ``clew.envs.InfraError``), left out of credit and baselines.
+    An error without a type (a record from before failures were typed) is ``infra``, the rule it ran under.
     """
 
     task_id: str
@@ -79,6 +88,11 @@ class Episode:
     error: str | None = None
     first_observation: str = ""
     outcome_explicit: bool = False
+    failure: FailureType | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None and self.failure is None:
+            self.failure = "infra"
 
     @property
     def done(self) -> bool:
@@ -107,6 +121,7 @@ class Episode:
             "truncated": self.truncated,
             "truncation_reason": self.truncation_reason,
             "error": self.error,
+            "failure": self.failure,
             "first_observation": self.first_observation,
         }
 

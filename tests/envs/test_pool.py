@@ -1,21 +1,40 @@
-"""Env worker processes: extras kept truthfully, parallel steps, crashes, hangs, close, check_env."""
+"""Env worker processes: extras kept truthfully, parallel steps, crashes, hangs, close, check_env, failure types."""
 
 from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+import signal
 import time
 
 import pytest
 
-from clew.envs import Closeable, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, StepResult, check_env
-from clew.envs.pool import EnvWorkerError, EnvWorkerTimeout, ProcessEnv, make_pooled, proxy_class
+from clew.envs import (
+    Closeable,
+    EnvFinishedError,
+    HasExpert,
+    HasStateKey,
+    HasValidActions,
+    InfraError,
+    StepResult,
+    check_env,
+    failure_type,
+)
+from clew.envs.pool import EnvWorkerError, EnvWorkerKilled, EnvWorkerTimeout, ProcessEnv, make_pooled, proxy_class
 
 FLAKY = "tests.envs.test_pool:FlakyEnv"
 
 
+class LicenceDown(InfraError):
+    """An adapter's infra error that does not pickle (its constructor takes two arguments)."""
+
+    def __init__(self, server: str, port: int) -> None:
+        super().__init__(f"licence server {server}:{port} unreachable")
+
+
 class FlakyEnv:
-    """Echoes actions after ``delay`` s; ``crash`` kills the process, ``hang`` sleeps, ``boom`` raises."""
+    """Echoes actions after ``delay`` s; ``crash`` exits the process, ``abort`` aborts it (SIGABRT), ``hang``
+    sleeps, ``boom`` raises, ``licence`` raises an unpicklable ``InfraError``."""
 
     def __init__(self, delay: float = 0.0) -> None:
         self.delay = delay
@@ -28,6 +47,10 @@ class FlakyEnv:
         time.sleep(self.delay)
         if action == "crash":
             os._exit(3)
+        if action == "abort":
+            os.abort()
+        if action == "licence":
+            raise LicenceDown("lic.example", 27000)
         if action == "hang":
             time.sleep(600)
         if action == "boom":
@@ -162,5 +185,58 @@ def test_rollout_records_a_worker_crash_as_an_error_episode() -> None:
     tasks = [Task("tests.envs.test_pool:pooled_scripted", seed) for seed in (0, 1)]
     groups = collect(ScriptedActor("expert"), tasks, RolloutConfig(group_size=1, max_turns=4), seed=0)
     ok, crashed = groups[0].episodes[0], groups[1].episodes[0]
-    assert ok.terminated and ok.error is None and len(ok.turns) == 2
+    assert ok.terminated and ok.error is None and ok.failure is None and len(ok.turns) == 2
     assert crashed.truncation_reason == "error" and "EnvWorkerError" in (crashed.error or "")
+    assert crashed.failure == "policy"  # the action crashed the env's process during its step
+    assert crashed.turns[-1].info["invalid_action"] is True and crashed.turns[-1].info["step_failure"] == "crash"
+
+
+@pytest.mark.parametrize(("action", "code"), [("crash", 3), ("abort", -signal.SIGABRT)])
+def test_a_worker_that_dies_by_itself_in_a_step_is_the_policys_failure(action: str, code: int) -> None:
+    env = make_pooled(FLAKY, timeout_s=10)
+    try:
+        env.reset(0)
+        with pytest.raises(EnvWorkerError, match=f"exit code {code}") as info:
+            env.step(action)
+        assert not isinstance(info.value, InfraError) and failure_type(info.value, in_step=True) == "policy"
+    finally:
+        env.close()
+
+
+def test_a_worker_killed_from_outside_is_an_infra_failure() -> None:
+    """SIGKILL from someone else (an operator, the OOM killer) mid-step: no action did that."""
+    env = make_pooled(FLAKY, timeout_s=30, delay=5.0)
+    try:
+        env.reset(0)
+        pid = env.pid
+        assert pid is not None
+        with cf.ThreadPoolExecutor(1) as pool:
+            step = pool.submit(env.step, "hello")
+            time.sleep(0.5)  # the child is inside the 5 s step
+            os.kill(pid, signal.SIGKILL)
+            with pytest.raises(EnvWorkerKilled, match=f"exit code {-signal.SIGKILL}") as info:
+                step.result(timeout=20)
+        assert isinstance(info.value, EnvWorkerError) and failure_type(info.value, in_step=True) == "infra"
+    finally:
+        env.close()
+
+
+def test_an_infra_error_that_does_not_pickle_stays_an_infra_error() -> None:
+    env = make_pooled(FLAKY, timeout_s=10)
+    try:
+        env.reset(0)
+        with pytest.raises(InfraError, match=r"LicenceDown: licence server lic\.example:27000 unreachable"):
+            env.step("licence")
+        assert env.step("fine").observation == "echo fine"  # the worker lives on
+    finally:
+        env.close()
+
+
+def test_no_step_timeout_means_none() -> None:
+    env = make_pooled(FLAKY, timeout_s=None, delay=0.2)
+    try:
+        assert env.worker.timeout_s is None and env.worker.reset_timeout_s == 300.0
+        env.reset(0)
+        assert env.step("slow").observation == "echo slow"
+    finally:
+        env.close()

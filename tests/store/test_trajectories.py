@@ -1,4 +1,4 @@
-"""Trajectory files: per-token credit as the learner used it, and version-1 runs still readable."""
+"""Trajectory files: per-token credit as the learner used it, failure types, and older runs still readable."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ def test_token_advantages_are_what_the_learner_used(tmp_path: Path) -> None:
     assert [r["token_advantages"] for r in stored] == [[0.1, 0.2], [0.3, 0.4, 0.5], [-1.0]]
     assert stored[1]["token_entropies"] == pytest.approx([0.1, 0.2, 0.3])
     assert json.loads(stored[0]["info"]) == {"x": 1}  # entropies live in their own column only
-    assert schema_version(tmp_path / "a.parquet") == SCHEMA_VERSION == 2
+    assert schema_version(tmp_path / "a.parquet") == SCHEMA_VERSION == 3
 
 
 def test_turn_advantage_is_repeated_per_token_without_token_credit(tmp_path: Path) -> None:
@@ -70,3 +70,27 @@ def test_an_iteration_without_turns_is_written(tmp_path: Path) -> None:
     table = TurnTable.from_groups([Group(0, "t", 0, [Episode("t", 0, 0, [], 0.0, truncated=True)])])
     write_trajectories(tmp_path / "a.parquet", table, 0, np.zeros(0), np.zeros(0))
     assert read_trajectories(tmp_path / "a.parquet") == []
+
+
+def test_failure_types_are_stored_per_episode(tmp_path: Path) -> None:
+    """``failure`` is a string column even when no episode failed; each turn row carries its episode's type."""
+    ok = Episode("t", 0, 0, [Turn([1], [2], [-0.5], "a")], 1.0, terminated=True)
+    write_trajectories(
+        tmp_path / "none.parquet", TurnTable.from_groups([Group(0, "t", 0, [ok])]), 0, *[np.zeros(1)] * 2
+    )
+    assert pq.read_schema(tmp_path / "none.parquet").field("failure").type == pa.string()
+    hung = Episode("t", 0, 0, [Turn([1], [3], [-0.5], "hang")], 0.0, truncated=True, error="timeout", failure="policy")
+    lost = Episode("t", 0, 0, [Turn([1], [4], [-0.5], "b")], 0.0, truncated=True, error="EnvHostLost()")
+    table = TurnTable.from_groups([Group(0, "t", 0, [ok, hung, lost])])
+    write_trajectories(tmp_path / "a.parquet", table, 0, np.zeros(3), np.zeros(3))
+    assert [r["failure"] for r in read_trajectories(tmp_path / "a.parquet")] == [None, "policy", "infra"]
+
+
+def test_version_2_files_read_every_error_as_infra(tmp_path: Path) -> None:
+    """Before failures were typed, every errored episode was left out of credit: that is what ``infra`` means."""
+    old = [
+        {"advantage": 0.0, "action_ids": [3], "error": None, "token_advantages": [0.0], "token_entropies": None},
+        {"advantage": 0.0, "action_ids": [4], "error": "timeout", "token_advantages": [0.0], "token_entropies": None},
+    ]
+    pq.write_table(pa.Table.from_pylist(old).replace_schema_metadata({b"clew.schema": b"2"}), tmp_path / "v2.parquet")
+    assert [r["failure"] for r in read_trajectories(tmp_path / "v2.parquet")] == [None, "infra"]

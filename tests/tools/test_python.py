@@ -121,6 +121,10 @@ def test_unsafe_local_runs_without_sandbox_and_warns() -> None:
 def test_bad_limits_are_refused() -> None:
     with pytest.raises(ValueError, match="timeout_s"):
         run("print(1)", timeout_s=0)
+    for bad in (float("inf"), float("nan"), -1.0):  # inf was an OverflowError from int(timeout_s)
+        for unsafe in (False, True):
+            with pytest.raises(ValueError, match="timeout_s must be a positive finite number"):
+                run("print(1)", timeout_s=bad, unsafe_local=unsafe)
     with pytest.raises(ValueError, match="memory_mb"):
         run("print(1)", memory_mb=4)
     with pytest.raises(ValueError, match="nproc"):

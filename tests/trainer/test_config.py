@@ -72,7 +72,7 @@ def test_cli_reports_invalid_config_without_traceback(capsys) -> None:  # type: 
     from clew.cli import main
 
     assert main(["train", str(ROOT / "configs" / "keydoor-demo.yaml"), "train.lr=-1", "--out", "/nonexistent/x"]) == 2
-    assert "train.lr" in capsys.readouterr().out
+    assert "train.lr" in capsys.readouterr().err
 
 
 def test_an_override_that_switches_a_named_component_replaces_its_params() -> None:

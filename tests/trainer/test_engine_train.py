@@ -185,7 +185,8 @@ def test_engine_config_refusals(tiny_cfg: Make) -> None:
 
 
 def test_cli_names_a_model_that_fails_to_load(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    (tmp_path / "c.yaml").write_text("iterations: 1\npolicy: {model: /nonexistent/model}\n")
+    (tmp_path / "empty").mkdir()  # a folder that is no model (a path that does not exist is a usage error, exit 2)
+    (tmp_path / "c.yaml").write_text(f"iterations: 1\npolicy: {{model: {tmp_path / 'empty'}}}\n")
     code = main(["train", str(tmp_path / "c.yaml"), "--out", str(tmp_path / "r")])
-    out = capsys.readouterr().out
-    assert code != 0 and "cannot load model /nonexistent/model" in out and "Traceback" not in out
+    err = capsys.readouterr().err
+    assert code == 3 and f"cannot load model {tmp_path / 'empty'}" in err and "Traceback" not in err

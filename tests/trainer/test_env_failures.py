@@ -1,21 +1,26 @@
-"""What ``clew train`` tells a user whose env or budgets do not fit: before any work, or at the end in one line."""
+"""What ``clew train`` tells a user whose env or budgets do not fit (before any work, or at the end in one line),
+and how it trains on env failures: infra ones left out, policy ones kept and penalised."""
 
 from __future__ import annotations
 
 import json
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from rich.console import Console
 from transformers import AutoTokenizer
 
 from clew import cli
+from clew.envs import InfraError, StepResult
 from clew.trainer import Trainer
 from clew.trainer.config import RunConfig, load_config
+from tests.contract_envs import Counter, Flaky
 
 Make = Callable[..., RunConfig]
 ENVS = "tests.contract_envs"
+HERE = "tests.trainer.test_env_failures"
 
 
 @pytest.fixture(autouse=True)
@@ -42,18 +47,20 @@ def test_an_unknown_env_id_fails_in_load_config_naming_env_id(
         load_config(None, ["env.id=keydor-v0"])
     argv = ["train", str(_yaml(tmp_path / "c.yaml", tiny_dir)), "env.id=nosuch-v0", "sft.enabled=true"]
     assert cli.main([*argv, "--out", str(tmp_path / "run")]) == 2
-    out = capsys.readouterr().out
-    assert "env.id: " in out and "unknown env 'nosuch-v0'" in out and "Traceback" not in out
+    err = capsys.readouterr().err
+    assert "env.id: " in err and "unknown env 'nosuch-v0'" in err and "Traceback" not in err
     assert not (tmp_path / "run").exists()
 
 
 def test_a_model_that_does_not_load_is_one_line_from_an_override(
     tiny_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = ["train", str(_yaml(tmp_path / "c.yaml", tiny_dir)), "policy.model=/nonexistent", "--out", str(tmp_path)]
+    empty = tmp_path / "empty"  # a folder that is no model (a path that does not exist is a usage error, exit 2)
+    empty.mkdir()
+    argv = ["train", str(_yaml(tmp_path / "c.yaml", tiny_dir)), f"policy.model={empty}", "--out", str(tmp_path)]
     assert cli.main(argv) == 3
-    out = capsys.readouterr().out
-    assert "cannot load model /nonexistent" in out and "Traceback" not in out
+    err = capsys.readouterr().err
+    assert f"cannot load model {empty}" in err and "Traceback" not in err
 
 
 @pytest.mark.parametrize(
@@ -99,27 +106,77 @@ def test_train_ends_with_a_diagnosis_when_a_budget_ended_the_episodes(
     assert "; the expert's longest action takes " in diagnosis and diagnosis in out
 
 
-@pytest.mark.parametrize("always", [False, True])
-def test_env_failures_stay_out_of_credit_and_baselines(
-    always: bool, tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Errored episodes are recorded (``rollout/error_rate``) but never trained on or averaged into a baseline;
-    an iteration where every episode failed trains on nothing and the run goes on."""
+class OutageFlaky(Flaky):
+    """Flaky whose failures are a service outage the adapter declares infra: no action causes them."""
+
+    def step(self, action: str) -> StepResult:
+        if self.always or self.seed % 2:
+            raise InfraError("simulator licence server unreachable")
+        return Counter.step(self, action)
+
+
+class BrokenReset(Counter):
+    """Counter whose reset fails, before any action, in training episodes with an odd seed (training seeds are
+    below 500k; the trainer's weight-sync probe resets seeds above, and must get its prompts)."""
+
+    def reset(self, seed: int) -> str:
+        if seed % 2 and seed < 500_000:
+            raise OSError("game files missing")
+        return super().reset(seed)
+
+
+def _train_failing(tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *overrides: str) -> Any:
+    """Train two iterations; return (learner batch sizes, iteration records, trajectory rows)."""
     import pyarrow.parquet as pq
 
     from clew.trainer.learner import Learner
 
     batches: list[int] = []
     real = Learner.update
-    monkeypatch.setattr(Learner, "update", lambda self, rows, seed: batches.append(len(rows)) or real(self, rows, seed))
-    kwargs = "{always: true}" if always else "{}"
-    cfg = tiny_cfg(f"env.id={ENVS}:Flaky", f"env.kwargs={kwargs}", "tasks_per_iteration=6", "eval.every=0")
+
+    def update(self: Learner, rows: Any, seed: int) -> Any:
+        batches.append(len(rows))
+        return real(self, rows, seed)
+
+    monkeypatch.setattr(Learner, "update", update)
+    cfg = tiny_cfg("tasks_per_iteration=6", "eval.every=0", *overrides)
     Trainer(cfg, tmp_path / "run").fit()
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     iterations = [r for r in records if r["kind"] == "iteration"]
-    assert len(iterations) == 2 and all(r["rollout/error_rate"] > 0 for r in iterations)
-    for path in sorted((tmp_path / "run" / "trajectories").glob("*.parquet")):
-        table = pq.read_table(path)
-        assert table.num_rows == 0 or all(seed % 2 == 0 for seed in table.column("seed").to_pylist())
-    if always:
-        assert batches == [0, 0]
+    paths = sorted((tmp_path / "run" / "trajectories").glob("*.parquet"))
+    return batches, iterations, [row for path in paths for row in pq.read_table(path).to_pylist()]
+
+
+@pytest.mark.parametrize(
+    ("env", "kwargs"),
+    [(f"{HERE}:OutageFlaky", "{}"), (f"{HERE}:OutageFlaky", "{always: true}"), (f"{HERE}:BrokenReset", "{}")],
+)
+def test_infra_failures_stay_out_of_credit_and_baselines(
+    env: str, kwargs: str, tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Infra failures are recorded (``rollout/error_rate_infra``) but never trained on or averaged into a
+    baseline; an iteration where every episode failed trains on nothing and the run goes on."""
+    batches, iterations, rows = _train_failing(tiny_cfg, tmp_path, monkeypatch, f"env.id={env}", f"env.kwargs={kwargs}")
+    assert len(iterations) == 2 and all(r["rollout/error_rate_infra"] > 0 for r in iterations)
+    assert all(r["rollout/error_rate_policy"] == 0 for r in iterations)
+    assert all(row["seed"] % 2 == 0 and row["failure"] is None for row in rows)
+    if "always" in kwargs:
+        assert batches == [0, 0] and rows == []
+
+
+@pytest.mark.parametrize("always", [False, True])
+def test_a_step_that_raises_is_a_policy_failure_trained_on_with_its_penalty(
+    always: bool, tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An exception from ``step`` may be the action's doing: the episode stays in credit and its group's
+    baseline, scored as a failure (outcome 0), its failing turn charged ``shaping.invalid_action_penalty``."""
+    kwargs = "{always: true}" if always else "{}"
+    overrides = (f"env.id={ENVS}:Flaky", f"env.kwargs={kwargs}", "shaping.invalid_action_penalty=0.5")
+    batches, iterations, rows = _train_failing(tiny_cfg, tmp_path, monkeypatch, *overrides)
+    assert len(iterations) == 2 and all(r["rollout/error_rate_policy"] > 0 for r in iterations)
+    assert all(r["rollout/error_rate_infra"] == 0 for r in iterations)
+    failed = [row for row in rows if row["seed"] % 2 or always]
+    assert failed and len(batches) == 2 and all(n > 0 for n in batches)
+    for row in failed:  # Flaky raises on the first step: one turn, the failing one
+        assert (row["failure"], row["outcome"], row["reward"], row["penalty"]) == ("policy", 0.0, 0.0, 0.5)
+        assert json.loads(row["info"])["step_failure"] == "exception" and "simulator crashed" in row["error"]

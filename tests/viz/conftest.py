@@ -2,8 +2,9 @@
 
 Group 0 (task ``t0``, seed 7): episode 0 succeeds in 2 turns; episode 1 repeats turn 0, then diverges at turn 1
 with XSS payloads in its action and observation, and ends truncated after 3 turns with an invalid action.
-Group 1 (task ``t1``, seed 8): episode 2 errors after 1 turn; episode 3 succeeds in 1 turn (marked as a
-context edit, a summary, to check how the episode page shows one).
+Group 1 (task ``t1``, seed 8): episode 2 errors after 1 turn, a policy failure (iteration 1, a version-1 file
+without the ``failure`` column, reads it as infra: the rule before failures were typed); episode 3 succeeds in
+1 turn (marked as a context edit, a summary, to check how the episode page shows one).
 Group 2 (task ``t2``, seed 9): episode 4 succeeds in 1 turn from state ``s0`` (another task's ``s0``).
 """
 
@@ -74,6 +75,7 @@ def groups() -> list[Group]:
         truncation_reason="error",
         error="boom <b>",
         first_observation="Hello",
+        failure="policy",
     )
     d = Episode("t1", 1, 8, [turn([7], "take", "Got it.", None, 1.0, context_edit="summary")], 1.0, terminated=True)
     e = Episode("t2", 2, 9, [turn([7], "take", "Got it.", "s0", 1.0)], 1.0, terminated=True)
@@ -81,10 +83,10 @@ def groups() -> list[Group]:
 
 
 def write_v1(path: Path, table: TurnTable, iteration: int) -> None:
-    """A batch-1 file: no token columns, no schema metadata, entropies inside ``info``."""
+    """A batch-1 file: no token columns, no failure types, no schema metadata, entropies inside ``info``."""
     records = turn_records(table, iteration, TURN_ADV, RETURNS)
     for record, t in zip(records, table.turns):
-        record.pop("token_advantages"), record.pop("token_entropies")
+        record.pop("token_advantages"), record.pop("token_entropies"), record.pop("failure")
         record["info"] = json.dumps(t.info)
     pq.write_table(pa.Table.from_pylist(records), path)
 

@@ -76,6 +76,16 @@ def test_groups_page_lists_episodes_and_filters(page: Any, base_url: str) -> Non
     assert page.locator(".tile").count() == 1 and page.locator(".tile .err").inner_text() == "boom <b>"
 
 
+@pytest.mark.parametrize(("iteration", "label"), [(1, "infra error (left out of credit)"), (2, "policy error")])
+def test_an_errored_episode_shows_its_failure_type(page: Any, base_url: str, iteration: int, label: str) -> None:
+    kind = label.split()[0]
+    open_route(page, base_url, f"#/run/small-run/it/{iteration}?status={kind}_error&sort=group&q=")
+    assert page.locator(f".tile.errored.{kind}").count() == 1 and label in page.locator(".tile").inner_text()
+    open_route(page, base_url, f"#/run/small-run/it/{iteration}/ep/2")
+    assert label in page.locator(".episode-head").inner_text()
+    assert page.locator(".episode-head").inner_text().endswith(": boom <b>")
+
+
 @pytest.mark.parametrize("iteration", [1, 2])
 def test_token_colour_matches_its_stored_advantage(page: Any, base_url: str, iteration: int) -> None:
     open_route(page, base_url, f"#/run/small-run/it/{iteration}/ep/1")
@@ -170,5 +180,7 @@ def test_export_opens_from_file(browser: Any, run_dir: Path, tmp_path: Path) -> 
     assert token.evaluate("e => getComputedStyle(e).backgroundColor") == credit_rgb(TOKEN_ADV[5], 2.0)
     open_route(tab, out.as_uri(), "#/run/small-run/it/2?status=all&sort=group&q=onerror")
     assert tab.locator(".tile").count() == 2 and ATTR not in tab.locator("#app").inner_text()
+    open_route(tab, out.as_uri(), "#/run/small-run/it/2?status=policy_error&sort=group&q=")
+    assert tab.locator(".tile.errored.policy").count() == tab.locator(".tile").count() == 1
     assert tab.evaluate("window.__pwned") is None and errors == []
     context.close()

@@ -43,12 +43,23 @@ def test_groups_summarise_each_episode(run: RunData, iteration: int) -> None:
         ("invalid", [1]),
         ("truncated", [1, 2]),
         ("error", [2]),
+        ("policy_error", [2]),
+        ("infra_error", []),
         ("all", [0, 1, 2, 3, 4]),
     ],
 )
 def test_status_filters_episodes(run: RunData, status: str, episodes: list[int]) -> None:
     page = run.groups(2, status=status)
     assert [e.episode for g in page.groups for e in g.episodes] == episodes
+
+
+def test_failure_types_show_and_files_before_them_read_as_infra(run: RunData) -> None:
+    """Episode 2 is a policy failure; iteration 1's file predates the ``failure`` column: infra there."""
+    assert run.episode(2, 2).summary.failure == "policy" and run.episode(2, 0).summary.failure is None
+    assert run.episode(1, 2).summary.failure == "infra" and run.episode(1, 0).summary.failure is None
+    assert [e.episode for g in run.groups(1, status="infra_error").groups for e in g.episodes] == [2]
+    assert run.groups(1, status="policy_error").groups == ()
+    assert [e.failure for e in run.groups(2).groups[1].episodes] == ["policy", None]
 
 
 def test_sorts_order_groups_by_their_statistics(run: RunData) -> None:

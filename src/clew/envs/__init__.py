@@ -1,6 +1,16 @@
 """Torch-free text environments: the Env protocol, a registry of versioned ids, and a checker."""
 
-from clew.envs.base import Closeable, Env, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, StepResult
+from clew.envs.base import (
+    Closeable,
+    Env,
+    EnvFinishedError,
+    HasExpert,
+    HasStateKey,
+    HasValidActions,
+    InfraError,
+    StepResult,
+    failure_type,
+)
 from clew.envs.checker import check_env
 from clew.envs.registry import EnvFamily, EnvSpec, families, make, register, register_family, registered
 
@@ -13,8 +23,10 @@ __all__ = [
     "HasExpert",
     "HasStateKey",
     "HasValidActions",
+    "InfraError",
     "StepResult",
     "check_env",
+    "failure_type",
     "families",
     "make",
     "register",

@@ -1,13 +1,50 @@
-"""The Env contract (a Protocol), its step record, and the error raised when stepping a finished env."""
+"""The Env contract (a Protocol), its step record, and the errors envs raise (and how their failures are typed)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from clew.types import FailureType
+
 
 class EnvFinishedError(RuntimeError):
     """Raised by ``step`` after the episode has terminated or been truncated."""
+
+
+class InfraError(Exception):
+    """A failure the policy's action cannot cause: raise it (or a subclass) from ``step`` to say so.
+
+    Failures are typed by who can cause them (``Episode.failure``, ``failure_type``). Whatever goes
+    wrong while the env processes an action (an exception from ``step``, a step past
+    ``rollout.env_step_timeout_s``, the env's worker process crashing) is ``policy`` by default: an
+    action can crash or hang a game, so the episode stays in credit and in its group's baseline,
+    scored as a failure, its last turn penalised as an invalid action. Failures outside a step
+    (building the env, ``reset``, a worker that cannot start, a lost host, a worker killed from
+    outside) are ``infra``: left out of credit and baselines.
+
+    An adapter that knows a step failure cannot come from the action (its judge service is down, a
+    licence server is unreachable) raises an ``InfraError``, wrapping the cause, or a subclass that
+    also derives from the built-in type its callers expect::
+
+        try:
+            verdict = self.judge.score(answer)
+        except ConnectionError as exc:  # the judge is unreachable: not the answer's doing
+            raise InfraError(f"judge unreachable: {exc}") from exc
+
+        class JudgeDown(InfraError, ConnectionError): ...
+
+    Leave failures an answer can provoke (a verifier timing out on a pathological answer, a parser
+    crashing on malformed input) as ordinary exceptions: they are the policy's. Exceptions keep their
+    type across worker processes and Ray hosts (``clew.envs.pool``, ``clew.envs.remote``), so the
+    declaration holds wherever the env runs.
+    """
+
+
+def failure_type(exc: BaseException, *, in_step: bool) -> FailureType:
+    """``policy`` for a failure while the env processed an action (``in_step``) unless it is an
+    ``InfraError``; ``infra`` for every other failure (see ``InfraError``)."""
+    return "policy" if in_step and not isinstance(exc, InfraError) else "infra"
 
 
 @dataclass(frozen=True)
@@ -31,7 +68,11 @@ class StepResult:
 @runtime_checkable
 class Env(Protocol):
     """A text environment. Optional extras are the typed protocols below: ``HasStateKey``, ``HasExpert``,
-    ``HasValidActions``, ``Closeable`` (checked with ``isinstance``, never ``hasattr``)."""
+    ``HasValidActions``, ``Closeable`` (checked with ``isinstance``, never ``hasattr``).
+
+    ``step`` may raise: the rollout records the episode as failed, charged to the policy unless the
+    exception is an ``InfraError`` (see there); a failing ``reset`` is always infra.
+    """
 
     def reset(self, seed: int) -> str: ...
 

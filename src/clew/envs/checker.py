@@ -1,7 +1,8 @@
-"""Conformance checker for text envs: types, seeded determinism, replay, termination, no torch."""
+"""Conformance checker for text envs: types, seeded determinism, replay, termination, outcome, no torch."""
 
 from __future__ import annotations
 
+import math
 import random
 import subprocess
 import sys
@@ -33,8 +34,10 @@ def check_env(env: Env | str, seeds: tuple[int, ...] = (0, 1, 2), max_steps: int
 
     For each seed it plays one episode with actions drawn from a seeded mix of the expert, the
     valid actions and a garbage string, then replays the same actions from the same seed and
-    compares transcripts, rewards and state keys. It checks that stepping after the end raises
-    ``EnvFinishedError`` and that importing the env's module does not import torch.
+    compares transcripts, rewards, outcomes and state keys. It checks that stepping after the end
+    raises ``EnvFinishedError``, that an explicit ``outcome`` comes only on the ending step and is not
+    also paid as step rewards (clew adds it to them, so the return would count it twice), and that
+    importing the env's module does not import torch.
     """
     instance = make(env) if isinstance(env, str) else env
     report = EnvReport(type(instance).__name__)
@@ -66,15 +69,23 @@ def _play(env: Env, seed: int, max_steps: int, report: EnvReport) -> tuple[list[
     first = env.reset(seed)
     actions: list[str] = []
     transcript: list[Any] = [first, _state(env)]
+    rewards: list[float] = []
     for _ in range(max_steps):
         action = _pick_action(env, rng)
         result = env.step(action)
         _check_result(result, report)
         actions.append(action)
+        rewards.append(float(result.reward))
         transcript.append(_row(result, env))
         if result.terminated or result.truncated:
+            _check_outcome(result, rewards, seed, report)
             _check_finished(env, report)
             return actions, transcript
+        if result.outcome is not None:
+            report.problems.append(
+                f"seed {seed}: step {len(actions)} reported outcome {result.outcome:g} but did not end the episode; "
+                "set StepResult.outcome only on the step that ends it"
+            )
     report.problems.append(f"seed {seed}: episode did not end within {max_steps} steps (no truncation?)")
     return actions, transcript
 
@@ -98,7 +109,7 @@ def _pick_action(env: Env, rng: random.Random) -> str:
 
 
 def _row(result: StepResult, env: Env) -> tuple[Any, ...]:
-    return (result.observation, result.reward, result.terminated, result.truncated, _state(env))
+    return (result.observation, result.reward, result.terminated, result.truncated, result.outcome, _state(env))
 
 
 def _state(env: Env) -> str | None:
@@ -115,12 +126,38 @@ def _check_result(result: Any, report: EnvReport) -> None:
         ("terminated", result.terminated, bool),
         ("truncated", result.truncated, bool),
         ("info", result.info, dict),
+        ("outcome", result.outcome, (int, float, type(None))),
     ]
     for name, value, kind in kinds:
         if not isinstance(value, kind):
             report.problems.append(f"StepResult.{name} has type {type(value).__name__}")
     if result.terminated and result.truncated:
         report.problems.append("StepResult is both terminated and truncated")
+
+
+def _check_outcome(result: StepResult, rewards: list[float], seed: int, report: EnvReport) -> None:
+    """Flag an explicit outcome that the step rewards already pay: the return would count it twice.
+
+    clew adds an explicit ``outcome`` to the step rewards on the episode's last turn
+    (``clew.credit.functional.rewards_with_outcome``), so a won episode whose ending reward is also
+    its outcome of 1 (or whose rewards sum to it) gets a return of 2. A zero outcome doubles nothing.
+    """
+    outcome = result.outcome
+    if outcome is None or outcome == 0:
+        return
+    total = math.fsum(rewards)
+    if math.isclose(rewards[-1], outcome, abs_tol=1e-9):
+        found = f"the ending step's reward {rewards[-1]:g} duplicates its explicit outcome {outcome:g}"
+    elif math.isclose(total, outcome, abs_tol=1e-9):
+        found = f"the step rewards sum to {total:g}, the same as the explicit outcome {outcome:g}"
+    else:
+        return
+    report.problems.append(
+        f"seed {seed}: {found}; clew adds an explicit outcome to the step rewards, so the episode's return "
+        f"counts the score twice ({total + outcome:g}). Fix: a final verdict goes in StepResult.outcome with "
+        "reward 0 on the ending step; a score earned step by step goes in the rewards with outcome None "
+        "(the episode's outcome is then their sum)"
+    )
 
 
 def _check_finished(env: Env, report: EnvReport) -> None:

@@ -6,11 +6,15 @@
 a JVM, then step in parallel (one process each) without a GIL or a shared JVM in the way.
 
 Failures become exceptions from the call that met them, which the rollout loop records as an
-``error`` episode (a ``TimeoutError`` as ``timeout``):
+``error`` episode (a ``TimeoutError`` as ``timeout``), typed as ``clew.envs.InfraError`` describes
+(during ``step``: the policy's unless the exception is an ``InfraError``; elsewhere: infra):
 
 - a call running past its timeout: the child is killed and the call raises ``EnvWorkerTimeout``
   (a ``TimeoutError``);
-- the child dying (a crash, ``os._exit``, the OOM killer): the call raises ``EnvWorkerError``;
+- the child dying by itself (a crash, a segfault, ``os._exit``): the call raises ``EnvWorkerError``;
+- the child killed from outside (SIGKILL, SIGTERM or SIGHUP from someone else, the OOM killer
+  included: it cannot be told apart): ``EnvWorkerKilled``, an ``InfraError``. An env whose actions
+  can exhaust memory should cap it (``resource.setrlimit``) so that they fail inside ``step``;
 - an exception inside the env: re-raised here with its type (``EnvFinishedError`` included) and a
   note holding the child's traceback.
 
@@ -38,13 +42,18 @@ import weakref
 from multiprocessing.connection import Connection
 from typing import Any
 
-from clew.envs.base import Closeable, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, StepResult
+from clew.envs.base import Closeable, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, InfraError, StepResult
 
 _EXTRAS: dict[str, type] = {"state_key": HasStateKey, "expert_action": HasExpert, "valid_actions": HasValidActions}
+_KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP})  # exit codes of killed children
 
 
 class EnvWorkerError(RuntimeError):
     """The env's worker process died; the episode it was running is lost."""
+
+
+class EnvWorkerKilled(EnvWorkerError, InfraError):
+    """The env's worker process was killed from outside (a signal it did not send itself): not the action's doing."""
 
 
 class EnvWorkerTimeout(TimeoutError):
@@ -59,8 +68,8 @@ def start_method() -> str:
 class EnvWorker:
     """One child process holding one env; ``call`` runs a method there (one call at a time)."""
 
-    def __init__(self, env_id: str, kwargs: dict[str, Any], timeout_s: float, reset_timeout_s: float) -> None:
-        if timeout_s <= 0 or reset_timeout_s <= 0:
+    def __init__(self, env_id: str, kwargs: dict[str, Any], timeout_s: float | None, reset_timeout_s: float) -> None:
+        if (timeout_s is not None and timeout_s <= 0) or reset_timeout_s <= 0:
             raise ValueError(f"env worker timeouts must be > 0, got timeout_s={timeout_s}, reset={reset_timeout_s}")
         self.env_id, self.kwargs = env_id, dict(kwargs)
         self.timeout_s, self.reset_timeout_s = timeout_s, reset_timeout_s
@@ -115,7 +124,7 @@ class EnvWorker:
             raise
         return extras
 
-    def _receive(self, method: str, timeout: float) -> Any:
+    def _receive(self, method: str, timeout: float | None) -> Any:
         assert self._conn is not None
         if not self._conn.poll(timeout) and self._proc.is_alive():
             self._stop()
@@ -123,8 +132,9 @@ class EnvWorker:
         try:
             status, value = self._conn.recv()
         except (EOFError, OSError):
-            code = self._stop()
-            raise EnvWorkerError(f"env {self.env_id} worker died during {method}() (exit code {code})") from None
+            code = self._stop(grace_s=5.0)  # its pipe is closed: let it finish dying, so the exit code is its own
+            error = EnvWorkerKilled if code in _KILLED_FROM_OUTSIDE else EnvWorkerError
+            raise error(f"env {self.env_id} worker died during {method}() (exit code {code})") from None
         if status == "error":
             raise value
         return value
@@ -215,18 +225,19 @@ def proxy_class(extras: tuple[str, ...]) -> type[ProcessEnv]:
 
 
 def make_pooled(
-    env_id: str, timeout_s: float = 60.0, reset_timeout_s: float | None = None, **kwargs: Any
+    env_id: str, timeout_s: float | None = 60.0, reset_timeout_s: float | None = None, **kwargs: Any
 ) -> ProcessEnv:
     """Build ``env_id`` (with ``kwargs``) in a worker process; return its proxy.
 
     Args:
         env_id: any id ``clew.envs.make`` takes (a registered id, a family id, ``module:Class``).
-        timeout_s: limit for ``step`` and the other calls.
+        timeout_s: limit for ``step`` and the other calls (None: no limit; the rollout passes
+            ``rollout.env_step_timeout_s``).
         reset_timeout_s: limit for starting the worker and for ``reset``, which may load a JVM or
             generate a game (default: ``max(timeout_s, 300)``).
         **kwargs: the env's constructor kwargs (picklable).
     """
-    worker = EnvWorker(env_id, kwargs, timeout_s, reset_timeout_s or max(timeout_s, 300.0))
+    worker = EnvWorker(env_id, kwargs, timeout_s, reset_timeout_s or max(timeout_s or 0.0, 300.0))
     return proxy_class(worker.extras)(worker)
 
 
@@ -265,13 +276,15 @@ def _answer(conn: Connection, env: Any) -> None:
 
 
 def _portable(exc: Exception) -> Exception:
-    """The exception with the child's traceback as a note, or a RuntimeError if it does not pickle."""
+    """The exception with the child's traceback as a note, or (if it does not pickle) a RuntimeError, an
+    ``InfraError`` for one, so that its failure type survives."""
     note = "in the env worker:\n" + "".join(traceback.format_exception(exc)).rstrip()
     try:
         exc.add_note(note)
         pickle.loads(pickle.dumps(exc))
         return exc
     except Exception:
-        plain = RuntimeError(f"{type(exc).__name__}: {exc}")
+        kind = InfraError if isinstance(exc, InfraError) else RuntimeError
+        plain = kind(f"{type(exc).__name__}: {exc}")
         plain.add_note(note)
         return plain

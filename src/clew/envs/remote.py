@@ -6,14 +6,19 @@ host (round robin) and returns the same proxy classes as ``clew.envs.pool`` (exa
 of the env, every proxy ``Closeable``), so the rollout cannot tell a Ray env from a pooled one.
 
 Failures become exceptions from the call that met them, which the rollout records as an ``error``
-episode (left out of credit and baselines):
+episode, typed as ``clew.envs.InfraError`` describes:
 
-- a host that dies (a crash, the OOM killer, a lost node): ``EnvWorkerError``. Ray restarts the host
-  (up to ``max_restarts`` times); the envs it held are gone, so their episodes stay errors and new
-  episodes open envs on the restarted host. A host Ray will not restart leaves the rotation; when
-  none is left, ``EnvHosts.alive`` is False (the trainer then stops the run);
+- a host that dies (a crash, the OOM killer, a lost node): ``EnvHostLost``, an ``EnvWorkerError`` and
+  an ``InfraError``: a host runs many episodes' envs, so its death cannot be charged to the one
+  action in flight (an env whose actions can crash its process belongs in ``rollout.env_processes``,
+  one process per episode, where a crash during ``step`` is the policy's). Ray restarts the host (up
+  to ``max_restarts`` times); the envs it held are gone, so their episodes stay errors (an env asked
+  for later raises an ``InfraError``) and new episodes open envs on the restarted host. A host Ray
+  will not restart leaves the rotation; when none is left, ``EnvHosts.alive`` is False (the trainer
+  then stops the run);
 - a call past ``timeout_s``: ``EnvWorkerTimeout`` (the hung call keeps one host thread; Ray cannot
-  interrupt a thread, so a host that hangs often should be given fewer envs or restarted);
+  interrupt a thread, so a host that hangs often should be given fewer envs or restarted); during
+  ``step`` the policy's, like any step timeout;
 - an exception inside the env: re-raised here with its own type.
 
 Requires ``ray`` (``pip install 'clew[cluster]'``); imported only when a cluster is used.
@@ -26,9 +31,13 @@ import itertools
 import os
 from typing import Any
 
-from clew.envs.base import Closeable
+from clew.envs.base import Closeable, InfraError
 from clew.envs.pool import _EXTRAS, EnvWorkerError, EnvWorkerTimeout, ProcessEnv, proxy_class
 from clew.envs.registry import make
+
+
+class EnvHostLost(EnvWorkerError, InfraError):
+    """The Ray host holding the env died (or its node was lost); the episode is lost with it."""
 
 
 class EnvHost:
@@ -48,7 +57,7 @@ class EnvHost:
         if self._fail_next:  # a fault drill: die the way a crashed host does
             os._exit(1)
         if key not in self.envs:
-            raise KeyError(f"env {key} is not on this host (it was restarted): the episode is lost")
+            raise InfraError(f"env {key} is not on this host (it was restarted): the episode is lost")
         return getattr(self.envs[key], method)(*args)
 
     def close(self, key: str) -> None:
@@ -70,7 +79,7 @@ class RemoteEnvWorker:
     pid: int | None = None
 
     def __init__(
-        self, host: Any, key: str, env_id: str, kwargs: dict[str, Any], timeout_s: float, on_lost: Any = None
+        self, host: Any, key: str, env_id: str, kwargs: dict[str, Any], timeout_s: float | None, on_lost: Any = None
     ) -> None:
         import ray
 
@@ -94,7 +103,7 @@ class RemoteEnvWorker:
         except ray.exceptions.RayActorError as exc:
             if isinstance(exc, ray.exceptions.ActorDiedError) and self.on_lost is not None:
                 self.on_lost(self.host)
-            raise EnvWorkerError(f"the Ray host of env {self.env_id} died during {method}(): {exc}") from None
+            raise EnvHostLost(f"the Ray host of env {self.env_id} died during {method}(): {exc}") from None
         except ray.exceptions.RayTaskError as exc:
             raise exc.as_instanceof_cause() from None
 
@@ -102,7 +111,7 @@ class RemoteEnvWorker:
 class EnvHosts:
     """M env host actors; ``make`` opens an env on the next one."""
 
-    def __init__(self, n: int, timeout_s: float = 60.0, max_restarts: int = 3, envs_per_host: int = 64) -> None:
+    def __init__(self, n: int, timeout_s: float | None = 60.0, max_restarts: int = 3, envs_per_host: int = 64) -> None:
         import ray
 
         remote: Any = ray.remote(EnvHost)

@@ -14,6 +14,13 @@ Budgets (all end the episode as ``truncated`` with ``truncation_reason``):
 An env exception or step timeout ends that episode with ``error`` set; the others go on. So does a
 request the actor hands back as lost (an exception in place of its completion: a remote engine worker
 died). An exception raised by the actor itself (the engine failed) propagates.
+
+Each failure is typed (``Episode.failure``, rule in ``clew.envs.InfraError``): one while the env
+processes an action (an exception from ``step``, a step past ``env_step_timeout_s``, its worker
+crashing) is ``policy`` unless it is an ``InfraError``: no reward from that step, its turn flagged
+``info["invalid_action"]`` (so shaping charges the invalid-action penalty) with
+``info["step_failure"]`` saying why (``timeout``, ``crash`` or ``exception``). One outside a step
+(building or resetting the env, a lost request) is ``infra``.
 """
 
 from __future__ import annotations
@@ -28,12 +35,12 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from clew.envs import Closeable, Env, HasStateKey, StepResult, make
-from clew.envs.pool import make_pooled
+from clew.envs import Closeable, Env, HasStateKey, StepResult, failure_type, make
+from clew.envs.pool import EnvWorkerError, make_pooled
 from clew.policy.base import Completion
 from clew.rollout.actors import UNBOUNDED_MODEL_LEN, Actor
 from clew.rollout.context import CONTEXTS, ContextStrategy, Framing, History, make_context
-from clew.types import Episode, Group, Turn
+from clew.types import Episode, FailureType, Group, Turn
 
 
 class ContextConfig(BaseModel):
@@ -81,12 +88,19 @@ class RolloutConfig(BaseModel):
     context: ContextConfig = Field(
         default_factory=ContextConfig, description="how prompts are built from the episode: {name, params}"
     )
-    env_step_timeout_s: float | None = Field(None, gt=0, description="per-step env timeout (None: none)")
+    env_step_timeout_s: float | None = Field(
+        60.0,
+        gt=0,
+        description="seconds an env step may take, in threads, worker processes (env_processes) and on env hosts "
+        "alike; past it the step is abandoned (its worker killed) and the episode ends as a policy failure, "
+        "penalised like an invalid action (an action can hang an env). null: no limit",
+    )
     env_workers: int = Field(4, ge=1, description="threads that step envs")
     env_processes: bool = Field(
         False,
         description="run each episode's env in its own worker process (JVM, slow or crash-prone envs): a crashed or "
-        "hung worker is killed and its episode recorded as an error, left out of group baselines",
+        "hung worker is killed and its episode recorded as an error (a policy failure when it died in a step, "
+        "an infra one, left out of credit and baselines, otherwise)",
     )
     batch_window_s: float | None = Field(
         None,
@@ -187,12 +201,12 @@ def _start(
         if env_factory is not None:
             env = env_factory(task.env_id, **task.env_kwargs)
         elif cfg.env_processes:
-            env = make_pooled(task.env_id, timeout_s=cfg.env_step_timeout_s or 60.0, **task.env_kwargs)
+            env = make_pooled(task.env_id, timeout_s=cfg.env_step_timeout_s, **task.env_kwargs)
         else:
             env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
-    except Exception as exc:  # a broken env is recorded, not raised through the loop
-        episode.error, episode.truncated, episode.truncation_reason = repr(exc), True, "error"
+    except Exception as exc:  # a broken env is recorded, not raised through the loop; no action caused it
+        _fail(episode, exc, "infra")
         return episode, None
     episode.first_observation = first
     return episode, _Live(episode, env, History([first]), member)
@@ -274,9 +288,8 @@ class _Scheduler:
                 raise RuntimeError(f"actor returned request {key}, which is not waiting for an action")
             self.sampling.discard(key)
             item = self.live[key]
-            if isinstance(completion, Exception):  # its remote engine worker died: like an env failure
-                item.episode.error = repr(completion)
-                _close(item.episode, "error")
+            if isinstance(completion, Exception):  # its remote engine worker died: not the policy's doing
+                _fail(item.episode, completion, "infra")
                 continue
             _record_turn(item, completion, self.context.name if item.editing else None)
             if item.editing:  # a context edit: no env step, the next action follows
@@ -297,8 +310,7 @@ class _Scheduler:
         action, item.action = item.action, None
         assert action is not None
         if isinstance(result, Exception):  # env failures and timeouts end this episode only
-            item.episode.error = "timeout" if isinstance(result, TimeoutError) else repr(result)
-            _close(item.episode, "error")
+            _fail(item.episode, result, failure_type(result, in_step=True))
             return
         _apply_step(item.episode, result, action)
         if not item.episode.done:
@@ -321,6 +333,8 @@ def _record_turn(item: _Live, completion: Completion, edit: str | None = None) -
     """
     state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
     turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
+    if completion.finish_reason == "length":
+        turn.info["cut"] = True  # stopped at max_new_tokens without a stop token (overlong shaping reads it)
     if edit is not None:
         turn.state_key = f"{edit}:{state}" if state is not None else None
         turn.observation = item.history.observations[-1]
@@ -359,6 +373,27 @@ def _record_outcome(episode: Episode, reward: float, reported: float | None) -> 
 def _close(episode: Episode, reason: str) -> None:
     if not episode.done:
         episode.truncated, episode.truncation_reason = True, reason
+
+
+def _fail(episode: Episode, exc: Exception, failure: FailureType) -> None:
+    """End the episode with ``error``; a policy failure flags the turn whose action was being stepped.
+
+    The failing step gives no reward, so the outcome stays what the episode had earned before it (0 for
+    an env that scores only at the end), like an episode cut by a budget; the flag adds the penalty.
+    """
+    episode.error, episode.failure = ("timeout" if isinstance(exc, TimeoutError) else repr(exc)), failure
+    if failure == "policy" and episode.turns:
+        turn = episode.turns[-1]
+        turn.info["invalid_action"] = True
+        turn.info["step_failure"] = _step_failure(exc)
+    _close(episode, "error")
+
+
+def _step_failure(exc: Exception) -> str:
+    """Why a step failed: ``timeout`` (past the step timeout), ``crash`` (its worker died) or ``exception``."""
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    return "crash" if isinstance(exc, EnvWorkerError) else "exception"
 
 
 @dataclass

@@ -6,7 +6,10 @@ Schema versions (Parquet key-value metadata ``clew.schema``):
   them, inside the ``info`` JSON.
 - 2: adds ``token_advantages`` (one per action token: the advantage the learner used for that token)
   and ``token_entropies`` (one per action token, or null). ``read_trajectories`` fills both for
-  version-1 files, so every reader sees version 2.
+  version-1 files.
+- 3: adds ``failure`` (``infra``, ``policy`` or null: the type of the episode's ``error``, see
+  ``clew.types.Episode``). Older files had every failure left out of credit: ``read_trajectories``
+  fills ``infra`` where ``error`` is set, so every reader sees version 3.
 """
 
 from __future__ import annotations
@@ -22,9 +25,15 @@ import pyarrow.parquet as pq
 from clew.store.run import atomic_write_bytes
 from clew.table import TurnTable
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 SCHEMA_KEY = b"clew.schema"
-TOKEN_COLUMNS = pa.schema([("token_advantages", pa.list_(pa.float64())), ("token_entropies", pa.list_(pa.float64()))])
+TYPED_COLUMNS = pa.schema(
+    [
+        ("token_advantages", pa.list_(pa.float64())),
+        ("token_entropies", pa.list_(pa.float64())),
+        ("failure", pa.string()),
+    ]
+)  # columns that may be null in every row, typed all the same
 
 
 def turn_records(
@@ -54,7 +63,7 @@ def turn_records(
                 "token_advantages": [float(x) for x in token_adv], "token_entropies": _entropies(turn.info, n),
                 "state_key": turn.state_key, "outcome": ep.outcome, "outcome_explicit": ep.outcome_explicit,
                 "success": ep.success, "terminated": ep.terminated, "truncated": ep.truncated,
-                "truncation_reason": ep.truncation_reason, "error": ep.error,
+                "truncation_reason": ep.truncation_reason, "error": ep.error, "failure": ep.failure,
                 "info": json.dumps(info, default=str),
             }
         )  # fmt: skip
@@ -77,7 +86,7 @@ def write_trajectories(
     """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
     records = turn_records(table, iteration, advantages, returns, token_advantages)
     arrow = pa.Table.from_pylist(records)
-    for field in TOKEN_COLUMNS if records else []:  # typed even when every value is null (no entropies)
+    for field in TYPED_COLUMNS if records else []:  # typed even when every value is null (no entropies)
         arrow = arrow.set_column(arrow.schema.get_field_index(field.name), field, arrow[field.name].cast(field.type))
     arrow = arrow.replace_schema_metadata({SCHEMA_KEY: str(SCHEMA_VERSION).encode()})
     sink = pa.BufferOutputStream()
@@ -94,9 +103,12 @@ def schema_version(path: Path) -> int:
 def read_trajectories(path: Path) -> list[dict[str, Any]]:
     """Rows of one file, upgraded to the current schema."""
     rows: list[dict[str, Any]] = pq.read_table(path).to_pylist()
-    if schema_version(path) < 2:
-        for row in rows:
+    version = schema_version(path)
+    for row in rows:
+        if version < 2:
             upgrade_v1(row)
+        if version < 3:
+            upgrade_v2(row)
     return rows
 
 
@@ -106,4 +118,10 @@ def upgrade_v1(row: dict[str, Any]) -> dict[str, Any]:
     info = json.loads(row.get("info") or "{}")
     row["token_advantages"] = [float(row["advantage"])] * n
     row["token_entropies"] = _entropies(info, n)
+    return row
+
+
+def upgrade_v2(row: dict[str, Any]) -> dict[str, Any]:
+    """Fill the version-3 ``failure`` of an older row in place: ``infra`` where ``error`` is set (the rule then)."""
+    row["failure"] = "infra" if row.get("error") is not None else None
     return row

@@ -213,8 +213,8 @@ class Sandbox:
 
 
 def _check_limits(timeout_s: float, memory_mb: int) -> None:
-    if not timeout_s > 0:
-        raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
+    if not 0 < timeout_s < float("inf"):  # NaN fails both comparisons; inf would overflow int(timeout_s)
+        raise ValueError(f"timeout_s must be a positive finite number of seconds, got {timeout_s}")
     if memory_mb < 32:
         raise ValueError(f"memory_mb must be >= 32 (python itself needs ~20 MB), got {memory_mb}")
 

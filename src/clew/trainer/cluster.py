@@ -62,9 +62,10 @@ class Cluster:
         return engines
 
     def env_hosts(self, step_timeout_s: float | None) -> EnvHosts | None:
+        """The env hosts, their calls limited to ``step_timeout_s`` (``rollout.env_step_timeout_s``; None: none)."""
         if self.cfg.env_workers == 0:
             return None
-        hosts = EnvHosts(self.cfg.env_workers, step_timeout_s or 60.0, self.cfg.max_restarts)
+        hosts = EnvHosts(self.cfg.env_workers, step_timeout_s, self.cfg.max_restarts)
         self.opened.append(hosts)
         return hosts
 

@@ -196,7 +196,7 @@ class Trainer:
             groups = self._collect(tasks, derive_seed(cfg.seed, it, round_), len(kept), it)
             shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
             collected += groups
-            groups = drop_env_errors(groups)  # env failures are not policy samples: out of credit and baselines
+            groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
             kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
             if len(kept) >= cfg.tasks_per_iteration:
                 break

@@ -87,8 +87,11 @@ def _git_sha() -> str | None:
 
 
 def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
+    """Episode metrics of every group collected; ``rollout/error_rate`` splits into ``error_rate_infra``
+    (episodes left out of credit) and ``error_rate_policy`` (kept, scored as failures)."""
     episodes = [e for g in groups for e in g.episodes]
     result = summarize(episodes)
+    n = max(len(episodes), 1)
     return {
         "rollout/episodes": float(result.episodes),
         "rollout/success_rate": result.success_rate,
@@ -97,6 +100,8 @@ def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
         "rollout/invalid_action_rate": result.invalid_action_rate,
         "rollout/truncation_rate": result.truncation_rate,
         "rollout/error_rate": result.error_rate,
+        "rollout/error_rate_infra": sum(e.error is not None and e.failure != "policy" for e in episodes) / n,
+        "rollout/error_rate_policy": sum(e.failure == "policy" for e in episodes) / n,
         "rollout/env_steps": float(sum(env_turns(e) for e in episodes)),
         **{f"rollout/ended_{reason}": share for reason, share in ending_shares(episodes).items()},
     }

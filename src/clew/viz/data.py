@@ -1,9 +1,10 @@
 """DuckDB queries over a run's trajectory Parquet files: groups of an iteration, episodes, anchor groups, comparisons.
 
-Files of schema version 1 (no ``token_advantages``/``token_entropies``) and version 2 mix: every read goes
-through ``read_parquet([...], union_by_name=true)``, and a row without token columns is upgraded by the
+Files of schema version 1 (no ``token_advantages``/``token_entropies``), 2 (no ``failure``) and 3 mix: every
+read goes through ``read_parquet([...], union_by_name=true)``, and a row without token columns is upgraded by the
 store's own rule (``clew.store.trajectories.upgrade_v1``: the turn advantage per token, entropies from
-``info``). Sort and status names are whitelisted; user text reaches SQL only as bound parameters.
+``info``), one without ``failure`` by ``upgrade_v2`` (an error then was infra; in SQL, ``_FAILURE_BEFORE_V3``).
+Sort and status names are whitelisted; user text reaches SQL only as bound parameters.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from typing import Any
 import duckdb
 from tokenizers import Tokenizer
 
-from clew.store.trajectories import upgrade_v1
+from clew.store.trajectories import upgrade_v1, upgrade_v2
 from clew.viz import runs
 from clew.viz.records import (
     SORTS,
@@ -43,7 +44,11 @@ _STATUS_SQL = {
     "invalid": "invalid_actions > 0",
     "truncated": "truncated",
     "error": "error IS NOT NULL",
+    "infra_error": "failure = 'infra'",
+    "policy_error": "failure = 'policy'",
 }
+_FAILURE = "CAST(failure AS VARCHAR)"
+_FAILURE_BEFORE_V3 = "CASE WHEN error IS NOT NULL THEN 'infra' END"  # upgrade_v2's rule: every failure was infra
 _SORT_SQL = {
     "group": "g",
     "success": "success_rate DESC",
@@ -56,13 +61,13 @@ _HIT = "(contains(lower(action_text), $q) OR contains(lower(observation), $q))"
 _GROUPS_SQL = """
 WITH turns AS (
   SELECT "group" AS g, episode, task_id, seed, outcome, reward, success, terminated, truncated, truncation_reason,
-         CAST(error AS VARCHAR) AS error, {invalid} AS invalid, ($q = '' OR {hit}) AS hit
+         CAST(error AS VARCHAR) AS error, {failure} AS failure, {invalid} AS invalid, ($q = '' OR {hit}) AS hit
   FROM {source}),
 episodes AS (
   SELECT g, episode, any_value(task_id) AS task_id, any_value(seed) AS seed, any_value(outcome) AS outcome,
          sum(reward) AS total_reward, count(*) AS turns, bool_or(success) AS success, bool_or(terminated) AS terminated,
          bool_or(truncated) AS truncated, any_value(truncation_reason) AS truncation_reason, any_value(error) AS error,
-         sum(invalid::INTEGER) AS invalid_actions, sum(hit::INTEGER) AS matches
+         any_value(failure) AS failure, sum(invalid::INTEGER) AS invalid_actions, sum(hit::INTEGER) AS matches
   FROM turns GROUP BY g, episode),
 stats AS (
   SELECT g, avg(success::DOUBLE) AS success_rate, avg(outcome) AS mean_outcome,
@@ -110,6 +115,7 @@ def summary_from_rows(rows: Sequence[dict[str, Any]]) -> EpisodeSummary:
         truncated=bool(last["truncated"]),
         truncation_reason=last["truncation_reason"],
         error=last["error"],
+        failure=last["failure"],
         invalid_actions=sum(_invalid(r["info"]) for r in rows),
         matches=0,
     )
@@ -208,9 +214,10 @@ class RunData:
         """The iteration's groups with their ``G`` episodes, filtered, sorted and searched."""
         if status not in STATUSES or sort not in SORTS:
             raise ValueError(f"status must be one of {STATUSES} and sort one of {SORTS}; got {status!r}, {sort!r}")
+        path = self.file(iteration)
         sql = _GROUPS_SQL.format(
-            source=source([self.file(iteration)]), invalid=_INVALID, hit=_HIT, status=_STATUS_SQL[status],
-            sort=_SORT_SQL[sort],
+            source=source([path]), invalid=_INVALID, hit=_HIT, status=_STATUS_SQL[status], sort=_SORT_SQL[sort],
+            failure=_FAILURE if "failure" in self.columns(path) else _FAILURE_BEFORE_V3,
         )  # fmt: skip
         rows = self.query(sql, {"q": query.strip().lower()})
         return GroupPage(
@@ -227,10 +234,12 @@ class RunData:
         """An episode's turn rows in order, upgraded to schema version 2."""
         path = self.file(iteration)
         extra = [c for c in ("token_advantages", "token_entropies") if c in self.columns(path)]
-        columns = ", ".join([_EPISODE_COLUMNS, *extra])
+        failure = "failure" in self.columns(path)
+        columns = ", ".join([_EPISODE_COLUMNS, *extra, *([f"{_FAILURE} AS failure"] if failure else [])])
         rows = self.query(f"SELECT {columns} FROM {source([path])} WHERE episode = $e ORDER BY turn", {"e": episode})
         if not rows:
             raise KeyError(f"run {self.name} iteration {iteration} has no episode {episode}")
+        rows = [r if failure else upgrade_v2(r) for r in rows]
         return [r if r.get("token_advantages") is not None else upgrade_v1(r) for r in rows]
 
     def anchor_rows(self, iteration: int, group: int, keys: Sequence[str]) -> list[dict[str, Any]]:
@@ -310,6 +319,6 @@ def _episode_summary(row: dict[str, Any]) -> EpisodeSummary:
         episode=int(row["episode"]), group=int(row["g"]), outcome=float(row["outcome"]),
         total_reward=float(row["total_reward"]), turns=int(row["turns"]), success=bool(row["success"]),
         terminated=bool(row["terminated"]), truncated=bool(row["truncated"]),
-        truncation_reason=row["truncation_reason"], error=row["error"],
+        truncation_reason=row["truncation_reason"], error=row["error"], failure=row["failure"],
         invalid_actions=int(row["invalid_actions"]), matches=int(row["matches"]),
     )  # fmt: skip

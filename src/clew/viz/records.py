@@ -12,7 +12,7 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-STATUSES = ("all", "success", "failure", "invalid", "truncated", "error")
+STATUSES = ("all", "success", "failure", "invalid", "truncated", "error", "infra_error", "policy_error")
 SORTS = ("group", "success", "outcome", "spread", "turns")
 
 
@@ -50,7 +50,8 @@ class RunInfo:
 
 @dataclass(frozen=True)
 class EpisodeSummary:
-    """One episode of a group: how it ended. ``total_reward`` sums its step rewards."""
+    """One episode of a group: how it ended. ``total_reward`` sums its step rewards; ``failure`` types its
+    ``error`` (``infra``: left out of credit, ``policy``: kept and scored as a failure)."""
 
     episode: int
     group: int
@@ -62,6 +63,7 @@ class EpisodeSummary:
     truncated: bool
     truncation_reason: str | None
     error: str | None
+    failure: str | None
     invalid_actions: int
     matches: int
 

@@ -11,15 +11,25 @@ Kwargs:
     dataset_kwargs: passed to ``reasoning_gym.create_dataset`` (e.g. ``{max_terms: 2}``).
     dataset_seed: the dataset's own seed (default 0); items are generated lazily from
         ``dataset_seed + index``, so ``reset`` is cheap and the dataset object is cached per process.
-    answer_extraction: what the verifier scores. ``whole_reply`` (default): the stripped reply, so
-        a chatty reply earns only reasoning-gym's partial credit. ``last_number``: the last number
-        in the reply ("6 + 0 = 6." scores "6"), as the usual GSM8K-style reward functions extract
-        it; a reply with no number is an invalid action. Use it for numeric datasets when the
-        policy is a chat model that explains before it answers.
+    answer_extraction: what is scored. ``whole_reply`` (default): the stripped reply.
+        ``last_number``: the last number in the reply ("6 + 0 = 6." scores "6"; signs, "1,234",
+        "3/4", "2.5" and "1e3" are read whole, see ``clew.envs.answers``), as the usual GSM8K-style
+        reward functions extract it; a reply with no number is an invalid action. Use it for numeric
+        datasets when the policy is a chat model that explains before it answers.
+    scoring: ``exact`` (default): 1 when the answer equals the gold answer (numbers compared as
+        numbers: "3.0" == "3", "1,234" == "1234", fractions exactly, a relative tolerance of 1e-6
+        only for floats; other answers as text with whitespace collapsed) or when the dataset's
+        verifier gives it full credit (datasets with many valid answers), else 0. ``dataset``:
+        reasoning-gym's ``score_answer`` as is, with its partial credit (gold "3": "-3" scores 0.5,
+        "The answer is 3." about 0.06).
+    verify_timeout_s: limit for the dataset's verifier on one answer (default 5); it runs in a
+        worker process (``clew.envs.verify``) that is killed past the limit, the answer then scores
+        0 and ``info["verifier_timeout"]`` is set.
 
-Reward: the verifier's score (0..1, ``score_answer``) on the last step, 0 on earlier attempts; the
-episode's ``outcome`` is the last answer's score and ``info["success"]`` is ``score >= 1``. A
-scorer that crashes (``prime_factorization`` on a non-number) scores 0 and the step is flagged
+Reward: every step's reward is 0; the last answer's score (0..1) is the episode's ``outcome``,
+reported on the last step apart from the step rewards (so credit counts it once), with
+``info["score"]`` on every attempt and ``info["success"]`` (``score >= 1``) on the last. A scorer
+that crashes (``prime_factorization`` on a non-number) scores 0 and the step is flagged
 ``info["invalid_action"]``, as is an empty answer.
 
 Expert: the dataset's gold answer (``HasExpert`` only for datasets that have one: boxnet,
@@ -31,15 +41,16 @@ scorer, so they get no expert). State key: ``<dataset>:<index>:<attempt>``. No v
 from __future__ import annotations
 
 import json
-import re
 from functools import lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
+from clew.envs.answers import exact_match, last_number
 from clew.envs.base import StepResult, ensure_running
+from clew.envs.verify import Prepare, call_bounded, check_timeout
 
 ANSWER_HINT = "Reply with the final answer only."
 EXTRACTIONS = ("whole_reply", "last_number")
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?")
+SCORINGS = ("exact", "dataset")
 _REFUSED = {"composite": "it mixes other datasets and needs a config file; ask for those datasets by name instead"}
 
 
@@ -60,20 +71,23 @@ def load_dataset(name: str, size: int, seed: int, kwargs: dict[str, Any]) -> Any
         raise ValueError(f"rg/{name}: cannot build the reasoning-gym dataset: {exc}") from exc
 
 
-def safe_score(dataset: Any, answer: str, entry: dict[str, Any]) -> tuple[float, bool]:
-    """``(score, crashed)``: the verifier's score in [0, 1], or 0 when the scorer raises."""
-    try:
-        score = float(dataset.score_answer(answer=answer, entry=entry))
-    except Exception:  # third-party scorers crash on malformed answers; that is a wrong answer
-        return 0.0, True
-    return min(max(score, 0.0), 1.0), False
+class Score(NamedTuple):
+    """An answer's score in [0, 1]; ``crashed``: the scorer raised; ``timed_out``: it ran past its limit."""
+
+    value: float
+    crashed: bool = False
+    timed_out: bool = False
+
+
+def dataset_score(dataset: Any, answer: str, entry: dict[str, Any]) -> float:
+    """reasoning-gym's own ``score_answer``, clipped to [0, 1] (runs in a verifier worker)."""
+    return min(max(float(dataset.score_answer(answer=answer, entry=entry)), 0.0), 1.0)
 
 
 def extract_answer(reply: str, extraction: str) -> str:
-    """The part of ``reply`` the verifier scores: all of it (stripped), or its last number ("" when none)."""
+    """The part of ``reply`` that is scored: all of it (stripped), or its last number ("" when none)."""
     if extraction == "last_number":
-        numbers = _NUMBER.findall(reply)
-        return numbers[-1] if numbers else ""
+        return last_number(reply)
     return reply.strip()
 
 
@@ -90,6 +104,8 @@ class ReasoningGym:
         dataset_kwargs: the dataset's config fields.
         dataset_seed: seed of the dataset itself.
         answer_extraction: ``whole_reply`` or ``last_number`` (see the module docstring).
+        scoring: ``exact`` or ``dataset`` (see the module docstring).
+        verify_timeout_s: limit for the dataset's verifier on one answer.
     """
 
     def __new__(
@@ -100,6 +116,8 @@ class ReasoningGym:
         dataset_kwargs: dict[str, Any] | None = None,
         dataset_seed: int = 0,
         answer_extraction: str = "whole_reply",
+        scoring: str = "exact",
+        verify_timeout_s: float = 5.0,
     ) -> ReasoningGym:
         target = cls
         if cls is ReasoningGym:
@@ -115,6 +133,8 @@ class ReasoningGym:
         dataset_kwargs: dict[str, Any] | None = None,
         dataset_seed: int = 0,
         answer_extraction: str = "whole_reply",
+        scoring: str = "exact",
+        verify_timeout_s: float = 5.0,
     ) -> None:
         if size < 1:
             raise ValueError(f"rg/{dataset}: size must be >= 1, got {size}")
@@ -122,9 +142,14 @@ class ReasoningGym:
             raise ValueError(f"rg/{dataset}: max_attempts must be >= 1, got {max_attempts}")
         if answer_extraction not in EXTRACTIONS:
             raise ValueError(f"rg/{dataset}: answer_extraction must be one of {EXTRACTIONS}, got {answer_extraction!r}")
-        self.answer_extraction = answer_extraction
+        if scoring not in SCORINGS:
+            raise ValueError(f"rg/{dataset}: scoring must be one of {SCORINGS}, got {scoring!r}")
+        check_timeout(f"rg/{dataset}: verify_timeout_s", verify_timeout_s)
+        self.answer_extraction, self.scoring, self.verify_timeout_s = answer_extraction, scoring, verify_timeout_s
         self.name, self.size, self.max_attempts = dataset, size, max_attempts
-        self._data = load_dataset(dataset, size, dataset_seed, dict(dataset_kwargs or {}))
+        kwargs = dict(dataset_kwargs or {})
+        self._data = load_dataset(dataset, size, dataset_seed, kwargs)
+        self._verifier = Prepare(_dataset, (dataset, size, dataset_seed, json.dumps(kwargs, sort_keys=True)))
         self._entry: dict[str, Any] = {}
         self.index, self.attempt = 0, 0
         self._finished = True
@@ -140,23 +165,36 @@ class ReasoningGym:
     def step(self, action: str) -> StepResult:
         ensure_running(self._finished, "ReasoningGym")
         answer = extract_answer(action, self.answer_extraction)
-        score, crashed = safe_score(self._data, answer, self._entry) if answer else (0.0, True)
+        score, crashed, timed_out = self.score(answer) if answer else Score(0.0, crashed=True)
         self.attempt += 1
         info: dict[str, Any] = {"score": score, "attempt": self.attempt}
         if crashed:
             info["invalid_action"] = True
+        if timed_out:
+            info["verifier_timeout"] = True
         solved = score >= 1.0
         if solved or self.attempt >= self.max_attempts:
             self._finished = True
             info["success"] = solved
             verdict = "Correct." if solved else f"Wrong (score {score:.2f}). The answer was {self._entry['answer']}."
-            return StepResult(verdict, score, True, False, info, outcome=score)
+            return StepResult(verdict, 0.0, True, False, info, outcome=score)  # the score counts once, as the outcome
         left = self.max_attempts - self.attempt
         feedback = f"Wrong answer {answer[:60]!r} (score {score:.2f}). Try again; {left} attempt(s) left.\n\n"
         return StepResult(feedback + self._prompt(), 0.0, False, False, info)
 
     def state_key(self) -> str:
         return f"{self.name}:{self.index}:{self.attempt}"
+
+    def score(self, answer: str) -> Score:
+        """``answer``'s score on the current item under ``self.scoring``; the verifier runs time-bounded."""
+        gold = self._entry.get("answer")
+        if self.scoring == "exact" and gold is not None and exact_match(answer, str(gold)):
+            return Score(1.0)  # the common right answer never leaves this process
+        checked = call_bounded(dataset_score, (answer, self._entry), self.verify_timeout_s, self._verifier)
+        if checked.timed_out or checked.error is not None:  # third-party scorers crash on malformed answers
+            return Score(0.0, crashed=checked.error is not None, timed_out=checked.timed_out)
+        value = float(checked.value)
+        return Score(float(value >= 1.0) if self.scoring == "exact" else value)
 
     def close(self) -> None:
         self._entry = {}

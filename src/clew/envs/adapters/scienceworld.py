@@ -16,7 +16,11 @@ Kwargs:
 
 Observation: the task description and ``look around`` at reset, then the simulator's answer.
 Reward: the change in score, normalised from 0-100 to 0-1 (a failed task's -100 counts as 0), so
-the rewards sum to the final normalised score, which is also the ending step's ``outcome``.
+the rewards sum to the final normalised score. No ``outcome`` is reported: the score is earned step
+by step (each subgoal pays when reached), and an explicit outcome equal to that sum would be counted
+a second time on top of the rewards; the episode's outcome is the sum of its rewards, the final
+normalised score, however the episode ends; ``gated`` (G-RA), which needs an outcome reported
+apart, finds none here.
 Terminated: the task is completed or failed (e.g. focusing on the wrong object). ``info["success"]``:
 completed with full score. A command the parser rejects ("No known action matches that input.")
 is a recorded step flagged ``info["invalid_action"]``; it changes nothing but costs a turn.
@@ -127,8 +131,7 @@ class ScienceWorld:
             info["expert_on_path"] = self._path.on_path
         if reply.strip() == INVALID_REPLY:
             info["invalid_action"] = True
-        outcome = score if self._finished else None
-        return StepResult(reply.strip(), reward, terminated, truncated, info, outcome)
+        return StepResult(reply.strip(), reward, terminated, truncated, info)
 
     def state_key(self) -> str:
         return self._key

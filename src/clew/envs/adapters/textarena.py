@@ -19,9 +19,11 @@ Kwargs:
     max_steps: the agent's turn budget, invalid moves included (default 100); running out truncates.
     game_kwargs: constructor kwargs of the TextArena env (e.g. ``{num_disks: 4}``).
 
-Reward: 0 until the end, then TextArena's reward for the agent's seat (two-player: +1 win, 0 draw,
--1 loss; puzzles: 1 solved, else the fraction completed); ``outcome`` is that reward and
-``info["success"]`` is a win (reward >= 1). The opponent moves inside ``step``: the observation is
+Reward and outcome: every step's reward is 0; the game's verdict for the agent's seat (two-player: +1
+win, 0 draw, -1 loss; puzzles: 1 solved, else the fraction completed) is the ending step's
+``outcome``, reported apart from the rewards (a verdict given once, at the end, not a sum of score
+changes), so the episode's return counts it once; running out of turns reports outcome 0.
+``info["success"]`` is a win (verdict >= 1). The opponent moves inside ``step``: the observation is
 what the agent sees after the opponent replied; an invalid opponent move is retried with random
 valid moves, and after 3 more invalid ones in a row the opponent forfeits (TextArena's rule). A
 move that makes the game itself raise is recorded as invalid (``info["game_error"]``) and not
@@ -406,11 +408,11 @@ class TextArena:
             info["game_error"] = crash
         text = self._drain(self.agent)
         if state.done:
-            reward = float((state.rewards or {}).get(self.agent, 0.0))
-            info["success"] = reward >= 1.0
+            verdict = float((state.rewards or {}).get(self.agent, 0.0))
+            info["success"] = verdict >= 1.0
             self._finished = True
             reason = state.game_info[self.agent].get("reason") or "The game is over."
-            return StepResult(f"{text}\n{reason}".strip(), reward, True, False, info, outcome=reward)
+            return StepResult(f"{text}\n{reason}".strip(), 0.0, True, False, info, outcome=verdict)
         if stalled or self.steps >= self.max_steps:
             info["success"] = False
             self._finished = True

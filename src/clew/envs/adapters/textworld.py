@@ -20,8 +20,12 @@ Kwargs:
 
 Observation: the game's text, without TextWorld's ASCII-art banner, the interpreter's status bar
 and the "RESTART, RESTORE ... or UNDO" prompt at the end. Reward: the change in score over
-``max_score`` (0-1), so the rewards sum to the final normalised score, also the ending step's
-``outcome``. Terminated: won or lost; ``info["success"]``: won. A command outside
+``max_score`` (0-1), so the rewards sum to the final normalised score. No ``outcome`` is
+reported: the score is earned step by step (each quest step pays when done), and an explicit
+outcome equal to that sum would be counted a second time on top of the rewards; the episode's
+outcome is the sum of its rewards, the final normalised score, however the episode ends;
+``gated`` (G-RA), which needs an outcome reported apart, finds none here.
+Terminated: won or lost; ``info["success"]``: won. A command outside
 ``admissible_commands`` is a recorded step flagged ``info["invalid_action"]`` (the game answers it,
 e.g. "That's not a verb I recognise.").
 
@@ -170,8 +174,7 @@ class TextWorld:
         info: dict[str, Any] = {"score": int(self._state["score"]), "success": bool(self._state["won"])}
         if invalid:
             info["invalid_action"] = True
-        outcome = score if self._finished else None
-        return StepResult(self._render(clean_text(self._state.feedback)), reward, terminated, truncated, info, outcome)
+        return StepResult(self._render(clean_text(self._state.feedback)), reward, terminated, truncated, info)
 
     def state_key(self) -> str:
         facts = "\n".join(sorted(str(f) for f in self._state["facts"]))

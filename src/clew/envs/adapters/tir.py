@@ -7,13 +7,20 @@ Ids: ``tir/<dataset>`` for a reasoning-gym 0.1.25 dataset with a gold answer (``
   observation shows stdout, stderr (the exception) or why it was stopped, cut to
   ``observation_chars``. At most ``max_tool_calls`` runs per episode; a call past that is refused.
 - ``answer: X`` or ``<answer>X</answer>`` ends the episode, scored by math-verify against the gold
-  answer (``42``, ``42.0``, ``x = 42`` and ``84/2`` all match 42).
+  answer (``42``, ``42.0``, ``x = 42`` and ``84/2`` all match 42). The math expression the answer
+  starts with is scored, so prose after it does not count (``42 (I computed 6*7, not 43)`` is 42);
+  an answer that starts with prose is parsed whole. math-verify runs in a worker process
+  (``clew.envs.verify``) killed after ``verify_timeout_s``: an answer it cannot score in time
+  (``10**10**10``) scores 0 and sets ``info["verifier_timeout"]``.
 - Anything else (no code block, an empty or unclosed one, an empty answer) is an invalid action:
   it costs a turn, is flagged ``info["invalid_action"]`` and the question is shown again.
 
-The turn budget is ``max_tool_calls + 2`` unless given; running out truncates the episode (outcome
-0). A tool failure is an observation, never an exception; only a sandbox that cannot start raises
-(``SandboxUnavailable``, checked at construction so a run fails fast).
+Reward: every step's reward is 0; the answer's score (1 correct, 0 wrong) is the episode's ``outcome``,
+reported on the last step apart from the step rewards (so credit counts it once), with
+``info["success"]`` and ``info["score"]``. The turn budget is ``max_tool_calls + 2`` unless given;
+running out truncates the episode (outcome 0). A tool failure is an observation, never an exception;
+only a sandbox that cannot start raises (``SandboxUnavailable``, checked at construction so a run
+fails fast).
 
 Expert: writes code that computes the answer and then answers what the tool printed. For datasets
 that expose an arithmetic expression (``basic_arithmetic``, ``chain_sum``) the code prints it (with
@@ -23,18 +30,20 @@ evaluations; for other datasets it prints the gold answer. State key:
 
 Kwargs: ``size``, ``dataset_kwargs``, ``dataset_seed`` as for ``rg/<dataset>``; ``max_tool_calls``
 (default 2), ``max_turns``, ``timeout_s`` (per call, default 2), ``memory_mb`` (default 256),
-``observation_chars`` (default 400), ``unsafe_local`` (run code without the sandbox; warns).
+``observation_chars`` (default 400), ``unsafe_local`` (run code without the sandbox; warns),
+``verify_timeout_s`` (math-verify's limit per answer, default 5).
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import threading
 from typing import Any
 
 from clew.envs.adapters.reasoning_gym import load_dataset
+from clew.envs.answers import math_head
 from clew.envs.base import StepResult, ensure_running
+from clew.envs.verify import Bounded, Prepare, call_bounded, check_timeout
 from clew.tools.calls import format_result, parse_action
 from clew.tools.python import ToolResult, default_sandbox, run
 
@@ -45,17 +54,35 @@ _MAX_ANSWER_CHARS = 200
 def verify_answer(gold: str, answer: str) -> bool:
     """math-verify's verdict on ``answer`` against ``gold``; unparsable or crashing input is wrong.
 
-    math-verify bounds its own time with SIGALRM, which only the main thread may use, so elsewhere
-    it runs without that bound (the answer is cut to 200 characters first).
+    The answer (cut to 200 characters) is read from its leading math expression (``math_head``),
+    or whole when that is empty or does not parse. No time limit of its own: math-verify's SIGALRM
+    cannot stop a computation that holds the GIL, so the env calls this through ``score_math_answer``.
     """
     from math_verify import parse, verify
 
-    limit = 5 if threading.current_thread() is threading.main_thread() else None
+    answer = answer[:_MAX_ANSWER_CHARS].replace("\u2212", "-")
     try:
-        target = parse(answer[:_MAX_ANSWER_CHARS], parsing_timeout=limit)  # type: ignore[arg-type]
-        return bool(target) and bool(verify(parse(gold, parsing_timeout=limit), target, timeout_seconds=limit))  # type: ignore[arg-type]
+        expected = parse(gold, parsing_timeout=None)  # type: ignore[arg-type]
+        for text in dict.fromkeys((math_head(answer), answer)):
+            target = parse(text, parsing_timeout=None) if text else []  # type: ignore[arg-type]
+            if target:
+                return bool(verify(expected, target, timeout_seconds=None))  # type: ignore[arg-type]
+        return False
     except Exception:  # math-verify and sympy raise on odd input; that is a wrong answer
         return False
+
+
+def _warm_math_verify() -> None:
+    verify_answer("1", "1")  # imports math-verify and sympy once per worker, outside any answer's limit
+
+
+def _verify_in_worker(_: None, gold: str, answer: str) -> bool:
+    return verify_answer(gold, answer)
+
+
+def score_math_answer(gold: str, answer: str, timeout_s: float) -> Bounded:
+    """``verify_answer`` in a verifier worker process, killed after ``timeout_s`` (``Bounded.timed_out``)."""
+    return call_bounded(_verify_in_worker, (gold, answer), timeout_s, Prepare(_warm_math_verify))
 
 
 def expert_code(entry: dict[str, Any]) -> str:
@@ -91,6 +118,7 @@ class ToolReasoning:
         dataset_kwargs: the dataset's config fields.
         dataset_seed: seed of the dataset itself.
         unsafe_local: run code in a plain subprocess instead of the sandbox (warns; trusted code only).
+        verify_timeout_s: limit for scoring one answer; past it the answer scores 0.
     """
 
     def __init__(
@@ -105,9 +133,12 @@ class ToolReasoning:
         dataset_kwargs: dict[str, Any] | None = None,
         dataset_seed: int = 0,
         unsafe_local: bool = False,
+        verify_timeout_s: float = 5.0,
     ) -> None:
         if size < 1 or max_tool_calls < 0:
             raise ValueError(f"tir/{dataset}: size must be >= 1 and max_tool_calls >= 0, got {size}, {max_tool_calls}")
+        check_timeout(f"tir/{dataset}: verify_timeout_s", verify_timeout_s)
+        self.verify_timeout_s = verify_timeout_s
         self.name, self.size, self.max_tool_calls = dataset, size, max_tool_calls
         self.max_turns = max_turns or max_tool_calls + 2
         self.timeout_s, self.memory_mb, self.observation_chars = timeout_s, memory_mb, observation_chars
@@ -169,12 +200,15 @@ class ToolReasoning:
         return run(code, timeout_s=self.timeout_s, memory_mb=self.memory_mb, unsafe_local=self.unsafe_local)
 
     def _answer(self, answer: str) -> StepResult:
-        correct = verify_answer(str(self._entry["answer"]), answer)
+        checked = score_math_answer(str(self._entry["answer"]), answer, self.verify_timeout_s)
         self._finished = True
+        correct = checked.value is True
         score = float(correct)
-        info = {"success": correct, "tool_calls": self.calls, "score": score}
+        info: dict[str, Any] = {"success": correct, "tool_calls": self.calls, "score": score}
+        if checked.timed_out:
+            info["verifier_timeout"] = True
         verdict = "Correct." if correct else f"Wrong. The answer was {self._entry['answer']}."
-        return StepResult(verdict, score, True, False, info, outcome=score)
+        return StepResult(verdict, 0.0, True, False, info, outcome=score)  # the score counts once, as the outcome
 
     def _continue(self, note: str, info: dict[str, Any]) -> StepResult:
         truncated = self.turns >= self.max_turns

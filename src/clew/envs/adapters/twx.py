@@ -17,9 +17,13 @@ Kwargs:
 
 Observation: the task description and the room at reset, then the game's answer.
 Reward: the change in TWX's normalised score (0-1; a negative score counts as 0), so the rewards
-sum to the final score, which is also the ending step's ``outcome``. Terminated: ``tasksuccess``
-or ``taskfailure``; ``info["success"]`` is ``tasksuccess``. An action outside ``validActions`` (the
-game answers "Unknown action ...") is a recorded step flagged ``info["invalid_action"]``.
+sum to the final score. No ``outcome`` is reported: the score is earned step by step (each subgoal
+pays when reached), and an explicit outcome equal to that sum would be counted a second time on top
+of the rewards; the episode's outcome is the sum of its rewards, the final score, however the
+episode ends (won, failed, out of turns); ``gated`` (G-RA), which needs an outcome reported apart,
+finds none here. Terminated: ``tasksuccess`` or ``taskfailure``; ``info["success"]`` is
+``tasksuccess``. An action outside ``validActions`` (the game answers "Unknown action ...") is a
+recorded step flagged ``info["invalid_action"]``.
 
 Expert: TWX's gold path, followed while the agent stays on it; see ``GoldPath`` for what happens off
 the path. The coin and twc gold agents are random walks on a ``Random`` that clew cannot seed, so
@@ -111,8 +115,7 @@ class TextWorldExpress:
         }
         if invalid:
             info["invalid_action"] = True
-        outcome = score if self._finished else None
-        return StepResult(self._render(infos["observation"].strip()), reward, terminated, truncated, info, outcome)
+        return StepResult(self._render(infos["observation"].strip()), reward, terminated, truncated, info)
 
     def state_key(self) -> str:
         text = f"{self._infos['look']}\n{self._infos['inventory']}\n{float(self._infos['score']):.4f}"

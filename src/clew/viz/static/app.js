@@ -3,7 +3,7 @@
 "use strict";
 (function () {
   const NEG = [33, 102, 172], POS = [178, 24, 43]; // diverging scale: blue < 0 < red, white at 0
-  const STATUSES = ["all", "success", "failure", "invalid", "truncated", "error"];
+  const STATUSES = ["all", "success", "failure", "invalid", "truncated", "error", "infra_error", "policy_error"];
   const SORTS = ["group", "success", "outcome", "spread", "turns"];
   const embedded = document.getElementById("clew-data");
   const BUNDLE = embedded ? JSON.parse(embedded.textContent) : null;
@@ -94,6 +94,7 @@
     const keep = {
       all: () => true, success: (e) => e.success, failure: (e) => !e.success, invalid: (e) => e.invalid_actions > 0,
       truncated: (e) => e.truncated, error: (e) => e.error !== null,
+      infra_error: (e) => e.failure === "infra", policy_error: (e) => e.failure === "policy",
     }[o.status];
     const hits = (e) => needEpisode(e.episode).turns.filter((t) => t.action_text.toLowerCase().includes(q) || t.observation.toLowerCase().includes(q)).length;
     const groups = page.groups.map((g) => {
@@ -209,8 +210,8 @@
   function episodeTile(run, it, e, q, onPick) {
     const box = el("input", { type: "checkbox", "aria-label": `select episode ${e.episode} to compare` });
     box.addEventListener("change", () => onPick(box.checked));
-    const ending = e.error ? "error" : e.truncated ? `truncated (${e.truncation_reason || "?"})` : e.terminated ? "terminated" : "open";
-    const cls = ["tile", e.success ? "success" : "failure", e.error ? "errored" : ""].join(" ");
+    const ending = e.error ? failureLabel(e) : e.truncated ? `truncated (${e.truncation_reason || "?"})` : e.terminated ? "terminated" : "open";
+    const cls = ["tile", e.success ? "success" : "failure", e.error ? `errored ${e.failure || "infra"}` : ""].join(" ");
     return el("div", { class: cls, "data-episode": e.episode },
       el("div", {}, link(["run", run, "it", it, "ep", e.episode], `episode ${e.episode}`), " ", box),
       el("div", {}, e.success ? "success" : "failure", ` · outcome ${num(e.outcome, 2)}`),
@@ -218,6 +219,11 @@
       e.invalid_actions ? el("div", { class: "warn" }, `${e.invalid_actions} invalid actions`) : null,
       e.error ? el("div", { class: "err", title: e.error }, e.error.slice(0, 120)) : null,
       q ? el("div", { class: "hits" }, `${e.matches} matching turns`) : null);
+  }
+
+  // An errored episode's type: infra (left out of credit and baselines) or policy (kept, scored as a failure).
+  function failureLabel(s) {
+    return s.failure === "policy" ? "policy error (scored as a failure)" : "infra error (left out of credit)";
   }
 
   function maxAbs(episodes) {
@@ -270,7 +276,7 @@
 
   function episodeHead(ep) {
     const s = ep.summary;
-    const ending = s.error ? `error: ${s.error}` : s.truncated ? `truncated (${s.truncation_reason || "?"})` : s.terminated ? "terminated" : "open";
+    const ending = s.error ? `${failureLabel(s)}: ${s.error}` : s.truncated ? `truncated (${s.truncation_reason || "?"})` : s.terminated ? "terminated" : "open";
     return el("p", { class: "episode-head" }, `task ${ep.task_id} · seed ${ep.seed} · group ${s.group} · ${s.success ? "success" : "failure"} · outcome ${num(s.outcome)} · return ${num(s.total_reward)} · ${s.turns} turns · ${ending}`);
   }
 
