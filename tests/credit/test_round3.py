@@ -73,18 +73,26 @@ def test_context_edit_turns_add_no_discount_step() -> None:
     np.testing.assert_allclose(returns, [0.95**4, 0.95**3, 0.95**2, 0.95, 1.0, 1.0])
 
 
-@pytest.mark.parametrize("name", ["reinforce", "gigpo", "turn_returns", "matchtir"])
-def test_edits_between_steps_do_not_change_env_step_returns(name: str) -> None:
-    # the same two episodes with and without a summary row: the env steps' returns are equal
+@pytest.mark.parametrize(
+    ("name", "params"),
+    [("reinforce", {"gamma": 0.9}), ("gigpo", {}), ("turn_returns", {"gamma": 0.9}), ("matchtir", {}),
+     ("reinforce_pp", {"gamma": 0.9, "discount_over": "turn"}), ("reinforce_pp", {"gamma": 0.9})],
+)  # fmt: skip
+def test_edits_between_steps_do_not_change_env_step_returns(name: str, params: dict) -> None:
+    # the same two episodes with and without a 3-token summary row: the env steps' returns are equal
     plain = CreditInput.from_arrays(
-        [0] * 5, [0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [0, 0, 1, 0, 0], [1, 1, 1, 0, 0], [0, 1, 2, 0, 1]
-    )
+        [0] * 5, [0, 0, 0, 1, 1], [0, 1, 2, 0, 1], [0, 0, 1, 0, 0], [1, 1, 1, 0, 0], [0, 1, 2, 0, 1],
+        token_offsets=[0, 2, 4, 6, 8, 10], token_ids=[1] * 10,
+    )  # fmt: skip
     edited = CreditInput.from_arrays(
         [0] * 6, [0, 0, 0, 0, 1, 1], [0, 1, 2, 3, 0, 1], [0, 0, 0, 1, 0, 0], [1, 1, 1, 1, 0, 0],
         [0, 7, 1, 2, 0, 1], env_step=[True, False, True, True, True, True],
+        token_offsets=[0, 2, 5, 7, 9, 11, 13], token_ids=[1] * 13,
     )  # fmt: skip
     keep = [0, 2, 3, 4, 5]
-    np.testing.assert_allclose(compute(name, edited).turn_return[keep], compute(name, plain).turn_return)
+    np.testing.assert_allclose(
+        compute(name, edited, **params).turn_return[keep], compute(name, plain, **params).turn_return
+    )
 
 
 def _kl_example(**extra: object) -> CreditInput:

@@ -27,6 +27,7 @@ def rg() -> Any:
         ("6 + 0 = 6.", "6"),
         ("The total is 1,234.", "1234"),  # was "234"
         ("It is 3/4", "3/4"),  # was "4"
+        ("so 3/4.", "3/4"),  # a sentence-final fraction
         ("x = \u22125", "-5"),  # U+2212 minus; was "5"
         ("about 1e3 of them", "1e3"),  # was "3"
         ("so +7", "7"),

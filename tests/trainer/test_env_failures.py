@@ -154,14 +154,19 @@ def _train_failing(tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPat
 def test_infra_failures_stay_out_of_credit_and_baselines(
     env: str, kwargs: str, tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Infra failures are recorded (``rollout/error_rate_infra``) but never trained on or averaged into a
-    baseline; an iteration where every episode failed trains on nothing and the run goes on."""
+    """Infra failures are recorded (``rollout/error_rate_infra``, and their turns in the store typed ``infra``
+    with advantage 0) but never trained on or averaged into a baseline; an iteration where every episode
+    failed trains on nothing and the run goes on."""
     batches, iterations, rows = _train_failing(tiny_cfg, tmp_path, monkeypatch, f"env.id={env}", f"env.kwargs={kwargs}")
     assert len(iterations) == 2 and all(r["rollout/error_rate_infra"] > 0 for r in iterations)
     assert all(r["rollout/error_rate_policy"] == 0 for r in iterations)
-    assert all(row["seed"] % 2 == 0 and row["failure"] is None for row in rows)
+    trained = [row for row in rows if row["failure"] is None]
+    left_out = [row for row in rows if row["failure"] is not None]
+    assert all(row["seed"] % 2 == 0 for row in trained)
+    assert all(row["failure"] == "infra" and row["advantage"] == 0.0 for row in left_out)
+    assert bool(left_out) == ("Outage" in env)  # a failed reset leaves no turn to store
     if "always" in kwargs:
-        assert batches == [0, 0] and rows == []
+        assert batches == [0, 0] and not trained
 
 
 @pytest.mark.parametrize("always", [False, True])

@@ -90,3 +90,17 @@ def test_reinforce_pp_kl_in_reward_in_the_loop(tiny_cfg, tmp_path: Path) -> None
     kl = [r["credit/kl_in_reward_mean"] for r in rows]
     assert kl[0] == pytest.approx(0.0, abs=1e-5)
     assert kl[1] != pytest.approx(0.0, abs=1e-5)
+
+
+def test_dropout_stays_off_after_a_guarded_step(tiny_dir: Path) -> None:
+    """The step guard scores its probe in eval mode; restoring train mode must not switch dropout back on."""
+    from clew.trainer.guard import StepGuard
+
+    policy = HFPolicy.from_pretrained(tiny_dir)
+    policy.model = lora_lib.attach(policy.model, r=4, alpha=8, dropout=0.5, target_modules=["q_proj", "v_proj"])
+    with training_mode(policy.model):
+        guard = StepGuard(policy.model, _episode_rows([2]), policy.pad_id, max_kl=1.0, temperature=1.0)
+        guard.check(torch.optim.SGD(lora_lib.trainable(policy.model), lr=0.0))
+        dropouts = [m for m in policy.model.modules() if isinstance(m, torch.nn.Dropout)]
+        assert dropouts and not any(m.training for m in dropouts)
+        assert policy.model.training  # the rest stays in train mode (gradient checkpointing keys on it)

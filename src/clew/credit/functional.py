@@ -179,10 +179,12 @@ def mean_per_row(token_values: Array, offsets: Array) -> Array:
     return sums / np.maximum(counts, 1)
 
 
-def segment_discounted_returns(values: Array, segment: Array, gamma: float) -> Array:
+def segment_discounted_returns(values: Array, segment: Array, gamma: float, discount: Array | None = None) -> Array:
     """R_k = sum_{m >= k} gamma^(m - k) v_m within contiguous segments (episodes), same shape.
 
-    Loops over positions within a segment (the longest one), vectorised across segments.
+    ``discount`` (same shape) replaces gamma per position, ``R_k = v_k + discount_k R_{k+1}`` (1 for the
+    tokens of a context edit, which add no step). Loops over positions within a segment (the longest
+    one), vectorised across segments.
     """
     if values.size == 0:
         return np.zeros(0)
@@ -192,8 +194,11 @@ def segment_discounted_returns(values: Array, segment: Array, gamma: float) -> A
     pos = np.arange(values.size) - starts[seg]
     mat = np.zeros((starts.size, int(pos.max()) + 1))
     mat[seg, pos] = values
+    factor = np.full(mat.shape, gamma)
+    if discount is not None:
+        factor[seg, pos] = discount
     running = np.zeros(starts.size)
     for t in range(mat.shape[1] - 1, -1, -1):
-        running = mat[:, t] + gamma * running
+        running = mat[:, t] + factor[:, t] * running
         mat[:, t] = running
     return mat[seg, pos]

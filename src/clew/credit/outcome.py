@@ -180,7 +180,9 @@ def _token_level(inp: CreditInput, turn_returns: np.ndarray, gamma: float, token
     off = inp.token_offsets
     row_ep = per_episode(inp)[0]
     token_rewards = _token_rewards(inp, row_ep) - (0.0 if token_kl is None else token_kl)
-    token_returns = segment_discounted_returns(token_rewards, row_ep[token_rows(off)], gamma)
+    rows = token_rows(off)
+    discount = None if inp.env_step is None else np.where(inp.env_step[rows], gamma, 1.0)  # edits add no step
+    token_returns = segment_discounted_returns(token_rewards, row_ep[rows], gamma, discount)
     moments = weighted_moments(token_returns)
     token_adv = whiten_by(token_returns, moments)
     has_tokens = np.diff(off) > 0

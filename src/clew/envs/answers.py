@@ -26,7 +26,7 @@ MAX_EXPONENT = 1000  # 1e1000 is still cheap as a Fraction; 1e999999999 would ha
 
 _SIGNS = "+\\-\u2212"
 _INT = r"(?:\d{1,3}(?:,\d{3})+(?![\d,])|\d+)"  # 1,234,567 only with full groups of three
-_UNSIGNED = rf"(?:{_INT}/{_INT}(?![.\d])|(?:{_INT}(?:\.\d+)?|\.\d+)(?:[eE][{_SIGNS}]?\d+)?)"
+_UNSIGNED = rf"(?:{_INT}/{_INT}(?!\.?\d)|(?:{_INT}(?:\.\d+)?|\.\d+)(?:[eE][{_SIGNS}]?\d+)?)"
 # A sign counts only where it cannot be a binary minus: not after a word character, ')' or ']'.
 _NUMBER = re.compile(rf"(?:(?<![\w)\]])[{_SIGNS}])?{_UNSIGNED}")
 _WHOLE_NUMBER = re.compile(rf"[{_SIGNS}]?{_UNSIGNED}")

@@ -83,7 +83,7 @@ class VerifierPool:
         start_timeout_s: limit for a worker to start and to run a ``Prepare``.
     """
 
-    def __init__(self, max_idle: int = 4, start_timeout_s: float = 120.0) -> None:
+    def __init__(self, max_idle: int = 8, start_timeout_s: float = 120.0) -> None:
         if max_idle < 0 or not start_timeout_s > 0:
             raise ValueError(f"max_idle must be >= 0 and start_timeout_s > 0, got {max_idle}, {start_timeout_s}")
         self.max_idle, self.start_timeout_s = max_idle, start_timeout_s
@@ -109,12 +109,27 @@ class VerifierPool:
             reply = _receive(worker, time.monotonic() + timeout_s)
         except TimeoutError:
             _kill(worker)
+            threading.Thread(target=self._rewarm, args=(prepare,), daemon=True).start()  # not in the next step
             return Bounded(timed_out=True)
         except (EOFError, OSError):
             _kill(worker)
             return Bounded(error=f"the verifier process died (exit code {worker.proc.returncode})")
         self._give_back(worker)
         return Bounded(value=reply[1]) if reply[0] == "ok" else Bounded(error=str(reply[1]))
+
+    def warm(self, prepare: Prepare = Prepare()) -> None:
+        """Leave an idle worker that has run ``prepare``. Envs call it in ``reset`` so that a worker's start-up
+        (seconds: importing sympy, building a dataset) is never paid inside a step's time limit.
+
+        Raises:
+            VerifierUnavailable: no worker could start or run ``prepare`` (an ``infra`` failure in ``reset``).
+        """
+        self._give_back(self._ready(prepare))
+
+    def _rewarm(self, prepare: Prepare) -> None:
+        """Replace a worker killed on a timeout, in the background; a failure surfaces at the next call."""
+        with contextlib.suppress(VerifierUnavailable):
+            self.warm(prepare)
 
     def close(self) -> None:
         """Kill the idle workers (a later ``call`` starts new ones)."""
@@ -290,3 +305,8 @@ def call_bounded(
 ) -> Bounded:
     """``scorer(prepared, *args)`` in the default pool's worker, within ``timeout_s``; see ``VerifierPool.call``."""
     return default_pool().call(scorer, args, timeout_s, prepare)
+
+
+def warm_bounded(prepare: Prepare = Prepare()) -> None:
+    """``VerifierPool.warm`` on the default pool: call it from an env's ``reset``."""
+    default_pool().warm(prepare)

@@ -2,8 +2,8 @@
 
 ``LearnerGroup`` has the learner's interface (``update``, ``steps``, ``optimizer``), so the training loop
 does not change. Every rank receives the whole batch and the same seed, so all ranks shuffle into the
-same minibatches and compute the same aggregation weights over the whole minibatch (computed once per
-minibatch, globally: the number of rows a rank holds never changes a row's weight). Rank r runs the
+same minibatches and compute the same aggregation weights, over the whole batch (computed once per
+update, globally: the number of rows a rank holds never changes a row's weight). Rank r runs the
 microbatches i with i mod K = r; the ranks then sum gradients (one flattened all-reduce), loss and
 metrics, clip and step identically. The update is one learner's with the same global batch, up to the
 order of float summation (tested: ``tests/cluster``).

@@ -56,10 +56,11 @@ class StepGuard:
     @torch.no_grad()
     def _score(self) -> torch.Tensor:
         rows = self.batch.rows
-        was_training = self.model.training
+        modes = [m.training for m in self.model.modules()]  # per module: the loss forward keeps dropout off
         self.model.eval()
         logp, _ = token_logprobs(self.model, rows.input_ids, rows.attention_mask, self.temperature)
-        self.model.train(was_training)
+        for module, mode in zip(self.model.modules(), modes):
+            module.training = mode
         return logp
 
     def snapshot(self, optimizer: torch.optim.Optimizer) -> None:

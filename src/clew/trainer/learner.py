@@ -43,9 +43,11 @@ def training_mode(model: Any) -> Iterator[None]:
     """Train mode with every dropout off, then eval mode.
 
     The old log-probs were scored in eval mode (the engine, ``recompute_old_logprobs``), so the loss forward
-    must be deterministic too, or the first PPO ratio is not 1 (LoRA dropout, an HF model's attention or
-    hidden dropout). Modules stay in train mode (gradient checkpointing keys on it) while every ``Dropout``
-    and every module with an ``attention_dropout`` rate is switched to eval.
+    must be deterministic too, or the first PPO ratio is not 1. Modules stay in train mode (gradient
+    checkpointing keys on it) while every ``Dropout`` module (LoRA's, GPT-2's, most HF hidden dropout) and
+    every module with an ``attention_dropout`` rate (Llama, Qwen, SmolLM attention) is switched to eval; a
+    model that applies functional dropout keyed on a decoder layer's own ``training`` flag (OPT's
+    ``dropout``, Falcon's ``hidden_dropout``) is not covered: set those rates to 0 in its config.
     """
     model.train()
     for module in model.modules():

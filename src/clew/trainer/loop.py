@@ -26,7 +26,6 @@ from clew.policy.remote import RayEngines
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed, env_turns
 from clew.rollout.batch import to_rows
 from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_jsonl
-from clew.store.trajectories import write_trajectories
 from clew.table import TurnTable
 from clew.tensors import TokenRow
 from clew.trainer import weights
@@ -35,7 +34,7 @@ from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner, sft
-from clew.trainer.record import Recorder, rollout_metrics
+from clew.trainer.record import Recorder, rollout_metrics, write_iteration
 from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 from clew.types import Group
@@ -88,7 +87,7 @@ class Trainer:
             env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
             state = TrainerState(it + 1, self.learner.steps, state.env_steps + env_steps)
             metrics.update(rollout_metrics(collected))
-            self._record(state, table, credit, metrics, len(rows), rollout_s, time.perf_counter() - start)
+            self._record(state, table, credit, metrics, len(rows), rollout_s, time.perf_counter() - start, collected)
         return self._finish(state)
 
     # --- stages -----------------------------------------------------------------------------------
@@ -251,7 +250,7 @@ class Trainer:
 
     def _record(
         self, state: TrainerState, table: TurnTable, credit: Any, metrics: dict[str, float],
-        n_rows: int, rollout_s: float, total_s: float,
+        n_rows: int, rollout_s: float, total_s: float, collected: list[Group],
     ) -> None:  # fmt: skip
         it = state.iteration
         record = {
@@ -261,14 +260,7 @@ class Trainer:
         }  # fmt: skip
         if isinstance(self.link.engine, RayEngines):
             record["engine/worker_restarts"] = self.link.engine.restarts
-        write_trajectories(
-            self.run_dir / "trajectories" / f"iter_{it:06d}.parquet",
-            table,
-            it,
-            credit.turn_advantage,
-            credit.turn_return,
-            credit.token_advantage,
-        )
+        write_iteration(self.run_dir / "trajectories" / f"iter_{it:06d}.parquet", it, table, credit, collected)
         self.recorder.log("iteration", record, iteration=it)
         if self.report:
             self.report("iteration", {"iteration": it, **record})

@@ -10,9 +10,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
+from clew.credit import Credit
 from clew.eval import ending_shares, summarize
 from clew.rollout import env_turns
 from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
+from clew.store.trajectories import write_trajectories
+from clew.table import TurnTable
 from clew.types import Group
 
 PACKAGES = ("clew", "torch", "transformers", "tokenizers", "numpy", "pydantic", "pyarrow")
@@ -105,3 +110,31 @@ def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
         "rollout/env_steps": float(sum(env_turns(e) for e in episodes)),
         **{f"rollout/ended_{reason}": share for reason, share in ending_shares(episodes).items()},
     }
+
+
+def write_iteration(path: Path, iteration: int, table: TurnTable, credit: Credit, collected: Sequence[Group]) -> None:
+    """The iteration's trajectories: the trained turns with their credit, then the turns of episodes left out
+    by an ``infra`` failure (advantage and return 0: never trained), so the store and ``clew view`` show them
+    with their failure type. Episodes that failed before their first turn have no turn to store."""
+    left_out = [Group(g.group_id, g.task_id, g.seed, [e for e in g.episodes if e.failure == "infra" and e.turns])
+                for g in collected]  # fmt: skip
+    left_out = [g for g in left_out if g.episodes]
+    if not left_out:
+        write_trajectories(path, table, iteration, credit.turn_advantage, credit.turn_return, credit.token_advantage)
+        return
+    extra = TurnTable.from_groups(left_out)
+    both = TurnTable.from_groups(_groups_of(table) + left_out)
+    zeros, zero_tokens = np.zeros(extra.n_turns), np.zeros(int(extra.token_offsets[-1]))
+    token_adv = None if credit.token_advantage is None else np.concatenate([credit.token_advantage, zero_tokens])
+    advantages = np.concatenate([credit.turn_advantage, zeros])
+    write_trajectories(path, both, iteration, advantages, np.concatenate([credit.turn_return, zeros]), token_adv)
+
+
+def _groups_of(table: TurnTable) -> list[Group]:
+    """The groups a table was flattened from, in order (episodes keep their order and group ids)."""
+    groups: list[Group] = []
+    for episode in table.episodes:
+        if not groups or groups[-1].group_id != episode.group_id:
+            groups.append(Group(episode.group_id, episode.task_id, episode.seed))
+        groups[-1].episodes.append(episode)
+    return groups

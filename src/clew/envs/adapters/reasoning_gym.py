@@ -46,7 +46,7 @@ from typing import Any, NamedTuple
 
 from clew.envs.answers import exact_match, last_number
 from clew.envs.base import StepResult, ensure_running
-from clew.envs.verify import Prepare, call_bounded, check_timeout
+from clew.envs.verify import Prepare, call_bounded, check_timeout, warm_bounded
 
 ANSWER_HINT = "Reply with the final answer only."
 EXTRACTIONS = ("whole_reply", "last_number")
@@ -160,6 +160,7 @@ class ReasoningGym:
         self._entry = self._data[self.index]
         self.attempt = 0
         self._finished = False
+        warm_bounded(self._verifier)  # a verifier's start-up is paid here, never inside a step
         return self._prompt()
 
     def step(self, action: str) -> StepResult:

@@ -43,7 +43,7 @@ from typing import Any
 from clew.envs.adapters.reasoning_gym import load_dataset
 from clew.envs.answers import math_head
 from clew.envs.base import StepResult, ensure_running
-from clew.envs.verify import Bounded, Prepare, call_bounded, check_timeout
+from clew.envs.verify import Bounded, Prepare, call_bounded, check_timeout, warm_bounded
 from clew.tools.calls import format_result, parse_action
 from clew.tools.python import ToolResult, default_sandbox, run
 
@@ -158,6 +158,7 @@ class ToolReasoning:
         self._entry = self._data[self.index]
         self.calls, self.turns, self._last = 0, 0, ""
         self._finished = False
+        warm_bounded(Prepare(_warm_math_verify))  # a verifier's start-up is paid here, never inside a step
         return self._prompt()
 
     def step(self, action: str) -> StepResult:
