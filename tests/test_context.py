@@ -222,8 +222,9 @@ def test_outcome_and_turn_credit_reach_the_summary_turns() -> None:
     table = TurnTable.from_groups(_edited_group())
     inp = CreditInput.from_table(table)
     returns = compute("reinforce", inp, gamma=0.9).turn_advantage
-    # episode a: rewards 0, 0, 0 (summary), 1 -> returns 0.729, 0.81, 0.9, 1; b: all 0
-    assert returns.tolist() == pytest.approx([0.729, 0.81, 0.9, 1.0, 0.0, 0.0, 0.0])
+    # episode a: rewards 0, 0, 0 (summary), 1; gamma counts env steps, the summary takes the return of the step
+    # after it -> returns 0.81, 0.9, 1, 1 (a summary is not a step of the horizon); b: all 0
+    assert returns.tolist() == pytest.approx([0.81, 0.9, 1.0, 1.0, 0.0, 0.0, 0.0])
     # DCPO's worked example (credit.md section 23): statistics once per episode, not per segment or turn:
     # outcomes 1, 0 -> mean 0.5, sample std 0.7071 -> +-0.7071 on every turn, the summary turns included
     grpo = compute("grpo", inp).turn_advantage

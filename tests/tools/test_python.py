@@ -159,3 +159,28 @@ def test_seccomp_blocks_ptrace_with_eperm() -> None:
         "print(libc.ptrace(0, 0, 0, 0), ctypes.get_errno())"
     )
     assert run(code).stdout == "-1 1\n"
+
+
+@needs_bwrap
+def test_warm_workers_outlive_the_thread_that_started_them() -> None:
+    """bwrap's --die-with-parent follows the forking *thread*: workers refilled from an env step's pool thread
+    died with it, and the next call got a ready-looking dead worker (exit code -9)."""
+    import threading
+    import time
+
+    box = Sandbox(pool_size=2)
+    try:
+
+        def call_then_linger() -> None:  # like an env step on a pool thread that lives a little longer
+            box.run("print(1)")  # its run() refills the pool
+            time.sleep(1.5)  # the refilled workers start and report ready while this thread lives
+
+        first = threading.Thread(target=call_then_linger)
+        first.start()
+        first.join()  # before the fix, the workers it started were killed here
+        time.sleep(0.5)
+        for _ in range(3):
+            result = box.run("print(2)")
+            assert (result.exit_code, result.stdout) == (0, "2\n")
+    finally:
+        box.close()

@@ -34,7 +34,12 @@ def test_overrides_apply_after_file_and_preset(tmp_path: Path) -> None:
     cfg_file.write_text("preset: gigpo\nseed: 1\ncredit: {params: {gamma: 0.9}}\n")
     cfg = load_config(cfg_file, ["seed=3", "credit.params.step_weight=0.5"])
     assert cfg.seed == 3 and cfg.credit.name == "gigpo"
-    assert cfg.credit.params == {"gamma": 0.9, "step_weight": 0.5, "mode": "mean_norm"}
+    assert cfg.credit.params == {
+        "gamma": 0.9,
+        "step_weight": 0.5,
+        "mode": "mean_norm",
+        "penalty_placement": "advantage",
+    }
 
 
 @pytest.mark.parametrize(

@@ -35,6 +35,7 @@ import threading
 import time
 import warnings
 from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import IO
@@ -140,6 +141,8 @@ class Sandbox:
         self._lock = threading.Lock()
         self._idle: list[_Worker] = []
         self._checked = False
+        self._spawner: ThreadPoolExecutor | None = None
+        self._spawner_pid = -1
         atexit.register(self.close)
 
     def run(
@@ -202,7 +205,7 @@ class Sandbox:
         cmd = bwrap_command(self.config, bwrap, python, extra_bind, BOOTSTRAP, fd, info_write)
         try:
             fds = (info_write,) if fd is None else (info_write, fd)
-            return _Worker(_popen(cmd, pass_fds=fds, drop_root=True), info_read)
+            return _Worker(self._spawner_thread().submit(_popen, cmd, fds, True).result(), info_read)
         except OSError as exc:
             os.close(info_read)
             raise SandboxUnavailable(f"cannot start {bwrap}: {exc}; {INSTALL_HINT}") from exc
@@ -210,6 +213,16 @@ class Sandbox:
             for opened in (info_write, fd):
                 if opened is not None:
                     os.close(opened)
+
+    def _spawner_thread(self) -> ThreadPoolExecutor:
+        """The one long-lived thread that starts this process's workers. bwrap's ``--die-with-parent`` ties a
+        worker's life to the *thread* that forked it, so a warm worker started from a short-lived thread (an env
+        step's pool thread) was killed when that thread ended and handed the next call an ``exit code -9``."""
+        with self._lock:
+            if self._spawner is None or self._spawner_pid != os.getpid():
+                self._spawner = ThreadPoolExecutor(1, thread_name_prefix="clew-sandbox-spawn")
+                self._spawner_pid = os.getpid()
+            return self._spawner
 
 
 def _check_limits(timeout_s: float, memory_mb: int) -> None:
