@@ -1,6 +1,7 @@
 """Throughput: clew (hf engine), clew (vllm engine) and TRL's GRPOTrainer side by side, on two models.
 
 Usage: python benchmarks/throughput.py [--quick] [--steps N] [--reps R] [--models tiny,llama-75m,smollm2]
+       [--lora] [--engines clew-hf,clew-vllm,trl] [--no-gen] [--src PATH]
 
 Models, both random-init Llama-shaped with the tiny byte-level BPE tokenizer (vocab 512), tied embeddings:
 - ``tiny``: hidden 128, 4 layers, 4 heads (clew's default ``TinyModelConfig``, ~1 M parameters);
@@ -27,6 +28,12 @@ number of cores other processes used while a child ran (the max over its repetit
 machine even ~1 core of other load slows a 2-thread child several-fold, HF ``generate`` most. Without TRL (the
 ``[bench]`` extra) or vLLM (the ``[vllm]`` extra) their rows are skipped with a note.
 ``--quick``: the tiny model only, 3 steps, 1 repetition, no ``compile=True`` row.
+
+Profile (issue 27): for each clew run, the median seconds per step of each learner stage
+(``time/learner/<stage>`` in metrics.jsonl: pack, old_logprobs, forward_backward, guard, optimizer, sync,
+probe) and the share of computed tokens that were padding. ``--lora``: LoRA r 16 on every linear layer for
+clew and for TRL (its ``peft_config``). ``--src PATH``: the clew children import clew from ``PATH/src`` (a
+checkout of an earlier commit: the "before" of a change, measured in the same session).
 """
 
 from __future__ import annotations
@@ -118,7 +125,11 @@ def _regroup_kv_heads(path: Path, kv_heads: int) -> Path:
 
 
 # --- RL step children ----------------------------------------------------------------------------------
-def run_clew(model_dir: Path, steps: int, engine: str) -> dict[str, float]:
+LORA = {"r": 16, "alpha": 32}  # every linear layer but the head (peft: "all-linear")
+STAGES = ("pack", "old_logprobs", "forward_backward", "guard", "optimizer", "sync", "probe")
+
+
+def run_clew(model_dir: Path, steps: int, engine: str, lora: bool) -> dict[str, float]:
     from clew.store.trajectories import read_trajectories
     from clew.trainer.config import load_config
     from clew.trainer.loop import Trainer
@@ -132,6 +143,8 @@ def run_clew(model_dir: Path, steps: int, engine: str) -> dict[str, float]:
     ]  # fmt: skip
     if engine == "vllm":
         overrides.append("rollout.engine_params={kv_cache_gib: 1}")
+    if lora:
+        overrides.append(f"policy.lora={{r: {LORA['r']}, alpha: {LORA['alpha']}, target_modules: all-linear}}")
     with tempfile.TemporaryDirectory() as tmp:
         run = Path(tmp) / "run"
         Trainer(load_config(None, overrides), run).fit()
@@ -140,14 +153,19 @@ def run_clew(model_dir: Path, steps: int, engine: str) -> dict[str, float]:
         measured = {r["iteration"] for r in iters}
         files = sorted((run / "trajectories").glob("iter_*.parquet"))
         rows = [row for f in files for row in read_trajectories(f) if row["iteration"] in measured]
+    profile = {f"stage/{s}": statistics.median(r.get(f"time/learner/{s}", 0.0) for r in iters) for s in STAGES}
+    profile["stage/rollout"] = statistics.median(r["time/rollout_s"] for r in iters)
+    if "train/padding_share" in iters[0]:
+        profile["padding_share"] = statistics.fmean(r["train/padding_share"] for r in iters)
     return {
         "step_s": statistics.median(r["time/iteration_s"] for r in iters),
         "rollout_share": sum(r["time/rollout_s"] for r in iters) / sum(r["time/iteration_s"] for r in iters),
         "mean_completion_tokens": statistics.fmean(len(row["action_ids"]) for row in rows),
+        **profile,
     }
 
 
-def run_trl(model_dir: Path, steps: int) -> dict[str, float]:
+def run_trl(model_dir: Path, steps: int, lora: bool) -> dict[str, float]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -179,9 +197,14 @@ def run_trl(model_dir: Path, steps: int) -> dict[str, float]:
         gradient_checkpointing=False, max_steps=steps, logging_steps=1, report_to="none", save_strategy="no",
         use_cpu=True, seed=0, dataloader_num_workers=0,
     )  # fmt: skip
+    peft = None
+    if lora:
+        from peft import LoraConfig
+
+        peft = LoraConfig(r=LORA["r"], lora_alpha=LORA["alpha"], target_modules="all-linear", task_type="CAUSAL_LM")
     trainer = GRPOTrainer(
         model=model, reward_funcs=reward_fn, args=config, train_dataset=data, processing_class=tokenizer,
-        callbacks=[Clock()],
+        callbacks=[Clock()], peft_config=peft,
     )  # fmt: skip
     trainer.train()
     return {"step_s": statistics.median(times[1:]), "mean_completion_tokens": statistics.fmean(lengths or [NEW_TOKENS])}
@@ -256,27 +279,28 @@ def run_gen(kind: str, model_dir: Path) -> dict[str, float]:
     return {"tokens_per_s": statistics.median(rates), "tokens_per_completion": statistics.fmean(tokens)}
 
 
-def child(kind: str, model_dir: Path, steps: int) -> None:
+def child(kind: str, model_dir: Path, steps: int, lora: bool) -> None:
     import torch
 
     torch.set_num_threads(2)
     if kind.startswith("gen-"):
         result = run_gen(kind, model_dir)
     elif kind == "trl":
-        result = run_trl(model_dir, steps)
+        result = run_trl(model_dir, steps, lora)
     else:
-        result = run_clew(model_dir, steps, kind.removeprefix("clew-"))
+        result = run_clew(model_dir, steps, kind.removeprefix("clew-"), lora)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
 
 # --- parent ---------------------------------------------------------------------------------------------
-def measure(kind: str, model_dir: Path, steps: int) -> dict[str, float] | None:
+def measure(kind: str, model_dir: Path, steps: int, opts: argparse.Namespace) -> dict[str, float] | None:
     """Run one child after waiting for a quiet machine; ``None`` (and its stderr) when it fails."""
     wait_for_quiet()
     cmd = [sys.executable, __file__, "--child", kind, "--model", str(model_dir), "--steps", str(steps)]
+    cmd += ["--lora"] if opts.lora else []
     before = cpu_seconds()
-    out = subprocess.run(cmd, capture_output=True, text=True, env=_env())
+    out = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts.src if kind.startswith("clew") else None))
     after = cpu_seconds()
     lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
     if out.returncode != 0 or not lines:
@@ -302,9 +326,10 @@ def cpu_seconds() -> tuple[float, float, float]:
     return (sum(ticks) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK"), own, time.monotonic()
 
 
-def _env() -> dict[str, str]:
+def _env(src: str | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])
+    first = [str(Path(src) / "src")] if src else []
+    env["PYTHONPATH"] = os.pathsep.join([*first, str(Path(__file__).parent), env.get("PYTHONPATH", "")])
     env["TOKENIZERS_PARALLELISM"] = "false"
     return env
 
@@ -348,6 +373,25 @@ def gen_table(results: dict[str, dict[str, float] | None]) -> None:
         )
 
 
+def profile_table(results: dict[str, list[dict[str, float]]]) -> None:
+    """Median seconds per step of each learner stage (and the rollout) for every clew run, with its share of
+    the step; then the share of computed tokens that were padding."""
+    clew = {k: runs for k, runs in results.items() if k.startswith("clew") and runs}
+    if not clew:
+        return
+    print("\n| stage | " + " | ".join(RL_ENGINES[k] for k in clew) + " |")
+    print("|---|" + "---|" * len(clew))
+    for stage in ("rollout", *STAGES):
+        cells = []
+        for runs in clew.values():
+            seconds = statistics.median(r.get(f"stage/{stage}", 0.0) for r in runs)
+            step = statistics.median(r["step_s"] for r in runs)
+            cells.append(f"{seconds:.3f} s ({seconds / step:.0%})")
+        print(f"| {stage} | " + " | ".join(cells) + " |")
+    pads = [f"{statistics.fmean(r.get('padding_share', float('nan')) for r in runs):.0%}" for runs in clew.values()]
+    print("| padding share of computed tokens | " + " | ".join(pads) + " |")
+
+
 def ratios(name: str, rates: dict[str, float]) -> None:
     if "trl" not in rates:
         return
@@ -356,18 +400,23 @@ def ratios(name: str, rates: dict[str, float]) -> None:
             print(f"- {name}: {RL_ENGINES[kind]} / TRL completions per second: {rates[kind] / rates['trl']:.2f}x")
 
 
-def bench_model(name: str, model_dir: Path, steps: int, reps: int, rl: list[str], gen: list[str]) -> list[float]:
+def bench_model(
+    name: str, model_dir: Path, steps: int, reps: int, rl: list[str], gen: list[str], opts: argparse.Namespace
+) -> list[float]:
     """Both tables for one model; returns the other-process loads seen after each child."""
     runs: dict[str, list[dict[str, float]]] = {k: [] for k in rl}
     for _ in range(reps):
         for kind in rl:
-            if result := measure(kind, model_dir, steps):
+            if result := measure(kind, model_dir, steps, opts):
                 runs[kind].append(result)
-    gens = {kind: measure(kind, model_dir, steps) for kind in gen}
+    gens = {kind: measure(kind, model_dir, steps, opts) for kind in gen}
     print(f"\n### {name} ({MODELS[name]})\n")
     print(f"RL step: {PER_STEP} completions ({PROMPTS_PER_STEP} prompts x G {GROUP}), {NEW_TOKENS} new tokens\n")
     rates = rl_table(runs)
     ratios(name, rates)
+    profile_table(runs)
+    if not gens:
+        return [r["other_load_cores"] for rs in runs.values() for r in rs]
     print(f"\nGeneration only: {GEN_PROMPTS} prompts x {NEW_TOKENS} new tokens, T = 1, median of {GEN_CALLS} calls\n")
     gen_table(gens)
     done = [r for rs in runs.values() for r in rs] + [r for r in gens.values() if r]
@@ -398,19 +447,27 @@ def main() -> None:
     parser.add_argument("--child")
     parser.add_argument("--model")
     parser.add_argument("--models", default="tiny,llama-75m", help=f"comma-separated: {','.join(MODELS)}")
+    parser.add_argument("--lora", action="store_true", help="LoRA r 16 on every linear layer (clew and TRL)")
+    parser.add_argument("--engines", help=f"RL rows to run, comma-separated: {','.join(RL_ENGINES)}")
+    parser.add_argument("--no-gen", action="store_true", help="skip the generation-only table")
+    parser.add_argument("--src", help="clew children import clew from SRC/src (an earlier checkout)")
     args = parser.parse_args()
     if args.child:
-        child(args.child, Path(args.model), args.steps)
+        child(args.child, Path(args.model), args.steps, args.lora)
         return
     steps, reps = (3, 1) if args.quick else (args.steps, args.reps)
     rl, gen, notes = engine_lists(args.quick)
+    rl = [k for k in rl if not args.engines or k in args.engines.split(",")]
+    gen = [] if args.no_gen else gen
     print(f"machine: {describe()}; steps per run {steps} (first excluded), repetitions {reps}")
+    tuning = "LoRA r 16, all linear layers" if args.lora else "full fine-tuning"
+    print(f"clew from {args.src or 'this checkout'}; {tuning}")
     for note in notes:
         print(f"- {note}")
     loads: list[float] = []
     with tempfile.TemporaryDirectory() as tmp:
         for name in ["tiny"] if args.quick else args.models.split(","):
-            loads += bench_model(name, build_model(name, Path(tmp) / name), steps, reps, rl, gen)
+            loads += bench_model(name, build_model(name, Path(tmp) / name), steps, reps, rl, gen, args)
     if loads:
         print(f"\nother processes' load right after each child: max {max(loads):.2f} cores")
 

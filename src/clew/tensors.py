@@ -88,6 +88,24 @@ class PackedBatch:
     episode_ids: torch.Tensor  # (B,)
     behavior_logprobs: torch.Tensor  # (B, T), the rollout engine's; equals old_logprobs unless recomputed
 
+    @property
+    def lengths(self) -> list[int]:
+        """Real tokens of each row."""
+        return [int(n) for n in self.rows.attention_mask.sum(1).tolist()]
+
+    def select(self, indices: Sequence[int]) -> PackedBatch:
+        """Rows ``indices`` (in that order), trimmed to their longest: a microbatch without re-packing."""
+        index = torch.tensor(list(indices), dtype=torch.long)
+        width = int(self.rows.attention_mask[index].sum(1).max()) if len(index) else 0
+
+        def take(t: torch.Tensor) -> torch.Tensor:
+            return t[index][:, :width]
+
+        rows = PackedRows(take(self.rows.input_ids), take(self.rows.attention_mask), take(self.rows.action_mask))
+        return PackedBatch(
+            rows, take(self.advantages), take(self.old_logprobs), self.episode_ids[index], take(self.behavior_logprobs)
+        )
+
 
 def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     """Pack rows; advantages and old log-probs land exactly on the action-mask positions."""

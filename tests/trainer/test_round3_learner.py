@@ -32,9 +32,9 @@ class _Recording(Learner):
         super().__init__(policy, train, objective)
         self.per_episode: dict[int, float] = defaultdict(float)
 
-    def _step(self, rows, weights, guard=None):  # type: ignore[no-untyped-def,override]
-        for row, w in zip(rows, weights):
-            self.per_episode[row.episode] += float(w.sum())
+    def _step(self, packed, micro, weights, guard, clock, proximal_from_forward=False):  # type: ignore[no-untyped-def,override]
+        for i in (i for rows in micro for i in rows):
+            self.per_episode[int(packed.episode_ids[i])] += float(weights[i].sum())
         return {}
 
 

@@ -19,23 +19,16 @@ from transformers.utils import logging as hf_logging
 from clew.policy.base import Completion, EngineError, SamplingParams
 from clew.policy.chat import ChatFormat
 from clew.policy.models import resolve_model
+from clew.policy.scoring import action_logprobs, full_logprobs
 from clew.tensors import left_pad, pack_rows, positions
 
 
 def token_logprobs(
     model: Any, input_ids: torch.Tensor, attention_mask: torch.Tensor, temperature: float = 1.0
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Log-prob and entropy of every token given its prefix, (B, T); position 0 gets 0.
-
-    Differentiable; the learner uses it for the policy, the reference model and SFT.
-    """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, position_ids=positions(attention_mask))
-    logits = logits.logits[:, :-1].float() / (temperature if temperature > 0 else 1.0)  # (B, T-1, V)
-    logp_all = torch.log_softmax(logits, dim=-1)
-    picked = logp_all.gather(-1, input_ids[:, 1:, None]).squeeze(-1)
-    entropy = -(logp_all.exp() * logp_all).sum(-1)
-    pad = torch.zeros_like(picked[:, :1])
-    return torch.cat([pad, picked], dim=1), torch.cat([pad, entropy], dim=1)
+    """Log-prob and entropy of every token given its prefix, (B, T); position 0 gets 0 (the full logits;
+    the learner scores action positions only, ``clew.policy.scoring.action_logprobs``)."""
+    return full_logprobs(model, input_ids, attention_mask, temperature)
 
 
 class HFPolicy:
@@ -71,7 +64,7 @@ class HFPolicy:
     ) -> list[list[float]]:
         """Score ``(prompt_ids, action_ids)`` rows: the log-prob of each action token."""
         packed = pack_rows(rows, self.pad_id)
-        logp, _ = token_logprobs(self.model, packed.input_ids, packed.attention_mask, temperature)
+        logp, _ = action_logprobs(self.model, packed.input_ids, packed.attention_mask, packed.action_mask, temperature)
         out = []
         for i in range(len(rows)):
             sel = packed.action_mask[i].bool()

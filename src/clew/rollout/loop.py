@@ -114,15 +114,24 @@ class RolloutConfig(BaseModel):
     engine_tolerance: float = Field(
         1e-3, gt=0, description="max |engine - learner| log-prob on the parity probe after each sync"
     )
+    parity_probe_every: int | None = Field(
+        None,
+        ge=1,
+        description="run the parity probe after every N-th weight sync (the first sync always). None: every sync for "
+        "an engine that receives weights (vllm, any engine on a cluster); only the first for the in-process hf "
+        "engine, which samples from the learner's own tensors (nothing is copied, so nothing can arrive stale)",
+    )
     engine_params: dict[str, Any] = Field(
         default_factory=dict, description="engine constructor options, e.g. {kv_cache_gib: 2} for vllm"
     )
     max_staleness: int = Field(
         0,
         ge=0,
-        description="updates the weights that sampled a batch may lag the learner's (0: synchronous). With >= 1 on "
-        "a cluster, the next iteration's rollout runs while the learner ranks update, one update behind (clew "
-        "overlaps one rollout at most, so 2 or more act as 1); TIS (objective.tis_cap) corrects the mismatch",
+        description="updates the weights that sampled a batch may lag the learner's (0: synchronous). With >= 1 the "
+        "next iteration's rollout runs while the learner updates, one update behind (on a cluster the learner "
+        "ranks update; in one process the update runs in a thread and the hf engine samples from its own copy of "
+        "the weights). clew overlaps one rollout at most, so 2 or more act as 1; TIS (objective.tis_cap) corrects "
+        "the mismatch",
     )
 
 

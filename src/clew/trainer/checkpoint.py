@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import shutil
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -13,6 +15,9 @@ import numpy as np
 import torch
 
 from clew.store.run import CHECKPOINTS, atomic_dir, checkpoints, publish_dir
+from clew.tensors import TokenRow
+
+PROBE_FILE = "guard_probe.json"
 
 
 @dataclass(frozen=True)
@@ -24,8 +29,12 @@ class TrainerState:
     env_steps: int
 
 
-def save_checkpoint(run_dir: Path, state: TrainerState, model: Any, tokenizer: Any, optimizer: Any, keep: int) -> Path:
-    """Write ``checkpoints/iter_XXXXXX`` in a temp folder and rename it into place; prune old ones."""
+def save_checkpoint(
+    run_dir: Path, state: TrainerState, model: Any, tokenizer: Any, optimizer: Any, keep: int,
+    probe: Sequence[TokenRow] | None = None,
+) -> Path:  # fmt: skip
+    """Write ``checkpoints/iter_XXXXXX`` in a temp folder and rename it into place; prune old ones. ``probe``: the
+    step guard's probe rows, held back once per run, so that a resumed run probes (and trains on) the same rows."""
     final = Path(run_dir) / CHECKPOINTS / f"iter_{state.iteration:06d}"
     tmp = atomic_dir(final)
     model.save_pretrained(tmp / "policy")
@@ -35,6 +44,8 @@ def save_checkpoint(run_dir: Path, state: TrainerState, model: Any, tokenizer: A
         {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}, tmp / "rng.pt"
     )
     (tmp / "state.json").write_text(json.dumps(state.__dict__))
+    if probe:
+        (tmp / PROBE_FILE).write_text(json.dumps([dataclasses.asdict(row) for row in probe]))
     publish_dir(tmp, final)
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old)
@@ -49,3 +60,12 @@ def load_state(ckpt: Path, optimizer: Any) -> TrainerState:
     np.random.set_state(rng["numpy"])
     torch.set_rng_state(rng["torch"])
     return TrainerState(**json.loads((ckpt / "state.json").read_text()))
+
+
+def load_probe(ckpt: Path) -> list[TokenRow] | None:
+    """The step guard's probe rows saved with ``ckpt`` (None: the run had no guard, or it predates this file)."""
+    path = ckpt / PROBE_FILE
+    if not path.exists():
+        return None
+    rows = json.loads(path.read_text())
+    return [TokenRow(**{**r, "spans": [(list(ids), bool(act)) for ids, act in r["spans"]]}) for r in rows]

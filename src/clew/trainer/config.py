@@ -178,6 +178,9 @@ class TrainConfig(_Frozen):
     minibatch_rows: int = Field(256, ge=1, description="rows per optimizer step")
     microbatch_rows: int = Field(64, ge=1, description="rows per forward/backward (gradient accumulation)")
     merge_prefix: bool = Field(False, description="merge an episode's prefix-extending turns into one row")
+    bucket_by_length: bool = Field(
+        True, description="microbatch a minibatch's rows in length order (less padding; the same update)"
+    )
     guard_max_kl: float | None = Field(
         0.05,
         gt=0,
@@ -338,11 +341,6 @@ class RunConfig(_Frozen):
     def _staleness_served(self) -> None:
         if self.rollout.max_staleness == 0:
             return
-        if self.cluster is None:
-            raise ValueError(
-                f"rollout.max_staleness={self.rollout.max_staleness} overlaps rollouts with learner updates, which "
-                "needs learner ranks of their own: set cluster (e.g. cluster={learners: 1}) or rollout.max_staleness=0"
-            )
         if self.objective.tis_cap is None:
             raise ValueError(
                 f"rollout.max_staleness={self.rollout.max_staleness} samples with weights one update old; set "

@@ -23,8 +23,8 @@ from typing import Any
 
 import torch
 
-from clew.policy.hf import token_logprobs
 from clew.policy.lora import trainable
+from clew.policy.scoring import action_logprobs, eval_mode
 from clew.tensors import TokenRow, pack_batch
 
 
@@ -45,29 +45,44 @@ def probe_kl(before: torch.Tensor, after: torch.Tensor, mask: torch.Tensor) -> f
 
 
 class StepGuard:
-    """Scores the probe rows, snapshots before each step, and rolls a step back when the probe moved too far."""
+    """Scores a fixed set of probe rows, snapshots before each step, and rolls a step back when the probe moved
+    too far.
+
+    The learner keeps one guard for the whole run: its probe rows are held back from the first update only,
+    and the probe's scores after an accepted step are the next step's "before", so each step costs one
+    forward pass over the probe (action positions only) and a copy of the trained parameters and their
+    AdamW state into buffers allocated once (a few MB with LoRA)."""
 
     def __init__(self, model: Any, probe: Sequence[TokenRow], pad_id: int, max_kl: float, temperature: float) -> None:
         self.model, self.max_kl, self.temperature = model, max_kl, temperature
-        self.batch = pack_batch(list(probe), pad_id)
+        self.rows = list(probe)
+        self.batch = pack_batch(self.rows, pad_id)
         self.reference = self._score()
-        self._saved: tuple[list[torch.Tensor], dict[str, Any]] | None = None
+        self._params: list[torch.Tensor] | None = None
+        self._state: dict[int, dict[str, Any]] = {}
 
     @torch.no_grad()
     def _score(self) -> torch.Tensor:
         rows = self.batch.rows
-        modes = [m.training for m in self.model.modules()]  # per module: the loss forward keeps dropout off
-        self.model.eval()
-        logp, _ = token_logprobs(self.model, rows.input_ids, rows.attention_mask, self.temperature)
-        for module, mode in zip(self.model.modules(), modes):
-            module.training = mode
+        with eval_mode(self.model):  # per module: the loss forward keeps dropout off
+            logp, _ = action_logprobs(
+                self.model, rows.input_ids, rows.attention_mask, rows.action_mask, self.temperature
+            )
         return logp
 
+    @torch.no_grad()
     def snapshot(self, optimizer: torch.optim.Optimizer) -> None:
-        """Copy the trained parameters and the optimizer state (call right before ``optimizer.step()``)."""
-        params = [p.detach().clone() for p in trainable(self.model)]
-        self._saved = (params, copy.deepcopy(optimizer.state_dict()))
+        """Copy the trained parameters and their optimizer state (call right before ``optimizer.step()``)."""
+        params = trainable(self.model)
+        if self._params is None:
+            self._params = [p.detach().clone() for p in params]
+        else:
+            for saved, p in zip(self._params, params):
+                saved.copy_(p)
+        for i, p in enumerate(params):
+            self._state[i] = _copy_state(optimizer.state.get(p, {}), self._state.get(i, {}))
 
+    @torch.no_grad()
     def check(self, optimizer: torch.optim.Optimizer) -> tuple[bool, float]:
         """(accepted, probe KL) for the step just taken; a rejected step is undone in place."""
         after = self._score()
@@ -75,10 +90,24 @@ class StepGuard:
         if kl <= self.max_kl:
             self.reference = after
             return True, kl
-        assert self._saved is not None, "snapshot() must precede check()"
-        params, state = self._saved
-        with torch.no_grad():
-            for p, saved in zip(trainable(self.model), params):
-                p.copy_(saved)
-        optimizer.load_state_dict(state)
+        assert self._params is not None, "snapshot() must precede check()"
+        for i, (p, saved) in enumerate(zip(trainable(self.model), self._params)):
+            p.copy_(saved)
+            if self._state[i]:
+                _copy_state(self._state[i], optimizer.state[p])
+            else:
+                optimizer.state.pop(p, None)  # the step was the parameter's first: AdamW starts it afresh
         return False, kl
+
+
+def _copy_state(source: dict[str, Any], into: dict[str, Any]) -> dict[str, Any]:
+    """``source``'s entries copied into ``into``'s tensors of the same shape (new ones otherwise); returns ``into``."""
+    for key, value in source.items():
+        held = into.get(key)
+        if isinstance(value, torch.Tensor) and isinstance(held, torch.Tensor) and held.shape == value.shape:
+            held.copy_(value)
+        else:
+            into[key] = value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
+    for key in set(into) - set(source):
+        del into[key]
+    return into

@@ -19,12 +19,14 @@ from typing import Any, Protocol
 import torch
 
 from clew import objectives
-from clew.policy.hf import HFPolicy, token_logprobs
+from clew.policy.hf import HFPolicy
 from clew.policy.lora import disabled_adapters, is_lora, trainable
+from clew.policy.scoring import action_logprobs
 from clew.rollout import derive_seed
 from clew.tensors import PackedBatch, TokenRow, loss_units, pack_batch, pack_spans
 from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
 from clew.trainer.guard import StepGuard, hold_back
+from clew.trainer.timing import Stopwatch
 
 
 class Ranks(Protocol):
@@ -96,6 +98,7 @@ class Learner:
         params = trainable(self.model)
         self.optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
         self.steps = 0
+        self.guard: StepGuard | None = None  # built at the first update (train.guard_max_kl)
         self.reference = None
         if train.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -110,49 +113,90 @@ class Learner:
 
     # --- RL update --------------------------------------------------------------------------------
     def update(self, rows: Sequence[TokenRow], seed: int) -> dict[str, float]:
-        """``ppo_epochs`` passes over ``rows`` in seeded minibatches; returns mean metrics."""
+        """``ppo_epochs`` passes over ``rows`` in seeded minibatches; returns mean metrics and the seconds of each
+        stage (``time/learner/<stage>``).
+
+        The batch is packed once; each microbatch is a slice of it. With TIS and a single optimizer step per
+        update the proximal policy is the one the loss forward runs on, so its detached log-probs serve as the
+        old ones (as TRL does with one iteration) instead of a second forward over every row."""
+        clock = Stopwatch()
         sums: dict[str, float] = defaultdict(float)
         counts: dict[str, int] = defaultdict(int)
-        if self.objective.tis_cap is not None:
-            rows = self.recompute_old_logprobs(rows)
-        rows, guard = self._guard(rows, seed)
-        weights = self._weights(rows)
-        first_step = self.steps
+        with clock("guard"):
+            rows, guard = self._guard(rows, seed)
+        with clock("pack"):
+            packed = pack_batch(rows, self.policy.pad_id)
+            weights = self._weights(rows, packed)
+        cfg = self.train_cfg
+        single_step = cfg.ppo_epochs * math.ceil(len(rows) / cfg.minibatch_rows) == 1
+        proximal_from_forward = self.objective.tis_cap is not None and single_step
+        if self.objective.tis_cap is not None and not single_step:
+            with clock("old_logprobs"):
+                packed = self._with_proximal(packed)
+        first_step, lengths = self.steps, packed.lengths
         with training_mode(self.model):
-            for epoch in range(self.train_cfg.ppo_epochs):
+            for epoch in range(cfg.ppo_epochs):
                 order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
-                for minibatch in chunks(order, self.train_cfg.minibatch_rows):
-                    for key, value in self._step([rows[i] for i in minibatch], weights[minibatch], guard).items():
+                for minibatch in chunks(order, cfg.minibatch_rows):
+                    micro = self._microbatches(minibatch, lengths)
+                    for key, value in self._step(packed, micro, weights, guard, clock, proximal_from_forward).items():
                         sums[key] += value
                         counts[key] += 1
-        means = {k: sums[k] / counts[k] for k in sums}
+        means = {k: sums[k] / counts[k] for k in sums if not k.startswith("tokens/")}
         if "train/rejected_steps" in sums:
             means["train/rejected_steps"] = sums["train/rejected_steps"]  # a count, not a mean
-        return {**means, "train/optimizer_steps": float(self.steps - first_step)}
+        computed = sums.get("tokens/computed", 0.0)
+        means["train/padding_share"] = 1 - sums.get("tokens/real", 0.0) / computed if computed else 0.0
+        return {**means, **clock.metrics(), "train/optimizer_steps": float(self.steps - first_step)}
+
+    def _microbatches(self, minibatch: list[int], lengths: list[int]) -> list[list[int]]:
+        """The minibatch's rows in microbatches; ``train.bucket_by_length`` groups rows of similar length (less
+        padding; the update is the same up to float summation order, every mode being linear in the rows)."""
+        if self.train_cfg.bucket_by_length:
+            minibatch = sorted(minibatch, key=lambda i: lengths[i])
+        return list(chunks(minibatch, self.train_cfg.microbatch_rows))
 
     def _guard(self, rows: Sequence[TokenRow], seed: int) -> tuple[list[TokenRow], StepGuard | None]:
-        """Hold back the probe rows of the step guard (``train.guard_max_kl``; None turns it off)."""
+        """The step guard (``train.guard_max_kl``; None turns it off): its probe rows are held back from the first
+        update and kept for the run."""
         cfg = self.train_cfg
-        if cfg.guard_max_kl is None:
-            return list(rows), None
+        if cfg.guard_max_kl is None or self.guard is not None:
+            return list(rows), self.guard
         train_rows, probe = hold_back(rows, cfg.guard_probe_rows, derive_seed(seed, "probe"))
         if not probe:
             return train_rows, None
-        return train_rows, StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
+        self.guard = StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
+        return train_rows, self.guard
 
-    @torch.no_grad()
+    def restore_guard(self, probe: Sequence[TokenRow]) -> None:
+        """Rebuild the step guard on the probe rows a checkpoint saved (resume probes the rows the run held back)."""
+        cfg = self.train_cfg
+        if cfg.guard_max_kl is not None:
+            self.guard = StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
+
     def recompute_old_logprobs(self, rows: Sequence[TokenRow]) -> list[TokenRow]:
         """Score rows with the trainer's current weights (the proximal policy for TIS)."""
-        out: list[TokenRow] = []
-        for micro in chunks(range(len(rows)), self.train_cfg.microbatch_rows):
-            part = [rows[i] for i in micro]
-            batch = pack_batch(part, self.policy.pad_id)
+        packed = self._with_proximal(pack_batch(rows, self.policy.pad_id))
+        old = packed.old_logprobs
+        mask = packed.rows.action_mask.bool()
+        return [
+            replace(row, old_logprobs=old[i][mask[i]].tolist(), behavior_logprobs=row.old_logprobs)
+            for i, row in enumerate(rows)
+        ]
+
+    @torch.no_grad()
+    def _with_proximal(self, packed: PackedBatch) -> PackedBatch:
+        """``packed`` with the current weights' log-probs as old log-probs; the previous old ones become the
+        behaviour log-probs (the engine's)."""
+        old = torch.zeros_like(packed.old_logprobs)
+        for micro in self._microbatches(list(range(len(packed.episode_ids))), packed.lengths):
+            part = packed.select(micro)
             with compute_dtype(self.model, self.train_cfg.dtype):
-                logp, _ = token_logprobs(self.model, batch.rows.input_ids, batch.rows.attention_mask, self.temperature)
-            for i, row in enumerate(part):
-                old = logp[i][batch.rows.action_mask[i].bool()].tolist()
-                out.append(replace(row, old_logprobs=old, behavior_logprobs=row.old_logprobs))
-        return out
+                logp, _ = action_logprobs(
+                    self.model, part.rows.input_ids, part.rows.attention_mask, part.rows.action_mask, self.temperature
+                )
+            old[micro, : logp.shape[1]] = logp.float()
+        return replace(packed, old_logprobs=old * packed.rows.action_mask, behavior_logprobs=packed.old_logprobs)
 
     @torch.no_grad()
     def reference_logprobs(self, turns: Sequence[tuple[list[int], list[int]]]) -> list[float]:
@@ -162,35 +206,43 @@ class Learner:
         for micro in chunks(range(len(turns)), self.train_cfg.microbatch_rows):
             packed = pack_spans([[(turns[i][0], False), (turns[i][1], True)] for i in micro], self.policy.pad_id)
             with compute_dtype(self.model, self.train_cfg.dtype):
-                logp = self._reference_logprobs(packed.input_ids, packed.attention_mask)
+                logp = self._reference_logprobs(packed.input_ids, packed.attention_mask, packed.action_mask)
             out += logp[packed.action_mask.bool()].tolist()
         return out
 
-    def _step(self, rows: list[TokenRow], weights: torch.Tensor, guard: StepGuard | None = None) -> dict[str, float]:
-        """One optimizer step on a minibatch with its rows' aggregation ``weights`` (B, T). Under data parallelism
-        every rank holds the whole minibatch and its weights, runs the microbatches ``i`` with
-        ``i % world == rank``, and the ranks sum gradients, loss and metrics before the step: the update of one
-        learner, up to float summation order."""
+    def _step(
+        self, packed: PackedBatch, micro: list[list[int]], weights: torch.Tensor, guard: StepGuard | None,
+        clock: Stopwatch, proximal_from_forward: bool = False,
+    ) -> dict[str, float]:  # fmt: skip
+        """One optimizer step on a minibatch given as microbatches of row indices into ``packed``, with the
+        batch's aggregation ``weights`` (B, T). Under data parallelism every rank holds the whole minibatch and
+        its weights, runs the microbatches ``i`` with ``i % world == rank``, and the ranks sum gradients, loss
+        and metrics before the step: the update of one learner, up to float summation order."""
         metrics: dict[str, float] = defaultdict(float)
         total = 0.0
         rank, world = (self.ranks.rank, self.ranks.world) if self.ranks else (0, 1)
-        for index, micro in enumerate(chunks(range(len(rows)), self.train_cfg.microbatch_rows)):
+        n_rows = sum(len(m) for m in micro)
+        for index, rows in enumerate(micro):
             if index % world != rank:
                 continue
-            batch = pack_batch([rows[i] for i in micro], self.policy.pad_id)
-            w = weights[micro[0] : micro[-1] + 1, : batch.rows.input_ids.shape[1]]
-            loss, micro_metrics = self._loss(batch, w)
-            loss.backward()
+            with clock("pack"):
+                batch = packed.select(rows)
+                w = weights[rows, : batch.rows.input_ids.shape[1]]
+            with clock("forward_backward"):
+                loss, micro_metrics = self._loss(batch, w, proximal_from_forward)
+                loss.backward()
             total += float(loss.detach())
-            share = len(micro) / len(rows)
+            share = len(rows) / n_rows
             for key, value in micro_metrics.items():
                 metrics[key] += float(value) * share
+            metrics["tokens/computed"] += batch.rows.input_ids.numel()
+            metrics["tokens/real"] += float(batch.rows.attention_mask.sum())
         if self.ranks is not None:
             total, metrics = self.ranks.sum(self.model, total, metrics)
-        metrics.update(self._apply_gradients(total, guard))
+        metrics.update(self._apply_gradients(total, guard, clock))
         return dict(metrics)
 
-    def _weights(self, rows: list[TokenRow]) -> torch.Tensor:
+    def _weights(self, rows: list[TokenRow], packed: PackedBatch) -> torch.Tensor:
         """(B, T) aggregation weights over the whole batch, scaled for one minibatch's step.
 
         Units (an episode, a segment) are weighed once over all ``rows``, so an episode whose turn rows land
@@ -198,29 +250,34 @@ class Learner:
         number of minibatches, so each step's weights sum to 1 on average (with one minibatch: exactly the
         minibatch's own weights). ``seq_sum_const`` divides by a constant and needs no rescaling.
         """
-        mask = pack_spans([r.spans for r in rows], self.policy.pad_id).action_mask
         obj = self.objective
         units = loss_units(rows, obj.weighting)
+        mask = packed.rows.action_mask
         weights = objectives.aggregation_weights(mask, obj.aggregation, units=units, const=obj.aggregation_const)
         if obj.aggregation != "seq_sum_const":
             weights = weights * math.ceil(len(rows) / self.train_cfg.minibatch_rows)
         return weights.to(torch.float32)
 
-    def _loss(self, batch: PackedBatch, weights: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _loss(
+        self, batch: PackedBatch, weights: torch.Tensor, proximal_from_forward: bool = False
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows, obj = batch.rows, self.objective
         with compute_dtype(self.model, self.train_cfg.dtype):
-            logp, entropy = token_logprobs(self.model, rows.input_ids, rows.attention_mask, self.temperature)
+            logp, entropy = action_logprobs(
+                self.model, rows.input_ids, rows.attention_mask, rows.action_mask, self.temperature
+            )
             extra: dict[str, Any] = {}
             if obj.kl_coef > 0:
-                extra["ref_logp"] = self._reference_logprobs(rows.input_ids, rows.attention_mask)
+                extra["ref_logp"] = self._reference_logprobs(rows.input_ids, rows.attention_mask, rows.action_mask)
+        old, behavior = batch.old_logprobs, batch.behavior_logprobs
+        if proximal_from_forward:  # one step per update: the policy of this forward is the proximal one
+            old, behavior = logp.detach().float() * rows.action_mask, batch.old_logprobs
         if obj.tis_cap is not None:
-            extra["is_weights"] = objectives.tis_weights(
-                batch.old_logprobs, batch.behavior_logprobs, rows.action_mask, obj.tis_cap
-            )
+            extra["is_weights"] = objectives.tis_weights(old, behavior, rows.action_mask, obj.tis_cap)
         per_token, metrics = objectives.compute(
             obj.name,
             logp,
-            batch.old_logprobs,
+            old,
             batch.advantages,
             rows.action_mask,
             kl_coef=obj.kl_coef,
@@ -234,39 +291,49 @@ class Learner:
         return (weights * per_token).sum(), metrics
 
     @torch.no_grad()
-    def _reference_logprobs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    def _reference_logprobs(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, action_mask: torch.Tensor
+    ) -> torch.Tensor:
         """Log-probs under the KL reference: the separate frozen model, or the LoRA base (adapters off)."""
         if self.reference is not None:
-            return token_logprobs(self.reference, input_ids, attention_mask, self.temperature)[0]
+            return action_logprobs(self.reference, input_ids, attention_mask, action_mask, self.temperature)[0]
         with disabled_adapters(self.model):
-            return token_logprobs(self.model, input_ids, attention_mask, self.temperature)[0]
+            return action_logprobs(self.model, input_ids, attention_mask, action_mask, self.temperature)[0]
 
-    def _apply_gradients(self, loss: float, guard: StepGuard | None = None) -> dict[str, float]:
-        params = [p for p in self.model.parameters() if p.grad is not None]
-        norm = float(torch.nn.utils.clip_grad_norm_(params, self.train_cfg.max_grad_norm)) if params else 0.0
+    def _apply_gradients(
+        self, loss: float, guard: StepGuard | None = None, clock: Stopwatch | None = None
+    ) -> dict[str, float]:
+        clock = clock or Stopwatch()
+        with clock("optimizer"):
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            norm = float(torch.nn.utils.clip_grad_norm_(params, self.train_cfg.max_grad_norm)) if params else 0.0
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
             return {"train/loss": loss, "train/skipped_steps": 1.0, "train/grad_norm": norm}
         out = {"train/loss": loss, "train/skipped_steps": 0.0, "train/grad_norm": norm, "train/lr": self.lr()}
         accepted = True
         if guard is None:
-            self._optimizer_step(self.lr())
+            with clock("optimizer"):
+                self._optimizer_step(self.lr())
         else:
-            accepted, guarded = self._guarded_step(guard)
+            accepted, guarded = self._guarded_step(guard, clock)
             out.update(guarded)
         self.optimizer.zero_grad(set_to_none=True)
         self.steps += int(accepted)
         return out
 
-    def _guarded_step(self, guard: StepGuard) -> tuple[bool, dict[str, float]]:
+    def _guarded_step(self, guard: StepGuard, clock: Stopwatch) -> tuple[bool, dict[str, float]]:
         """Backtracking line search on the learning rate (TRPO, arXiv 1502.05477, Appendix C): halve it
         until the probe KL is within ``guard_max_kl``; after ``guard_backtracks`` halvings the step is
         rejected and parameters and optimizer state stay as they were."""
-        guard.snapshot(self.optimizer)
+        with clock("guard"):
+            guard.snapshot(self.optimizer)
         accepted, kl, attempt = False, 0.0, 0
         for attempt in range(self.train_cfg.guard_backtracks + 1):
-            self._optimizer_step(self.lr() * 0.5**attempt)
-            accepted, kl = guard.check(self.optimizer)
+            with clock("optimizer"):
+                self._optimizer_step(self.lr() * 0.5**attempt)
+            with clock("guard"):
+                accepted, kl = guard.check(self.optimizer)
             if accepted:
                 break
         return accepted, {
@@ -297,7 +364,7 @@ def sft(
         for batch_idx in chunks(order, cfg.batch_rows):
             packed = pack_spans([[(rows[i][0], False), (rows[i][1], True)] for i in batch_idx], policy.pad_id)
             with compute_dtype(policy.model, dtype):
-                logp, _ = token_logprobs(policy.model, packed.input_ids, packed.attention_mask)
+                logp, _ = action_logprobs(policy.model, packed.input_ids, packed.attention_mask, packed.action_mask)
             loss = -(logp * packed.action_mask).sum() / packed.action_mask.sum().clamp(min=1)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, 1.0)

@@ -6,6 +6,7 @@ import dataclasses
 import json
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,7 +30,7 @@ from clew.store.run import atomic_write_text, checkpoints, clean_partials, read_
 from clew.table import TurnTable
 from clew.tensors import TokenRow
 from clew.trainer import weights
-from clew.trainer.checkpoint import TrainerState, load_state, save_checkpoint
+from clew.trainer.checkpoint import TrainerState, load_probe, load_state, save_checkpoint
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.distributed import LearnerGroup
@@ -118,6 +119,9 @@ class Trainer:
         if not found:
             return TrainerState(0, 0, 0), True
         state = load_state(found[-1], self.learner.optimizer)
+        probe = load_probe(found[-1])
+        if probe and isinstance(self.learner, Learner):
+            self.learner.restore_guard(probe)
         self.learner.steps = state.optimizer_steps
         self.recorder.truncate(state.iteration)
         return state, False
@@ -132,7 +136,8 @@ class Trainer:
             engine = open_engine(cfg.rollout, self.policy, self.source)
         workers = cfg.cluster.rollout_workers if cfg.cluster else 1
         prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), self.framing, workers)  # every worker probed
-        self.link = EngineLink(engine, self.policy, prompts, cfg.rollout, shared=not self.cluster)
+        shared = not self.cluster and cfg.rollout.max_staleness == 0  # else the engine has weights of its own
+        self.link = EngineLink(engine, self.policy, prompts, cfg.rollout, shared=shared)
         self.recorder.log("engine", {"engine/name": cfg.rollout.engine, **self.link.sync(-1)})
         self.actor = PolicyActor(engine, self._sampling(cfg.rollout.temperature))
 
@@ -225,16 +230,23 @@ class Trainer:
         return groups
 
     def _update(self, rows: list[TokenRow], it: int) -> tuple[dict[str, float], tuple[list[Group], list[Group]] | None]:
-        """The learner's update. With ``rollout.max_staleness >= 1`` (learner ranks on a cluster) the next
-        iteration's rollout runs meanwhile, sampled by the weights before this update: one update behind."""
+        """The learner's update. With ``rollout.max_staleness >= 1`` the next iteration's rollout runs meanwhile,
+        sampled by the weights before this update (one update behind): the update on the learner ranks of a
+        cluster, or in one process in a thread of its own (the engine then samples from its own weights)."""
         seed = derive_seed(self.cfg.seed, it, "update")
-        overlap = self.cfg.rollout.max_staleness > 0 and it + 1 < self.cfg.iterations
-        if not overlap or not isinstance(self.learner, LearnerGroup):
+        if not (self.cfg.rollout.max_staleness > 0 and it + 1 < self.cfg.iterations):
             return self.learner.update(rows, seed), None
-        pending, start = self.learner.start(rows, seed), time.perf_counter()
-        ahead = self._rollout(it + 1)
-        ahead_s = time.perf_counter() - start
-        return {**self.learner.finish(pending), "time/rollout_ahead_s": ahead_s}, ahead
+        start = time.perf_counter()
+        if isinstance(self.learner, LearnerGroup):
+            pending = self.learner.start(rows, seed)
+            ahead = self._rollout(it + 1)
+            ahead_s = time.perf_counter() - start
+            return {**self.learner.finish(pending), "time/rollout_ahead_s": ahead_s}, ahead
+        with ThreadPoolExecutor(1, thread_name_prefix="clew-learner") as pool:
+            update = pool.submit(self.learner.update, rows, seed)
+            ahead = self._rollout(it + 1)
+            ahead_s = time.perf_counter() - start
+            return {**update.result(), "time/rollout_ahead_s": ahead_s}, ahead
 
     def _task(self, it: int, round_: int, i: int) -> Task:
         seed = derive_seed(self.cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
@@ -274,6 +286,7 @@ class Trainer:
                 self.policy.tokenizer,
                 self.learner.optimizer,
                 self.cfg.keep_checkpoints,
+                self.learner.guard.rows if isinstance(self.learner, Learner) and self.learner.guard else None,
             )
 
     def _evaluate(self, state: TrainerState, episodes: int | None = None) -> EvalResult:

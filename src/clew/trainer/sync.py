@@ -9,6 +9,7 @@ the learner re-scores those tokens; the largest absolute log-prob difference is 
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,7 +17,7 @@ from typing import Any
 
 from clew.envs import make as make_env
 from clew.policy import Engine, EngineError, HFPolicy, SamplingParams, make_engine
-from clew.policy.lora import is_lora, merged_weights
+from clew.policy.lora import is_lora, merge_into_base, merged_weights
 from clew.rollout import Framing, RolloutConfig
 from clew.rollout.context import FullContext, History
 
@@ -29,7 +30,12 @@ def probe_seeds(workers: int = 1) -> list[int]:
 
 
 def open_engine(rollout: RolloutConfig, policy: HFPolicy, source: str | Path) -> Engine:
-    """The configured engine on the learner's model: ``hf`` shares it in-process, others load ``source``."""
+    """The configured engine on the learner's model: ``hf`` shares it in-process (or, sampling while the learner
+    updates, ``rollout.max_staleness >= 1``, runs its own plain copy), others load ``source``."""
+    if rollout.engine == "hf" and rollout.max_staleness:
+        own = copy.deepcopy(policy.model)
+        own = merge_into_base(own) if is_lora(own) else own
+        return make_engine("hf", own.eval(), tokenizer=policy.tokenizer, **rollout.engine_params)
     if rollout.engine == "hf":
         return make_engine("hf", policy.model, tokenizer=policy.tokenizer, **rollout.engine_params)
     return make_engine(rollout.engine, source, **rollout.engine_params)
@@ -53,6 +59,7 @@ class EngineLink:
     prompts: list[list[int]]
     rollout: RolloutConfig
     shared: bool = True  # an in-process hf engine runs on the learner's own model (a remote one never does)
+    syncs: int = 0  # syncs so far: rollout.parity_probe_every counts them (the first is always probed)
 
     def sync(self, iteration: int) -> dict[str, float]:
         """Load the learner's weights (every tensor of its state dict) into the engine, then probe.
@@ -64,7 +71,13 @@ class EngineLink:
         shared = self.shared and self.rollout.engine == "hf"
         self.engine.load_weights(merged_weights(model) if is_lora(model) and not shared else model.state_dict().items())
         sync_s = time.perf_counter() - start
+        every = self.rollout.parity_probe_every or (1 << 62 if shared else 1)
+        self.syncs += 1
+        if (self.syncs - 1) % every:
+            return {"time/sync_s": sync_s, "time/learner/sync": sync_s}
+        start = time.perf_counter()
         gap = self.parity_gap()
+        probe_s = time.perf_counter() - start
         if gap > self.rollout.engine_tolerance:
             raise EngineError(
                 f"parity probe after the weight sync of iteration {iteration}: the {self.rollout.engine} engine's "
@@ -72,7 +85,10 @@ class EngineLink:
                 f"{self.rollout.engine_tolerance:g}; the engine is not sampling from the weights being trained "
                 "(an incomplete sync). The run stopped; its last checkpoint is intact (--resume)"
             )
-        return {"time/sync_s": sync_s, "engine/logprob_max_abs_diff": gap}
+        return {
+            "time/sync_s": sync_s, "time/learner/sync": sync_s, "time/learner/probe": probe_s,
+            "engine/logprob_max_abs_diff": gap,
+        }  # fmt: skip
 
     def parity_gap(self) -> float:
         """max |log-prob(engine) - log-prob(learner)| over the probe batch's sampled tokens."""
