@@ -174,7 +174,7 @@ def run_trl(model_dir: Path, steps: int, lora: bool) -> dict[str, float]:
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     data = Dataset.from_dict({"prompt": [[{"role": "user", "content": prompt_text(i)}] for i in range(64)]})
 
-    def reward_fn(completions: list[Any], **_: Any) -> list[float]:
+    def reward_fn(completions: list[Any], **_: Any) -> list[float | None]:
         return [reward(c[0]["content"] if isinstance(c, list) else c) for c in completions]
 
     times: list[float] = []

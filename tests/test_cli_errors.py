@@ -77,6 +77,10 @@ CASES = [
     ),
     (["train", CONFIG, "rollout.group_size=0", *OUT], "rollout.group_size: Input should be greater than or equal"),
     (["train", CONFIG, "credit.name=nosuch", *OUT], "credit: Value error, unknown credit estimator 'nosuch'"),
+    (
+        ["train", CONFIG, "credit.name=gigpo", "credit.params.state_similarity=2", *OUT],
+        "invalid config: credit: Value error, state_similarity must be a number in (0, 1], got 2",
+    ),
     (["train", CONFIG, "env.id=nosuch-v0", *OUT], "env.id: Value error, unknown env 'nosuch-v0'"),
     (["train", CONFIG, "preset=nosuch", *OUT], "unknown preset 'nosuch'"),
     (["train", CONFIG, "novalue", *OUT], "argument overrides: expected dotted.key=value, got 'novalue'"),

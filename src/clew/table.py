@@ -34,6 +34,7 @@ class TurnTable:
         outcome_explicit: (N,) bool, whether the env reported that outcome itself.
         state_key: (N,) int, dense id of ``Turn.state_key`` (-1 for None).
         observation: (N,) int, dense id of the observation the turn answered.
+        observation_text: (N,) that observation's text (a context edit's marked ``[edit] ...``).
         env_step: (N,) bool, False for a context-edit turn (a summary): no env step followed it.
         agent: (N,) int or None, ``info["agent"]`` when every turn has one.
         token_offsets: (N + 1,) int; token_ids, logprob: (K,); entropy: (K,) or None.
@@ -50,6 +51,7 @@ class TurnTable:
     outcome_explicit: Array
     state_key: Array
     observation: Array
+    observation_text: list[str]
     env_step: Array
     agent: Array | None
     token_offsets: Array
@@ -85,6 +87,7 @@ class TurnTable:
             outcome_explicit=np.array([episodes[r[1]].outcome_explicit for r in rows], dtype=bool),
             state_key=_dense([t.state_key for t in turns]),
             observation=_dense(seen),
+            observation_text=seen,
             env_step=np.array(["context_edit" not in t.info for t in turns], dtype=bool),
             agent=np.array(agents, dtype=np.int64) if turns and None not in agents else None,
             token_offsets=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),

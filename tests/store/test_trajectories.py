@@ -37,7 +37,7 @@ def test_token_advantages_are_what_the_learner_used(tmp_path: Path) -> None:
     assert [r["token_advantages"] for r in stored] == [[0.1, 0.2], [0.3, 0.4, 0.5], [-1.0]]
     assert stored[1]["token_entropies"] == pytest.approx([0.1, 0.2, 0.3])
     assert json.loads(stored[0]["info"]) == {"x": 1}  # entropies live in their own column only
-    assert schema_version(tmp_path / "a.parquet") == SCHEMA_VERSION == 3
+    assert schema_version(tmp_path / "a.parquet") == SCHEMA_VERSION == 4
 
 
 def test_turn_advantage_is_repeated_per_token_without_token_credit(tmp_path: Path) -> None:
@@ -64,6 +64,17 @@ def test_version_1_files_are_upgraded_on_read(tmp_path: Path) -> None:
     stored = read_trajectories(tmp_path / "v1.parquet")
     assert [r["token_advantages"] for r in stored] == [[0.5, 0.5], [-1.0]]
     assert [r["token_entropies"] for r in stored] == [[0.7, 0.8], None]
+    assert [r["anchor_group"] for r in stored] == [None, None]  # schema 4's column, null before it
+
+
+def test_anchor_groups_are_stored_and_null_without_one(tmp_path: Path) -> None:
+    """The anchor-state group the credit used (GiGPO under any state_grouping): -1 stores null."""
+    zeros = np.zeros(3)
+    write_trajectories(tmp_path / "a.parquet", _table(), 0, zeros, zeros, anchor_groups=np.array([4, -1, 4]))
+    assert [r["anchor_group"] for r in read_trajectories(tmp_path / "a.parquet")] == [4, None, 4]
+    write_trajectories(tmp_path / "b.parquet", _table(), 0, zeros, zeros)
+    assert pq.read_schema(tmp_path / "b.parquet").field("anchor_group").type == pa.int64()
+    assert [r["anchor_group"] for r in read_trajectories(tmp_path / "b.parquet")] == [None, None, None]
 
 
 def test_an_iteration_without_turns_is_written(tmp_path: Path) -> None:

@@ -86,7 +86,7 @@ def write_v1(path: Path, table: TurnTable, iteration: int) -> None:
     """A batch-1 file: no token columns, no failure types, no schema metadata, entropies inside ``info``."""
     records = turn_records(table, iteration, TURN_ADV, RETURNS)
     for record, t in zip(records, table.turns):
-        record.pop("token_advantages"), record.pop("token_entropies"), record.pop("failure")
+        record.pop("token_advantages"), record.pop("token_entropies"), record.pop("failure"), record.pop("anchor_group")
         record["info"] = json.dumps(t.info)
     pq.write_table(pa.Table.from_pylist(records), path)
 

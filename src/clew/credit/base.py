@@ -7,11 +7,12 @@ Shapes: ``N`` turn rows (all episodes of all groups, episode-contiguous, turns i
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
+from clew.credit.anchors import check_grouping_params
 from clew.registry import Registry, keyword_params
 from clew.table import TurnTable
 from clew.types import Group
@@ -39,6 +40,10 @@ class CreditInput:
             ``pure`` keep the two apart.
         observation: (N,) int or None, dense id of the observation text the turn answered (its
             first observation for turn 0), for estimators that key on what the agent saw.
+        observation_text: (N,) str (object array) or None, that observation's text: the key of
+            ``state_grouping="normalized"`` and the ``"tfidf"`` features of ``"similarity"`` (``clew.credit.anchors``).
+        state_vector: (N, D) float or None, a feature vector per turn for ``state_features="hidden"``: the
+            policy's hidden state at the turn's last prompt token, computed by the trainer.
         env_step: (N,) bool or None, False for a context-edit turn (a summary, a memory edit) that
             the env never saw; discounting counts env steps only, so such a turn takes the return of
             the env step that follows it (None: every row is an env step).
@@ -64,6 +69,8 @@ class CreditInput:
     logprob: Array | None = None
     token_ids: Array | None = None
     ref_logprob: Array | None = None
+    observation_text: Array | None = None
+    state_vector: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -91,6 +98,8 @@ class CreditInput:
         token_ids: Sequence[int] | Array | None = None,
         env_step: Sequence[bool] | Array | None = None,
         ref_logprob: Sequence[float] | Array | None = None,
+        observation_text: Sequence[str] | Array | None = None,
+        state_vector: Sequence[Sequence[float]] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -111,6 +120,8 @@ class CreditInput:
             logprob=_floats(logprob) if logprob is not None else None,
             token_ids=_ints(token_ids) if token_ids is not None else None,
             ref_logprob=_floats(ref_logprob) if ref_logprob is not None else None,
+            observation_text=_texts(observation_text),
+            state_vector=np.asarray(state_vector, dtype=np.float64) if state_vector is not None else None,
         )
 
     @classmethod
@@ -121,6 +132,7 @@ class CreditInput:
             agent=table.agent, token_offsets=table.token_offsets, penalty=table.penalty,
             outcome_explicit=table.outcome_explicit, observation=table.observation, env_step=table.env_step,
             entropy=table.entropy, logprob=table.logprob, token_ids=table.token_ids,
+            observation_text=table.observation_text,
         )  # fmt: skip
 
     @classmethod
@@ -140,6 +152,8 @@ class Credit:
         diagnostics: plain numbers, namespaced ``credit/...``.
         penalty_charged: the estimator put the rows' penalties into its own statistics
             (``penalty_placement="statistics"``), so ``compute`` charges nothing after it.
+        anchor_group: (N,) int or None, the anchor-state group each row's step advantage was computed in
+            (GiGPO; ids unique over the batch, -1: in no group); the store keeps it for the viewer.
     """
 
     turn_advantage: Array
@@ -147,6 +161,7 @@ class Credit:
     token_advantage: Array | None = None
     diagnostics: dict[str, float] = field(default_factory=dict)
     penalty_charged: bool = False
+    anchor_group: Array | None = None
 
 
 PENALTY_PLACEMENTS = ("advantage", "statistics")
@@ -175,7 +190,9 @@ class EstimatorSpec:
     """A registered estimator and what it needs from the input; ``compute`` enforces the input needs.
 
     Attributes:
-        needs_state_keys: anchor-state grouping; refused when no row has a state key.
+        needs_state_keys: anchor-state grouping. With ``state_grouping="exact"`` (the default) it reads the
+            env's state keys and is refused when no row has one; ``"normalized"`` and ``"similarity"`` read
+            the observation text (or ``state_vector``) instead, see ``clew.credit.anchors``.
         needs_tokens: per-token ids and offsets.
         needs_entropy: per-token entropies of the sampled tokens.
         needs_outcome: the env-reported outcome apart from the step rewards (``outcome_explicit``);
@@ -205,6 +222,22 @@ class EstimatorSpec:
         name = self.reference_param
         return name is not None and float(params.get(name, self.params.get(name, 0.0)) or 0.0) > 0
 
+    def state_grouping(self, params: dict[str, Any]) -> str | None:
+        """The anchor grouping these parameters pick (``"exact"`` unless set), or None without anchor groups."""
+        return str(self._setting(params, "state_grouping", "exact")) if self.needs_state_keys else None
+
+    def needs_env_state_keys(self, params: dict[str, Any]) -> bool:
+        """Whether these parameters group turns by the env's ``state_key()`` (``state_grouping="exact"``)."""
+        return self.state_grouping(params) == "exact"
+
+    def needs_state_vectors(self, params: dict[str, Any]) -> bool:
+        """Whether these parameters make the estimator read ``state_vector`` (similarity on hidden states)."""
+        hidden = self._setting(params, "state_features", "tfidf") == "hidden"
+        return self.state_grouping(params) == "similarity" and hidden
+
+    def _setting(self, params: dict[str, Any], name: str, default: Any) -> Any:
+        return params.get(name, self.params.get(name, default))
+
 
 _REGISTRY: Registry[EstimatorSpec] = Registry("credit estimator")
 
@@ -229,8 +262,10 @@ def get(name: str) -> EstimatorSpec:
 
 
 def check_params(name: str, params: dict[str, Any]) -> None:
-    """Fail on parameters the estimator does not take, listing the valid ones."""
+    """Fail on parameters the estimator does not take, listing the valid ones, and on anchor-grouping values
+    outside their choices (``clew.credit.anchors.check_grouping``)."""
     _REGISTRY.check_params(name, params)
+    check_grouping_params(params)
 
 
 def compute(name: str, inp: CreditInput, **params: Any) -> Credit:
@@ -245,27 +280,45 @@ def compute(name: str, inp: CreditInput, **params: Any) -> Credit:
     """
     spec = get(name)
     check_params(name, params)
-    check_inputs(spec, inp)
+    check_inputs(spec, inp, params)
     return charge_penalties(spec.fn(inp, **params), inp)
 
 
-def check_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
-    """Fail when ``inp`` lacks something ``spec`` needs."""
+def check_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str, Any] | None = None) -> None:
+    """Fail when ``inp`` lacks something ``spec`` needs (with ``params``, the estimator's parameters)."""
     name = spec.name
     if spec.needs_tokens and (inp.token_offsets is None or inp.token_ids is None):
         raise ValueError(f"credit estimator {name!r} needs token_offsets and token_ids")
     if spec.needs_entropy and (inp.token_offsets is None or inp.entropy is None):
         raise ValueError(f"credit estimator {name!r} needs per-token entropy and token_offsets")
-    if spec.needs_state_keys and inp.n_turns and not np.any(inp.state_key >= 0):
-        raise ValueError(
-            f"credit estimator {name!r} groups turns by environment state, but no turn has a state key; "
-            "give the env a state_key() method or pick an estimator without step-level grouping (e.g. grpo)"
-        )
+    _check_anchor_inputs(spec, inp, params or {})
     explicit = inp.outcome_explicit
     if spec.needs_outcome and explicit is None:
         raise ValueError(
             f"credit estimator {name!r} needs the outcome_explicit column: which episodes' outcome the env "
             "reported apart from its step rewards (StepResult.outcome); CreditInput.from_table fills it"
+        )
+
+
+def _check_anchor_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str, Any]) -> None:
+    """Fail when the anchor grouping ``params`` pick cannot be formed from ``inp``."""
+    name, grouping = spec.name, spec.state_grouping(params)
+    if spec.needs_env_state_keys(params) and inp.n_turns and not np.any(inp.state_key >= 0):
+        raise ValueError(
+            f"credit estimator {name!r} groups turns by environment state, but no turn has a state key; "
+            "give the env a state_key() method, set state_grouping='normalized' (anchor groups from the "
+            "observation text) or pick an estimator without step-level grouping (e.g. grpo)"
+        )
+    if spec.needs_state_vectors(params) and inp.state_vector is None:
+        raise ValueError(
+            f"credit estimator {name!r} with state_features='hidden' needs CreditInput.state_vector (N, D): the "
+            "policy's hidden state at each turn's last prompt token, which the trainer computes"
+        )
+    reads_text = grouping in ("normalized", "similarity") and not spec.needs_state_vectors(params)
+    if reads_text and inp.observation_text is None:
+        raise ValueError(
+            f"credit estimator {name!r} with state_grouping={grouping!r} keys on the observation text, but "
+            "CreditInput.observation_text is None; CreditInput.from_table fills it"
         )
 
 
@@ -277,7 +330,8 @@ def charge_penalties(credit: Credit, inp: CreditInput) -> Credit:
     if token_adv is not None and inp.token_offsets is not None:
         token_adv = token_adv - np.repeat(inp.penalty, np.diff(inp.token_offsets))
     diagnostics = {**credit.diagnostics, "credit/penalty_mean": float(inp.penalty.mean())}
-    return Credit(credit.turn_advantage - inp.penalty, credit.turn_return, token_adv, diagnostics)
+    adv = credit.turn_advantage - inp.penalty
+    return replace(credit, turn_advantage=adv, token_advantage=token_adv, diagnostics=diagnostics)
 
 
 def check_choice(field_name: str, value: str, allowed: tuple[str, ...]) -> None:
@@ -299,6 +353,14 @@ def _bools(x: Sequence[bool] | Array | None) -> Array | None:
     return None if x is None else np.asarray(x, dtype=bool).reshape(-1)
 
 
+def _texts(x: Sequence[str] | Array | None) -> Array | None:
+    if x is None:
+        return None
+    out = np.empty(len(x), dtype=object)
+    out[:] = [str(t) for t in x]
+    return out
+
+
 def _validate(inp: CreditInput) -> None:
     n = inp.group.shape[0]
     for name in (
@@ -311,6 +373,7 @@ def _validate(inp: CreditInput) -> None:
         "penalty",
         "outcome_explicit",
         "observation",
+        "observation_text",
         "env_step",
     ):
         arr = getattr(inp, name)
@@ -320,6 +383,9 @@ def _validate(inp: CreditInput) -> None:
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")
+    vec = inp.state_vector
+    if vec is not None and (vec.ndim != 2 or vec.shape[0] != n or not np.all(np.isfinite(vec))):
+        raise ValueError(f"CreditInput.state_vector must be finite with shape ({n}, D), got {vec.shape}")
     if n:
         _validate_order(inp)
     _validate_tokens(inp, n)

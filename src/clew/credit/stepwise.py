@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from clew.credit import anchors
 from clew.credit.base import Credit, CreditInput, check_choice, penalties_in_statistics, register
 from clew.credit.functional import (
     dense_ids,
@@ -29,19 +30,23 @@ def gigpo(
     episode_stats_over: str = "episode",
     eps: float = 1e-6,
     penalty_placement: str = "advantage",
+    state_grouping: str = "exact",
+    state_features: str = "tfidf",
+    state_similarity: float = anchors.DEFAULT_SIMILARITY,
 ) -> Credit:
     """Group-in-Group Policy Optimization: A = A^E + step_weight * A^S.
 
     Feng et al., "Group-in-Group Policy Optimization for LLM Agent Training" (arXiv 2505.10978):
     episode level Eq. 3, A^E = (R(tau) - mean) / F; discounted step return Eq. 5,
     R_t = sum_{k >= t} gamma^(k-t) r_k; anchor-state groups Eq. 6 (rows of one group with the same
-    ``state_key``); step level Eq. 7, A^S = (R_t - mean_step_group) / F; combined Eq. 8.
+    ``state_key``, see ``anchor_keys`` for the other groupings); step level Eq. 7,
+    A^S = (R_t - mean_step_group) / F; combined Eq. 8.
     F = 1 for ``mode="mean_norm"`` (the default of the released scripts) or std + eps for
     ``"mean_std_norm"`` (unbiased std). Defaults: gamma 0.95, weight 1.0, eps 1e-6.
 
-    Edge cases: an episode group of one gets A^E = R (mean 0, std 1); a step group of one
-    (including every row with ``state_key == -1``) gets A^S = 0. ``episode_stats_over="turn"``
-    pools step rows for the episode statistics, the released code's default
+    Edge cases: an episode group of one gets A^E = R (mean 0, std 1); a step group of one (including
+    every row without an anchor key: ``state_key == -1`` under exact grouping) gets A^S = 0.
+    ``episode_stats_over="turn"`` pools step rows for the episode statistics, the released code's default
     (``compute_mean_std_cross_steps=True``), which weights long episodes more; ``"episode"`` is the
     paper's per-trajectory form.
 
@@ -55,36 +60,65 @@ def gigpo(
     turns), before both group statistics. On credit.md section 8's example with tau3's last turn
     invalid (coefficient 0.1) it costs that turn 0.171 (mean_norm) / 0.246 (mean_std_norm) with
     row-pooled episode statistics, 0.150 / 0.123 with per-episode ones, instead of 0.100.
+
+    Anchor states (``clew.credit.anchors``): ``state_grouping="exact"`` is the paper's exact match on the env's
+    ``state_key()``; ``"normalized"`` keys on the normalised observation text and ``"similarity"`` clusters
+    observations whose ``state_features`` (``"tfidf"`` or ``"hidden"``) have cosine >= ``state_similarity``
+    (clew's extensions). ``credit/anchor_group_size`` and ``credit/anchor_rows_grouped`` describe the groups
+    actually formed; ``Credit.anchor_group`` names each row's group.
     """
+    anchors.check_grouping(state_grouping, state_features, state_similarity)
     check_choice("mode", mode, ("mean_norm", "mean_std_norm"))
     check_choice("episode_stats_over", episode_stats_over, ("episode", "turn"))
     scale = mode == "mean_std_norm"
     penalty = penalties_in_statistics(inp, penalty_placement)
     episode_adv = group_relative_outcome(inp, episode_stats_over, scale, eps, penalty)
     step_returns = discounted_returns(rewards_with_outcome(inp), inp, gamma)
-    step_adv, sizes = _anchor_step_advantage(inp, step_returns - penalty, scale, eps)
+    keys = anchor_keys(inp, state_grouping, state_features, state_similarity)
+    step_adv, sizes, anchor_group = _anchor_step_advantage(inp, keys, step_returns - penalty, scale, eps)
     diagnostics = {
         "credit/anchor_group_size": float(sizes.mean()) if sizes.size else 0.0,
         "credit/anchor_rows_grouped": float(np.mean(sizes > 1)) if sizes.size else 0.0,
         "credit/step_adv_abs": float(np.abs(step_adv).mean()) if step_adv.size else 0.0,
     }
     charged = penalty_placement == "statistics"
-    return Credit(episode_adv + step_weight * step_adv, step_returns, diagnostics=diagnostics, penalty_charged=charged)
+    adv = episode_adv + step_weight * step_adv
+    return Credit(adv, step_returns, diagnostics=diagnostics, penalty_charged=charged, anchor_group=anchor_group)
+
+
+def anchor_keys(inp: CreditInput, grouping: str, features: str, similarity: float) -> np.ndarray:
+    """(N,) each row's anchor-state key (-1: none); rows of one episode group with equal keys share a step group.
+
+    ``"exact"``: ``state_key`` (GiGPO Eq. 6). ``"normalized"``: ``anchors.normalized_keys`` of the observation
+    text. ``"similarity"``: ``anchors.similarity_keys`` (leader clustering in (episode, turn) order within each
+    episode group) of ``anchors.tfidf_features`` of the observation text, or of ``state_vector`` for
+    ``features="hidden"``; ``compute`` refuses input that lacks the column the grouping reads.
+    """
+    if grouping == "exact":
+        return inp.state_key
+    if grouping == "similarity" and features == "hidden":
+        assert inp.state_vector is not None  # compute() refuses input without it
+        return anchors.similarity_keys(inp.state_vector, inp.group, inp.episode, inp.turn, similarity)
+    assert inp.observation_text is not None  # compute() refuses input without it
+    texts = [str(t) for t in inp.observation_text]
+    if grouping == "normalized":
+        return anchors.normalized_keys(texts)
+    return anchors.similarity_keys(anchors.tfidf_features(texts), inp.group, inp.episode, inp.turn, similarity)
 
 
 def _anchor_step_advantage(
-    inp: CreditInput, returns: np.ndarray, scale: bool, eps: float
-) -> tuple[np.ndarray, np.ndarray]:
-    """(A^S per row, anchor-group size per row); keyless rows form groups of their own."""
-    keyed = inp.state_key >= 0
-    unique_key = np.where(keyed, inp.state_key, -1 - np.arange(inp.n_turns))
+    inp: CreditInput, keys: np.ndarray, returns: np.ndarray, scale: bool, eps: float
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(A^S per row, anchor-group size per row, anchor-group id per row or -1); keyless rows stand alone."""
+    keyed = keys >= 0
+    unique_key = np.where(keyed, keys, -1 - np.arange(inp.n_turns))
     ids, n = dense_ids(inp.group, unique_key)
     mean, std, count = segment_mean_std(returns, ids, n)
     size = count[ids]
     adv = returns - mean[ids]
     if scale:
         adv = adv / (std[ids] + eps)
-    return np.where(size > 1, adv, 0.0), size
+    return np.where(size > 1, adv, 0.0), size, np.where(keyed, ids, -1)
 
 
 @register(

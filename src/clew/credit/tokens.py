@@ -44,7 +44,7 @@ def empg(
     if center and adv.size:
         adv = adv - adv.mean()
     diag = {**base_credit.diagnostics, "credit/empg_scale_min": float(g.min()) if g.size else 0.0}
-    return Credit(adv, base_credit.turn_return, diagnostics=diag)
+    return Credit(adv, base_credit.turn_return, diagnostics=diag, anchor_group=base_credit.anchor_group)
 
 
 @register(

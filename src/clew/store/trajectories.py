@@ -10,6 +10,10 @@ Schema versions (Parquet key-value metadata ``clew.schema``):
 - 3: adds ``failure`` (``infra``, ``policy`` or null: the type of the episode's ``error``, see
   ``clew.types.Episode``). Older files had every failure left out of credit: ``read_trajectories``
   fills ``infra`` where ``error`` is set, so every reader sees version 3.
+- 4: adds ``anchor_group`` (int or null): the anchor-state group the credit estimator computed the turn's
+  step advantage in (GiGPO under its ``state_grouping``; ids unique within the file), null for a turn in no
+  group or an estimator without anchor groups. ``read_trajectories`` fills null for older files, whose
+  readers (``clew view``) group anchor states by ``state_key`` as before.
 """
 
 from __future__ import annotations
@@ -25,13 +29,14 @@ import pyarrow.parquet as pq
 from clew.store.run import atomic_write_bytes
 from clew.table import TurnTable
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 SCHEMA_KEY = b"clew.schema"
 TYPED_COLUMNS = pa.schema(
     [
         ("token_advantages", pa.list_(pa.float64())),
         ("token_entropies", pa.list_(pa.float64())),
         ("failure", pa.string()),
+        ("anchor_group", pa.int64()),
     ]
 )  # columns that may be null in every row, typed all the same
 
@@ -42,10 +47,14 @@ def turn_records(
     advantages: np.ndarray,
     returns: np.ndarray,
     token_advantages: np.ndarray | None = None,
+    anchor_groups: np.ndarray | None = None,
 ) -> list[dict[str, Any]]:
-    """One record per row of ``table``; ``advantages``/``returns`` are (N,), ``token_advantages`` (K,) or None."""
+    """One record per row of ``table``; ``advantages``/``returns`` are (N,), ``token_advantages`` (K,) or None,
+    ``anchor_groups`` (N,) int or None (-1 and None store null)."""
     table.check_aligned(advantages, token_advantages)
     table.check_aligned(returns, what="returns")
+    groups = np.full(table.n_turns, -1, dtype=np.int64) if anchor_groups is None else anchor_groups
+    table.check_aligned(groups, what="anchor groups")
     off = table.token_offsets
     records: list[dict[str, Any]] = []
     for i, turn in enumerate(table.turns):
@@ -64,7 +73,7 @@ def turn_records(
                 "state_key": turn.state_key, "outcome": ep.outcome, "outcome_explicit": ep.outcome_explicit,
                 "success": ep.success, "terminated": ep.terminated, "truncated": ep.truncated,
                 "truncation_reason": ep.truncation_reason, "error": ep.error, "failure": ep.failure,
-                "info": json.dumps(info, default=str),
+                "info": json.dumps(info, default=str), "anchor_group": int(groups[i]) if groups[i] >= 0 else None,
             }
         )  # fmt: skip
     return records
@@ -82,9 +91,10 @@ def write_trajectories(
     advantages: np.ndarray,
     returns: np.ndarray,
     token_advantages: np.ndarray | None = None,
+    anchor_groups: np.ndarray | None = None,
 ) -> None:
     """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
-    records = turn_records(table, iteration, advantages, returns, token_advantages)
+    records = turn_records(table, iteration, advantages, returns, token_advantages, anchor_groups)
     arrow = pa.Table.from_pylist(records)
     for field in TYPED_COLUMNS if records else []:  # typed even when every value is null (no entropies)
         arrow = arrow.set_column(arrow.schema.get_field_index(field.name), field, arrow[field.name].cast(field.type))
@@ -109,6 +119,8 @@ def read_trajectories(path: Path) -> list[dict[str, Any]]:
             upgrade_v1(row)
         if version < 3:
             upgrade_v2(row)
+        if version < 4:
+            row.setdefault("anchor_group", None)
     return rows
 
 

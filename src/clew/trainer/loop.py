@@ -37,6 +37,7 @@ from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner, sft
 from clew.trainer.record import Recorder, rollout_metrics, write_iteration
 from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
+from clew.trainer.states import prompt_states
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 from clew.types import Group
 
@@ -255,9 +256,15 @@ class Trainer:
     def _credit(self, table: TurnTable) -> credit_lib.Credit:
         inp = credit_lib.CreditInput.from_table(table)
         name, params = self.cfg.credit.name, self.cfg.credit.params
-        if credit_lib.get(name).needs_reference(params) and isinstance(self.learner, Learner):
+        spec = credit_lib.get(name)
+        if spec.needs_reference(params) and isinstance(self.learner, Learner):
             ref = self.learner.reference_logprobs([(t.prompt_ids, t.action_ids) for t in table.turns])
             inp = dataclasses.replace(inp, ref_logprob=np.asarray(ref, dtype=np.float64))
+        if spec.needs_state_vectors(params):  # similarity anchor groups on the policy's hidden states
+            train = self.cfg.train
+            prompts = [t.prompt_ids for t in table.turns]
+            vectors = prompt_states(self.policy.model, prompts, self.policy.pad_id, train.microbatch_rows, train.dtype)
+            inp = dataclasses.replace(inp, state_vector=vectors)
         return credit_lib.compute(name, inp, **params)
 
     def _record(
@@ -346,17 +353,19 @@ class Trainer:
 
 def check_env_serves(cfg: RunConfig) -> None:
     """Fail before any work when the env lacks what the run needs: ``state_key()`` for an estimator
-    that groups by state (GiGPO), ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
+    that groups by exact state (GiGPO with ``state_grouping=exact``; ``normalized`` and ``similarity`` read
+    the observation instead), ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
 
     (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
     ``credit/outcome_reported``.)"""
     env = _probe_env(cfg)
     try:
         spec = credit_lib.get(cfg.credit.name)
-        if spec.needs_state_keys and not isinstance(env, HasStateKey):
+        if spec.needs_env_state_keys(cfg.credit.params) and not isinstance(env, HasStateKey):
             raise ValueError(
                 f"credit.name={cfg.credit.name} groups turns by environment state, but env {cfg.env.id} has no "
-                "state_key() method; add one or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
+                "state_key() method; add one, set credit.params.state_grouping=normalized (anchor groups from the "
+                "observation text) or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
             )
         if cfg.sft.enabled:
             try:

@@ -119,15 +119,20 @@ def write_iteration(path: Path, iteration: int, table: TurnTable, credit: Credit
     left_out = [Group(g.group_id, g.task_id, g.seed, [e for e in g.episodes if e.failure == "infra" and e.turns])
                 for g in collected]  # fmt: skip
     left_out = [g for g in left_out if g.episodes]
+    anchors = credit.anchor_group
     if not left_out:
-        write_trajectories(path, table, iteration, credit.turn_advantage, credit.turn_return, credit.token_advantage)
+        adv, ret, token_adv = credit.turn_advantage, credit.turn_return, credit.token_advantage
+        write_trajectories(path, table, iteration, adv, ret, token_adv, anchors)
         return
     extra = TurnTable.from_groups(left_out)
     both = TurnTable.from_groups(_groups_of(table) + left_out)
     zeros, zero_tokens = np.zeros(extra.n_turns), np.zeros(int(extra.token_offsets[-1]))
     token_adv = None if credit.token_advantage is None else np.concatenate([credit.token_advantage, zero_tokens])
     advantages = np.concatenate([credit.turn_advantage, zeros])
-    write_trajectories(path, both, iteration, advantages, np.concatenate([credit.turn_return, zeros]), token_adv)
+    if anchors is not None:  # left-out turns are in no anchor group
+        anchors = np.concatenate([anchors, np.full(extra.n_turns, -1, dtype=np.int64)])
+    returns = np.concatenate([credit.turn_return, zeros])
+    write_trajectories(path, both, iteration, advantages, returns, token_adv, anchors)
 
 
 def _groups_of(table: TurnTable) -> list[Group]:

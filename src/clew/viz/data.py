@@ -79,6 +79,7 @@ FROM episodes e JOIN stats s USING (g)
 WHERE ({status}) AND ($q = '' OR e.matches > 0)
 ORDER BY {sort}, g, episode
 """
+ANCHOR_COLUMNS = ("state_key", "anchor_group")  # what the anchor-state panel groups turns by
 _EPISODE_COLUMNS = (
     '"group", episode, turn, task_id, seed, len(prompt_ids) AS prompt_len, '
     "CASE WHEN turn = 0 THEN prompt_ids END AS prompt_ids, action_ids, behavior_logprobs, action_text, observation, "
@@ -233,7 +234,7 @@ class RunData:
     def turn_rows(self, iteration: int, episode: int) -> list[dict[str, Any]]:
         """An episode's turn rows in order, upgraded to schema version 2."""
         path = self.file(iteration)
-        extra = [c for c in ("token_advantages", "token_entropies") if c in self.columns(path)]
+        extra = [c for c in ("token_advantages", "token_entropies", "anchor_group") if c in self.columns(path)]
         failure = "failure" in self.columns(path)
         columns = ", ".join([_EPISODE_COLUMNS, *extra, *([f"{_FAILURE} AS failure"] if failure else [])])
         rows = self.query(f"SELECT {columns} FROM {source([path])} WHERE episode = $e ORDER BY turn", {"e": episode})
@@ -242,33 +243,40 @@ class RunData:
         rows = [r if failure else upgrade_v2(r) for r in rows]
         return [r if r.get("token_advantages") is not None else upgrade_v1(r) for r in rows]
 
-    def anchor_rows(self, iteration: int, group: int, keys: Sequence[str]) -> list[dict[str, Any]]:
-        """Turns of ``group`` in ``iteration`` whose ``state_key`` is one of ``keys``."""
+    def anchor_rows(
+        self, iteration: int, group: int, keys: Sequence[str | int], column: str = "state_key"
+    ) -> list[dict[str, Any]]:
+        """Turns of ``group`` in ``iteration`` whose ``column`` (``state_key`` or ``anchor_group``) is in ``keys``."""
+        if column not in ANCHOR_COLUMNS:
+            raise ValueError(f"anchor column must be one of {list(ANCHOR_COLUMNS)}, got {column!r}")
         if not keys:
             return []
         sql = (
-            f'SELECT episode, turn, state_key, "return", advantage, action_text FROM {source([self.file(iteration)])} '
-            'WHERE "group" = $g AND list_contains($keys, state_key) ORDER BY episode, turn'
+            f'SELECT episode, turn, {column} AS anchor, "return", advantage, action_text '
+            f'FROM {source([self.file(iteration)])} WHERE "group" = $g AND list_contains($keys, {column}) '
+            "ORDER BY episode, turn"
         )
         return self.query(sql, {"g": group, "keys": list(keys)})
 
     def episode(self, iteration: int, episode: int) -> EpisodeView:
-        """Every turn of one episode with per-token credit and anchor-state groups."""
+        """Every turn of one episode with per-token credit and the anchor-state groups the credit used: by
+        ``anchor_group`` where the estimator stored one (schema 4), else by ``state_key``."""
         rows = self.turn_rows(iteration, episode)
         summary = summary_from_rows(rows)
-        keys = sorted({r["state_key"] for r in rows if r["state_key"] is not None})
-        mates = self.anchor_rows(iteration, summary.group, keys)
+        column = "anchor_group" if any(r.get("anchor_group") is not None for r in rows) else "state_key"
+        keys = sorted({r[column] for r in rows if r[column] is not None})
+        mates = self.anchor_rows(iteration, summary.group, keys, column)
         prompt = rows[0]["prompt_ids"] if rows[0]["turn"] == 0 else None
         return EpisodeView(
             run=self.name, iteration=iteration, summary=summary, task_id=str(rows[0]["task_id"]),
             seed=int(rows[0]["seed"]), prompt_text=decode(self.tokenizer, prompt) if prompt is not None else None,
             prompt_tokens=int(rows[0]["prompt_len"] or 0),
             tokenizer=str(self.tokenizer_path) if self.tokenizer is not None else None,
-            turns=tuple(self._turn_view(r, mates) for r in rows),
+            turns=tuple(self._turn_view(r, mates, column) for r in rows),
         )  # fmt: skip
 
-    def _turn_view(self, row: dict[str, Any], mates: Sequence[dict[str, Any]]) -> TurnView:
-        same = [m for m in mates if m["state_key"] == row["state_key"]]
+    def _turn_view(self, row: dict[str, Any], mates: Sequence[dict[str, Any]], column: str) -> TurnView:
+        same = [m for m in mates if row[column] is not None and m["anchor"] == row[column]]
         anchor = tuple(
             AnchorMate(int(m["episode"]), int(m["turn"]), float(m["return"]), float(m["advantage"]), m["action_text"])
             for m in same
@@ -279,6 +287,7 @@ class RunData:
             reward=float(row["reward"]), penalty=float(row["penalty"] or 0.0), turn_return=float(row["return"]),
             advantage=float(row["advantage"]), state_key=row["state_key"], invalid=_invalid(row["info"]),
             info=row["info"] or "{}", tokens=make_tokens(row, self.tokenizer), anchor=anchor,
+            anchor_group=row.get("anchor_group"),
         )  # fmt: skip
 
     def compare(self, iteration: int, a: int, b: int) -> Comparison:

@@ -110,7 +110,8 @@ class Token:
 
 @dataclass(frozen=True)
 class AnchorMate:
-    """Another turn of the same group and iteration taken from the same ``state_key`` (GiGPO's anchor group)."""
+    """Another turn of the same group and iteration in the same anchor-state group (GiGPO's step group): the same
+    ``anchor_group`` the credit formed (any ``state_grouping``), or, in files without one, the same ``state_key``."""
 
     episode: int
     turn: int
@@ -135,6 +136,7 @@ class TurnView:
     info: str
     tokens: tuple[Token, ...]
     anchor: tuple[AnchorMate, ...]
+    anchor_group: int | None = None
 
 
 @dataclass(frozen=True)

@@ -250,7 +250,7 @@
   }
 
   function anchorBlock(run, it, t) {
-    if (t.state_key === null) return null;
+    if (t.state_key === null && (t.anchor_group === null || t.anchor_group === undefined)) return null;
     const rows = t.anchor.map((m) => el("tr", {}, el("td", {}, link(["run", run, "it", it, "ep", m.episode], `episode ${m.episode}`)), el("td", {}, String(m.turn)),
       el("td", {}, num(m.turn_return)), el("td", {}, num(m.advantage)), el("td", {}, el("code", {}, m.action_text))));
     const summary = el("summary", {}, `anchor state: ${t.anchor.length} other turn${t.anchor.length === 1 ? "" : "s"} of this group share this state`);
