@@ -238,6 +238,42 @@ def test_the_parity_probe_cadence(tiny_policy: HFPolicy) -> None:
         assert all(m["time/learner/sync"] >= 0 for m in seen)
 
 
+def test_the_parity_probe_samples_a_few_tokens(tiny_policy: HFPolicy) -> None:
+    framing = Framing(tiny_policy.tokenizer, tiny_policy.chat)
+    engine = make_engine("hf", tiny_policy.model, tokenizer=tiny_policy.tokenizer)
+    asked: list[int] = []
+    real = engine.generate
+
+    def generate(prompts: Any, params: Any, seeds: Any) -> Any:
+        asked.append(params.max_new_tokens)
+        return real(prompts, params, seeds)
+
+    engine.generate = generate  # type: ignore[method-assign]
+    prompts = probe_prompts("keydoor-v0", {"width": 3, "height": 3}, framing)
+    for max_new, probe, expected in [(32, 8, 8), (5, 8, 5), (32, 2, 2)]:
+        rollout = RolloutConfig(max_new_tokens=max_new, parity_probe_tokens=probe)
+        EngineLink(engine, tiny_policy, prompts, rollout).sync(-1)
+        assert asked[-1] == expected
+
+
+def test_fused_adamw_is_the_default_loop_up_to_rounding() -> None:
+    torch.manual_seed(0)
+    plain = [torch.nn.Parameter(torch.randn(20, 30)) for _ in range(3)]
+    fast = [torch.nn.Parameter(p.detach().clone()) for p in plain]
+    loop_opt = torch.optim.AdamW(plain, lr=1e-2, weight_decay=0.01)
+    fused_opt = learner_lib.adamw(fast, lr=1e-2, weight_decay=0.01)
+    assert fused_opt.defaults["fused"]
+    for _ in range(4):
+        grads = [torch.randn(20, 30) for _ in plain]
+        for params in (plain, fast):
+            for p, g in zip(params, grads):
+                p.grad = g.clone()
+        loop_opt.step()
+        fused_opt.step()
+    for a, b in zip(plain, fast):
+        torch.testing.assert_close(a.detach(), b.detach(), atol=1e-6, rtol=1e-6)
+
+
 def test_one_process_overlaps_the_next_rollout_with_the_update(tiny_cfg: Any, tmp_path: Path) -> None:
     """max_staleness 1 without a cluster: the update runs in a thread while the hf engine, on its own copy of the
     weights, samples the next iteration one update behind; each sync copies the weights and is probed."""

@@ -121,6 +121,12 @@ class RolloutConfig(BaseModel):
         "an engine that receives weights (vllm, any engine on a cluster); only the first for the in-process hf "
         "engine, which samples from the learner's own tensors (nothing is copied, so nothing can arrive stale)",
     )
+    parity_probe_tokens: int = Field(
+        8,
+        ge=1,
+        description="tokens sampled per probe prompt (at most rollout.max_new_tokens): a weight that did not arrive "
+        "changes every token's log-prob, so a few decode steps check a sync as well as many",
+    )
     engine_params: dict[str, Any] = Field(
         default_factory=dict, description="engine constructor options, e.g. {kv_cache_gib: 2} for vllm"
     )

@@ -66,6 +66,13 @@ def chunks(items: Sequence[int], size: int) -> Iterator[list[int]]:
         yield list(items[start : start + size])
 
 
+def adamw(params: list[torch.nn.Parameter], lr: float, weight_decay: float = 0.0) -> torch.optim.AdamW:
+    """AdamW with torch's fused kernel where every parameter allows it (float tensors on CPU or CUDA): the same
+    update as the default per-tensor loop, an order of magnitude faster on CPU (benchmarks/README.md, issue 27)."""
+    fused = bool(params) and all(p.dtype.is_floating_point and p.device.type in ("cpu", "cuda") for p in params)
+    return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay, fused=fused or None)
+
+
 def compute_dtype(model: Any, dtype: str) -> AbstractContextManager[Any]:
     """Forward passes in ``dtype``: bfloat16 is autocast over float32 master weights, float32 is plain."""
     if dtype == "float32":
@@ -96,7 +103,7 @@ class Learner:
         self.model = policy.model
         self.temperature = temperature if temperature > 0 else 1.0
         params = trainable(self.model)
-        self.optimizer = torch.optim.AdamW(params, lr=train.lr, weight_decay=train.weight_decay)
+        self.optimizer = adamw(params, lr=train.lr, weight_decay=train.weight_decay)
         self.steps = 0
         self.guard: StepGuard | None = None  # built at the first update (train.guard_max_kl)
         self.reference = None
@@ -356,7 +363,7 @@ def sft(
 
     Trains what RL trains: every weight, or a LoRA policy's adapters."""
     params = trainable(policy.model)
-    optimizer = torch.optim.AdamW(params, lr=cfg.lr)
+    optimizer = adamw(params, lr=cfg.lr)
     losses = []
     policy.model.train()
     for epoch in range(cfg.epochs):

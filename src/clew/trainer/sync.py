@@ -93,7 +93,8 @@ class EngineLink:
     def parity_gap(self) -> float:
         """max |log-prob(engine) - log-prob(learner)| over the probe batch's sampled tokens."""
         temperature = self.rollout.temperature if self.rollout.temperature > 0 else 1.0
-        params = SamplingParams(temperature=temperature, max_new_tokens=self.rollout.max_new_tokens)
+        tokens = min(self.rollout.max_new_tokens, self.rollout.parity_probe_tokens)
+        params = SamplingParams(temperature=temperature, max_new_tokens=tokens)
         outs = self.engine.generate(self.prompts, params, probe_seeds(len(self.prompts)))
         scored = self.policy.logprobs([(p, o.token_ids) for p, o in zip(self.prompts, outs)], temperature)
         gaps = [abs(a - b) for out, row in zip(outs, scored) for a, b in zip(out.logprobs, row)]
