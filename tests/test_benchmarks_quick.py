@@ -21,8 +21,11 @@ def test_benchmarks_quick(tmp_path: Path) -> None:
         "learning_efficiency",
         "memory",
         "lora_sync",
+        "credit_map",
     ]
     for name in names:
         assert f"## {name}" in report
     assert "gradients identical" in report and "| gigpo |" in report
     assert "| 75m | LoRA + checkpointing |" in report and "failed:" not in report.split("## memory")[1]
+    credit_map = report.split("## credit_map")[1]
+    assert "4/4 runs finished" in credit_map and "| horizon-10 |" in credit_map and "| base |" in credit_map

@@ -56,7 +56,7 @@ def test_keydoor_door_needs_key() -> None:
 
 
 def test_invalid_actions_cost_a_turn_and_are_flagged() -> None:
-    for env_id in ("keydoor-v0", "bifurcation-v0", "toolcalc-v0"):
+    for env_id in ("keydoor-v0", "bifurcation-v0", "toolcalc-v0", "dial-v0"):
         env = make(env_id)
         env.reset(1)
         result = env.step("dance wildly")

@@ -48,6 +48,7 @@ CASES = [
     _case("keydoor-v0", 1.0),
     _case("bifurcation-v0", 1.0),
     _case("toolcalc-v0", 1.0),
+    _case("dial-v0", 1.0, dense=0.5),  # half paid at the two decisive steps, half at the end: 1 once
     _case("textarena/TicTacToe-v0", 1.0, opponent="random"),  # two-player: minimax beats seed 0's random mover
     _case("textarena/Nim-v0", 1.0),
     _case("textarena/TowerOfHanoi-v0", 1.0),

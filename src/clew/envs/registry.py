@@ -146,6 +146,11 @@ register(
     description="early branch choice, long irrelevant corridor, outcome fixed by the choice",
 )
 register(
+    "dial-v0",
+    "clew.envs.library.dial:Dial",
+    description="credit probe with independent dials: horizon, decisive steps, state repeats, reward density",
+)
+register(
     "toolcalc-v0",
     "clew.envs.library.toolcalc:ToolCalc",
     description="multi-step arithmetic with a calculator tool, then an answer",
