@@ -23,6 +23,7 @@ from clew.tensors import TokenRow, pack_batch
 from clew.trainer import checkpoint
 from clew.trainer import learner as learner_lib
 from clew.trainer.config import ObjectiveConfig, TrainConfig
+from clew.trainer.guard import undo_adamw_moments
 from clew.trainer.learner import Learner, training_mode
 from clew.trainer.sync import EngineLink, probe_prompts
 
@@ -190,10 +191,12 @@ def test_the_guard_probe_is_held_back_once_per_run(
     torch.testing.assert_close(guard.reference, guard._score())
 
 
-def test_a_rejected_step_restores_parameters_and_adam_state_exactly(tiny_dir: Path, tiny_policy: HFPolicy) -> None:
+def test_a_rejected_step_restores_parameters_exactly_and_adam_state_to_rounding(
+    tiny_dir: Path, tiny_policy: HFPolicy
+) -> None:
     rows = _rows(tiny_policy)
     policy = HFPolicy.from_pretrained(tiny_dir)
-    learner = Learner(policy, TrainConfig(guard_max_kl=1e-12, guard_backtracks=0), ObjectiveConfig())
+    learner = Learner(policy, TrainConfig(guard_max_kl=1e-12, guard_backtracks=1), ObjectiveConfig())
     start = [p.detach().clone() for p in policy.model.parameters()]
     assert learner.update(rows, seed=0)["train/rejected_steps"] == 1
     assert not learner.optimizer.state  # the first step was rejected: AdamW starts afresh
@@ -204,13 +207,32 @@ def test_a_rejected_step_restores_parameters_and_adam_state_exactly(tiny_dir: Pa
     params = [p.detach().clone() for p in policy.model.parameters()]
     state = copy.deepcopy(learner.optimizer.state_dict()["state"])
     learner.guard.max_kl = 1e-12
-    assert learner.update(rows, seed=2)["train/rejected_steps"] == 1
+    metrics = learner.update(rows, seed=2)
+    assert metrics["train/rejected_steps"] == 1 and metrics["train/backtracks"] == 1  # undone twice
     assert all(torch.equal(a, p) for a, p in zip(params, policy.model.parameters()))
     after = learner.optimizer.state_dict()["state"]
     assert state.keys() == after.keys()
     for key in state:
-        for name, value in state[key].items():
-            assert torch.equal(torch.as_tensor(value), torch.as_tensor(after[key][name])), name
+        assert int(state[key]["step"]) == int(after[key]["step"])
+        for name in ("exp_avg", "exp_avg_sq"):
+            torch.testing.assert_close(after[key][name], state[key][name], atol=1e-9, rtol=1e-5)
+
+
+def test_undoing_adamw_moments_inverts_one_step() -> None:
+    torch.manual_seed(0)
+    p = torch.nn.Parameter(torch.randn(40))
+    opt = torch.optim.AdamW([p], lr=1e-2, betas=(0.9, 0.99))
+    for _ in range(3):
+        p.grad = torch.randn(40)
+        opt.step()
+    before = copy.deepcopy(opt.state[p])
+    p.grad = torch.randn(40)
+    opt.step()
+    undo_adamw_moments(opt.state[p], p.grad, (0.9, 0.99))
+    assert int(opt.state[p]["step"]) == int(before["step"]) == 3
+    for name in ("exp_avg", "exp_avg_sq"):
+        torch.testing.assert_close(opt.state[p][name], before[name], atol=1e-9, rtol=1e-5)
+        assert not torch.equal(opt.state[p][name], torch.zeros(40))
 
 
 def test_the_probe_rows_survive_a_checkpoint(tmp_path: Path, tiny_policy: HFPolicy) -> None:

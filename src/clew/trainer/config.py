@@ -186,7 +186,7 @@ class TrainConfig(_Frozen):
         gt=0,
         description="step guard: halve the lr of an optimizer step whose k3 KL on held-back probe rows exceeds "
         "this, and roll the step back after guard_backtracks halvings (None: off). The probe rows are not "
-        "trained on, and each step snapshots parameters + optimizer state (about 3x the model in memory)",
+        "trained on (held back once per run), and each step snapshots the trained parameters (one copy of them)",
     )
     guard_probe_rows: int = Field(8, ge=1, description="rows held back to probe each step (at most a quarter)")
     guard_backtracks: int = Field(3, ge=0, description="learning-rate halvings tried before a step is rejected")

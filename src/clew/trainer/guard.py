@@ -17,7 +17,6 @@ k3 = exp(d) - 1 - d >= 0.
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from typing import Any
 
@@ -50,8 +49,10 @@ class StepGuard:
 
     The learner keeps one guard for the whole run: its probe rows are held back from the first update only,
     and the probe's scores after an accepted step are the next step's "before", so each step costs one
-    forward pass over the probe (action positions only) and a copy of the trained parameters and their
-    AdamW state into buffers allocated once (a few MB with LoRA)."""
+    forward pass over the probe (action positions only) and one copy of the trained parameters into a buffer
+    allocated once (a few MB with LoRA). A rejected step restores the parameters exactly and undoes AdamW's
+    moment updates by inverting them with the step's own (clipped) gradients, ``undo_adamw_moments``: exact
+    up to float rounding, without a second and third copy of the model per step."""
 
     def __init__(self, model: Any, probe: Sequence[TokenRow], pad_id: int, max_kl: float, temperature: float) -> None:
         self.model, self.max_kl, self.temperature = model, max_kl, temperature
@@ -59,7 +60,7 @@ class StepGuard:
         self.batch = pack_batch(self.rows, pad_id)
         self.reference = self._score()
         self._params: list[torch.Tensor] | None = None
-        self._state: dict[int, dict[str, Any]] = {}
+        self._fresh: list[bool] = []  # per parameter: no optimizer state before this step
 
     @torch.no_grad()
     def _score(self) -> torch.Tensor:
@@ -72,15 +73,13 @@ class StepGuard:
 
     @torch.no_grad()
     def snapshot(self, optimizer: torch.optim.Optimizer) -> None:
-        """Copy the trained parameters and their optimizer state (call right before ``optimizer.step()``)."""
+        """Copy the trained parameters (call right before ``optimizer.step()``)."""
         params = trainable(self.model)
         if self._params is None:
             self._params = [p.detach().clone() for p in params]
         else:
-            for saved, p in zip(self._params, params):
-                saved.copy_(p)
-        for i, p in enumerate(params):
-            self._state[i] = _copy_state(optimizer.state.get(p, {}), self._state.get(i, {}))
+            torch._foreach_copy_(self._params, [p.detach() for p in params])
+        self._fresh = [not optimizer.state.get(p) for p in params]
 
     @torch.no_grad()
     def check(self, optimizer: torch.optim.Optimizer) -> tuple[bool, float]:
@@ -91,23 +90,23 @@ class StepGuard:
             self.reference = after
             return True, kl
         assert self._params is not None, "snapshot() must precede check()"
-        for i, (p, saved) in enumerate(zip(trainable(self.model), self._params)):
+        betas = optimizer.param_groups[0]["betas"]
+        for p, saved, fresh in zip(trainable(self.model), self._params, self._fresh):
             p.copy_(saved)
-            if self._state[i]:
-                _copy_state(self._state[i], optimizer.state[p])
-            else:
+            if fresh:
                 optimizer.state.pop(p, None)  # the step was the parameter's first: AdamW starts it afresh
+            elif p.grad is not None:
+                undo_adamw_moments(optimizer.state[p], p.grad, betas)
         return False, kl
 
 
-def _copy_state(source: dict[str, Any], into: dict[str, Any]) -> dict[str, Any]:
-    """``source``'s entries copied into ``into``'s tensors of the same shape (new ones otherwise); returns ``into``."""
-    for key, value in source.items():
-        held = into.get(key)
-        if isinstance(value, torch.Tensor) and isinstance(held, torch.Tensor) and held.shape == value.shape:
-            held.copy_(value)
-        else:
-            into[key] = value.detach().clone() if isinstance(value, torch.Tensor) else copy.deepcopy(value)
-    for key in set(into) - set(source):
-        del into[key]
-    return into
+def undo_adamw_moments(state: dict[str, Any], grad: torch.Tensor, betas: tuple[float, float]) -> None:
+    """Invert one AdamW step's moment updates in place (Loshchilov & Hutter, arXiv 1711.05101, Algorithm 2:
+    m' = b1 m + (1 - b1) g, v' = b2 v + (1 - b2) g^2, t' = t + 1), given the gradient ``g`` that step used."""
+    b1, b2 = betas
+    state["exp_avg"].sub_(grad, alpha=1 - b1).div_(b1)
+    state["exp_avg_sq"].addcmul_(grad, grad, value=-(1 - b2)).div_(b2).clamp_(min=0)
+    if isinstance(state["step"], torch.Tensor):
+        state["step"].sub_(1)
+    else:
+        state["step"] -= 1
