@@ -40,7 +40,8 @@ def test_ranks_update_as_one_learner(ray_cluster: Any, tiny_dir: Path, tiny_poli
         assert group.steps == one.steps == 4
         assert set(got) == set(expected)
         for key, value in expected.items():
-            assert got[key] == pytest.approx(value, abs=1e-5, rel=1e-4), key
+            if not key.startswith("time/"):  # seconds per stage differ between processes
+                assert got[key] == pytest.approx(value, abs=1e-5, rel=1e-4), key
         remote_state = group.optimizer.state_dict()["state"]
         for index, state in one.optimizer.state_dict()["state"].items():
             torch.testing.assert_close(remote_state[index]["exp_avg"], state["exp_avg"], atol=1e-7, rtol=1e-4)
@@ -64,6 +65,8 @@ def test_optimizer_state_and_step_count_reach_every_rank(
     try:
         group.optimizer.load_state_dict(saved_optimizer)
         group.steps = steps
+        group.restore_guard(one.guard_rows() or [])  # what resume does with the probe saved in the checkpoint
+        assert group.guard_rows() == one.guard_rows()
         group.update(rows, seed=1)
         assert group.steps == one.steps
         for a, b in zip(_params(one.model), _params(group.policy.model)):

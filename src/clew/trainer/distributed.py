@@ -120,6 +120,12 @@ class LearnerWorker:
     def set_steps(self, steps: int) -> None:
         self._learner().steps = steps
 
+    def guard_rows(self) -> list[TokenRow] | None:
+        return self._learner().guard_rows()
+
+    def restore_guard(self, probe: list[TokenRow]) -> None:
+        self._learner().restore_guard(probe)
+
     def fail_next(self) -> None:
         """Fault drill: the next ``update`` kills this process (tests, chaos runs)."""
         self._fail_next = True
@@ -178,6 +184,15 @@ class LearnerGroup:
     def steps(self, value: int) -> None:  # resume sets the counter on every rank (it drives the warm-up)
         self.wait([w.set_steps.remote(value) for w in self.workers])
         self._steps = value
+
+    def guard_rows(self) -> list[TokenRow] | None:
+        """The step guard's probe rows (every rank holds the same ones), for checkpoints."""
+        return self.call(self.workers[0].guard_rows.remote())  # type: ignore[no-any-return]
+
+    def restore_guard(self, probe: Sequence[TokenRow]) -> None:
+        """Every rank probes the rows a checkpoint saved (resume trains on the rows the run trained on)."""
+        ref = self.ray.put(list(probe))
+        self.wait([w.restore_guard.remote(ref) for w in self.workers])
 
     def update(self, rows: Sequence[TokenRow], seed: int) -> dict[str, float]:
         """Every rank updates on the whole batch (its share of each minibatch); the driver takes rank 0's weights."""

@@ -175,6 +175,10 @@ class Learner:
         self.guard = StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
         return train_rows, self.guard
 
+    def guard_rows(self) -> list[TokenRow] | None:
+        """The step guard's probe rows (None before the first update or without a guard), for checkpoints."""
+        return list(self.guard.rows) if self.guard else None
+
     def restore_guard(self, probe: Sequence[TokenRow]) -> None:
         """Rebuild the step guard on the probe rows a checkpoint saved (resume probes the rows the run held back)."""
         cfg = self.train_cfg

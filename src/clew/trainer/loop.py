@@ -121,7 +121,7 @@ class Trainer:
             return TrainerState(0, 0, 0), True
         state = load_state(found[-1], self.learner.optimizer)
         probe = load_probe(found[-1])
-        if probe and isinstance(self.learner, Learner):
+        if probe:
             self.learner.restore_guard(probe)
         self.learner.steps = state.optimizer_steps
         self.recorder.truncate(state.iteration)
@@ -293,7 +293,7 @@ class Trainer:
                 self.policy.tokenizer,
                 self.learner.optimizer,
                 self.cfg.keep_checkpoints,
-                self.learner.guard.rows if isinstance(self.learner, Learner) and self.learner.guard else None,
+                self.learner.guard_rows(),
             )
 
     def _evaluate(self, state: TrainerState, episodes: int | None = None) -> EvalResult:
