@@ -126,7 +126,7 @@ def make(env_id: str, **kwargs: Any) -> Env:
 def unknown_env_message(env_id: str) -> str:
     """Name the close matches among built-in ids and family examples."""
     known = [*sorted(_REGISTRY), *(i for f in families() for i in f.ids())]
-    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.5)
+    close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.7)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     prefixes = ", ".join(f"{f.prefix}/..." for f in families())
     return (
