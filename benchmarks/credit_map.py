@@ -6,8 +6,9 @@ Cells are a base cell of ``dial-v0`` (``clew.envs.library.dial``) plus one-facto
 of its dials: horizon, decisive steps, state repeats, reward density (``CELLS`` says why each). Per cell
 one SFT warm start (noisy expert) is trained once and shared by every (estimator, seed) run of the cell;
 runs go to a pool of ``--workers`` processes with ``cores // workers`` torch threads each. Every run is
-cached in ``DIR`` by its exact config: a rerun (another session) skips finished runs and resumes the
-study; ``--report-only`` reports whatever has finished without training.
+cached in ``DIR`` by the overrides the study gave it (its commit recorded beside them): a rerun
+(another session, later code) skips finished runs and resumes the study; ``--report-only`` reports
+whatever has finished without training.
 
 Budget, alike in every cell: ``ITERATIONS`` iterations of 4 tasks x G = 8 episodes (so the same number
 of outcomes; env steps grow with the horizon), 4 optimizer steps per iteration whatever the horizon
@@ -23,8 +24,8 @@ budget + 1, ``clew.eval.stats.censor_at_budget``), with 95 % percentile-bootstra
 winner per cell and whether its IQM-difference interval against each other estimator excludes 0; the
 difference of each estimator from GRPO per cell and over all cells (stratified bootstrap, rliable).
 Writes ``DIR/credit_map.json`` (every run), ``DIR/credit_map.md`` (the map) and ``DIR/credit_map.png``
-(``credit_map_report.py``). Runs are cached by their exact config: ``--set`` or ``--iterations`` make
-other runs (the cached ones of another config are replaced), so keep a study's ``--out`` to itself.
+(``credit_map_report.py``). Runs are cached by their overrides: ``--set`` or ``--iterations`` make
+other runs (the cached ones of other overrides are replaced), so keep a study's ``--out`` to itself.
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ import json
 import math
 import os
 import shutil
+import subprocess
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -45,10 +47,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from clew.eval import steps_to_threshold
 from clew.store.run import atomic_write_text, read_jsonl
-from clew.trainer.config import RunConfig, load_config
+from clew.trainer.config import load_config
 from clew.trainer.loop import Trainer
 from credit_map_report import aggregate, markdown, plot
-from learning_efficiency import cached
 from machine import describe
 
 # The base cell: the middle of the horizon range (25 of 10-100), so the horizon dial goes both ways; 2
@@ -166,33 +167,61 @@ def cell_overrides(cell: Cell, plan: Plan) -> list[str]:
     ]  # fmt: skip
 
 
+# --- the cache: a run is keyed by the study's overrides, not by the whole config ----------------------
+# The study spans sessions while the code moves on: a new config field (with its default) must not throw
+# away finished runs, so a run is reused when the overrides the study gave it are the same; the commit
+# that trained it is recorded beside them and reported (``commits`` in credit_map.json).
+def study_key(run: Path) -> dict[str, Any] | None:
+    key = run / "study.json"
+    if not (run / "summary.json").exists() or not key.exists():
+        return None
+    return dict(json.loads(key.read_text()))
+
+
+def finished(run: Path, overrides: list[str]) -> bool:
+    key = study_key(run)
+    return key is not None and key["overrides"] == overrides
+
+
+def train_run(run: Path, overrides: list[str], threads: int) -> None:
+    shutil.rmtree(run, ignore_errors=True)
+    Trainer(load_config(None, [*overrides, f"threads={threads}"]), run).fit()
+    atomic_write_text(run / "study.json", json.dumps({"overrides": overrides, "commit": commit()}))
+
+
+def commit() -> str:
+    head = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
+    )
+    return head.stdout.strip() or "unknown"
+
+
+def sft_overrides(cell: Cell, plan: Plan) -> list[str]:
+    return [*COMMON, *cell_overrides(cell, plan), "iterations=0", "sft.enabled=true", "eval.at_start=true", *SFT_ONLY]
+
+
 def sft_start(cell: Cell, plan: Plan, out: Path, threads: int) -> Path:
     """Train the cell's shared SFT start once (iterations=0, held-out eval); retraining it drops the cell's runs."""
-    run = out / cell.name / "sft-start"
-    overrides = ["iterations=0", "sft.enabled=true", "eval.at_start=true", f"threads={threads}"]
-    overrides += SFT_ONLY
-    cfg = load_config(None, [*COMMON, *cell_overrides(cell, plan), *overrides])
-    if not cached(run, cfg):
+    run, overrides = out / cell.name / "sft-start", sft_overrides(cell, plan)
+    if not finished(run, overrides):
         shutil.rmtree(out / cell.name, ignore_errors=True)
-        Trainer(cfg, run).fit()
+        train_run(run, overrides, threads)
     return run
 
 
-def run_config(cell: Cell, estimator: str, seed: int, plan: Plan, out: Path, threads: int) -> RunConfig:
-    """The config of one (estimator, seed) run of ``cell``, from the cell's SFT start."""
+def run_overrides(cell: Cell, estimator: str, seed: int, plan: Plan, out: Path) -> list[str]:
+    """The overrides of one (estimator, seed) run of ``cell``, from the cell's SFT start."""
     start = out / cell.name / "sft-start" / "sft" / "policy"
-    overrides = [f"policy.model={start}", "sft.enabled=false", f"seed={seed}", f"threads={threads}"]
+    overrides = [f"policy.model={start}", "sft.enabled=false", f"seed={seed}"]
     overrides += [f"iterations={plan.iterations}", *cell_overrides(cell, plan), *plan.rl_extra]
-    return load_config(None, [*ESTIMATORS[estimator], *COMMON, *RL_ONLY, *overrides])
+    return [*ESTIMATORS[estimator], *COMMON, *RL_ONLY, *overrides]
 
 
 def one_run(cell: Cell, estimator: str, seed: int, plan: Plan, out: Path, threads: int) -> Path:
     """Train one (estimator, seed) of a cell from its SFT start, unless the finished run is cached."""
-    run = out / cell.name / f"{estimator}-seed{seed}"
-    cfg = run_config(cell, estimator, seed, plan, out, threads)
-    if not cached(run, cfg):
-        shutil.rmtree(run, ignore_errors=True)
-        Trainer(cfg, run).fit()
+    run, overrides = out / cell.name / f"{estimator}-seed{seed}", run_overrides(cell, estimator, seed, plan, out)
+    if not finished(run, overrides):
+        train_run(run, overrides, threads)
     return run
 
 
@@ -208,6 +237,7 @@ def load_run(run: Path, threshold: float) -> dict[str, Any]:
         "steps_to_threshold": None if math.isinf(reach) else reach,
         "budget_env_steps": float(summary["env_steps"]),
         "success_curve": success,
+        "commit": (study_key(run) or {}).get("commit", "unknown"),
     }
 
 
@@ -237,12 +267,12 @@ def _done(future: Future[Path], name: str, failures: list[str]) -> bool:
     return True
 
 
-def collect(plan: Plan, out: Path, threads: int) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """The plan's finished runs whose config is exactly the plan's (others are not reported)."""
+def collect(plan: Plan, out: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
+    """The plan's finished runs trained with exactly the plan's overrides (others are not reported)."""
     runs = {}
     for cell, est, seed in itertools.product(plan.cells, plan.estimators, plan.seeds):
         run = out / cell / f"{est}-seed{seed}"
-        if cached(run, run_config(CELLS[cell], est, seed, plan, out, threads)):
+        if finished(run, run_overrides(CELLS[cell], est, seed, plan, out)):
             runs[(cell, est, seed)] = load_run(run, CELLS[cell].threshold)
     return runs
 
@@ -293,10 +323,12 @@ def main() -> int:
     plan, out, began = make_plan(args), Path(args.out or default), time.time()
     threads = max(1, (os.cpu_count() or 2) // args.workers)
     failures = [] if args.report_only else train(plan, out, args.workers, threads)
-    runs = collect(plan, out, threads)
+    runs = collect(plan, out)
     expected = len(plan.cells) * len(plan.estimators) * len(plan.seeds)
+    commits = sorted({r["commit"] for r in runs.values()})
     note = (f"{len(runs)}/{expected} runs finished; {plan.iterations} iterations of {plan.tasks} tasks x G {GROUP}; "
-            f"machine: {describe()}; wall time {time.time() - began:.0f} s with {args.workers} workers.")  # fmt: skip
+            f"commits {', '.join(commits)}; machine: {describe()}; "
+            f"wall time {time.time() - began:.0f} s with {args.workers} workers.")  # fmt: skip
     agg = aggregate(runs) if runs else {"cells": {}, "vs_grpo": {}}
     runs_out = [{"cell": c, "estimator": e, "seed": s, **r} for (c, e, s), r in runs.items()]
     summary = {"note": note, "base": BASE, "start_success_target": START_SUCCESS, "plan": asdict(plan),
