@@ -36,7 +36,6 @@ import json
 import math
 import os
 import shutil
-import subprocess
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
@@ -47,10 +46,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from clew.eval import steps_to_threshold
 from clew.store.run import atomic_write_text, read_jsonl
-from clew.trainer.config import load_config
-from clew.trainer.loop import Trainer
 from credit_map_report import aggregate, markdown, plot
 from machine import describe
+from study import finished, study_key, train_run
 
 # The base cell: the middle of the horizon range (25 of 10-100), so the horizon dial goes both ways; 2
 # decisive steps among 23 that are not, so credit has something to find and the decisive dial goes both
@@ -165,35 +163,6 @@ def cell_overrides(cell: Cell, plan: Plan) -> list[str]:
         f"sft.noise={sft_noise(kw['decisive'], kw['choices']):.4f}",
         f"train.minibatch_rows={max(1, rows // STEPS_PER_ITERATION)}", *plan.extra,
     ]  # fmt: skip
-
-
-# --- the cache: a run is keyed by the study's overrides, not by the whole config ----------------------
-# The study spans sessions while the code moves on: a new config field (with its default) must not throw
-# away finished runs, so a run is reused when the overrides the study gave it are the same; the commit
-# that trained it is recorded beside them and reported (``commits`` in credit_map.json).
-def study_key(run: Path) -> dict[str, Any] | None:
-    key = run / "study.json"
-    if not (run / "summary.json").exists() or not key.exists():
-        return None
-    return dict(json.loads(key.read_text()))
-
-
-def finished(run: Path, overrides: list[str]) -> bool:
-    key = study_key(run)
-    return key is not None and key["overrides"] == overrides
-
-
-def train_run(run: Path, overrides: list[str], threads: int) -> None:
-    shutil.rmtree(run, ignore_errors=True)
-    Trainer(load_config(None, [*overrides, f"threads={threads}"]), run).fit()
-    atomic_write_text(run / "study.json", json.dumps({"overrides": overrides, "commit": commit()}))
-
-
-def commit() -> str:
-    head = subprocess.run(
-        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, cwd=Path(__file__).parent
-    )
-    return head.stdout.strip() or "unknown"
 
 
 def sft_overrides(cell: Cell, plan: Plan) -> list[str]:
