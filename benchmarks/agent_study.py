@@ -12,7 +12,7 @@ Reported per family and stage: held-out success per seed, pooled over seeds with
 and the mean over seeds with a 95 % percentile-bootstrap interval over seeds; per estimator pair, the
 difference of seed means (``clew.eval.stats.stratified_difference``, one stratum). Runs are cached by
 their overrides (``study.py``): a rerun in another session skips finished runs and resumes the study.
-Runs go one at a time (each uses every core: vLLM and the learner share the machine). Writes
+Runs go one at a time (each uses every core: vLLM and the learner share the machine), seed-major. Writes
 ``DIR/agent_study.json`` and ``DIR/agent_study.md``.
 """
 
@@ -52,19 +52,32 @@ def stages(family: str, estimators: list[str], seeds: int, out: Path, extra: lis
 
 
 def train(families: list[str], runs: dict[str, dict[str, list[str]]], out: Path) -> list[str]:
-    """Every unfinished run, family by family (the SFT start before its RL runs); returns the failures."""
+    """Every unfinished run, seed-major (``ordered``), so an interrupted study covers every family; returns the
+    failures."""
     failures, threads = [], os.cpu_count() or 2
-    for family in families:
-        for name, overrides in runs[family].items():
-            run = out / family / name
-            if finished(run, overrides):
-                continue
-            print(f"[agent_study] {family} {name} ...", flush=True)
-            try:
-                train_run(run, overrides, threads, FAMILIES[family])
-            except Exception as exc:  # one failure must not lose the other runs: report it, go on
-                failures.append(f"{family} {name}: {type(exc).__name__}: {exc}")
+    for family, name in ordered(families, runs):
+        overrides, run = runs[family][name], out / family / name
+        if finished(run, overrides):
+            continue
+        print(f"[agent_study] {family} {name} ...", flush=True)
+        try:
+            train_run(run, overrides, threads, FAMILIES[family])
+        except Exception as exc:  # one failure must not lose the other runs: report it, go on
+            failures.append(f"{family} {name}: {type(exc).__name__}: {exc}")
     return failures
+
+
+def ordered(families: list[str], runs: dict[str, dict[str, list[str]]]) -> list[tuple[str, str]]:
+    """(family, run) pairs: the starts first, then RL runs by seed, estimator, family (in the order given)."""
+    starts = [(f, n) for f in families for n in runs[f] if "-seed" not in n]
+    rl = [(f, n) for f in families for n in runs[f] if "-seed" in n]
+    estimators = list(dict.fromkeys(n.rsplit("-seed", 1)[0] for _, n in rl))
+
+    def key(pair: tuple[str, str]) -> tuple[int, int, int]:
+        estimator, seed = pair[1].rsplit("-seed", 1)
+        return int(seed), estimators.index(estimator), families.index(pair[0])
+
+    return starts + sorted(rl, key=key)
 
 
 def held_out(run: Path) -> dict[str, Any]:
