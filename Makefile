@@ -7,7 +7,7 @@ DEV := $(VENV)/.dev
 SYSTEM := $(VENV)/.system
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 
-.PHONY: install demo demo-real test lint bench bench-quick clean
+.PHONY: install demo demo-real demo-agent test lint bench bench-quick clean
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -48,6 +48,12 @@ demo-real: $(DEV)
 	$(BIN)/clew models get smollm2-135m-instruct
 	rm -rf runs/demo-real
 	$(BIN)/clew train configs/smollm2-chain-sum.yaml --out runs/demo-real
+
+# The same model as a multi-turn agent: TextWorldExpress coin collecting (Java), a short SFT, then GRPO (~40 min).
+demo-agent: $(DEV)
+	$(BIN)/clew models get smollm2-135m-instruct
+	rm -rf runs/demo-agent
+	$(BIN)/clew train configs/smollm2-twx-coin.yaml --out runs/demo-agent
 
 lint: $(DEV)
 	$(BIN)/ruff check src tests benchmarks
