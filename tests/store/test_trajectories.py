@@ -18,8 +18,10 @@ from clew.types import Episode, Group, Turn
 
 def _table(entropies: bool = True) -> TurnTable:
     def turn(n: int, obs: str) -> Turn:
-        info = {"token_entropies": [0.1 * (k + 1) for k in range(n)]} if entropies else {}
-        return Turn([1, 2], [5 + k for k in range(n)], [-0.5] * n, "act", observation=obs, info={**info, "x": 1})
+        values = [0.1 * (k + 1) for k in range(n)] if entropies else None
+        return Turn(
+            [1, 2], [5 + k for k in range(n)], [-0.5] * n, "act", observation=obs, info={"x": 1}, token_entropies=values
+        )
 
     a = Episode("t", 0, 0, [turn(2, "o1"), turn(3, "o2")], 1.0, terminated=True)
     b = Episode("t", 0, 0, [turn(1, "o3")], 0.0, terminated=True)

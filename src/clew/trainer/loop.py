@@ -171,7 +171,7 @@ class Trainer:
         )
         turns = [t for g in groups for e in g.episodes for t in e.turns if t.action_ids]
         # a scripted expert has no summaries to show: context edits are learned by RL alone
-        rows = [(t.prompt_ids, t.action_ids) for t in turns if "context_edit" not in t.info]
+        rows = [(t.prompt_ids, t.action_ids) for t in turns if t.env_step]
         losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
         policy = weights.fold_adapters(policy)
         demo = summarize([e for g in groups for e in g.episodes])
