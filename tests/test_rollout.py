@@ -57,6 +57,8 @@ def _assert_same(a: list[Group], b: list[Group], logprob_tol: float = 0.0) -> No
 class Batched:
     """A plain ``Engine`` (no ``Streams``) over another engine; records each batch size it is asked for."""
 
+    continuous_batching = False
+
     def __init__(self, inner: Any, max_model_len: int = 1 << 30) -> None:
         self.inner, self.batches, self.max_model_len = inner, list[int](), max_model_len
 
@@ -71,6 +73,9 @@ class Batched:
 
 class SeedEngine:
     """Each completion is a pure function of its seed; records submissions (keys) and batch sizes."""
+
+    max_model_len = 1 << 62
+    continuous_batching = False  # streams requests, yet the scheduler gathers them into waves
 
     def __init__(self, fail_on_call: int | None = None) -> None:
         self.submitted, self.batches, self.fail_on_call = list[int](), list[int](), fail_on_call

@@ -66,6 +66,8 @@ class Plays:
 
     plans: dict[int, list[str]]
     continuous_batching: bool = True
+    max_model_len: int = 1 << 62
+    writes_context_edits: bool = True
     played: dict[int, int] = field(default_factory=dict)
     done: list[tuple[int, Completion | Exception]] = field(default_factory=list)
     lost: Collection[int] = ()  # keys whose requests come back lost (an engine worker died)

@@ -25,7 +25,10 @@ def test_episode_properties() -> None:
 
 
 def test_types_and_envs_import_no_torch() -> None:
-    code = "import sys, clew.types, clew.envs, clew.store.run, clew.credit; print('torch' in sys.modules)"
+    """The records, envs, credit, the engine contract, rollout and the plug-in loader: torch loads on first use of
+    a model, never on import (``clew.policy``'s torch-backed names are lazy)."""
+    modules = "clew.types, clew.envs, clew.store.run, clew.credit, clew.policy.base, clew.rollout, clew.plugins"
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
 

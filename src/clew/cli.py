@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -30,6 +31,10 @@ from clew.cli_checks import (
     non_negative_float,
     train_overrides,
 )
+from clew.paths import root_from_environment, set_cache_root
+from clew.plugins import load_plugins
+from clew.policy.base import engines
+from clew.rollout.context import CONTEXTS
 
 console = Console()
 
@@ -98,19 +103,18 @@ def cmd_check_env(args: argparse.Namespace) -> int:
 
 def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str = "hf") -> tuple[Any, Any]:
     """``expert`` / ``random`` (scripted) or a model path/name sampled by ``engine`` -> (actor, framing)."""
-    from clew.policy import HFPolicy, SamplingParams, make_engine
+    from clew.policy import HFPolicy, SamplingParams, engine_spec, make_engine
     from clew.rollout import Framing, PolicyActor, ScriptedActor
 
     if spec in ("expert", "random"):
         return ScriptedActor(spec), None
     path = _model_dir(spec)
     policy = HFPolicy.from_pretrained(path)  # a LoRA checkpoint loads its base with the adapter (peft)
-    if engine != "hf" and (Path(path) / "adapter_config.json").exists():
+    in_process = engine_spec(engine).shares_learner_weights
+    if not in_process and (Path(path) / "adapter_config.json").exists():
         path = _merged_copy(policy, path)
     params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-    sampler = (
-        make_engine("hf", policy.model, tokenizer=policy.tokenizer) if engine == "hf" else make_engine(engine, path)
-    )
+    sampler = make_engine(engine, policy.model, tokenizer=policy.tokenizer) if in_process else make_engine(engine, path)
     return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
 
 
@@ -217,13 +221,13 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-turns", type=int_at_least(1), default=64)
     p.add_argument("--max-new-tokens", type=int_at_least(1), default=16)
     p.add_argument("--temperature", type=non_negative_float, default=1.0)
-    p.add_argument("--context", default="window", help="context strategy: full | window | summary | memory | markovian")
+    p.add_argument("--context", default="window", help=f"context strategy: {' | '.join(CONTEXTS.available())}")
     p.add_argument(
         "--context-param", type=key_value, action="append", default=[], help="strategy parameter key=value (repeatable)"
     )
     p.add_argument("--window-turns", type=int_at_least(0), default=None, help="shorthand for --context-param turns=N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine for a model policy")
+    p.add_argument("--engine", default="hf", choices=engines(), help="rollout engine for a model policy")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -341,6 +345,10 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="clew", description=__doc__)
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="load a plug-in (engines, contexts, estimators, objectives, envs) before the command; repeatable",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("envs", help="list registered environments").set_defaults(fn=cmd_envs)
     check = sub.add_parser("check-env", help="run the conformance checker on an env")
@@ -385,6 +393,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; a bad argument is one line on stderr and exit code 2 (3: a model or engine failed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    set_cache_root(root_from_environment(os.environ))  # the one place clew reads environment variables
+    try:
+        load_plugins(plugin_args(argv))  # before the parser: its choices and listings include the plug-ins
+    except ValueError as exc:
+        return fail("clew", exc, 2)
     args = build_parser().parse_args(argv)
     prog = " ".join(["clew", args.command, *([args.models_command] if getattr(args, "models_command", None) else [])])
     engine_errors: tuple[type[Exception], ...] = ()
@@ -399,6 +413,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(prog, exc, 2)
     except engine_errors as exc:  # engine not installed, model that does not load, failed sync or rollout
         return fail(prog, exc, 3)
+
+
+def plugin_args(argv: Sequence[str]) -> list[str]:
+    """The values of ``--plugin X`` / ``--plugin=X`` before the command (read ahead of the parser)."""
+    names, rest = [], iter(argv)
+    for arg in rest:
+        if arg == "--plugin":
+            names.append(next(rest, ""))
+        elif arg.startswith("--plugin="):
+            names.append(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            break  # the command: later arguments are its own
+    return names
 
 
 def fail(prog: str, exc: Exception, code: int) -> int:

@@ -37,6 +37,7 @@ class Recording:
 
     def __init__(self, inner: Engine) -> None:
         self.inner, self.seen = inner, []  # type: ignore[var-annotated]
+        self.max_model_len, self.continuous_batching = inner.max_model_len, inner.continuous_batching
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]) -> Any:
         outs = self.inner.generate(prompts, params, seeds)

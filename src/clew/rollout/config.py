@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from clew.policy.base import engine_spec, engines
 from clew.rollout.context import CONTEXTS, ContextStrategy, make_context
 
 
@@ -76,7 +77,7 @@ class RolloutConfig(BaseModel):
         "loop, so runs repeat bit for bit); a few ms lets fast episodes pass a slow env. Continuous-batching "
         "engines (vllm) never wait",
     )
-    engine: Literal["hf", "vllm"] = Field("hf", description="rollout engine: hf (transformers) or vllm")
+    engine: str = Field("hf", description=f"rollout engine, a registered name: {', '.join(engines())}")
     engine_tolerance: float = Field(
         1e-3, gt=0, description="max |engine - learner| log-prob on the parity probe after each sync"
     )
@@ -105,3 +106,9 @@ class RolloutConfig(BaseModel):
         "the weights). clew overlaps one rollout at most, so 2 or more act as 1; TIS (objective.tis_cap) corrects "
         "the mismatch",
     )
+
+    @field_validator("engine")
+    @classmethod
+    def _registered_engine(cls, name: str) -> str:
+        engine_spec(name)  # an unknown name fails listing the registered ones (plug-ins included)
+        return name

@@ -301,14 +301,17 @@ def _markovian(*, chunk_tokens: int = 1024, carry_tokens: int = 128) -> ContextS
     return MarkovianContext(chunk_tokens, carry_tokens)
 
 
-for _spec in (
-    ContextSpec("full", _full, "the whole chat"),
-    ContextSpec("window", _window, "the last `turns` exchanges"),
-    ContextSpec("summary", _summary, "the policy summarises every `every` turns or past `budget_tokens`"),
-    ContextSpec("memory", _memory, "Memory-as-Action: <memory> blocks + the last `turns` exchanges"),
-    ContextSpec("markovian", _markovian, "fixed chunks of `chunk_tokens`, `carry_tokens` carried over"),
-):
-    CONTEXTS.add(_spec)
+def register_context(name: str, factory: Callable[..., ContextStrategy], summary: str = "") -> None:
+    """Add (or replace) a strategy: ``factory(**params)`` builds it, its keyword-only parameters (with defaults)
+    are what ``rollout.context.params`` may set. A plug-in module calls this at import (``clew.plugins``)."""
+    CONTEXTS.add(ContextSpec(name, factory, summary))
+
+
+register_context("full", _full, "the whole chat")
+register_context("window", _window, "the last `turns` exchanges")
+register_context("summary", _summary, "the policy summarises every `every` turns or past `budget_tokens`")
+register_context("memory", _memory, "Memory-as-Action: <memory> blocks + the last `turns` exchanges")
+register_context("markovian", _markovian, "fixed chunks of `chunk_tokens`, `carry_tokens` carried over")
 
 
 def make_context(name: str, params: dict[str, Any] | None = None) -> ContextStrategy:

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from clew.envs import Closeable, Env, HasStateKey, StepResult, failure_type, make
 from clew.envs.pool import EnvWorkerError, make_pooled
 from clew.policy.base import Completion
-from clew.rollout.actors import UNBOUNDED_MODEL_LEN, Actor
+from clew.rollout.actors import Actor
 from clew.rollout.config import RolloutConfig
 from clew.rollout.context import ContextStrategy, Framing, History
 from clew.rollout.envsteps import EnvSteps
@@ -129,10 +129,9 @@ class _Scheduler:
         self.actor, self.live, self.cfg = actor, live, cfg
         self.framing, self.seed, self.on_turn = framing, seed, on_turn
         self.context: ContextStrategy = cfg.context.make()
-        self.edits = bool(getattr(actor, "writes_context_edits", True))  # a scripted expert writes no summaries
-        max_model_len = int(getattr(actor, "max_model_len", UNBOUNDED_MODEL_LEN))
-        self.prompt_budget = min(cfg.max_prompt_tokens, max_model_len - cfg.max_new_tokens)
-        continuous = bool(getattr(actor, "continuous_batching", False))
+        self.edits = actor.writes_context_edits  # a scripted expert writes no summaries
+        self.prompt_budget = min(cfg.max_prompt_tokens, actor.max_model_len - cfg.max_new_tokens)
+        continuous = actor.continuous_batching
         self.gather_s: float | None = 0.0 if continuous else cfg.batch_window_s
         self.ready: list[int] = list(range(len(live)))  # keys (indices into live) waiting to act
         self.sampling: set[int] = set()  # keys with a request at the actor

@@ -7,7 +7,7 @@ validated before any work starts; errors name the field and the allowed values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
@@ -17,6 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from clew import credit, objectives
 from clew.envs.registry import resolve
+from clew.plugins import load_plugins
+from clew.policy.base import EngineSpec, engine_spec, engines
 from clew.rollout import RolloutConfig
 
 DEFAULT_TIS_CAP = 2.0
@@ -267,6 +269,9 @@ class EvalConfig(_Frozen):
 class RunConfig(_Frozen):
     """Everything a run needs; the composed config saved as ``config.yaml`` in the run directory."""
 
+    plugins: tuple[str, ...] = Field(
+        (), description="plug-in modules (dotted names or .py paths) loaded before the rest is validated: clew.plugins"
+    )
     seed: int = 0
     iterations: int = Field(10, ge=0)
     tasks_per_iteration: int = Field(8, ge=1, description="groups per iteration")
@@ -294,7 +299,7 @@ class RunConfig(_Frozen):
             return data
         rollout, objective = data.get("rollout") or {}, data.get("objective") or {}
         train = data.get("train") or {}
-        foreign = isinstance(rollout, dict) and rollout.get("engine", "hf") != "hf"
+        foreign = isinstance(rollout, dict) and not _shares_weights(rollout.get("engine", "hf"))
         foreign |= isinstance(train, dict) and train.get("dtype", "float32") != "float32"
         foreign |= isinstance(rollout, dict) and bool(rollout.get("max_staleness", 0))  # off-policy by design
         if foreign and isinstance(objective, dict) and "tis_cap" not in objective:
@@ -315,6 +320,15 @@ class RunConfig(_Frozen):
         budget = rollout.get("max_new_tokens") if isinstance(rollout, dict) else rollout.max_new_tokens
         budget = budget or RolloutConfig.model_fields["max_new_tokens"].default
         return {**data, "objective": {**objective, "aggregation_const": float(budget)}}
+
+    @model_validator(mode="before")
+    @classmethod
+    def _load_plugins(cls, data: Any) -> Any:
+        """Import ``plugins`` first, so every other field may name their entries. Pydantic runs "before" model
+        validators last-defined first: this one stays the last defined."""
+        if isinstance(data, dict):
+            load_plugins(data.get("plugins") or ())
+        return data
 
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
@@ -348,18 +362,29 @@ class RunConfig(_Frozen):
             )
 
     def _engine_serves(self) -> None:
-        if self.rollout.engine == "hf":
-            return
-        if self.rollout.top_p < 1:
+        engine = engine_spec(self.rollout.engine)
+        if self.rollout.top_p < 1 and not engine.exact_under_top_p:
+            exact = ", ".join(_engines_with(lambda e: e.exact_under_top_p))
             raise ValueError(
                 f"rollout.top_p={self.rollout.top_p} with rollout.engine={self.rollout.engine}: that engine reports "
                 "log-probs renormalised over the top-p nucleus, which the learner does not reproduce; use "
-                "rollout.top_p=1 or rollout.engine=hf"
+                f"rollout.top_p=1 or an engine that keeps them exact ({exact})"
             )
-        if credit.get(self.credit.name).needs_entropy:
+        if credit.get(self.credit.name).needs_entropy and not engine.reports_entropies:
+            reporting = ", ".join(_engines_with(lambda e: e.reports_entropies))
             raise ValueError(
-                f"credit.name={self.credit.name} needs per-token entropies, which only rollout.engine=hf reports"
+                f"credit.name={self.credit.name} needs per-token entropies, which rollout.engine={engine.name} does "
+                f"not report; use one that does ({reporting})"
             )
+
+
+def _shares_weights(engine: Any) -> bool:
+    """Whether ``engine`` samples from the learner's own weights; an unknown name is left to the field's check."""
+    return isinstance(engine, str) and engine in engines() and engine_spec(engine).shares_learner_weights
+
+
+def _engines_with(capability: Callable[[EngineSpec], bool]) -> list[str]:
+    return [name for name in engines() if capability(engine_spec(name))]
 
 
 def preset_names() -> list[str]:
