@@ -9,7 +9,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -26,28 +25,17 @@ from clew.cli_checks import (
     check_train,
     check_view,
     int_at_least,
-    is_model_folder,
     key_value,
     non_negative_float,
     train_overrides,
 )
+from clew.cli_eval import build_actor, parse_kv, rollout_config
 from clew.paths import root_from_environment, set_cache_root
 from clew.plugins import load_plugins
 from clew.policy.base import engines
 from clew.rollout.context import CONTEXTS
 
 console = Console()
-
-
-def parse_kv(items: Sequence[str]) -> dict[str, Any]:
-    """``["width=8", "layout=corners"]`` -> ``{"width": 8, "layout": "corners"}`` (YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def progress() -> Progress:
@@ -101,53 +89,6 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str = "hf") -> tuple[Any, Any]:
-    """``expert`` / ``random`` (scripted) or a model path/name sampled by ``engine`` -> (actor, framing)."""
-    from clew.policy import HFPolicy, SamplingParams, engine_spec, make_engine
-    from clew.rollout import Framing, PolicyActor, ScriptedActor
-
-    if spec in ("expert", "random"):
-        return ScriptedActor(spec), None
-    path = _model_dir(spec)
-    policy = HFPolicy.from_pretrained(path)  # a LoRA checkpoint loads its base with the adapter (peft)
-    in_process = engine_spec(engine).shares_learner_weights
-    if not in_process and (Path(path) / "adapter_config.json").exists():
-        path = _merged_copy(policy, path)
-    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-    sampler = make_engine(engine, policy.model, tokenizer=policy.tokenizer) if in_process else make_engine(engine, path)
-    return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
-
-
-def _merged_copy(policy: Any, adapter_dir: str) -> str:
-    """A LoRA checkpoint merged into its base in a temporary folder, for engines that load plain weights."""
-    import json
-    import tempfile
-
-    from clew.policy import HFPolicy
-    from clew.policy.lora import merged_weights
-
-    base_dir = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base = HFPolicy.from_pretrained(base_dir)
-    base.model.load_state_dict(dict(merged_weights(policy.model)))  # load_state_dict copies
-    folder = tempfile.mkdtemp(prefix="clew-merged-")
-    base.model.save_pretrained(folder)
-    policy.tokenizer.save_pretrained(folder)
-    return folder
-
-
-def _model_dir(spec: str) -> str:
-    """A run directory resolves to its latest policy weights; anything else is passed to HF."""
-    from clew.store.run import latest_policy_dir
-
-    path = Path(spec)
-    if path.is_dir() and not is_model_folder(path):
-        found = latest_policy_dir(path)
-        if found is None:
-            raise UsageError(f"argument --policy: {spec} has no config.json and no saved policy")
-        return str(found)
-    return spec
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from clew.envs import Closeable
     from clew.eval import diagnose, ending_shares, eval_tasks, evaluate
@@ -180,36 +121,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         example = f" (first: {error[:200]})" if error and line.endswith(EVAL_KNOBS["error"]) else ""
         console.print(line + example, style="yellow", markup=False)
     return 0
-
-
-def rollout_config(args: argparse.Namespace) -> Any:
-    """The eval's ``RolloutConfig``; a context it refuses is named by its flag."""
-    from pydantic import ValidationError
-
-    from clew.rollout import RolloutConfig
-
-    try:
-        return RolloutConfig(
-            group_size=args.group_size,
-            max_turns=args.max_turns,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            context={"name": args.context, "params": context_params(args)},
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "context"
-        flag = f"--{field.replace('_', '-')}"
-        if field == "context" and (args.context_param or args.window_turns is not None):
-            flag = "--context-param"
-        raise UsageError(f"argument {flag}: {str(error['msg']).removeprefix('Value error, ')}") from None
-
-
-def context_params(args: argparse.Namespace) -> dict[str, Any]:
-    params = parse_kv(args.context_param)
-    if args.window_turns is not None:
-        params["turns"] = args.window_turns
-    return params
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:

@@ -99,7 +99,9 @@ def build_run(run_dir: Path) -> Path:
     table = TurnTable.from_groups(groups())
     (run_dir / "trajectories").mkdir(parents=True)
     write_v1(run_dir / "trajectories" / "iter_000001.parquet", table, 1)
-    write_trajectories(run_dir / "trajectories" / "iter_000002.parquet", table, 2, TURN_ADV, RETURNS, TOKEN_ADV)
+    write_trajectories(
+        run_dir / "trajectories" / "iter_000002.parquet", turn_records(table, 2, TURN_ADV, RETURNS, TOKEN_ADV)
+    )
     (run_dir / "base").mkdir()
     Tokenizer(WordLevel(VOCAB, unk_token="<pad>")).save(str(run_dir / "base" / "tokenizer.json"))
     (run_dir / "config.yaml").write_text("seed: 0\npolicy:\n  model: tiny\n")

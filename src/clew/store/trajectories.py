@@ -95,17 +95,9 @@ def _entropies(values: list[float] | None, n: int) -> list[float] | None:
     return [float(x) for x in values] if values is not None and len(values) == n else None
 
 
-def write_trajectories(
-    path: Path,
-    table: TurnTable,
-    iteration: int,
-    advantages: np.ndarray,
-    returns: np.ndarray,
-    token_advantages: np.ndarray | None = None,
-    anchor_groups: np.ndarray | None = None,
-) -> None:
-    """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
-    records = turn_records(table, iteration, advantages, returns, token_advantages, anchor_groups)
+def write_trajectories(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write one iteration's turn records (``turn_records``) atomically (query later with pyarrow, pandas or
+    DuckDB)."""
     arrow = pa.Table.from_pylist(records)
     for field in TYPED_COLUMNS if records else []:  # typed even when every value is null (no entropies)
         arrow = arrow.set_column(arrow.schema.get_field_index(field.name), field, arrow[field.name].cast(field.type))

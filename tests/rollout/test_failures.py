@@ -19,7 +19,7 @@ from clew.trainer.record import rollout_metrics
 from clew.trainer.select import drop_env_errors, shape
 from clew.types import Episode, Group
 
-FRAGILE = "tests.test_rollout_failures:Fragile"
+FRAGILE = "tests.rollout.test_failures:Fragile"
 RELEASE = threading.Event()  # a hung step waits on it; set after each test so no thread outlives its test
 
 
