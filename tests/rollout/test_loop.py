@@ -228,7 +228,9 @@ def test_fixed_seed_same_groups_whatever_the_scheduling(
 
     The seeded engine's samples are pure functions of (prompt, seed), so every number must be equal.
     """
-    tasks = [Task("tests.rollout.test_loop:Jitter", s, {"inner": e}) for s, e in enumerate(["keydoor-v0", "toolcalc-v0"])]
+    tasks = [
+        Task("tests.rollout.test_loop:Jitter", s, {"inner": e}) for s, e in enumerate(["keydoor-v0", "toolcalc-v0"])
+    ]
     jittered = [Task(t.env_id, t.seed, {**t.env_kwargs, "jitter": 7}) for t in tasks]
     engine: Any = SeedEngine() if engine_kind == "seeded" else tiny_engine
     cfg = RolloutConfig(group_size=3, max_turns=5, max_new_tokens=4, env_workers=1)
@@ -303,7 +305,9 @@ def test_prompt_too_long_for_the_engine_is_truncated(tiny_policy: HFPolicy, tiny
     engine = Batched(tiny_engine, max_model_len=first + 4 + 30)  # room for the first prompt, not for many turns
     scripted = ScriptedActor("random", tokenizer=tiny_policy.tokenizer)
     scripted_groups = collect(scripted, [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0, framing)
-    model_groups = collect(PolicyActor(engine, _params(cfg)), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0, framing)
+    model_groups = collect(
+        PolicyActor(engine, _params(cfg)), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0, framing
+    )
     assert all(e.truncation_reason == "max_turns" for e in _episodes(scripted_groups))  # unbounded actor
     for ep in _episodes(model_groups):
         assert ep.truncation_reason in ("max_prompt_tokens", "max_new_tokens") and ep.turns
@@ -337,7 +341,9 @@ def test_broken_env_is_recorded_in_member_order() -> None:
 def test_engine_errors_propagate() -> None:
     cfg = RolloutConfig(group_size=2, max_turns=4)
     with pytest.raises(RuntimeError, match="engine crashed"):
-        collect(PolicyActor(SeedEngine(fail_on_call=2), SamplingParams()), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0)
+        collect(
+            PolicyActor(SeedEngine(fail_on_call=2), SamplingParams()), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0
+        )
 
 
 class LosesMember1(ScriptedActor):
