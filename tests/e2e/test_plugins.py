@@ -4,14 +4,31 @@ uses each by name (config validation, ``--help`` listings and errors included) w
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from clew import plugins
 from clew.cli import main
+from clew.credit import base as credit_base
+from clew.envs import registry as env_registry
 from clew.plugins import load_plugin
+from clew.policy import base as engine_base
+from clew.rollout.context import CONTEXTS
 
 PLUGIN = Path(__file__).with_name("lab_plugin.py")
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _registries_as_they_were() -> Iterator[None]:
+    """The plug-in's entries leave with this module: later tests see the built-in registries only."""
+    saved = [(d, dict(d)) for d in (engine_base._ENGINES, CONTEXTS._specs, credit_base._REGISTRY._specs,
+                                     env_registry._FAMILIES, plugins._LOADED)]  # fmt: skip
+    yield
+    for registry, before in saved:
+        registry.clear()
+        registry.update(before)  # type: ignore[attr-defined]
 
 
 def _config(path: Path, model: Path, **changes: str) -> Path:
