@@ -152,7 +152,7 @@ def synthetic_rows(rows: int, prompt: int, action: int, vocab: int, seed: int = 
         TokenRow(
             spans=[(r[:prompt], False), (r[prompt:], True)],
             advantages=[adv] * action,
-            old_logprobs=[old] * action,
+            behavior_logprobs=[old] * action,
             episode=i,
         )
         for i, (r, adv) in enumerate(zip(ids, advantages))

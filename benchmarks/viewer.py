@@ -33,7 +33,7 @@ import numpy as np
 from tokenizers import Tokenizer
 from tokenizers.models import WordLevel
 
-from clew.store.trajectories import write_trajectories
+from clew.store.trajectories import turn_records, write_trajectories
 from clew.table import TurnTable
 from clew.types import Episode, Group, Turn
 from clew.viz.server import make_server
@@ -95,7 +95,8 @@ def write_run(root: Path, iterations: int, turns: int) -> float:
         n_tokens = int(table.token_offsets[-1])
         adv, ret = rng.normal(size=table.n_turns), rng.random(table.n_turns)
         write_trajectories(
-            root / "trajectories" / f"iter_{it:06d}.parquet", table, it, adv, ret, rng.normal(size=n_tokens)
+            root / "trajectories" / f"iter_{it:06d}.parquet",
+            turn_records(table, it, adv, ret, rng.normal(size=n_tokens)),
         )
         metrics.append({"kind": "iteration", "iteration": it, "rollout/env_steps_total": it * turns,
                         "rollout/success_rate": float(rng.random())})  # fmt: skip

@@ -11,7 +11,7 @@ from clew.credit import CreditInput, compute
 from clew.envs import StepResult
 from clew.rollout import RolloutConfig, ScriptedActor, Task, collect
 from clew.rollout.batch import to_rows
-from clew.store.trajectories import read_trajectories, write_trajectories
+from clew.store.trajectories import read_trajectories, turn_records, write_trajectories
 from clew.table import TurnTable
 from clew.trainer.config import ShapingConfig
 from clew.trainer.select import shape
@@ -52,7 +52,7 @@ def test_misaligned_advantages_are_refused_everywhere(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="7 per-token values for 8 action tokens"):
         to_rows(table, np.zeros(4), np.zeros(7))
     with pytest.raises(ValueError, match="per-turn values"):
-        write_trajectories(tmp_path / "t.parquet", table, 0, np.zeros(5), np.zeros(4))
+        write_trajectories(tmp_path / "t.parquet", turn_records(table, 0, np.zeros(5), np.zeros(4)))
 
 
 def test_rows_credit_and_store_see_the_same_turns(tmp_path: Path) -> None:
@@ -63,7 +63,7 @@ def test_rows_credit_and_store_see_the_same_turns(tmp_path: Path) -> None:
     rows = to_rows(table, credit.turn_advantage)
     assert [len(r.advantages) for r in rows] == np.diff(table.token_offsets).tolist()
     assert [r.advantages[0] for r in rows] == pytest.approx(credit.turn_advantage.tolist())
-    write_trajectories(tmp_path / "t.parquet", table, 3, credit.turn_advantage, credit.turn_return)
+    write_trajectories(tmp_path / "t.parquet", turn_records(table, 3, credit.turn_advantage, credit.turn_return))
     stored = read_trajectories(tmp_path / "t.parquet")
     assert [r["advantage"] for r in stored] == pytest.approx(credit.turn_advantage.tolist())
     assert [r["penalty"] for r in stored] == [0.0, 0.1, 0.0, 0.0]

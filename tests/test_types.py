@@ -25,6 +25,21 @@ def test_episode_properties() -> None:
 
 
 def test_types_and_envs_import_no_torch() -> None:
-    code = "import sys, clew.types, clew.envs, clew.store.run, clew.credit; print('torch' in sys.modules)"
+    """The records, envs, credit, the engine contract, rollout and the plug-in loader: torch loads on first use of
+    a model, never on import (``clew.policy``'s torch-backed names are lazy)."""
+    modules = "clew.types, clew.envs, clew.store.run, clew.credit, clew.policy.base, clew.rollout, clew.plugins"
+    code = f"import sys, {modules}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_records_from_before_the_typed_turn_fields_still_load() -> None:
+    """Context edits, cuts and entropies were ``info`` keys before they were typed fields of ``Turn``."""
+    info = {"context_edit": "summary", "cut": True, "edit_truncated": True, "token_entropies": [0.5, 0.25]}
+    info["invalid_action"] = True
+    old = {"prompt_ids": [1], "action_ids": [2, 3], "behavior_logprobs": [-0.1, -0.2], "action_text": "s",
+           "reward": 0.0, "penalty": 0.0, "observation": "", "state_key": None, "info": info}  # fmt: skip
+    turn = Turn.from_dict(old)
+    assert (turn.context_edit, turn.cut, turn.token_entropies) == ("summary", True, [0.5, 0.25])
+    assert turn.info == {"invalid_action": True} and not turn.env_step
+    assert Turn.from_dict(turn.to_dict()) == turn

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -25,24 +25,17 @@ from clew.cli_checks import (
     check_train,
     check_view,
     int_at_least,
-    is_model_folder,
     key_value,
     non_negative_float,
     train_overrides,
 )
+from clew.cli_eval import build_actor, parse_kv, rollout_config
+from clew.paths import root_from_environment, set_cache_root
+from clew.plugins import load_plugins
+from clew.policy.base import engines
+from clew.rollout.context import CONTEXTS
 
 console = Console()
-
-
-def parse_kv(items: Sequence[str]) -> dict[str, Any]:
-    """``["width=8", "layout=corners"]`` -> ``{"width": 8, "layout": "corners"}`` (YAML scalars)."""
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ValueError(f"expected key=value, got {item!r}")
-        out[key] = yaml.safe_load(value)
-    return out
 
 
 def progress() -> Progress:
@@ -96,54 +89,6 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str = "hf") -> tuple[Any, Any]:
-    """``expert`` / ``random`` (scripted) or a model path/name sampled by ``engine`` -> (actor, framing)."""
-    from clew.policy import HFPolicy, SamplingParams, make_engine
-    from clew.rollout import Framing, PolicyActor, ScriptedActor
-
-    if spec in ("expert", "random"):
-        return ScriptedActor(spec), None
-    path = _model_dir(spec)
-    policy = HFPolicy.from_pretrained(path)  # a LoRA checkpoint loads its base with the adapter (peft)
-    if engine != "hf" and (Path(path) / "adapter_config.json").exists():
-        path = _merged_copy(policy, path)
-    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
-    sampler = (
-        make_engine("hf", policy.model, tokenizer=policy.tokenizer) if engine == "hf" else make_engine(engine, path)
-    )
-    return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
-
-
-def _merged_copy(policy: Any, adapter_dir: str) -> str:
-    """A LoRA checkpoint merged into its base in a temporary folder, for engines that load plain weights."""
-    import json
-    import tempfile
-
-    from clew.policy import HFPolicy
-    from clew.policy.lora import merged_weights
-
-    base_dir = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base = HFPolicy.from_pretrained(base_dir)
-    base.model.load_state_dict(dict(merged_weights(policy.model)))  # load_state_dict copies
-    folder = tempfile.mkdtemp(prefix="clew-merged-")
-    base.model.save_pretrained(folder)
-    policy.tokenizer.save_pretrained(folder)
-    return folder
-
-
-def _model_dir(spec: str) -> str:
-    """A run directory resolves to its latest policy weights; anything else is passed to HF."""
-    from clew.store.run import latest_policy_dir
-
-    path = Path(spec)
-    if path.is_dir() and not is_model_folder(path):
-        found = latest_policy_dir(path)
-        if found is None:
-            raise UsageError(f"argument --policy: {spec} has no config.json and no saved policy")
-        return str(found)
-    return spec
-
-
 def cmd_eval(args: argparse.Namespace) -> int:
     from clew.envs import Closeable
     from clew.eval import diagnose, ending_shares, eval_tasks, evaluate
@@ -178,36 +123,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def rollout_config(args: argparse.Namespace) -> Any:
-    """The eval's ``RolloutConfig``; a context it refuses is named by its flag."""
-    from pydantic import ValidationError
-
-    from clew.rollout import RolloutConfig
-
-    try:
-        return RolloutConfig(
-            group_size=args.group_size,
-            max_turns=args.max_turns,
-            max_new_tokens=args.max_new_tokens,
-            temperature=args.temperature,
-            context={"name": args.context, "params": context_params(args)},
-        )
-    except ValidationError as exc:
-        error = exc.errors()[0]
-        field = str(error["loc"][0]) if error["loc"] else "context"
-        flag = f"--{field.replace('_', '-')}"
-        if field == "context" and (args.context_param or args.window_turns is not None):
-            flag = "--context-param"
-        raise UsageError(f"argument {flag}: {str(error['msg']).removeprefix('Value error, ')}") from None
-
-
-def context_params(args: argparse.Namespace) -> dict[str, Any]:
-    params = parse_kv(args.context_param)
-    if args.window_turns is not None:
-        params["turns"] = args.window_turns
-    return params
-
-
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="registered env id or module:Class")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], help="env kwarg as key=value (repeatable)")
@@ -217,13 +132,13 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-turns", type=int_at_least(1), default=64)
     p.add_argument("--max-new-tokens", type=int_at_least(1), default=16)
     p.add_argument("--temperature", type=non_negative_float, default=1.0)
-    p.add_argument("--context", default="window", help="context strategy: full | window | summary | memory | markovian")
+    p.add_argument("--context", default="window", help=f"context strategy: {' | '.join(CONTEXTS.available())}")
     p.add_argument(
         "--context-param", type=key_value, action="append", default=[], help="strategy parameter key=value (repeatable)"
     )
     p.add_argument("--window-turns", type=int_at_least(0), default=None, help="shorthand for --context-param turns=N")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="hf", choices=["hf", "vllm"], help="rollout engine for a model policy")
+    p.add_argument("--engine", default="hf", choices=engines(), help="rollout engine for a model policy")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -341,6 +256,10 @@ def cmd_view(args: argparse.Namespace) -> int:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog="clew", description=__doc__)
+    parser.add_argument(
+        "--plugin", action="append", default=[], metavar="PATH_OR_MODULE",
+        help="load a plug-in (engines, contexts, estimators, objectives, envs) before the command; repeatable",
+    )  # fmt: skip
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("envs", help="list registered environments").set_defaults(fn=cmd_envs)
     check = sub.add_parser("check-env", help="run the conformance checker on an env")
@@ -385,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one verb; a bad argument is one line on stderr and exit code 2 (3: a model or engine failed)."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    set_cache_root(root_from_environment(os.environ))  # the one place clew reads environment variables
+    try:
+        load_plugins(plugin_args(argv))  # before the parser: its choices and listings include the plug-ins
+    except ValueError as exc:
+        return fail("clew", exc, 2)
     args = build_parser().parse_args(argv)
     prog = " ".join(["clew", args.command, *([args.models_command] if getattr(args, "models_command", None) else [])])
     engine_errors: tuple[type[Exception], ...] = ()
@@ -399,6 +324,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return fail(prog, exc, 2)
     except engine_errors as exc:  # engine not installed, model that does not load, failed sync or rollout
         return fail(prog, exc, 3)
+
+
+def plugin_args(argv: Sequence[str]) -> list[str]:
+    """The values of ``--plugin X`` / ``--plugin=X`` before the command (read ahead of the parser)."""
+    names, rest = [], iter(argv)
+    for arg in rest:
+        if arg == "--plugin":
+            names.append(next(rest, ""))
+        elif arg.startswith("--plugin="):
+            names.append(arg.split("=", 1)[1])
+        elif not arg.startswith("-"):
+            break  # the command: later arguments are its own
+    return names
 
 
 def fail(prog: str, exc: Exception, code: int) -> int:

@@ -72,7 +72,7 @@ class TurnTable:
         turns = [r[3] for r in rows]
         seen = [_seen(episodes[i], t) for _, i, t, _ in rows]
         lengths = [len(t.action_ids) for t in turns]
-        entropies = [t.info.get("token_entropies") for t in turns]
+        entropies = [t.token_entropies for t in turns]
         has_entropy = bool(turns) and all(e is not None and len(e) == n for e, n in zip(entropies, lengths))
         agents = [t.info.get("agent") for t in turns]
         return cls(
@@ -88,7 +88,7 @@ class TurnTable:
             state_key=_dense([t.state_key for t in turns]),
             observation=_dense(seen),
             observation_text=seen,
-            env_step=np.array(["context_edit" not in t.info for t in turns], dtype=bool),
+            env_step=np.array([t.env_step for t in turns], dtype=bool),
             agent=np.array(agents, dtype=np.int64) if turns and None not in agents else None,
             token_offsets=np.concatenate([[0], np.cumsum(lengths, dtype=np.int64)]).astype(np.int64),
             token_ids=np.array([x for t in turns for x in t.action_ids], dtype=np.int64),
@@ -114,7 +114,7 @@ def _seen(episode: Episode, t: int) -> str:
     """The observation turn ``t`` answered: the first observation, then the previous turn's; a context edit
     (a summary) is marked, so it never shares an observation group with the action that follows it."""
     seen = episode.first_observation if t == 0 else episode.turns[t - 1].observation
-    edit = episode.turns[t].info.get("context_edit")
+    edit = episode.turns[t].context_edit
     return f"[{edit}] {seen}" if edit else seen
 
 

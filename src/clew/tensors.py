@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -63,15 +64,31 @@ def positions(attention_mask: torch.Tensor) -> torch.Tensor:
 
 @dataclass(frozen=True)
 class TokenRow:
-    """One training row: spans of ``(ids, is_action)``; per-action-token advantage and old log-prob."""
+    """One training row: spans of ``(ids, is_action)``; per action token its advantage, its behaviour log-prob
+    (the rollout engine's) and, once the learner recomputed them, its old log-prob (the ratio's denominator;
+    None: the behaviour log-prob serves)."""
 
     spans: list[tuple[list[int], bool]]
     advantages: list[float]
-    old_logprobs: list[float]
+    behavior_logprobs: list[float]
     episode: int
     turns: int = 1
-    behavior_logprobs: list[float] | None = None  # set when old_logprobs were recomputed by the trainer
+    old_logprobs: list[float] | None = None  # recomputed by the learner (``Learner.recompute_old_logprobs``)
     segment: int = 0  # index of the row's context segment within its episode (see rollout.batch)
+
+    @property
+    def ratio_logprobs(self) -> list[float]:
+        """The old log-probs the ratio divides by: the recomputed ones, else the behaviour ones."""
+        return self.behavior_logprobs if self.old_logprobs is None else self.old_logprobs
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TokenRow:
+        """A row from ``dataclasses.asdict``, also one saved before the two log-prob fields were named for what
+        they hold (then ``old_logprobs`` held the engine's and ``behavior_logprobs`` was None until recomputed)."""
+        d = {**d, "spans": [(list(ids), bool(act)) for ids, act in d["spans"]]}
+        if d.get("behavior_logprobs") is None:
+            d["behavior_logprobs"], d["old_logprobs"] = d.get("old_logprobs"), None
+        return cls(**d)
 
     @property
     def n_tokens(self) -> int:
@@ -84,7 +101,7 @@ class PackedBatch:
 
     rows: PackedRows
     advantages: torch.Tensor
-    old_logprobs: torch.Tensor
+    old_logprobs: torch.Tensor  # (B, T), the ratio's denominator: recomputed by the learner, else behaviour's
     episode_ids: torch.Tensor  # (B,)
     behavior_logprobs: torch.Tensor  # (B, T), the rollout engine's; equals old_logprobs unless recomputed
 
@@ -114,9 +131,9 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     old = torch.zeros_like(packed.action_mask)
     where = packed.action_mask.bool()
     adv[where] = torch.tensor([a for r in rows for a in r.advantages], dtype=adv.dtype)
-    old[where] = torch.tensor([o for r in rows for o in r.old_logprobs], dtype=old.dtype)
+    old[where] = torch.tensor([o for r in rows for o in r.ratio_logprobs], dtype=old.dtype)
     behavior = old.clone()
-    behavior[where] = torch.tensor([b for r in rows for b in (r.behavior_logprobs or r.old_logprobs)], dtype=old.dtype)
+    behavior[where] = torch.tensor([b for r in rows for b in r.behavior_logprobs], dtype=old.dtype)
     episodes = torch.tensor([r.episode for r in rows], dtype=torch.long)
     return PackedBatch(packed, adv, old, episodes, behavior)
 

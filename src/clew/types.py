@@ -28,7 +28,12 @@ class Turn:
             subtracts it from this turn's advantage only.
         observation: what the environment answered.
         state_key: canonical env state when the action was taken, or None.
-        info: free-form details (``invalid_action``, tool errors, ...).
+        info: the env's details for this step (``invalid_action``, tool errors, ...); clew's own
+            data about the turn lives in the typed fields below.
+        context_edit: the context strategy that wrote this turn (a summary), or None for an env action.
+        cut: the completion stopped at ``max_new_tokens`` without a stop token.
+        token_entropies: the sampling distribution's entropy at each action token (nats), when the
+            engine reported them (EMPG reads them).
     """
 
     prompt_ids: list[int]
@@ -40,6 +45,14 @@ class Turn:
     state_key: str | None = None
     info: dict[str, Any] = field(default_factory=dict)
     penalty: float = 0.0
+    context_edit: str | None = None
+    cut: bool = False
+    token_entropies: list[float] | None = None
+
+    @property
+    def env_step(self) -> bool:
+        """The turn was an env action (context edits such as summaries are not)."""
+        return self.context_edit is None
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -52,11 +65,24 @@ class Turn:
             "observation": self.observation,
             "state_key": self.state_key,
             "info": dict(self.info),
+            "context_edit": self.context_edit,
+            "cut": self.cut,
+            "token_entropies": None if self.token_entropies is None else [float(x) for x in self.token_entropies],
         }
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Turn:
-        return cls(**d)
+        """Also reads records from before the typed fields, which kept them in ``info``."""
+        d, info = dict(d), dict(d.get("info") or {})
+        for key in LEGACY_INFO_FIELDS:
+            if key in info:
+                d.setdefault(key, info.pop(key))
+        info.pop("edit_truncated", None)  # now ``context_edit`` and ``cut`` together
+        return cls(**{**d, "info": info})
+
+
+LEGACY_INFO_FIELDS = ("context_edit", "cut", "token_entropies")
+"""Turn fields that records written before they were typed carried as ``info`` keys."""
 
 
 @dataclass

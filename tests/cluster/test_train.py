@@ -64,8 +64,10 @@ def test_a_rollout_worker_that_dies_mid_iteration_is_restarted_and_the_run_compl
 
     def fault(kind: str, record: dict[str, Any]) -> None:
         if kind == "iteration" and record["iteration"] == 1:  # after iteration 0: dies in iteration 1's rollout
-            assert isinstance(trainer.link.engine, RayEngines)
-            ray_cluster.get(trainer.link.engine.workers[0].fail_next.remote())
+            assert trainer.session is not None and trainer.session.link is not None
+            engine = trainer.session.link.engine
+            assert isinstance(engine, RayEngines)
+            ray_cluster.get(engine.workers[0].fail_next.remote())
 
     trainer.report = fault
     summary = trainer.fit()
@@ -85,8 +87,10 @@ def test_a_learner_rank_that_dies_stops_the_run_and_resume_finishes_it(
 
     def fault(kind: str, record: dict[str, Any]) -> None:
         if kind == "iteration" and record["iteration"] == 1:
-            assert isinstance(trainer.learner, LearnerGroup)
-            ray_cluster.get(trainer.learner.workers[1].fail_next.remote())
+            assert trainer.session is not None
+            learner = trainer.session.learner
+            assert isinstance(learner, LearnerGroup)
+            ray_cluster.get(learner.workers[1].fail_next.remote())
 
     trainer.report = fault
     with pytest.raises(LearnerFailed, match="--resume"):

@@ -62,8 +62,7 @@ def test_non_contiguous_episodes_rejected() -> None:
 def test_from_groups_builds_columns() -> None:
     def ep(outcome: float, keys: list[str | None]) -> Episode:
         turns = [
-            Turn([1], [2, 3], [-0.1, -0.2], "a", reward=0.0, state_key=k, info={"token_entropies": [1.0, 2.0]})
-            for k in keys
+            Turn([1], [2, 3], [-0.1, -0.2], "a", reward=0.0, state_key=k, token_entropies=[1.0, 2.0]) for k in keys
         ]
         turns[-1].reward = outcome
         return Episode("t", 0, 0, turns, outcome, True)

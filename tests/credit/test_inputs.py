@@ -7,7 +7,7 @@ import pytest
 
 from clew.credit import CreditInput, compute
 from clew.trainer.config import load_config
-from clew.trainer.loop import check_env_serves
+from clew.trainer.session import check_env_serves
 
 
 def _gigpo_input(penalty: list[float] | None = None) -> CreditInput:

@@ -135,7 +135,7 @@ def test_context_edit_turns_reach_credit_as_non_env_steps() -> None:
     from clew.types import Episode, Group, Turn
 
     turns = [Turn([1], [2], [0.0], "a"), Turn([1], [3], [0.0], "summary"), Turn([1], [4], [0.0], "b", reward=1.0)]
-    turns[1].info["context_edit"] = "summary"
+    turns[1].context_edit = "summary"
     inp = CreditInput.from_groups([Group(0, "t", 0, [Episode("t", 0, 0, turns, outcome=1.0, terminated=True)])])
     assert inp.env_step is not None and inp.env_step.tolist() == [True, False, True]
     np.testing.assert_allclose(compute("reinforce", inp, gamma=0.5).turn_return, [0.5, 1.0, 1.0])

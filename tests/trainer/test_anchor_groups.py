@@ -62,7 +62,7 @@ def test_prompt_states_are_the_last_prompt_tokens_hidden_state(tiny_policy: HFPo
 
 @pytest.mark.parametrize("grouping", ["exact", "normalized"])
 def test_exact_grouping_keeps_the_state_key_refusal(grouping: str, tiny_cfg: Make) -> None:
-    from clew.trainer.loop import check_env_serves
+    from clew.trainer.session import check_env_serves
 
     cfg = tiny_cfg("credit.name=gigpo", f"credit.params.state_grouping={grouping}", *NO_STATE_KEY)
     if grouping == "exact":

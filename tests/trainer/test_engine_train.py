@@ -37,6 +37,7 @@ class Recording:
 
     def __init__(self, inner: Engine) -> None:
         self.inner, self.seen = inner, []  # type: ignore[var-annotated]
+        self.max_model_len, self.continuous_batching = inner.max_model_len, inner.continuous_batching
 
     def generate(self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]) -> Any:
         outs = self.inner.generate(prompts, params, seeds)
@@ -58,7 +59,7 @@ def serve_recorded(monkeypatch: pytest.MonkeyPatch) -> list[Recording]:
         made.append(Recording(real(*args)))
         return made[-1]
 
-    monkeypatch.setattr("clew.trainer.loop.open_engine", open_recorded)
+    monkeypatch.setattr("clew.trainer.session.open_engine", open_recorded)
     return made
 
 
@@ -89,7 +90,7 @@ def test_rows_are_exactly_what_the_engine_saw_and_sampled(
         (prompt, _), (action, is_action) = row.spans
         out = served[tuple(prompt + action)]  # the very ids, byte for byte
         assert is_action and out.token_ids == action
-        assert (row.behavior_logprobs or row.old_logprobs) == out.logprobs
+        assert row.behavior_logprobs == out.logprobs and row.old_logprobs is None
 
 
 def test_vllm_trains_with_a_checked_sync_every_iteration(tiny_cfg: Make, tmp_path: Path) -> None:

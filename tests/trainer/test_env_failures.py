@@ -81,7 +81,7 @@ def test_an_env_without_what_the_run_needs_fails_before_any_work(
 
 
 def test_the_tiny_tokenizer_learns_the_configured_envs_words(tmp_path: Path) -> None:
-    """``toggle 3`` cost 7 tokens of a tokenizer trained on the built-in envs only (see test_env_contract)."""
+    """``toggle 3`` cost 7 tokens of a tokenizer trained on the built-in envs only (see tests/envs/test_contract.py)."""
     tiny = ["policy.hidden_size=16", "policy.num_layers=1", "policy.num_heads=2", "policy.intermediate_size=16"]
     cfg = load_config(
         None, [f"env.id={ENVS}:Lights", *tiny, "iterations=0", "eval.at_start=false", "eval.at_end=false"]

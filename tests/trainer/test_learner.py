@@ -33,7 +33,7 @@ def _rows(policy: HFPolicy, merge: bool, context: str = "full") -> list[TokenRow
     rows = to_rows(table, rng.normal(size=table.n_turns), merge_prefix=merge)
     # pretend the behaviour policy was slightly different so ratios are not all 1
     return [
-        TokenRow(r.spans, r.advantages, [x - 0.05 * rng.random() for x in r.old_logprobs], r.episode, r.turns)
+        TokenRow(r.spans, r.advantages, [x - 0.05 * rng.random() for x in r.behavior_logprobs], r.episode, r.turns)
         for r in rows
     ]
 
@@ -99,7 +99,7 @@ def test_gradient_accumulation_1x8_equals_8x1(
 
 def test_non_finite_loss_skips_the_step(tiny_dir: Path, tiny_policy: HFPolicy) -> None:
     rows = _rows(tiny_policy, merge=False)[:4]
-    bad = [TokenRow(r.spans, [float("nan")] * len(r.advantages), r.old_logprobs, r.episode) for r in rows]
+    bad = [TokenRow(r.spans, [float("nan")] * len(r.advantages), r.behavior_logprobs, r.episode) for r in rows]
     policy = HFPolicy.from_pretrained(tiny_dir)
     before = copy.deepcopy([p.detach() for p in policy.model.parameters()])
     learner = Learner(policy, TrainConfig(), ObjectiveConfig())

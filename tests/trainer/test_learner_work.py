@@ -37,7 +37,7 @@ def _rows(policy: HFPolicy, n: int = 12) -> list[TokenRow]:
     rng = np.random.default_rng(0)
     rows = to_rows(table, rng.normal(size=table.n_turns))
     return [
-        TokenRow(r.spans, r.advantages, [x - 0.05 * rng.random() for x in r.old_logprobs], r.episode, r.turns)
+        TokenRow(r.spans, r.advantages, [x - 0.05 * rng.random() for x in r.behavior_logprobs], r.episode, r.turns)
         for r in rows
     ][:n]
 
@@ -107,7 +107,12 @@ def test_a_model_whose_logits_are_not_head_of_backbone_is_scored_whole(tiny_poli
 
 
 def test_a_microbatch_is_a_slice_of_the_batch_packed_once(tiny_policy: HFPolicy) -> None:
-    rows = [dataclasses.replace(r, behavior_logprobs=[x + 0.01 for x in r.old_logprobs]) for r in _rows(tiny_policy)]
+    rows = [
+        dataclasses.replace(
+            r, behavior_logprobs=[x + 0.01 for x in r.behavior_logprobs], old_logprobs=r.behavior_logprobs
+        )
+        for r in _rows(tiny_policy)
+    ]
     whole = pack_batch(rows, tiny_policy.pad_id)
     picked = [5, 0, 3]
     part, alone = whole.select(picked), pack_batch([rows[i] for i in picked], tiny_policy.pad_id)
@@ -147,7 +152,9 @@ def test_the_update_reports_where_its_seconds_went(tiny_dir: Path, tiny_policy: 
 def test_one_step_updates_take_the_proximal_policy_from_the_loss_forward(tiny_dir: Path, tiny_policy: HFPolicy) -> None:
     """With TIS and one optimizer step, old log-probs from the loss forward (detached) equal a separate re-scoring
     pass: the same loss and gradients."""
-    rows = [dataclasses.replace(r, old_logprobs=[x - 0.3 for x in r.old_logprobs]) for r in _rows(tiny_policy)]
+    rows = [
+        dataclasses.replace(r, behavior_logprobs=[x - 0.3 for x in r.behavior_logprobs]) for r in _rows(tiny_policy)
+    ]
     learner = Learner(tiny_policy, TrainConfig(guard_max_kl=None), ObjectiveConfig(tis_cap=2.0))
     batch = pack_batch(rows, tiny_policy.pad_id)
     weights = learner._weights(rows, batch)

@@ -28,7 +28,7 @@ def test_overlong_penalty_fires_when_the_env_ends_the_episode_on_the_cut_action(
     cfg = RolloutConfig(group_size=8, max_turns=1, max_new_tokens=2)
     groups = collect(actor, [Task(f"{__name__}:OneShot", 0)], cfg, 0, Framing(tiny_policy.tokenizer, tiny_policy.chat))
     episodes = groups[0].episodes
-    cut = [e for e in episodes if e.turns[-1].info.get("cut")]
+    cut = [e for e in episodes if e.turns[-1].cut]
     assert cut, "a 2-token budget cuts some answers of the untrained tiny model"
     assert all(e.terminated and not e.truncated for e in cut)  # the env ended them: no max_new_tokens truncation
     shape(groups, ShapingConfig(overlong_penalty=0.5), max_new_tokens=2)

@@ -27,7 +27,7 @@ STATE = Path(__file__).parent.parent / "data" / "pre_collapse"
 
 def _rows() -> tuple[list[TokenRow], int]:
     data = json.loads((STATE / "rows.json").read_text())
-    rows = [TokenRow(**{**r, "spans": [(list(ids), bool(act)) for ids, act in r["spans"]]}) for r in data["rows"]]
+    rows = [TokenRow.from_dict(r) for r in data["rows"]]
     return rows, int(data["seed"])
 
 

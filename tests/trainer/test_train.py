@@ -19,7 +19,7 @@ from safetensors.torch import load_file
 from clew import credit
 from clew.cli import main
 from clew.store.run import checkpoints, read_jsonl
-from clew.trainer import Trainer
+from clew.trainer import Trainer, stages
 from clew.trainer.config import RunConfig, preset_names
 from clew.trainer.select import has_signal
 
@@ -92,7 +92,8 @@ def test_dynamic_sampling_never_passes_a_zero_variance_group(tiny_cfg: Make, tmp
     trainer.fit(stop_after=0)
     seen = 0
     for it in range(3):
-        groups, collected = trainer._rollout(it)
+        assert trainer.session is not None
+        groups, collected = stages.rollout(trainer.session, it)
         assert all(has_signal(g) for g in groups)
         seen += len(collected)
     assert seen > 0

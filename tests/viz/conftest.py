@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -37,8 +38,10 @@ RETURNS = np.array([1.0, 1.0, 0.0, 0.0, 0.0, 0.0, 1.0, 1.0])
 TOKEN_ADV = np.array([0.5, 0.25, 1.0, -0.5, -0.5, -2.0, 1.5, -0.5, 0.0, 0.25, 0.0])
 
 
-def turn(ids: list[int], text: str, obs: str, key: str | None, reward: float = 0.0, **info: object) -> Turn:
-    return Turn([1, 2, 3], ids, [-0.1 * (k + 1) for k in range(len(ids))], text, reward, obs, key, dict(info))
+def turn(ids: list[int], text: str, obs: str, key: str | None, reward: float = 0.0, **fields: Any) -> Turn:
+    """A turn; ``context_edit`` and ``token_entropies`` are its typed fields, any other keyword goes to ``info``."""
+    typed = {k: fields.pop(k) for k in ("context_edit", "token_entropies") if k in fields}
+    return Turn([1, 2, 3], ids, [-0.1 * (k + 1) for k in range(len(ids))], text, reward, obs, key, fields, **typed)
 
 
 def groups() -> list[Group]:
@@ -87,7 +90,8 @@ def write_v1(path: Path, table: TurnTable, iteration: int) -> None:
     records = turn_records(table, iteration, TURN_ADV, RETURNS)
     for record, t in zip(records, table.turns):
         record.pop("token_advantages"), record.pop("token_entropies"), record.pop("failure"), record.pop("anchor_group")
-        record["info"] = json.dumps(t.info)
+        entropies = {"token_entropies": t.token_entropies} if t.token_entropies else {}
+        record["info"] = json.dumps({**t.info, **entropies})
     pq.write_table(pa.Table.from_pylist(records), path)
 
 
@@ -95,7 +99,9 @@ def build_run(run_dir: Path) -> Path:
     table = TurnTable.from_groups(groups())
     (run_dir / "trajectories").mkdir(parents=True)
     write_v1(run_dir / "trajectories" / "iter_000001.parquet", table, 1)
-    write_trajectories(run_dir / "trajectories" / "iter_000002.parquet", table, 2, TURN_ADV, RETURNS, TOKEN_ADV)
+    write_trajectories(
+        run_dir / "trajectories" / "iter_000002.parquet", turn_records(table, 2, TURN_ADV, RETURNS, TOKEN_ADV)
+    )
     (run_dir / "base").mkdir()
     Tokenizer(WordLevel(VOCAB, unk_token="<pad>")).save(str(run_dir / "base" / "tokenizer.json"))
     (run_dir / "config.yaml").write_text("seed: 0\npolicy:\n  model: tiny\n")

@@ -4,6 +4,6 @@
 """
 
 from clew.credit import outcome, stepwise, tokens  # noqa: F401  (registers the estimators)
-from clew.credit.base import Credit, CreditInput, EstimatorSpec, available, check_params, compute, get
+from clew.credit.base import Credit, CreditInput, EstimatorSpec, available, check_params, compute, get, register
 
-__all__ = ["Credit", "CreditInput", "EstimatorSpec", "available", "check_params", "compute", "get"]
+__all__ = ["Credit", "CreditInput", "EstimatorSpec", "available", "check_params", "compute", "get", "register"]

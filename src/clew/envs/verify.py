@@ -1,6 +1,6 @@
 """Time-bounded scoring: run a verifier in a worker process that is killed when it overruns its limit.
 
-Env steps run on threads (the rollout's ``_EnvSteps``), and a verifier fed a pathological answer
+Env steps run on threads (the rollout's ``EnvSteps``), and a verifier fed a pathological answer
 (``10**10**10`` to math-verify, a huge expression to sympy) can hold the GIL for hours: no thread,
 signal or SIGALRM can stop it, and the whole scheduler stalls. So every scorer runs in a
 ``VerifierPool`` worker, a plain Python process that reads pickled jobs from a pipe:

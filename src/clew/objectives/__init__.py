@@ -1,7 +1,7 @@
 """Policy objectives (pure torch): surrogates by name, loss aggregation, regularisers."""
 
 from clew.objectives.aggregate import MODES, aggregate, aggregation_weights
-from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get
+from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get, register
 from clew.objectives.regularizers import entropy_bonus, kl_penalty, tis_weights
 from clew.objectives.surrogate import power_mean_ratio, span_ids
 
@@ -17,6 +17,7 @@ __all__ = [
     "get",
     "kl_penalty",
     "power_mean_ratio",
+    "register",
     "span_ids",
     "tis_weights",
 ]

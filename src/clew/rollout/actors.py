@@ -21,9 +21,20 @@ UNBOUNDED_MODEL_LEN = 1 << 62  # actors without a context limit
 class Actor(Protocol):
     """Takes action requests one by one and hands back the finished ones.
 
-    An actor may also expose ``max_model_len`` (the longest prompt + completion it serves);
-    ``collect`` then stops an episode whose next prompt would not fit.
+    Attributes the scheduler reads: ``max_model_len``, the longest prompt + completion it serves (``collect``
+    stops an episode whose next prompt would not fit); ``continuous_batching``, whether requests join a running
+    batch (else the scheduler gathers them into waves); ``writes_context_edits``, whether it can write a context
+    edit (a summary) when the context strategy asks for one (else the edit is empty).
     """
+
+    @property
+    def max_model_len(self) -> int: ...
+
+    @property
+    def continuous_batching(self) -> bool: ...
+
+    @property
+    def writes_context_edits(self) -> bool: ...
 
     def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None: ...
 
@@ -46,12 +57,13 @@ class PolicyActor:
     params: SamplingParams
     max_model_len: int = field(init=False)
     continuous_batching: bool = field(init=False)
+    writes_context_edits: bool = field(init=False, default=True)
     _stream: Streams | None = field(init=False, repr=False)
     _buffer: list[tuple[int, list[int], int]] = field(init=False, repr=False, default_factory=list)
 
     def __post_init__(self) -> None:
-        self.max_model_len = int(getattr(self.engine, "max_model_len", UNBOUNDED_MODEL_LEN))
-        self.continuous_batching = bool(getattr(self.engine, "continuous_batching", False))
+        self.max_model_len = int(self.engine.max_model_len)
+        self.continuous_batching = bool(self.engine.continuous_batching)
         self._stream = self.engine if isinstance(self.engine, Streams) else None
 
     def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None:

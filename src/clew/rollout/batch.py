@@ -63,7 +63,7 @@ def _episode_rows(pieces: list[tuple[Turn, list[float]]], episode_id: int, merge
             rows[-1] = TokenRow(
                 [s for s in spans if s[0]],
                 last.advantages + adv,
-                last.old_logprobs + list(turn.behavior_logprobs),
+                last.behavior_logprobs + list(turn.behavior_logprobs),
                 episode_id,
                 last.turns + 1,
                 segment=segment,

@@ -17,7 +17,7 @@ A strategy is named in ``rollout.context: {name, params}`` and looked up in ``CO
   ``carry_tokens`` ids of the previous chunk and the newest observation.
 
 Summaries are sampled with ``rollout.max_new_tokens`` like actions; one cut at that limit is kept
-(``info["edit_truncated"]``) and the episode goes on. A ``budget_tokens`` below what the task, a
+(its turn has ``cut`` set) and the episode goes on. A ``budget_tokens`` below what the task, a
 summary and one exchange take makes every step summarise: size it well above that. Actors that
 cannot write edits (the scripted expert of SFT warm starts: ``writes_context_edits = False``) are
 never asked: they get an empty edit (``take_edit(history, [])``), so a ``summary`` context still cuts
@@ -32,7 +32,7 @@ turn's record holds the prompt the engine saw, so every training row is byte-for
 sampled from, whatever the strategy did to the context before it.
 
 Credit across context edits. An edit that is sampled (a summary) is a turn of its episode like any
-other: reward 0, no env step, recorded with ``info["context_edit"]``, so every estimator credits it;
+other: reward 0, no env step, recorded with ``Turn.context_edit``, so every estimator credits it;
 outcome-level estimators (GRPO, RLOO) give it the episode's advantage and turn-level ones (discounted
 returns, GiGPO's step groups, keyed ``summary:<env state>``) the return of what followed it. A memory
 edit rides inside an action and shares that action's credit. Group statistics stay per episode, never
@@ -301,14 +301,17 @@ def _markovian(*, chunk_tokens: int = 1024, carry_tokens: int = 128) -> ContextS
     return MarkovianContext(chunk_tokens, carry_tokens)
 
 
-for _spec in (
-    ContextSpec("full", _full, "the whole chat"),
-    ContextSpec("window", _window, "the last `turns` exchanges"),
-    ContextSpec("summary", _summary, "the policy summarises every `every` turns or past `budget_tokens`"),
-    ContextSpec("memory", _memory, "Memory-as-Action: <memory> blocks + the last `turns` exchanges"),
-    ContextSpec("markovian", _markovian, "fixed chunks of `chunk_tokens`, `carry_tokens` carried over"),
-):
-    CONTEXTS.add(_spec)
+def register_context(name: str, factory: Callable[..., ContextStrategy], summary: str = "") -> None:
+    """Add (or replace) a strategy: ``factory(**params)`` builds it, its keyword-only parameters (with defaults)
+    are what ``rollout.context.params`` may set. A plug-in module calls this at import (``clew.plugins``)."""
+    CONTEXTS.add(ContextSpec(name, factory, summary))
+
+
+register_context("full", _full, "the whole chat")
+register_context("window", _window, "the last `turns` exchanges")
+register_context("summary", _summary, "the policy summarises every `every` turns or past `budget_tokens`")
+register_context("memory", _memory, "Memory-as-Action: <memory> blocks + the last `turns` exchanges")
+register_context("markovian", _markovian, "fixed chunks of `chunk_tokens`, `carry_tokens` carried over")
 
 
 def make_context(name: str, params: dict[str, Any] | None = None) -> ContextStrategy:

@@ -14,6 +14,10 @@ Schema versions (Parquet key-value metadata ``clew.schema``):
   step advantage in (GiGPO under its ``state_grouping``; ids unique within the file), null for a turn in no
   group or an estimator without anchor groups. ``read_trajectories`` fills null for older files, whose
   readers (``clew view``) group anchor states by ``state_key`` as before.
+
+In every version the ``info`` JSON is the env's ``info`` plus the turn's ``context_edit`` (the strategy
+that wrote a summary turn) and ``cut`` (true when the action stopped at ``max_new_tokens``), which
+``clew.types.Turn`` holds as typed fields.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import pyarrow.parquet as pq
 
 from clew.store.run import atomic_write_bytes
 from clew.table import TurnTable
+from clew.types import Turn
 
 SCHEMA_VERSION = 4
 SCHEMA_KEY = b"clew.schema"
@@ -61,7 +66,8 @@ def turn_records(
         ep = table.episodes[int(table.episode[i])]
         n = int(off[i + 1] - off[i])
         token_adv = [float(advantages[i])] * n if token_advantages is None else token_advantages[off[i] : off[i + 1]]
-        info = {k: v for k, v in turn.info.items() if k != "token_entropies"}
+        entropies = _entropies(turn.token_entropies, n)
+        info = {**turn.info, **_typed_info(turn)}
         records.append(
             {
                 "iteration": iteration, "group": int(table.group[i]), "episode": int(table.episode[i]),
@@ -69,7 +75,7 @@ def turn_records(
                 "action_ids": turn.action_ids, "behavior_logprobs": turn.behavior_logprobs,
                 "action_text": turn.action_text, "observation": turn.observation, "reward": turn.reward,
                 "penalty": turn.penalty, "return": float(returns[i]), "advantage": float(advantages[i]),
-                "token_advantages": [float(x) for x in token_adv], "token_entropies": _entropies(turn.info, n),
+                "token_advantages": [float(x) for x in token_adv], "token_entropies": entropies,
                 "state_key": turn.state_key, "outcome": ep.outcome, "outcome_explicit": ep.outcome_explicit,
                 "success": ep.success, "terminated": ep.terminated, "truncated": ep.truncated,
                 "truncation_reason": ep.truncation_reason, "error": ep.error, "failure": ep.failure,
@@ -79,22 +85,19 @@ def turn_records(
     return records
 
 
-def _entropies(info: dict[str, Any], n: int) -> list[float] | None:
-    values = info.get("token_entropies")
+def _typed_info(turn: Turn) -> dict[str, Any]:
+    """The turn's ``context_edit`` and ``cut`` travel in the ``info`` JSON, as before they were typed."""
+    edit = {"context_edit": turn.context_edit} if turn.context_edit is not None else {}
+    return {**edit, **({"cut": True} if turn.cut else {})}
+
+
+def _entropies(values: list[float] | None, n: int) -> list[float] | None:
     return [float(x) for x in values] if values is not None and len(values) == n else None
 
 
-def write_trajectories(
-    path: Path,
-    table: TurnTable,
-    iteration: int,
-    advantages: np.ndarray,
-    returns: np.ndarray,
-    token_advantages: np.ndarray | None = None,
-    anchor_groups: np.ndarray | None = None,
-) -> None:
-    """Write one iteration's turns atomically (query later with pyarrow, pandas or DuckDB)."""
-    records = turn_records(table, iteration, advantages, returns, token_advantages, anchor_groups)
+def write_trajectories(path: Path, records: list[dict[str, Any]]) -> None:
+    """Write one iteration's turn records (``turn_records``) atomically (query later with pyarrow, pandas or
+    DuckDB)."""
     arrow = pa.Table.from_pylist(records)
     for field in TYPED_COLUMNS if records else []:  # typed even when every value is null (no entropies)
         arrow = arrow.set_column(arrow.schema.get_field_index(field.name), field, arrow[field.name].cast(field.type))
@@ -129,7 +132,7 @@ def upgrade_v1(row: dict[str, Any]) -> dict[str, Any]:
     n = len(row["action_ids"] or [])
     info = json.loads(row.get("info") or "{}")
     row["token_advantages"] = [float(row["advantage"])] * n
-    row["token_entropies"] = _entropies(info, n)
+    row["token_entropies"] = _entropies(info.get("token_entropies"), n)
     return row
 
 

@@ -68,4 +68,4 @@ def load_probe(ckpt: Path) -> list[TokenRow] | None:
     if not path.exists():
         return None
     rows = json.loads(path.read_text())
-    return [TokenRow(**{**r, "spans": [(list(ids), bool(act)) for ids, act in r["spans"]]}) for r in rows]
+    return [TokenRow.from_dict(r) for r in rows]

@@ -190,10 +190,7 @@ class Learner:
         packed = self._with_proximal(pack_batch(rows, self.policy.pad_id))
         old = packed.old_logprobs
         mask = packed.rows.action_mask.bool()
-        return [
-            replace(row, old_logprobs=old[i][mask[i]].tolist(), behavior_logprobs=row.old_logprobs)
-            for i, row in enumerate(rows)
-        ]
+        return [replace(row, old_logprobs=old[i][mask[i]].tolist()) for i, row in enumerate(rows)]
 
     @torch.no_grad()
     def _with_proximal(self, packed: PackedBatch) -> PackedBatch:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import platform
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,10 +16,11 @@ from clew.credit import Credit
 from clew.eval import ending_shares, summarize
 from clew.rollout import env_turns
 from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
-from clew.store.trajectories import write_trajectories
+from clew.store.trajectories import turn_records, write_trajectories
 from clew.table import TurnTable
 from clew.types import Group
 
+Reporter = Callable[[str, dict[str, float]], None]  # (kind, record): the CLI's progress display
 PACKAGES = ("clew", "torch", "transformers", "tokenizers", "numpy", "pydantic", "pyarrow")
 
 
@@ -122,7 +123,7 @@ def write_iteration(path: Path, iteration: int, table: TurnTable, credit: Credit
     anchors = credit.anchor_group
     if not left_out:
         adv, ret, token_adv = credit.turn_advantage, credit.turn_return, credit.token_advantage
-        write_trajectories(path, table, iteration, adv, ret, token_adv, anchors)
+        write_trajectories(path, turn_records(table, iteration, adv, ret, token_adv, anchors))
         return
     extra = TurnTable.from_groups(left_out)
     both = TurnTable.from_groups(_groups_of(table) + left_out)
@@ -132,7 +133,7 @@ def write_iteration(path: Path, iteration: int, table: TurnTable, credit: Credit
     if anchors is not None:  # left-out turns are in no anchor group
         anchors = np.concatenate([anchors, np.full(extra.n_turns, -1, dtype=np.int64)])
     returns = np.concatenate([credit.turn_return, zeros])
-    write_trajectories(path, both, iteration, advantages, returns, token_adv, anchors)
+    write_trajectories(path, turn_records(both, iteration, advantages, returns, token_adv, anchors))
 
 
 def _groups_of(table: TurnTable) -> list[Group]:

@@ -15,7 +15,7 @@ def shape(groups: Sequence[Group], cfg: ShapingConfig, max_new_tokens: int) -> N
     """Set each turn's ``penalty`` in place; env rewards and episode outcomes stay as the env gave them.
 
     Invalid actions (``info["invalid_action"]``), env actions cut at ``max_new_tokens``
-    (``info["cut"]``, whether or not the env then ended the episode) and, with DAPO's soft overlong
+    (``Turn.cut``, whether or not the env then ended the episode) and, with DAPO's soft overlong
     punishment, env actions longer than ``max_new_tokens - L_cache`` become penalised turns of a
     recorded episode, never exceptions. Where credit charges a penalty is the estimator's
     ``penalty_placement`` (``clew.credit.compute``). Idempotent.
@@ -25,9 +25,9 @@ def shape(groups: Sequence[Group], cfg: ShapingConfig, max_new_tokens: int) -> N
         for episode in group.episodes:
             for turn in episode.turns:
                 turn.penalty = cfg.invalid_action_penalty if turn.info.get("invalid_action") else 0.0
-                if "context_edit" in turn.info:
+                if not turn.env_step:
                     continue  # a cut summary is kept as written; length shaping is for env actions
-                turn.penalty += cfg.overlong_penalty if turn.info.get("cut") else 0.0
+                turn.penalty += cfg.overlong_penalty if turn.cut else 0.0
                 turn.penalty += soft_overlong_penalty(len(turn.action_ids), max_new_tokens, buffer, cfg.overlong_soft)
 
 

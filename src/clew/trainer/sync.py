@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.envs import make as make_env
-from clew.policy import Engine, EngineError, HFPolicy, SamplingParams, make_engine
+from clew.policy import Engine, EngineError, HFPolicy, SamplingParams, engine_spec, make_engine
 from clew.policy.lora import is_lora, merge_into_base, merged_weights
 from clew.rollout import Framing, RolloutConfig
 from clew.rollout.context import FullContext, History
@@ -30,15 +30,17 @@ def probe_seeds(workers: int = 1) -> list[int]:
 
 
 def open_engine(rollout: RolloutConfig, policy: HFPolicy, source: str | Path) -> Engine:
-    """The configured engine on the learner's model: ``hf`` shares it in-process (or, sampling while the learner
-    updates, ``rollout.max_staleness >= 1``, runs its own plain copy), others load ``source``."""
-    if rollout.engine == "hf" and rollout.max_staleness:
-        own = copy.deepcopy(policy.model)
-        own = merge_into_base(own) if is_lora(own) else own
-        return make_engine("hf", own.eval(), tokenizer=policy.tokenizer, **rollout.engine_params)
-    if rollout.engine == "hf":
-        return make_engine("hf", policy.model, tokenizer=policy.tokenizer, **rollout.engine_params)
-    return make_engine(rollout.engine, source, **rollout.engine_params)
+    """The configured engine on the learner's model: one that shares the learner's weights (``hf``) samples from
+    the learner's model in-process (or, sampling while the learner updates, ``rollout.max_staleness >= 1``,
+    from its own plain copy); others load ``source``."""
+    name, params = rollout.engine, rollout.engine_params
+    if not engine_spec(name).shares_learner_weights:
+        return make_engine(name, source, **params)
+    model = policy.model
+    if rollout.max_staleness:
+        model = copy.deepcopy(model)
+        model = (merge_into_base(model) if is_lora(model) else model).eval()
+    return make_engine(name, model, tokenizer=policy.tokenizer, **params)
 
 
 def probe_prompts(env_id: str, env_kwargs: dict[str, Any], framing: Framing, workers: int = 1) -> list[list[int]]:
@@ -68,7 +70,7 @@ class EngineLink:
         copy. Another engine gets plain weights; a LoRA policy's are merged (``clew.policy.lora``)."""
         start = time.perf_counter()
         model = self.policy.model
-        shared = self.shared and self.rollout.engine == "hf"
+        shared = self.shared and engine_spec(self.rollout.engine).shares_learner_weights
         self.engine.load_weights(merged_weights(model) if is_lora(model) and not shared else model.state_dict().items())
         sync_s = time.perf_counter() - start
         every = self.rollout.parity_probe_every or (1 << 62 if shared else 1)

@@ -6,24 +6,16 @@ registered model named in ``config.yaml`` in clew's model cache. Without one the
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from pathlib import Path
 
 import yaml
 from tokenizers import Tokenizer
 
+from clew.paths import model_dir
+
 TOKENIZER_FILE = "tokenizer.json"
 _EXACT_LIMIT = 1024  # longer actions are decoded token by token (prefix differences cost O(n^2))
-
-
-def model_cache_dir(name: str) -> Path:
-    """Where ``clew models get NAME`` publishes a model (the rule of ``clew.policy.models``, kept torch-free)."""
-    if os.environ.get("CLEW_CACHE"):
-        root = Path(os.environ["CLEW_CACHE"]).expanduser()
-    else:
-        root = Path(os.environ.get("XDG_CACHE_HOME") or "~/.cache").expanduser() / "clew"
-    return root / "models" / name
 
 
 def tokenizer_candidates(run_dir: Path) -> list[Path]:
@@ -32,7 +24,7 @@ def tokenizer_candidates(run_dir: Path) -> list[Path]:
     found = [*checkpoints, run_dir / "sft" / "policy", run_dir / "base"]
     model = _configured_model(run_dir)
     if model:
-        found += [Path(model).expanduser(), model_cache_dir(model)]
+        found += [Path(model).expanduser(), model_dir(model)]
     return [p / TOKENIZER_FILE for p in found]
 
 

@@ -118,6 +118,25 @@ class JvmLease:
         self.server, self.api, self._release = None, None, None
 
 
+class JvmEnv:
+    """What the JVM adapters share: their ``JvmLease`` (``_jvm``), its pid, and the live check that ends an
+    episode whose JVM died (``_finished``)."""
+
+    _jvm: JvmLease
+    _finished: bool
+
+    @property
+    def jvm_pid(self) -> int | None:
+        """The JVM's process id while this env holds one."""
+        return self._jvm.pid
+
+    def _live(self) -> tuple[JavaServer, Any]:
+        """The JVM this episode runs in; one that died takes the episode with it."""
+        if not self._jvm.usable:
+            self._finished = True
+        return self._jvm.live()
+
+
 def _shutdown(gateway: Any, proc: Any) -> None:
     """Close the gateway; the JVM exits when its stdin closes (``die_on_exit``), or is killed after 5 s."""
     with contextlib.suppress(Exception):  # the JVM may already be gone

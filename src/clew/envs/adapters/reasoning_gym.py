@@ -40,6 +40,7 @@ scorer, so they get no expert). State key: ``<dataset>:<index>:<attempt>``. No v
 
 from __future__ import annotations
 
+import inspect
 import json
 from functools import lru_cache
 from typing import Any, NamedTuple
@@ -108,20 +109,14 @@ class ReasoningGym:
         verify_timeout_s: limit for the dataset's verifier on one answer.
     """
 
-    def __new__(
-        cls,
-        dataset: str,
-        size: int = 1000,
-        max_attempts: int = 1,
-        dataset_kwargs: dict[str, Any] | None = None,
-        dataset_seed: int = 0,
-        answer_extraction: str = "whole_reply",
-        scoring: str = "exact",
-        verify_timeout_s: float = 5.0,
-    ) -> ReasoningGym:
+    def __new__(cls, *args: Any, **kwargs: Any) -> ReasoningGym:
+        """``ReasoningGymWithExpert`` when the dataset's items carry answers; the arguments are ``__init__``'s."""
         target = cls
         if cls is ReasoningGym:
-            ds = load_dataset(dataset, size, dataset_seed, dict(dataset_kwargs or {}))
+            bound = inspect.signature(cls.__init__).bind(None, *args, **kwargs)
+            bound.apply_defaults()
+            a = bound.arguments
+            ds = load_dataset(a["dataset"], a["size"], a["dataset_seed"], dict(a["dataset_kwargs"] or {}))
             target = ReasoningGymWithExpert if ds[0].get("answer") is not None else ReasoningGym
         return object.__new__(target)
 

@@ -43,7 +43,7 @@ from __future__ import annotations
 import hashlib
 from typing import Any, Literal
 
-from clew.envs.adapters._jvm import GoldPath, JavaServer, JvmLease
+from clew.envs.adapters._jvm import GoldPath, JavaServer, JvmEnv, JvmLease
 from clew.envs.base import StepResult, ensure_running, normalize_action
 
 SPLITS = ("train", "dev", "test")
@@ -62,7 +62,7 @@ _VARIATIONS: dict[tuple[str, str], list[int]] = {}
 _GOLD: dict[tuple[str, int, str], list[str]] = {}
 
 
-class ScienceWorld:
+class ScienceWorld(JvmEnv):
     """One ScienceWorld task; ``reset(seed)`` picks a variation of ``split`` (see the module docstring)."""
 
     def __init__(
@@ -154,18 +154,7 @@ class ScienceWorld:
         self._jvm.release()
         self._gold_api, self._finished = None, True
 
-    @property
-    def jvm_pid(self) -> int | None:
-        """The JVM's process id while this env holds one."""
-        return self._jvm.pid
-
     # --- JVM ------------------------------------------------------------------------------
-    def _live(self) -> tuple[JavaServer, Any]:
-        """The JVM this episode runs in; one that died takes the episode with it."""
-        if not self._jvm.usable:
-            self._finished = True
-        return self._jvm.live()
-
     def _connect(self) -> tuple[JavaServer, Any]:
         if not self._jvm.usable:
             self.close()  # a JVM that died is released before a new one is acquired

@@ -11,9 +11,9 @@ Kwargs:
     goal: simple only: ``detailed`` (default) | ``brief`` | ``none``.
     step_limit: turn budget, invalid commands included (default 100); running out truncates.
     show_actions: append the admissible commands to every observation (default False).
-    cache_dir: where generated games live (default ``$XDG_CACHE_HOME/clew/textworld``, i.e.
-        ``~/.cache/clew/textworld``), as ``<key>.z8`` + ``<key>.json``, keyed by preset, settings
-        and seed (``game_key``).
+    cache_dir: where generated games live (default ``clew.paths.textworld_dir()``, i.e.
+        ``~/.cache/clew/textworld`` unless the cache root is set, e.g. by the CLI from ``$CLEW_CACHE``),
+        as ``<key>.z8`` + ``<key>.json``, keyed by preset, settings and seed (``game_key``).
     generate: make a game that is not in the cache (default True). **Slow**: 1-6 s per small game
         here (Inform 7 compiles it), a minute for long treasure hunts, so warm the cache first
         (``scripts/make_textworld_games.py``). False refuses a missing game instead.
@@ -48,6 +48,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.envs.base import StepResult, ensure_running, normalize_action
+from clew.paths import textworld_dir
 
 PRESETS: dict[str, tuple[str, dict[str, Any]]] = {
     "coin_collector": ("tw-coin_collector", {"level": 5}),
@@ -62,7 +63,8 @@ _TEXTWORLD = threading.RLock()  # TextWorld is not thread-safe (one shared gramm
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "clew" / "textworld"
+    """``clew.paths.textworld_dir()``: under the cache root (the CLI sets it from the environment)."""
+    return textworld_dir()
 
 
 def game_key(preset: str, settings: dict[str, Any], seed: int) -> str:

@@ -39,7 +39,7 @@ import hashlib
 import json
 from typing import Any, Literal
 
-from clew.envs.adapters._jvm import GoldPath, JavaServer, JvmLease
+from clew.envs.adapters._jvm import GoldPath, JavaServer, JvmEnv, JvmLease
 from clew.envs.base import StepResult, ensure_running, normalize_action
 
 GAMES = ("cookingworld", "twc", "coin", "mapreader", "arithmetic", "sorting", "simonsays", "peckingorder")
@@ -49,7 +49,7 @@ _SEEDS: dict[str, list[int]] = {}
 _GOLD: dict[tuple[str, str, str, int], list[str]] = {}
 
 
-class TextWorldExpress:
+class TextWorldExpress(JvmEnv):
     """One TWX game; ``reset(seed)`` generates game seed ``seeds[seed % len]`` of ``split``."""
 
     def __init__(
@@ -132,18 +132,7 @@ class TextWorldExpress:
         self._jvm.release()
         self._finished = True
 
-    @property
-    def jvm_pid(self) -> int | None:
-        """The JVM's process id while this env holds one."""
-        return self._jvm.pid
-
     # --- JVM ------------------------------------------------------------------------------
-    def _live(self) -> tuple[JavaServer, Any]:
-        """The JVM this episode runs in; one that died takes the episode with it."""
-        if not self._jvm.usable:
-            self._finished = True
-        return self._jvm.live()
-
     def _connect(self) -> tuple[JavaServer, Any]:
         if not self._jvm.usable:
             self.close()  # a JVM that died is released before a new one is acquired

@@ -169,7 +169,7 @@ def test_summaries_are_sampled_turns_and_their_ids_reach_later_prompts(
     tiny_policy: HFPolicy, tiny_engine: HFEngine
 ) -> None:
     episode, _ = _run(tiny_policy, tiny_engine, {"name": "summary", "params": {"every": 2}})
-    kinds = ["S" if "context_edit" in t.info else "a" for t in episode.turns]
+    kinds = ["S" if t.context_edit else "a" for t in episode.turns]
     # 8 env turns (summaries do not count against max_turns), and no summary after the last one
     assert "".join(kinds) == "aaSaaSaaSaa" and episode.truncation_reason == "max_turns"
     framing = _framing(tiny_policy)
@@ -199,7 +199,7 @@ def test_a_scripted_expert_is_never_asked_for_a_summary_and_gets_an_empty_one(ti
     actor = ScriptedActor("expert", tokenizer=tiny_policy.tokenizer)
     cfg = RolloutConfig(group_size=1, max_turns=8, context={"name": "summary", "params": {"every": 2}})
     episode = collect(actor, [KEYDOOR], cfg, seed=0, framing=_framing(tiny_policy))[0].episodes[0]
-    assert len(episode.turns) > 3 and not any("context_edit" in t.info for t in episode.turns)
+    assert len(episode.turns) > 3 and not any(t.context_edit for t in episode.turns)
     framing = _framing(tiny_policy)  # turn 2 follows the (empty) summary due after two env turns
     assert episode.turns[2].prompt_ids == framing.first(episode.first_observation) + framing.after(
         [], episode.turns[1].observation
@@ -209,7 +209,7 @@ def test_a_scripted_expert_is_never_asked_for_a_summary_and_gets_an_empty_one(ti
 # --- credit across context edits, by hand ---------------------------------------------------------------------
 def _edited_group() -> list[Group]:
     def turn(reward: float, edit: bool = False) -> Turn:
-        return Turn([1, 2], [3, 4], [-0.1, -0.1], "x", reward=reward, info={"context_edit": "summary"} if edit else {})
+        return Turn([1, 2], [3, 4], [-0.1, -0.1], "x", reward=reward, context_edit="summary" if edit else None)
 
     a = Episode("t", 0, 0, [turn(0), turn(0), turn(0, edit=True), turn(1)], 1.0, terminated=True)
     b = Episode("t", 0, 0, [turn(0), turn(0, edit=True), turn(0)], 0.0, terminated=True)

@@ -209,3 +209,15 @@ def test_cli_unknown_model_exits_2_naming_the_registered_ones(capsys: pytest.Cap
     assert main(["models", "get", "nope"]) == 2
     err = capsys.readouterr().err.strip()
     assert err == f"clew models get: error: argument name: unknown model 'nope'; registered: {NAME}"
+
+
+def test_loading_a_model_that_is_not_built_names_the_command(tmp_path: Path) -> None:
+    """Loading never installs or builds: only ``clew models get`` does."""
+    from clew import paths
+
+    paths.set_cache_root(tmp_path)  # an empty cache
+    try:
+        with pytest.raises(EngineError, match=f"not built.*`clew models get {NAME}`"):
+            resolve_model(NAME)
+    finally:
+        paths.set_cache_root(None)

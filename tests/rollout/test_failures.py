@@ -19,7 +19,7 @@ from clew.trainer.record import rollout_metrics
 from clew.trainer.select import drop_env_errors, shape
 from clew.types import Episode, Group
 
-FRAGILE = "tests.test_rollout_failures:Fragile"
+FRAGILE = "tests.rollout.test_failures:Fragile"
 RELEASE = threading.Event()  # a hung step waits on it; set after each test so no thread outlives its test
 
 
@@ -66,6 +66,8 @@ class Plays:
 
     plans: dict[int, list[str]]
     continuous_batching: bool = True
+    max_model_len: int = 1 << 62
+    writes_context_edits: bool = True
     played: dict[int, int] = field(default_factory=dict)
     done: list[tuple[int, Completion | Exception]] = field(default_factory=list)
     lost: Collection[int] = ()  # keys whose requests come back lost (an engine worker died)

@@ -48,8 +48,8 @@ def test_registry_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     assert engines() == ["hf", "vllm"]
     with pytest.raises(ValueError, match="unknown engine 'sglang'; available: hf, vllm"):
         make_engine("sglang", "x")
-    monkeypatch.setitem(engine_base._ENGINES, "ghost", "clew_no_such_backend:Engine")
-    monkeypatch.setitem(engine_base._EXTRAS, "ghost", "pip install 'clew[ghost]'")
+    ghost = engine_base.EngineSpec("ghost", "clew_no_such_backend:Engine", install="pip install 'clew[ghost]'")
+    monkeypatch.setitem(engine_base._ENGINES, "ghost", ghost)
     with pytest.raises(EngineError, match=r"engine 'ghost' is not installed .*pip install 'clew\[ghost\]'"):
         make_engine("ghost", "x")
 

@@ -15,7 +15,7 @@ import pytest
 
 from clew.cli import main
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = str(ROOT / "configs" / "keydoor-demo.yaml")
 OUT = ["--out", "{tmp}/out"]
 MODEL = "smollm2-135m-instruct"

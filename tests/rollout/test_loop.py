@@ -57,6 +57,8 @@ def _assert_same(a: list[Group], b: list[Group], logprob_tol: float = 0.0) -> No
 class Batched:
     """A plain ``Engine`` (no ``Streams``) over another engine; records each batch size it is asked for."""
 
+    continuous_batching = False
+
     def __init__(self, inner: Any, max_model_len: int = 1 << 30) -> None:
         self.inner, self.batches, self.max_model_len = inner, list[int](), max_model_len
 
@@ -71,6 +73,9 @@ class Batched:
 
 class SeedEngine:
     """Each completion is a pure function of its seed; records submissions (keys) and batch sizes."""
+
+    max_model_len = 1 << 62
+    continuous_batching = False  # streams requests, yet the scheduler gathers them into waves
 
     def __init__(self, fail_on_call: int | None = None) -> None:
         self.submitted, self.batches, self.fail_on_call = list[int](), list[int](), fail_on_call
@@ -223,7 +228,9 @@ def test_fixed_seed_same_groups_whatever_the_scheduling(
 
     The seeded engine's samples are pure functions of (prompt, seed), so every number must be equal.
     """
-    tasks = [Task("tests.test_rollout:Jitter", s, {"inner": e}) for s, e in enumerate(["keydoor-v0", "toolcalc-v0"])]
+    tasks = [
+        Task("tests.rollout.test_loop:Jitter", s, {"inner": e}) for s, e in enumerate(["keydoor-v0", "toolcalc-v0"])
+    ]
     jittered = [Task(t.env_id, t.seed, {**t.env_kwargs, "jitter": 7}) for t in tasks]
     engine: Any = SeedEngine() if engine_kind == "seeded" else tiny_engine
     cfg = RolloutConfig(group_size=3, max_turns=5, max_new_tokens=4, env_workers=1)
@@ -241,7 +248,7 @@ def test_fixed_seed_same_groups_whatever_the_scheduling(
 def test_episodes_advance_independently() -> None:
     """While a slow env steps once, the fast episodes run all their turns (a lock-step loop would wait)."""
     engine = SeedEngine()
-    tasks = [Task("tests.test_rollout:Slow", 0, {"delay_s": 0.2}), Task("tests.test_rollout:Slow", 1)]
+    tasks = [Task("tests.rollout.test_loop:Slow", 0, {"delay_s": 0.2}), Task("tests.rollout.test_loop:Slow", 1)]
     cfg = RolloutConfig(group_size=2, max_turns=5, env_workers=4, batch_window_s=0.0)
     groups = collect(PolicyActor(engine, SamplingParams()), tasks, cfg, 0)
     assert all(len(e.turns) == 5 and e.truncation_reason == "max_turns" for e in _episodes(groups))
@@ -256,7 +263,7 @@ def test_a_wave_engine_gets_full_batches_when_env_steps_are_quick() -> None:
     """An engine that decodes one batch per poll (hf) waits for env steps in flight (``batch_window_s``), so
     with quick envs every poll carries every running episode; without the window they could trickle in."""
     engine = SeedEngine()
-    tasks = [Task("tests.test_rollout:Slow", s, {"delay_s": 0.002 * s}) for s in range(3)]
+    tasks = [Task("tests.rollout.test_loop:Slow", s, {"delay_s": 0.002 * s}) for s in range(3)]
     cfg = RolloutConfig(group_size=4, max_turns=5, env_workers=4, batch_window_s=5.0)
     groups = collect(PolicyActor(engine, SamplingParams()), tasks, cfg, 0)
     assert all(len(e.turns) == 5 for e in _episodes(groups))
@@ -297,8 +304,10 @@ def test_prompt_too_long_for_the_engine_is_truncated(tiny_policy: HFPolicy, tiny
     first = len(tiny_policy.chat.first_segment(tiny_policy.tokenizer, "start"))
     engine = Batched(tiny_engine, max_model_len=first + 4 + 30)  # room for the first prompt, not for many turns
     scripted = ScriptedActor("random", tokenizer=tiny_policy.tokenizer)
-    scripted_groups = collect(scripted, [Task("tests.test_rollout:Slow", 0)], cfg, 0, framing)
-    model_groups = collect(PolicyActor(engine, _params(cfg)), [Task("tests.test_rollout:Slow", 0)], cfg, 0, framing)
+    scripted_groups = collect(scripted, [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0, framing)
+    model_groups = collect(
+        PolicyActor(engine, _params(cfg)), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0, framing
+    )
     assert all(e.truncation_reason == "max_turns" for e in _episodes(scripted_groups))  # unbounded actor
     for ep in _episodes(model_groups):
         assert ep.truncation_reason in ("max_prompt_tokens", "max_new_tokens") and ep.turns
@@ -309,7 +318,7 @@ def test_prompt_too_long_for_the_engine_is_truncated(tiny_policy: HFPolicy, tiny
 @pytest.mark.parametrize("workers", [1, 4])
 @pytest.mark.parametrize("mode, error", [("raise", "tool crashed"), ("hang", "timeout")])
 def test_env_failures_end_only_that_episode(mode: str, error: str, workers: int) -> None:
-    tasks = [Task("tests.test_rollout:Exploding", 0, {"mode": mode}), Task("keydoor-v0", 0)]
+    tasks = [Task("tests.rollout.test_loop:Exploding", 0, {"mode": mode}), Task("keydoor-v0", 0)]
     cfg = RolloutConfig(group_size=2, max_turns=4, env_step_timeout_s=0.5, env_workers=workers)
     RELEASE.clear()
     groups = collect(ScriptedActor("random"), tasks, cfg, 0)
@@ -322,7 +331,7 @@ def test_env_failures_end_only_that_episode(mode: str, error: str, workers: int)
 
 
 def test_broken_env_is_recorded_in_member_order() -> None:
-    tasks = [Task("tests.test_rollout:Exploding", 0, {"bad_kwarg": 1}), Task("keydoor-v0", 0)]
+    tasks = [Task("tests.rollout.test_loop:Exploding", 0, {"bad_kwarg": 1}), Task("keydoor-v0", 0)]
     groups = collect(ScriptedActor("random"), tasks, RolloutConfig(group_size=2, max_turns=2), 0)
     assert [e.truncation_reason for e in groups[0].episodes] == ["error", "error"]
     assert all("bad_kwarg" in (e.error or "") for e in groups[0].episodes)
@@ -332,7 +341,9 @@ def test_broken_env_is_recorded_in_member_order() -> None:
 def test_engine_errors_propagate() -> None:
     cfg = RolloutConfig(group_size=2, max_turns=4)
     with pytest.raises(RuntimeError, match="engine crashed"):
-        collect(PolicyActor(SeedEngine(fail_on_call=2), SamplingParams()), [Task("tests.test_rollout:Slow", 0)], cfg, 0)
+        collect(
+            PolicyActor(SeedEngine(fail_on_call=2), SamplingParams()), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0
+        )
 
 
 class LosesMember1(ScriptedActor):
@@ -354,7 +365,7 @@ def test_progress_counts_turns() -> None:
     calls: list[tuple[int, int]] = []
     cfg = RolloutConfig(group_size=3, max_turns=4)
     groups = collect(
-        ScriptedActor("random"), [Task("tests.test_rollout:Slow", 0)], cfg, 0, on_turn=lambda *a: calls.append(a)
+        ScriptedActor("random"), [Task("tests.rollout.test_loop:Slow", 0)], cfg, 0, on_turn=lambda *a: calls.append(a)
     )
     assert calls[-1][0] == sum(len(e.turns) for e in _episodes(groups)) == 12
     assert [c[0] for c in calls] == sorted(c[0] for c in calls) and all(0 <= c[1] <= 3 for c in calls)

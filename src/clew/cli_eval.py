@@ -1,0 +1,101 @@
+"""What ``clew eval`` builds from its arguments: the actor (scripted, or a model on a named engine), the
+rollout config, ``key=value`` parameters. Torch loads only inside ``build_actor``."""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from clew.cli_checks import UsageError, is_model_folder
+
+
+def parse_kv(items: Sequence[str]) -> dict[str, Any]:
+    """``["width=8", "layout=corners"]`` -> ``{"width": 8, "layout": "corners"}`` (YAML scalars)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"expected key=value, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str = "hf") -> tuple[Any, Any]:
+    """``expert`` / ``random`` (scripted) or a model path/name sampled by ``engine`` -> (actor, framing)."""
+    from clew.policy import HFPolicy, SamplingParams, engine_spec, make_engine
+    from clew.rollout import Framing, PolicyActor, ScriptedActor
+
+    if spec in ("expert", "random"):
+        return ScriptedActor(spec), None
+    path = _model_dir(spec)
+    policy = HFPolicy.from_pretrained(path)  # a LoRA checkpoint loads its base with the adapter (peft)
+    in_process = engine_spec(engine).shares_learner_weights
+    if not in_process and (Path(path) / "adapter_config.json").exists():
+        path = _merged_copy(policy, path)
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    sampler = make_engine(engine, policy.model, tokenizer=policy.tokenizer) if in_process else make_engine(engine, path)
+    return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
+
+
+def _merged_copy(policy: Any, adapter_dir: str) -> str:
+    """A LoRA checkpoint merged into its base in a temporary folder, for engines that load plain weights."""
+    import json
+    import tempfile
+
+    from clew.policy import HFPolicy
+    from clew.policy.lora import merged_weights
+
+    base_dir = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
+    base = HFPolicy.from_pretrained(base_dir)
+    base.model.load_state_dict(dict(merged_weights(policy.model)))  # load_state_dict copies
+    folder = tempfile.mkdtemp(prefix="clew-merged-")
+    base.model.save_pretrained(folder)
+    policy.tokenizer.save_pretrained(folder)
+    return folder
+
+
+def _model_dir(spec: str) -> str:
+    """A run directory resolves to its latest policy weights; anything else is passed to HF."""
+    from clew.store.run import latest_policy_dir
+
+    path = Path(spec)
+    if path.is_dir() and not is_model_folder(path):
+        found = latest_policy_dir(path)
+        if found is None:
+            raise UsageError(f"argument --policy: {spec} has no config.json and no saved policy")
+        return str(found)
+    return spec
+
+
+def rollout_config(args: argparse.Namespace) -> Any:
+    """The eval's ``RolloutConfig``; a context it refuses is named by its flag."""
+    from pydantic import ValidationError
+
+    from clew.rollout import RolloutConfig
+
+    try:
+        return RolloutConfig(
+            group_size=args.group_size,
+            max_turns=args.max_turns,
+            max_new_tokens=args.max_new_tokens,
+            temperature=args.temperature,
+            context={"name": args.context, "params": context_params(args)},
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "context"
+        flag = f"--{field.replace('_', '-')}"
+        if field == "context" and (args.context_param or args.window_turns is not None):
+            flag = "--context-param"
+        raise UsageError(f"argument {flag}: {str(error['msg']).removeprefix('Value error, ')}") from None
+
+
+def context_params(args: argparse.Namespace) -> dict[str, Any]:
+    params = parse_kv(args.context_param)
+    if args.window_turns is not None:
+        params["turns"] = args.window_turns
+    return params

@@ -1,0 +1,202 @@
+"""A run's live parts and how they are opened: the policy (built, SFT-warmed or restored), the learner (one
+process or a cluster's ranks), the rollout engine with its weight link, the recorder. The loop
+(``clew.trainer.loop``) only reads a ``Session``; whether it runs on a cluster is decided here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from clew import credit as credit_lib
+from clew.envs import Closeable, Env, HasStateKey
+from clew.envs import make as make_env
+from clew.envs.corpus import sample_texts
+from clew.envs.remote import EnvHosts
+from clew.eval import summarize
+from clew.policy import Engine, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
+from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
+from clew.store.run import checkpoints, clean_partials
+from clew.trainer import weights
+from clew.trainer.checkpoint import TrainerState, load_probe, load_state
+from clew.trainer.cluster import Cluster
+from clew.trainer.config import RunConfig, dump_config
+from clew.trainer.distributed import LearnerGroup
+from clew.trainer.learner import Learner, sft
+from clew.trainer.record import Recorder, Reporter
+from clew.trainer.sync import EngineLink, open_engine, probe_prompts
+
+
+@dataclass
+class Session:
+    """What a run holds while it trains (``open_session`` builds it, ``close`` ends it)."""
+
+    cfg: RunConfig
+    run_dir: Path
+    recorder: Recorder
+    report: Reporter | None
+    cluster: Cluster | None
+    policy: HFPolicy = field(init=False)
+    source: str | Path = field(init=False)  # the directory (or HF name) of the policy's base weights
+    framing: Framing = field(init=False)
+    learner: Learner | LearnerGroup = field(init=False)
+    link: EngineLink | None = None
+    actor: PolicyActor | None = None
+    env_hosts: EnvHosts | None = None  # opened with the engines on a cluster with env_workers
+
+    def sampling(self, temperature: float) -> SamplingParams:
+        rollout = self.cfg.rollout
+        return SamplingParams(temperature=temperature, top_p=rollout.top_p, max_new_tokens=rollout.max_new_tokens)
+
+    def log(self, kind: str, record: dict[str, Any], iteration: int | None = None) -> None:
+        """Into metrics.jsonl, and to the reporter (the CLI's progress) when there is one."""
+        self.recorder.log(kind, record, iteration=iteration)
+        if self.report:
+            self.report(kind, record if iteration is None else {"iteration": iteration, **record})
+
+
+def open_session(
+    cfg: RunConfig, run_dir: Path, resume: bool, report: Reporter | None
+) -> tuple[Session, TrainerState, bool]:
+    """The session, the state it starts from and whether that is a fresh start (no checkpoint to resume)."""
+    check_env_serves(cfg)
+    cluster = Cluster.connect(cfg.cluster) if cfg.cluster else None
+    session = Session(cfg, run_dir, Recorder(run_dir), report, cluster)
+    try:
+        state, fresh = _restore_or_start(session, resume)
+    except BaseException:
+        close(session)
+        raise
+    return session, state, fresh
+
+
+def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, bool]:
+    cfg, run_dir = session.cfg, session.run_dir
+    if not resume and checkpoints(run_dir):
+        raise ValueError(f"{run_dir} already holds a run; resume it (--resume) or choose another --out")
+    found = checkpoints(run_dir) if resume else []
+    if resume:
+        clean_partials(run_dir)
+    if found:
+        session.policy, session.source = weights.from_checkpoint(found[-1] / "policy", run_dir, cfg)
+    else:
+        session.recorder.write_header(dump_config(cfg))
+        session.policy, session.source = initial_policy(session)
+    session.framing = Framing(session.policy.tokenizer, session.policy.chat)
+    connect(session)
+    reference = weights.reference_model(run_dir, cfg) if found else None
+    parts = (session.policy, cfg.train, cfg.objective, cfg.rollout.temperature, reference)
+    session.learner = (
+        session.cluster.learners(*parts)
+        if session.cluster
+        else Learner(*parts, reference_for_credit=weights.needs_reference(cfg))
+    )
+    if not found:
+        return TrainerState(0, 0, 0), True
+    state = load_state(found[-1], session.learner.optimizer)
+    probe = load_probe(found[-1])
+    if probe:
+        session.learner.restore_guard(probe)
+    session.learner.steps = state.optimizer_steps
+    session.recorder.truncate(state.iteration)
+    return state, False
+
+
+def connect(session: Session) -> None:
+    """Open the rollout engine on the learner's current weights and verify them with the parity probe."""
+    cfg, cluster = session.cfg, session.cluster
+    engine: Engine
+    if cluster:
+        engine = cluster.engines(cfg.rollout, session.source)
+        session.env_hosts = session.env_hosts or cluster.env_hosts(cfg.rollout.env_step_timeout_s)
+    else:
+        engine = open_engine(cfg.rollout, session.policy, session.source)
+    workers = cfg.cluster.rollout_workers if cfg.cluster else 1
+    prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), session.framing, workers)  # every worker probed
+    shared = not cluster and cfg.rollout.max_staleness == 0  # else the engine has weights of its own
+    session.link = EngineLink(engine, session.policy, prompts, cfg.rollout, shared=shared)
+    session.recorder.log("engine", {"engine/name": cfg.rollout.engine, **session.link.sync(-1)})
+    session.actor = PolicyActor(engine, session.sampling(cfg.rollout.temperature))
+
+
+def close(session: Session) -> None:
+    """End the engine and, on a cluster, every actor (and a Ray instance the run started)."""
+    if session.cluster is not None:
+        session.cluster.close()  # its engines and env hosts included
+    elif session.link is not None:
+        session.link.engine.close()
+
+
+def initial_policy(session: Session) -> tuple[HFPolicy, str | Path]:
+    """The policy RL starts from and the directory (or HF name) of its base weights."""
+    cfg = session.cfg
+    source: str | Path = cfg.policy.model
+    if cfg.policy.model == "tiny":
+        p = cfg.policy
+        tiny = TinyModelConfig(
+            hidden_size=p.hidden_size, num_layers=p.num_layers, num_heads=p.num_heads,
+            intermediate_size=p.intermediate_size, seed=p.init_seed,
+        )  # fmt: skip
+        texts = sample_texts(env_id=cfg.env.id, env_kwargs=dict(cfg.env.kwargs))
+        source = build_tiny(session.run_dir / "base", texts, tiny)
+    policy = HFPolicy.from_pretrained(source)
+    if cfg.sft.enabled:
+        policy = warm_start(session, weights.with_adapters(policy, cfg, "sft"))  # adapters folded in after SFT
+    return weights.with_adapters(policy, cfg, "rl"), source  # LoRA targets are checked against the model
+
+
+def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
+    """SFT on scripted-expert episodes with a fraction of deliberately noisy actions; returns the plain model
+    (LoRA adapters trained here are folded in) that RL starts from."""
+    cfg = session.cfg
+    actor = ScriptedActor("expert", noise=cfg.sft.noise, tokenizer=policy.tokenizer)
+    n_tasks = -(-cfg.sft.episodes // cfg.rollout.group_size)
+    tasks = [Task(cfg.env.id, cfg.sft.seed_offset + i, dict(cfg.env.kwargs)) for i in range(n_tasks)]
+    groups = collect(actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), Framing(policy.tokenizer, policy.chat))
+    turns = [t for g in groups for e in g.episodes for t in e.turns if t.action_ids]
+    # a scripted expert has no summaries to show: context edits are learned by RL alone
+    rows = [(t.prompt_ids, t.action_ids) for t in turns if t.env_step]
+    losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
+    policy = weights.fold_adapters(policy)
+    demo = summarize([e for g in groups for e in g.episodes])
+    record = {"sft/rows": len(rows), "sft/loss_first": losses[0], "sft/loss_last": losses[-1]}
+    record["sft/demo_success"] = demo.success_rate
+    record["sft/max_action_tokens"] = max((len(ids) for _, ids in rows), default=0)  # stop token included
+    session.log("sft", record)
+    policy.model.save_pretrained(session.run_dir / "sft" / "policy")
+    policy.tokenizer.save_pretrained(session.run_dir / "sft" / "policy")
+    return policy
+
+
+def check_env_serves(cfg: RunConfig) -> None:
+    """Fail before any work when the env lacks what the run needs: ``state_key()`` for an estimator
+    that groups by exact state (GiGPO with ``state_grouping=exact``; ``normalized`` and ``similarity`` read
+    the observation instead), ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
+
+    (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
+    ``credit/outcome_reported``.)"""
+    env = _probe_env(cfg)
+    try:
+        spec = credit_lib.get(cfg.credit.name)
+        if spec.needs_env_state_keys(cfg.credit.params) and not isinstance(env, HasStateKey):
+            raise ValueError(
+                f"credit.name={cfg.credit.name} groups turns by environment state, but env {cfg.env.id} has no "
+                "state_key() method; add one, set credit.params.state_grouping=normalized (anchor groups from the "
+                "observation text) or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
+            )
+        if cfg.sft.enabled:
+            try:
+                ScriptedActor("expert", noise=cfg.sft.noise).check(env)
+            except ValueError as exc:
+                raise ValueError(f"the SFT warm start (sft.enabled=true) on env {cfg.env.id}: {exc}") from None
+    finally:
+        if isinstance(env, Closeable):
+            env.close()
+
+
+def _probe_env(cfg: RunConfig) -> Env:
+    """One env built from the config, to check its methods; a constructor failure names the config."""
+    try:
+        return make_env(cfg.env.id, **cfg.env.kwargs)
+    except Exception as exc:
+        raise ValueError(f"env.id={cfg.env.id} with env.kwargs={dict(cfg.env.kwargs)} cannot be built: {exc}") from exc

@@ -1,0 +1,118 @@
+"""The loop's stages on a ``Session``: rollout (with dynamic-sampling refill and one engine retry), credit,
+and the update (overlapped with the next rollout when ``rollout.max_staleness >= 1``)."""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import numpy as np
+
+from clew import credit as credit_lib
+from clew.envs.pool import EnvWorkerError
+from clew.policy import EngineError
+from clew.rollout import Task, collect, derive_seed
+from clew.table import TurnTable
+from clew.tensors import TokenRow
+from clew.trainer.distributed import LearnerGroup
+from clew.trainer.learner import Learner
+from clew.trainer.select import drop_env_errors, drop_zero_variance, shape
+from clew.trainer.session import Session, connect
+from clew.trainer.states import prompt_states
+from clew.types import Group
+
+Rollout = tuple[list[Group], list[Group]]  # (groups to train on, every group collected)
+
+
+def rollout(session: Session, it: int) -> Rollout:
+    """(groups to train on, every group collected); dynamic sampling refills dropped groups."""
+    cfg = session.cfg
+    kept: list[Group] = []
+    collected: list[Group] = []
+    for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
+        need = cfg.tasks_per_iteration - len(kept)
+        tasks = [task(session, it, round_, i) for i in range(need)]
+        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(kept), it)
+        shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
+        collected += groups
+        groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
+        kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
+        if len(kept) >= cfg.tasks_per_iteration:
+            break
+    return kept[: cfg.tasks_per_iteration], collected
+
+
+def task(session: Session, it: int, round_: int, i: int) -> Task:
+    cfg = session.cfg
+    seed = derive_seed(cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
+    return Task(cfg.env.id, seed, dict(cfg.env.kwargs))
+
+
+def collect_round(session: Session, tasks: list[Task], seed: int, offset: int, it: int) -> list[Group]:
+    """One rollout round; an engine failure reopens the engine and retries the round once."""
+    envs = session.env_hosts.make if session.env_hosts else None
+    try:
+        groups = _collect(session, tasks, seed, offset, envs)
+    except Exception as first:  # env failures are recorded inside collect: this is the engine
+        session.recorder.log("engine_restart", {"error": repr(first)[:500]}, iteration=it)
+        assert session.link is not None
+        session.link.engine.close()
+        connect(session)
+        try:
+            groups = _collect(session, tasks, seed, offset, envs)
+        except Exception as second:
+            raise EngineError(
+                f"the {session.cfg.rollout.engine} engine failed twice during the rollout of iteration {it} "
+                f"({second!r}); the run stopped and resumes from its last checkpoint with --resume"
+            ) from second
+    if session.env_hosts and not session.env_hosts.alive:
+        raise EnvWorkerError(
+            "every env host died more than cluster.max_restarts times; the run stopped (its last checkpoint is "
+            "intact: --resume once the cluster is healthy)"
+        )
+    return groups
+
+
+def _collect(session: Session, tasks: list[Task], seed: int, offset: int, envs: object) -> list[Group]:
+    assert session.actor is not None
+    rollout_cfg, framing = session.cfg.rollout, session.framing
+    return collect(session.actor, tasks, rollout_cfg, seed, framing, offset, env_factory=envs)  # type: ignore[arg-type]
+
+
+def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
+    """The configured estimator on the table; the reference's log-probs and hidden-state features when it needs them."""
+    inp = credit_lib.CreditInput.from_table(table)
+    name, params = session.cfg.credit.name, session.cfg.credit.params
+    spec = credit_lib.get(name)
+    if spec.needs_reference(params) and isinstance(session.learner, Learner):
+        ref = session.learner.reference_logprobs([(t.prompt_ids, t.action_ids) for t in table.turns])
+        inp = dataclasses.replace(inp, ref_logprob=np.asarray(ref, dtype=np.float64))
+    if spec.needs_state_vectors(params):  # similarity anchor groups on the policy's hidden states
+        train = session.cfg.train
+        prompts = [t.prompt_ids for t in table.turns]
+        vectors = prompt_states(
+            session.policy.model, prompts, session.policy.pad_id, train.microbatch_rows, train.dtype
+        )
+        inp = dataclasses.replace(inp, state_vector=vectors)
+    return credit_lib.compute(name, inp, **params)
+
+
+def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, float], Rollout | None]:
+    """The learner's update. With ``rollout.max_staleness >= 1`` the next iteration's rollout runs meanwhile,
+    sampled by the weights before this update (one update behind): the update on the learner ranks of a
+    cluster, or in one process in a thread of its own (the engine then samples from its own weights)."""
+    cfg, learner = session.cfg, session.learner
+    seed = derive_seed(cfg.seed, it, "update")
+    if not (cfg.rollout.max_staleness > 0 and it + 1 < cfg.iterations):
+        return learner.update(rows, seed), None
+    start = time.perf_counter()
+    if isinstance(learner, LearnerGroup):
+        pending = learner.start(rows, seed)
+        ahead = rollout(session, it + 1)
+        return {**learner.finish(pending), "time/rollout_ahead_s": time.perf_counter() - start}, ahead
+    with ThreadPoolExecutor(1, thread_name_prefix="clew-learner") as pool:
+        done = pool.submit(learner.update, rows, seed)
+        ahead = rollout(session, it + 1)
+        ahead_s = time.perf_counter() - start
+        return {**done.result(), "time/rollout_ahead_s": ahead_s}, ahead
