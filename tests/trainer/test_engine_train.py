@@ -175,7 +175,7 @@ def test_an_engine_that_keeps_failing_stops_resumably(
 
 
 def test_engine_config_refusals(tiny_cfg: Make) -> None:
-    with pytest.raises(ValueError, match=r"rollout\.engine: Input should be 'hf' or 'vllm'"):
+    with pytest.raises(ValueError, match=r"rollout\.engine: .*unknown engine 'sglang'; available: hf, vllm"):
         tiny_cfg("rollout.engine=sglang")
     with pytest.raises(ValueError, match=r"rollout\.top_p=0\.9 with rollout\.engine=vllm"):
         tiny_cfg(*VLLM, "rollout.top_p=0.9")
