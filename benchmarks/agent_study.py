@@ -112,15 +112,17 @@ def collect(families: list[str], runs: dict[str, dict[str, list[str]]], out: Pat
     return report
 
 
-def differences(family: dict[str, Any], estimators: list[str]) -> dict[str, list[float]]:
+def differences(family: dict[str, Any], estimators: list[str]) -> dict[str, list[float | None]]:
     """Mean-over-seeds difference [point, low, high] of every estimator pair, and of each from the SFT start."""
     pairs = {f"{a} - {b}": (a, b) for i, a in enumerate(estimators) for b in estimators[i + 1 :]}
     pairs |= {f"{a} - sft": (a, "sft") for a in estimators}
-    out = {}
+    out: dict[str, list[float | None]] = {}
     for name, (a, b) in pairs.items():
         if a in family and b in family:
             first, second = [family[a]["per_seed"]], [family[b]["per_seed"]]
-            out[name] = list(stratified_difference(first, second, statistic=np.mean, resamples=2000))
+            point, lo, hi = stratified_difference(first, second, statistic=np.mean, resamples=2000)
+            spread = len(first[0]) > 1 and len(second[0]) > 1  # one seed a side: no spread to resample
+            out[name] = [point, lo, hi] if spread else [point, None, None]
     return out
 
 
@@ -138,7 +140,8 @@ def markdown(report: dict[str, Any], note: str) -> str:
             seeds = ", ".join(pct(r) for r in a["per_seed"])
             lines.append(f"| {stage} | {a['seeds']} | {seeds} | {wil} on {a['episodes']} | {pct(a['mean'])} {boot} |")
         for name, (point, lo, hi) in arms.get("differences", {}).items():
-            lines.append(f"\n{name}: {100 * point:+.1f} points [{100 * lo:+.1f}, {100 * hi:+.1f}] (seed means)")
+            spread = "one seed a side: no interval" if lo is None else f"[{100 * lo:+.1f}, {100 * hi:+.1f}]"
+            lines.append(f"\n{name}: {100 * point:+.1f} points {spread} (seed means)")
         lines.append("")
     return "\n".join(lines)
 
