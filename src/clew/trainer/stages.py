@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
 from clew import credit as credit_lib
+from clew.envs import Env
 from clew.envs.pool import EnvWorkerError
 from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
@@ -74,10 +76,11 @@ def collect_round(session: Session, tasks: list[Task], seed: int, offset: int, i
     return groups
 
 
-def _collect(session: Session, tasks: list[Task], seed: int, offset: int, envs: object) -> list[Group]:
+def _collect(
+    session: Session, tasks: list[Task], seed: int, offset: int, envs: Callable[..., Env] | None
+) -> list[Group]:
     assert session.actor is not None
-    rollout_cfg, framing = session.cfg.rollout, session.framing
-    return collect(session.actor, tasks, rollout_cfg, seed, framing, offset, env_factory=envs)  # type: ignore[arg-type]
+    return collect(session.actor, tasks, session.cfg.rollout, seed, session.framing, offset, env_factory=envs)
 
 
 def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
