@@ -1,7 +1,7 @@
-"""A tiny name -> spec registry shared by the extension points (torch-free, layer 0).
+"""The one name -> spec registry of every extension point (torch-free, layer 0).
 
-A spec is any object with ``name`` and ``fn``; its parameters are ``fn``'s keyword-only
-arguments, so the registry can reject unknown names and parameters with the valid ones.
+A spec is any object with a ``name``; ``ParamRegistry`` holds specs that also have ``fn``, whose keyword-only
+arguments are the entry's parameters, so it can reject unknown names and parameters with the valid ones.
 """
 
 from __future__ import annotations
@@ -11,14 +11,17 @@ from collections.abc import Callable
 from typing import Any, Generic, Protocol, TypeVar
 
 
-class Spec(Protocol):
+class Named(Protocol):
     @property
     def name(self) -> str: ...
 
+
+class Spec(Named, Protocol):
     @property
     def fn(self) -> Callable[..., Any]: ...
 
 
+N = TypeVar("N", bound=Named)
 S = TypeVar("S", bound=Spec)
 
 
@@ -28,23 +31,36 @@ def keyword_params(fn: Callable[..., Any]) -> dict[str, Any]:
     return {p.name: p.default for p in sig.parameters.values() if p.kind is p.KEYWORD_ONLY}
 
 
-class Registry(Generic[S]):
-    """Specs by name; ``what`` names the kind in error messages (e.g. "credit estimator")."""
+class Registry(Generic[N]):
+    """Specs by name, registered where they are defined; ``what`` names the kind in error messages (e.g.
+    "engine"). Every extension point keeps its entries in one of these (engines, env ids and families,
+    context strategies, credit estimators, objectives)."""
 
     def __init__(self, what: str) -> None:
         self.what = what
-        self._specs: dict[str, S] = {}
+        self._specs: dict[str, N] = {}
 
-    def add(self, spec: S) -> None:
+    def add(self, spec: N) -> None:
+        """Add (or replace) ``spec`` under its name."""
         self._specs[spec.name] = spec
 
-    def available(self) -> dict[str, S]:
+    def __contains__(self, name: object) -> bool:
+        return name in self._specs
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def available(self) -> dict[str, N]:
         return dict(sorted(self._specs.items()))
 
-    def get(self, name: str) -> S:
+    def get(self, name: str) -> N:
         if name not in self._specs:
-            raise ValueError(f"unknown {self.what} {name!r}; available: {', '.join(sorted(self._specs))}")
+            raise ValueError(f"unknown {self.what} {name!r}; available: {', '.join(self.names())}")
         return self._specs[name]
+
+
+class ParamRegistry(Registry[S]):
+    """A registry of specs built by ``fn(**params)``: it also rejects parameters ``fn`` does not take."""
 
     def check_params(self, name: str, params: dict[str, Any]) -> None:
         """Fail on parameters the entry does not take, listing the valid ones."""

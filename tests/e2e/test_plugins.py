@@ -23,8 +23,8 @@ PLUGIN = Path(__file__).with_name("lab_plugin.py")
 @pytest.fixture(autouse=True, scope="module")
 def _registries_as_they_were() -> Iterator[None]:
     """The plug-in's entries leave with this module: later tests see the built-in registries only."""
-    saved = [(d, dict(d)) for d in (engine_base._ENGINES, CONTEXTS._specs, credit_base._REGISTRY._specs,
-                                     env_registry._FAMILIES, plugins._LOADED)]  # fmt: skip
+    saved = [(d, dict(d)) for d in (engine_base.ENGINES._specs, CONTEXTS._specs, credit_base.ESTIMATORS._specs,
+                                     env_registry.FAMILIES._specs, plugins._LOADED)]  # fmt: skip
     yield
     for registry, before in saved:
         registry.clear()

@@ -298,20 +298,46 @@ def test_textarena_refuses_what_it_cannot_run(ta: Any) -> None:
 
 
 @pytest.mark.slow  # imports transformers (about 5 s); the model itself is built in 0.1 s
-def test_textarena_policy_opponent_loads_a_checkpoint_lazily(ta: Any, tmp_path: Any) -> None:
-    from clew.envs.adapters.textarena import PolicyOpponent
+def test_textarena_model_opponent_is_an_injected_engine_loaded_once_per_process(ta: Any, tmp_path: Any) -> None:
     from clew.policy import TinyModelConfig, build_tiny
+    from clew.policy.opponent import EngineOpponent
 
     cfg = TinyModelConfig(hidden_size=32, num_layers=1, num_heads=2, intermediate_size=32)
     build_tiny(tmp_path / "policy", [str(i) for i in range(50)] + ["Tic Tac Toe [4]"], cfg)  # a clew checkpoint
     env = make("textarena/TicTacToe-v0", opponent=str(tmp_path), seat=0)
     opponent = env.opponent  # type: ignore[attr-defined]
-    assert isinstance(opponent, PolicyOpponent) and opponent._model is None  # nothing loaded yet
+    assert isinstance(opponent, EngineOpponent)
+    again = make("textarena/TicTacToe-v0", opponent=str(tmp_path), seat=1).opponent  # type: ignore[attr-defined]
+    assert again.engine is opponent.engine  # one model per process, shared by every env built per episode
     env.reset(0)
     result = env.step("[4]")  # an untrained model's move is invalid: a random valid move replaces it
-    assert "Player 1 placed" in result.observation and opponent._model is not None
-    with pytest.raises(ValueError, match="model directory"):
-        PolicyOpponent(tmp_path / "missing")
+    assert "Player 1 placed" in result.observation
+    assert opponent.act("Tic Tac Toe [4]", 0) == opponent.act("Tic Tac Toe [4]", 1)  # greedy: the seed is unused
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError, match="is not a model directory"):
+        make("textarena/TicTacToe-v0", opponent=str(tmp_path / "empty"))
+
+
+def test_textarena_opponent_by_entry_point(ta: Any) -> None:
+    env = make("textarena/TicTacToe-v0", opponent="tests.envs.test_adapters_rg_gym_textarena:corner_bot", seat=0)
+    assert isinstance(env.opponent, _Corner)  # type: ignore[attr-defined]
+    with pytest.raises(ValueError, match="has no opponent factory 'nope'"):
+        make("textarena/TicTacToe-v0", opponent="tests.envs.test_adapters_rg_gym_textarena:nope")
+    with pytest.raises(ValueError, match="must have act"):
+        make("textarena/TicTacToe-v0", opponent="tests.envs.test_adapters_rg_gym_textarena:_Missing")
+
+
+class _Corner:
+    def act(self, observation: str, seed: int) -> str:
+        return "[0]"
+
+
+class _Missing:
+    pass
+
+
+def corner_bot() -> _Corner:
+    return _Corner()
 
 
 def test_textarena_game_that_crashes_on_the_text_is_a_recorded_invalid_step(ta: Any) -> None:

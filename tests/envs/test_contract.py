@@ -59,7 +59,7 @@ def test_resolve_finds_the_class_without_building_the_env(monkeypatch: pytest.Mo
     with pytest.raises(ValueError, match=r"module 'tests.contract_envs' has no env class 'Nope'"):
         registry.resolve(f"{HERE}:Nope")
     absent = registry.EnvFamily("fake", f"{HERE}:Counter", extra="fake", requires="clew_no_such_package")
-    monkeypatch.setitem(registry._FAMILIES, "fake", absent)
+    monkeypatch.setitem(registry.FAMILIES._specs, "fake", absent)
     with pytest.raises(
         ValueError, match=r"env fake/x needs the 'clew_no_such_package' package: pip install 'clew\[fake\]'"
     ):
@@ -148,7 +148,7 @@ def test_cli_envs_lists_families_and_how_to_install_them(
     capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     absent = registry.EnvFamily("fake", f"{HERE}:Counter", "fakes", "clew_no_such_package", "a fake", ("one",))
-    monkeypatch.setitem(registry._FAMILIES, "fake", absent)
+    monkeypatch.setitem(registry.FAMILIES._specs, "fake", absent)
     assert cli.main(["envs"]) == 0
     out = capsys.readouterr().out
     (row,) = [line for line in out.splitlines() if "fake/..." in line]

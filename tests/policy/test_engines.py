@@ -49,7 +49,7 @@ def test_registry_names_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(ValueError, match="unknown engine 'sglang'; available: hf, vllm"):
         make_engine("sglang", "x")
     ghost = engine_base.EngineSpec("ghost", "clew_no_such_backend:Engine", install="pip install 'clew[ghost]'")
-    monkeypatch.setitem(engine_base._ENGINES, "ghost", ghost)
+    monkeypatch.setitem(engine_base.ENGINES._specs, "ghost", ghost)
     with pytest.raises(EngineError, match=r"engine 'ghost' is not installed .*pip install 'clew\[ghost\]'"):
         make_engine("ghost", "x")
 

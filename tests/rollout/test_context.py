@@ -108,7 +108,7 @@ def test_summary_after_a_summary(tiny_policy: HFPolicy) -> None:
     assert request == opening + [11] + framing.after([11], f"obs2\n\n{summary.instruction}")  # type: ignore[attr-defined]
     summary.take_edit(history, second_note)
     expected = framing.first("task: find the key") + second_note + framing.after(second_note, "obs2")
-    assert summary.build(history, framing) == expected and history.start == 2
+    assert summary.build(history, framing) == expected and summary.start == 2  # type: ignore[attr-defined]
 
 
 def test_summary_by_token_budget(tiny_policy: HFPolicy) -> None:
@@ -122,9 +122,9 @@ def test_summary_by_token_budget(tiny_policy: HFPolicy) -> None:
 def test_memory_blocks_are_stored_and_cut_from_the_env_text(tiny_policy: HFPolicy) -> None:
     framing, memory = _framing(tiny_policy), make_context("memory", {"turns": 1, "max_chars": 10})
     history = _history(framing, 2)
-    assert memory.take_action(history, "up") == "up" and history.memory == ""
+    assert memory.take_action(history, "up") == "up" and memory.memory == ""  # type: ignore[attr-defined]
     assert memory.take_action(history, "<memory>key at 3,4 door</memory> left") == "left"
-    assert history.memory == "key at 3,4"  # the last block, capped at max_chars
+    assert memory.memory == "key at 3,4"  # type: ignore[attr-defined]  # the last block, capped at max_chars
     opening = framing.first("task: find the key\n\nYour memory: key at 3,4\n\nobs1")
     assert memory.build(history, framing) == opening + history.actions[1] + history.segments[1]
 
@@ -137,8 +137,9 @@ def test_markovian_chunks_carry_the_last_ids(tiny_policy: HFPolicy) -> None:
     markov = make_context("markovian", {"chunk_tokens": len(first) + len(stream) - 1, "carry_tokens": 5})
     assert markov.after_step(history, framing) is None
     newest = history.segments[-1]
-    assert history.carry == stream[: len(stream) - len(newest)][-5:] + newest and history.start == 3
-    assert markov.build(history, framing) == first + history.carry
+    carry = markov.carry  # type: ignore[attr-defined]
+    assert carry == stream[: len(stream) - len(newest)][-5:] + newest and markov.start == 3  # type: ignore[attr-defined]
+    assert markov.build(history, framing) == first + carry
 
 
 # --- rollouts: every turn is what the engine saw and sampled --------------------------------------------------
@@ -180,6 +181,23 @@ def test_summaries_are_sampled_turns_and_their_ids_reach_later_prompts(
             expected = framing.first(episode.first_observation) + turn.action_ids + framing.after(turn.action_ids, obs)
             assert after.prompt_ids == expected
             assert turn.reward == 0.0 and turn.state_key.startswith("summary:")  # type: ignore[union-attr]
+
+
+def test_each_episode_has_its_own_strategy_state(tiny_policy: HFPolicy, tiny_engine: HFEngine) -> None:
+    summary = {"name": "summary", "params": {"every": 2}}
+    cfg = RolloutConfig(group_size=3, max_turns=6, max_new_tokens=4, context=summary)
+    assert cfg.context.make() is not cfg.context.make()  # a fresh instance per episode, never shared
+    actor = PolicyActor(tiny_engine, SamplingParams(temperature=1.0, max_new_tokens=4, stop_token_ids=STOPS))
+    group = collect(actor, [KEYDOOR], cfg, seed=5, framing=_framing(tiny_policy))[0]
+    framing = _framing(tiny_policy)
+    for episode in group.episodes:  # a shared summary state would splice one episode's summary into another's prompt
+        assert "".join("S" if t.context_edit else "a" for t in episode.turns) == "aaSaaSaa"
+        summaries = [i for i, t in enumerate(episode.turns) if t.context_edit]
+        for i in summaries:
+            after = episode.turns[i + 1].prompt_ids
+            assert after[: len(framing.first(episode.first_observation)) + len(episode.turns[i].action_ids)] == (
+                framing.first(episode.first_observation) + episode.turns[i].action_ids
+            )
 
 
 def test_markovian_rollout_rolls_chunks_and_always_shows_the_newest_observation(

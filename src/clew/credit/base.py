@@ -14,7 +14,7 @@ import numpy as np
 
 from clew.credit.anchors import check_grouping_params
 from clew.credit.inputs import CreditInput
-from clew.registry import Registry, keyword_params
+from clew.registry import ParamRegistry, keyword_params
 
 Array = np.ndarray
 
@@ -117,14 +117,14 @@ class EstimatorSpec:
         return params.get(name, self.params.get(name, default))
 
 
-_REGISTRY: Registry[EstimatorSpec] = Registry("credit estimator")
+ESTIMATORS: ParamRegistry[EstimatorSpec] = ParamRegistry("credit estimator")
 
 
 def register(name: str, **meta: Any) -> Callable[[Estimator], Estimator]:
     """Decorator: ``@register("grpo", needs_group=True, summary=...)``."""
 
     def wrap(fn: Estimator) -> Estimator:
-        _REGISTRY.add(EstimatorSpec(name, fn, **meta))
+        ESTIMATORS.add(EstimatorSpec(name, fn, **meta))
         return fn
 
     return wrap
@@ -132,17 +132,17 @@ def register(name: str, **meta: Any) -> Callable[[Estimator], Estimator]:
 
 def available() -> dict[str, EstimatorSpec]:
     """Every estimator by name, with its metadata and default parameters."""
-    return _REGISTRY.available()
+    return ESTIMATORS.available()
 
 
 def get(name: str) -> EstimatorSpec:
-    return _REGISTRY.get(name)
+    return ESTIMATORS.get(name)
 
 
 def check_params(name: str, params: dict[str, Any]) -> None:
     """Fail on parameters the estimator does not take, listing the valid ones, and on anchor-grouping values
     outside their choices (``clew.credit.anchors.check_grouping``)."""
-    _REGISTRY.check_params(name, params)
+    ESTIMATORS.check_params(name, params)
     check_grouping_params(params)
 
 

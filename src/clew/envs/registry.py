@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clew.envs.base import Env
+from clew.registry import Registry
 
 _ID = re.compile(r"^[a-z][a-z0-9_-]*-v\d+$")
 
@@ -27,6 +28,10 @@ class EnvSpec:
     entry_point: str
     kwargs: dict[str, Any] = field(default_factory=dict)
     description: str = ""
+
+    @property
+    def name(self) -> str:
+        return self.env_id
 
 
 @dataclass(frozen=True)
@@ -41,6 +46,10 @@ class EnvFamily:
     examples: tuple[str, ...] = ()
 
     @property
+    def name(self) -> str:
+        return self.prefix
+
+    @property
     def installed(self) -> bool:
         return importlib.util.find_spec(self.requires) is not None
 
@@ -48,8 +57,8 @@ class EnvFamily:
         return [f"{self.prefix}/{name}" for name in self.examples]
 
 
-_REGISTRY: dict[str, EnvSpec] = {}
-_FAMILIES: dict[str, EnvFamily] = {}
+ENVS: Registry[EnvSpec] = Registry("env")
+FAMILIES: Registry[EnvFamily] = Registry("env family")
 
 
 def register(env_id: str, entry_point: str, description: str = "", **kwargs: Any) -> None:
@@ -58,7 +67,7 @@ def register(env_id: str, entry_point: str, description: str = "", **kwargs: Any
         raise ValueError(f"env id {env_id!r} must look like 'name-v0' (lower-case name, version suffix)")
     if ":" not in entry_point:
         raise ValueError(f"entry_point {entry_point!r} must be 'module:Class'")
-    _REGISTRY[env_id] = EnvSpec(env_id, entry_point, dict(kwargs), description)
+    ENVS.add(EnvSpec(env_id, entry_point, dict(kwargs), description))
 
 
 def register_family(
@@ -67,29 +76,29 @@ def register_family(
     """Serve every id ``prefix/<name>`` with ``Adapter(name, **kwargs)`` from ``"module:Class"``."""
     if not re.match(r"^[a-z][a-z0-9_]*$", prefix):
         raise ValueError(f"env family prefix {prefix!r} must be a lower-case word")
-    _FAMILIES[prefix] = EnvFamily(prefix, entry_point, extra, requires, description, tuple(examples))
+    FAMILIES.add(EnvFamily(prefix, entry_point, extra, requires, description, tuple(examples)))
 
 
 def families() -> list[EnvFamily]:
     """All registered families, sorted by prefix."""
-    return [_FAMILIES[k] for k in sorted(_FAMILIES)]
+    return list(FAMILIES.available().values())
 
 
 def registered() -> list[EnvSpec]:
     """All registered specs, sorted by id."""
-    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+    return list(ENVS.available().values())
 
 
-def load_entry_point(entry_point: str) -> type:
-    """Import ``"module:Class"`` and return the class."""
+def load_entry_point(entry_point: str, kind: str = "env class") -> type:
+    """Import ``"module:Class"`` and return the class (or any callable; ``kind`` names it in errors)."""
     module_name, _, attr = entry_point.partition(":")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ValueError(f"cannot import env module {module_name!r}: {exc}") from exc
+        raise ValueError(f"cannot import {kind.split()[0]} module {module_name!r}: {exc}") from exc
     found = getattr(module, attr, None)
     if not callable(found):
-        raise ValueError(f"module {module_name!r} has no env class {attr!r}")
+        raise ValueError(f"module {module_name!r} has no {kind} {attr!r}")
     return found  # type: ignore[return-value]
 
 
@@ -99,11 +108,11 @@ def resolve(env_id: str) -> type:
     Raises ``ValueError`` for an unknown id (naming close matches), a family whose package is not
     installed (naming the extra), or a ``"module:Class"`` path that does not import.
     """
-    if env_id in _REGISTRY:
-        return load_entry_point(_REGISTRY[env_id].entry_point)
+    if env_id in ENVS:
+        return load_entry_point(ENVS.get(env_id).entry_point)
     prefix, slash, name = env_id.partition("/")
-    if slash and prefix in _FAMILIES and name:
-        family = _FAMILIES[prefix]
+    if slash and prefix in FAMILIES and name:
+        family = FAMILIES.get(prefix)
         if not family.installed:
             raise ValueError(f"env {env_id} needs the {family.requires!r} package: pip install 'clew[{family.extra}]'")
         return load_entry_point(family.entry_point)
@@ -115,22 +124,22 @@ def resolve(env_id: str) -> type:
 def make(env_id: str, **kwargs: Any) -> Env:
     """Build an env from a registered id, a family id (``prefix/name``) or a ``"module:Class"`` path."""
     cls = resolve(env_id)
-    if env_id in _REGISTRY:
-        return cls(**{**_REGISTRY[env_id].kwargs, **kwargs})  # type: ignore[no-any-return]
+    if env_id in ENVS:
+        return cls(**{**ENVS.get(env_id).kwargs, **kwargs})  # type: ignore[no-any-return]
     prefix, slash, name = env_id.partition("/")
-    if slash and prefix in _FAMILIES and name:
+    if slash and prefix in FAMILIES and name:
         return cls(name, **kwargs)  # type: ignore[no-any-return]
     return cls(**kwargs)  # type: ignore[no-any-return]
 
 
 def unknown_env_message(env_id: str) -> str:
     """Name the close matches among built-in ids and family examples."""
-    known = [*sorted(_REGISTRY), *(i for f in families() for i in f.ids())]
+    known = [*ENVS.names(), *(i for f in families() for i in f.ids())]
     close = difflib.get_close_matches(env_id, known, n=3, cutoff=0.7)
     hint = f"did you mean {', '.join(close)}? " if close else ""
     prefixes = ", ".join(f"{f.prefix}/..." for f in families())
     return (
-        f"unknown env {env_id!r}; {hint}built-in: {', '.join(sorted(_REGISTRY))}; families: {prefixes}; "
+        f"unknown env {env_id!r}; {hint}built-in: {', '.join(ENVS.names())}; families: {prefixes}; "
         "or pass 'module:Class' (clew envs lists them all)"
     )
 

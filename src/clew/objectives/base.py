@@ -14,7 +14,7 @@ import torch
 
 from clew.objectives.regularizers import entropy_bonus, kl_penalty
 from clew.objectives.surrogate import ctpo, gspo, holder, loop_clip, masked_mean, ppo_clip
-from clew.registry import Registry, keyword_params
+from clew.registry import ParamRegistry, keyword_params
 
 Tensor = torch.Tensor
 Surrogate = Callable[..., tuple[Tensor, dict[str, Tensor]]]
@@ -34,13 +34,13 @@ class ObjectiveSpec:
         return keyword_params(self.fn)
 
 
-_REGISTRY: Registry[ObjectiveSpec] = Registry("objective")
+OBJECTIVES: ParamRegistry[ObjectiveSpec] = ParamRegistry("objective")
 
 
 def register(name: str, fn: Surrogate, recommended_aggregation: str, summary: str = "") -> None:
     """Add (or replace) a surrogate: ``fn(logp, old_logp, advantages, mask, **params)`` -> (per-token loss, metrics),
     all (B, T); its keyword-only parameters are ``objective.params``. A plug-in module calls this at import."""
-    _REGISTRY.add(ObjectiveSpec(name, fn, recommended_aggregation, summary))
+    OBJECTIVES.add(ObjectiveSpec(name, fn, recommended_aggregation, summary))
 
 
 register("ppo_clip", ppo_clip, "token_mean", "PPO clip with clip-higher and dual-clip")
@@ -52,16 +52,16 @@ register("holder", holder, "seq_mean_token_mean", "power-mean sequence ratio (p 
 
 def available() -> dict[str, ObjectiveSpec]:
     """Every objective by name with its parameters and recommended aggregation."""
-    return _REGISTRY.available()
+    return OBJECTIVES.available()
 
 
 def get(name: str) -> ObjectiveSpec:
-    return _REGISTRY.get(name)
+    return OBJECTIVES.get(name)
 
 
 def check_params(name: str, params: dict[str, Any]) -> None:
     """Fail on parameters the objective does not take, listing the valid ones."""
-    _REGISTRY.check_params(name, params)
+    OBJECTIVES.check_params(name, params)
 
 
 def compute(

@@ -19,6 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from clew.registry import Registry
+
 
 @dataclass(frozen=True)
 class SamplingParams:
@@ -121,26 +123,24 @@ class EngineSpec:
     install: str = "install its backend"
 
 
-_ENGINES: dict[str, EngineSpec] = {}
+ENGINES: Registry[EngineSpec] = Registry("engine")
 
 
 def register_engine(spec: EngineSpec) -> None:
     """Add (or replace) an engine by name; a plug-in module calls this at import (``clew.plugins``)."""
     if ":" not in spec.entry_point:
         raise ValueError(f"engine {spec.name!r}: entry_point {spec.entry_point!r} must be 'module:Class'")
-    _ENGINES[spec.name] = spec
+    ENGINES.add(spec)
 
 
 def engines() -> list[str]:
     """The engine names ``make_engine`` accepts."""
-    return sorted(_ENGINES)
+    return ENGINES.names()
 
 
 def engine_spec(name: str) -> EngineSpec:
     """The registered engine ``name``; an unknown name fails listing the registered ones."""
-    if name not in _ENGINES:
-        raise ValueError(f"unknown engine {name!r}; available: {', '.join(engines())}")
-    return _ENGINES[name]
+    return ENGINES.get(name)
 
 
 def make_engine(name: str, model: Any, **params: Any) -> Engine:

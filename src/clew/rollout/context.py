@@ -44,6 +44,10 @@ becomes its own training rows; ``objective.weighting`` says whether episodes, se
 (``episode``, the default, keeps the number of segments out of the loss; DCPO's per-segment samples
 correspond to ``segment``).
 
+One strategy instance per episode: the rollout builds a fresh one (``rollout.context.make()``) for each
+episode, so a strategy keeps its episode's edit state (the summary, the memory, the carry-over) in its own
+fields, and ``History`` holds only what every strategy reads (observations, sampled actions, framed segments).
+
 Hooks: ``build`` (pure) gives the next action's prompt; ``after_step`` runs after each env step
 and may return a prompt to sample a context edit from (the engine is called by the rollout
 scheduler, on the same seed schedule as actions); ``take_edit`` absorbs that sample;
@@ -58,7 +62,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from clew.policy.chat import ChatFormat
-from clew.registry import Registry
+from clew.registry import ParamRegistry
 
 SUMMARY_INSTRUCTION = "Summarize what you know and what you did so far, briefly; it will replace the history."
 _MEMORY = re.compile(r"<memory>(.*?)</memory>", re.DOTALL)
@@ -66,29 +70,22 @@ _MEMORY = re.compile(r"<memory>(.*?)</memory>", re.DOTALL)
 
 @dataclass
 class History:
-    """An episode as the policy saw it: observations, sampled action ids, cached segments, edit state.
+    """An episode as the policy saw it: observations, sampled action ids, cached segments.
 
     ``segments[i]`` holds the ids that follow ``actions[i]``: the turn close and the framed
-    observation ``observations[i + 1]``. ``start`` is the first exchange a compacted context still
-    shows (``summary``, ``markovian``); ``note`` the ids of the summary that replaced the exchanges
-    before it; ``carry`` the markovian carry-over ids; ``memory`` the agent's memory text.
+    observation ``observations[i + 1]``. What a strategy does with them (a summary, a memory, a
+    carry-over) is the strategy's own state, not the history's.
     """
 
     observations: list[str]
     actions: list[list[int]] = field(default_factory=list)
     segments: list[list[int]] = field(default_factory=list)
-    start: int = 0
-    note: list[int] = field(default_factory=list)
-    carry: list[int] = field(default_factory=list)
-    memory: str = ""
-    since_edit: int = 0
 
     def add(self, action_ids: list[int], observation: str, framing: Framing | None) -> None:
         self.actions.append(list(action_ids))
         self.observations.append(observation)
         seg = framing.chat.next_segment(framing.tokenizer, action_ids, observation) if framing else []
         self.segments.append(seg)
-        self.since_edit += 1
 
     def exchanges(self, start: int) -> list[int]:
         """Actions and their following segments from exchange ``start`` on."""
@@ -110,7 +107,7 @@ class Framing:
 
 
 class ContextStrategy(Protocol):
-    """Builds the prompt ids of the next turn and decides on context edits."""
+    """Builds the prompt ids of the next turn and decides on context edits; one instance per episode."""
 
     @property
     def name(self) -> str: ...
@@ -162,15 +159,20 @@ class WindowContext(_NoEdits):
         return framing.first(history.observations[start]) + history.exchanges(start)
 
 
-@dataclass(frozen=True)
+@dataclass
 class SummaryContext(_NoEdits):
     """Every ``every`` env turns (0: never by count), or when the next prompt would be longer than
-    ``budget_tokens`` (None: no budget), the policy writes a summary that replaces the history."""
+    ``budget_tokens`` (None: no budget), the policy writes a summary that replaces the history.
+
+    State: ``note``, the ids of the last summary; ``start``, the first exchange the prompt still shows
+    (the exchanges before it are what the note replaced; 0 until the first summary)."""
 
     every: int = 8
     budget_tokens: int | None = None
     instruction: str = SUMMARY_INSTRUCTION
     name: str = "summary"
+    note: list[int] = field(default_factory=list, init=False, compare=False)
+    start: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
         _at_least("summary", "every", self.every, 0)
@@ -180,17 +182,13 @@ class SummaryContext(_NoEdits):
             raise ValueError("context 'summary' needs every >= 1 or a budget_tokens; it would never summarize")
 
     def build(self, history: History, framing: Framing) -> list[int]:
-        if history.start == 0:  # no summary yet (a summary always follows at least one exchange)
+        if self.start == 0:  # no summary yet (a summary always follows at least one exchange)
             return framing.first(history.observations[0]) + history.exchanges(0)
-        opening = framing.first(history.observations[0]) + history.note
-        return (
-            opening
-            + framing.after(history.note, history.observations[history.start])
-            + history.exchanges(history.start)
-        )
+        opening = framing.first(history.observations[0]) + self.note
+        return opening + framing.after(self.note, history.observations[self.start]) + history.exchanges(self.start)
 
     def after_step(self, history: History, framing: Framing) -> list[int] | None:
-        due = self.every > 0 and history.since_edit >= self.every
+        due = self.every > 0 and len(history.actions) - self.start >= self.every  # env turns since the last summary
         over = self.budget_tokens is not None and len(self.build(history, framing)) > self.budget_tokens
         if not (due or over) or not history.actions:
             return None
@@ -199,17 +197,20 @@ class SummaryContext(_NoEdits):
         return prompt[: len(prompt) - len(history.segments[-1])] + asked
 
     def take_edit(self, history: History, action_ids: list[int]) -> None:
-        history.note, history.start, history.since_edit = list(action_ids), len(history.actions), 0
+        self.note, self.start = list(action_ids), len(history.actions)
 
 
-@dataclass(frozen=True)
+@dataclass
 class MemoryContext(_NoEdits):
     """Memory-as-Action: ``<memory>...</memory>`` in an action replaces the memory (at most
-    ``max_chars``); the prompt is the task, the memory and the last ``turns`` exchanges."""
+    ``max_chars``); the prompt is the task, the memory and the last ``turns`` exchanges.
+
+    State: ``memory``, the agent's memory text."""
 
     turns: int = 2
     max_chars: int = 400
     name: str = "memory"
+    memory: str = field(default="", init=False, compare=False)
 
     def __post_init__(self) -> None:
         _at_least("memory", "turns", self.turns, 0)
@@ -218,7 +219,7 @@ class MemoryContext(_NoEdits):
     def build(self, history: History, framing: Framing) -> list[int]:
         start = max(0, len(history.actions) - self.turns)
         task = history.observations[0]
-        opening = f"{task}\n\nYour memory: {history.memory or '(empty)'}"
+        opening = f"{task}\n\nYour memory: {self.memory or '(empty)'}"
         if start > 0:
             opening += f"\n\n{history.observations[start]}"
         return framing.first(opening) + history.exchanges(start)
@@ -227,18 +228,22 @@ class MemoryContext(_NoEdits):
         """Store the last memory block of ``text`` and return the text without any memory block."""
         blocks = _MEMORY.findall(text)
         if blocks:
-            history.memory = blocks[-1].strip()[: self.max_chars]
+            self.memory = blocks[-1].strip()[: self.max_chars]
         return _MEMORY.sub("", text).strip() if blocks else text
 
 
-@dataclass(frozen=True)
+@dataclass
 class MarkovianContext(_NoEdits):
     """Delethink-style chunks: when the prompt would pass ``chunk_tokens``, the next chunk starts from
-    the task plus the last ``carry_tokens`` ids of the previous chunk (sampled ids kept as they are)."""
+    the task plus the last ``carry_tokens`` ids of the previous chunk (sampled ids kept as they are).
+
+    State: ``carry``, the ids carried into the current chunk; ``start``, the chunk's first exchange."""
 
     chunk_tokens: int = 1024
     carry_tokens: int = 128
     name: str = "markovian"
+    carry: list[int] = field(default_factory=list, init=False, compare=False)
+    start: int = field(default=0, init=False, compare=False)
 
     def __post_init__(self) -> None:
         _at_least("markovian", "carry_tokens", self.carry_tokens, 1)
@@ -249,16 +254,16 @@ class MarkovianContext(_NoEdits):
             )
 
     def build(self, history: History, framing: Framing) -> list[int]:
-        return framing.first(history.observations[0]) + history.carry + history.exchanges(history.start)
+        return framing.first(history.observations[0]) + self.carry + history.exchanges(self.start)
 
     def after_step(self, history: History, framing: Framing) -> list[int] | None:
         """Start a new chunk when the next prompt would be too long (no engine call needed): the carry is the
         last ``carry_tokens`` ids before the newest observation, then that observation's segment whole, so the
         policy always sees where it is."""
         if len(self.build(history, framing)) > self.chunk_tokens:
-            stream, newest = history.carry + history.exchanges(history.start), history.segments[-1]
-            history.carry = stream[: len(stream) - len(newest)][-self.carry_tokens :] + newest
-            history.start, history.since_edit = len(history.actions), 0
+            stream, newest = self.carry + history.exchanges(self.start), history.segments[-1]
+            self.carry = stream[: len(stream) - len(newest)][-self.carry_tokens :] + newest
+            self.start = len(history.actions)
         return None
 
 
@@ -269,14 +274,14 @@ def _at_least(context: str, param: str, value: int, low: int) -> None:
 
 @dataclass(frozen=True)
 class ContextSpec:
-    """A registered strategy: ``fn(**params)`` builds it."""
+    """A registered strategy: ``fn(**params)`` builds one (the rollout builds a fresh one per episode)."""
 
     name: str
     fn: Callable[..., ContextStrategy]
     summary: str
 
 
-CONTEXTS: Registry[ContextSpec] = Registry("context strategy")
+CONTEXTS: ParamRegistry[ContextSpec] = ParamRegistry("context strategy")
 
 
 def _full() -> ContextStrategy:

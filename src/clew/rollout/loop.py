@@ -47,6 +47,7 @@ class _Live:
     episode: Episode
     env: Env
     history: History
+    context: ContextStrategy  # this episode's own strategy instance: it holds the episode's edit state
     member: int
     prompt: list[int] = field(default_factory=list)
     action: Completion | None = None
@@ -104,7 +105,7 @@ def _start(
         _fail(episode, exc, "infra")
         return episode, None
     episode.first_observation = first
-    return episode, _Live(episode, env, History([first]), member)
+    return episode, _Live(episode, env, History([first]), cfg.context.make(), member)
 
 
 def _release(env: Env) -> None:
@@ -128,7 +129,6 @@ class _Scheduler:
     ) -> None:
         self.actor, self.live, self.cfg = actor, live, cfg
         self.framing, self.seed, self.on_turn = framing, seed, on_turn
-        self.context: ContextStrategy = cfg.context.make()
         self.edits = actor.writes_context_edits  # a scripted expert writes no summaries
         self.prompt_budget = min(cfg.max_prompt_tokens, actor.max_model_len - cfg.max_new_tokens)
         continuous = actor.continuous_batching
@@ -169,7 +169,7 @@ class _Scheduler:
             _close(item.episode, "max_turns")
             return False
         else:
-            item.prompt = self.context.build(item.history, self.framing) if self.framing else []
+            item.prompt = item.context.build(item.history, self.framing) if self.framing else []
         if len(item.prompt) > self.prompt_budget:
             _close(item.episode, "max_prompt_tokens")
             return False
@@ -185,13 +185,13 @@ class _Scheduler:
             if isinstance(completion, Exception):  # its remote engine worker died: not the policy's doing
                 _fail(item.episode, completion, "infra")
                 continue
-            _record_turn(item, completion, self.context.name if item.editing else None)
+            _record_turn(item, completion, item.context.name if item.editing else None)
             if item.editing:  # a context edit: no env step, the next action follows
-                self.context.take_edit(item.history, completion.token_ids)
+                item.context.take_edit(item.history, completion.token_ids)
                 self.ready.append(key)
                 continue
             item.action, item.acted = completion, item.acted + 1
-            steps.submit(key, item.env, self.context.take_action(item.history, completion.text))
+            steps.submit(key, item.env, item.context.take_action(item.history, completion.text))
         self.turns_done += len(finished)
         if not finished and self.sampling and self.actor.pending() == 0 and not steps:
             raise RuntimeError(f"actor has no pending requests but {len(self.sampling)} never returned")
@@ -210,9 +210,9 @@ class _Scheduler:
         if not item.episode.done:
             item.history.add(action.token_ids, result.observation, self.framing)
             if self.framing and item.acted < self.cfg.max_turns:  # no edit that nothing would read
-                item.edit_prompt = self.context.after_step(item.history, self.framing)
+                item.edit_prompt = item.context.after_step(item.history, self.framing)
             if item.edit_prompt is not None and not self.edits:  # the actor writes nothing: an empty edit
-                self.context.take_edit(item.history, [])
+                item.context.take_edit(item.history, [])
                 item.edit_prompt = None
             self.ready.append(key)
 

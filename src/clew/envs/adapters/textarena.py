@@ -8,7 +8,10 @@ Ids: ``textarena/<id>`` for a registered TextArena id (``textarena/TicTacToe-v0`
 Kwargs:
     opponent: two-player games only: ``"random"`` (default: a random valid move), ``"scripted"``
         (TicTacToe minimax, ConnectFour win/block/centre, Nim's xor rule), the path of a frozen clew
-        checkpoint or HF model directory (``PolicyOpponent``, greedy), or any ``Opponent`` object.
+        checkpoint or HF model directory (greedy, on the ``hf`` engine: ``MODEL_OPPONENT``, loaded once
+        per process), ``"module:factory"`` (a plug-in's opponent, ``factory()`` builds it), or any
+        ``Opponent`` object, injected by whoever builds the env. This module never loads a model: it
+        names the policy layer's builder by entry point, as the env registry names env classes.
     seat: ``"alternate"`` (default: seat ``seed % 2``), ``0`` or ``1``. Seats are a function of the
         seed, so self-play can later seat a policy copy on the other side without changing ids.
     error_allowance: ``None`` (default): an invalid move is a recorded step flagged
@@ -62,11 +65,13 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from clew.envs.adapters.textarena_games import KITS, GameKit, family
 from clew.envs.base import StepResult, ensure_running
+from clew.envs.registry import load_entry_point
 
 _RNG_LOCK = threading.Lock()
 _GAME_ID = -1  # TextArena's sender id for game messages
 _OPPONENT_RETRIES = 3  # invalid opponent moves in a row before it forfeits (TextArena's rule)
 _MAX_OPPONENT_PLIES = 64
+MODEL_OPPONENT = "clew.policy.opponent:model_opponent"  # a model directory -> a greedy engine-backed opponent
 _MOVE = re.compile(r"\[[^\[\]\n]{1,24}\]")
 
 _NO_311 = "it uses Python 3.12 f-strings and fails to import on Python 3.11"
@@ -119,44 +124,10 @@ class ScriptedOpponent:
         return self.rule()
 
 
-class PolicyOpponent:
-    """A frozen model (a clew checkpoint or HF model directory) decoding greedily.
-
-    transformers and torch are imported on the first ``act``, so an env that never meets this
-    opponent never imports them. The observation is one user message under the model's chat
-    template (plain text when it has none); the reply is cut at ``max_new_tokens``.
-    """
-
-    def __init__(self, path: str | Path, max_new_tokens: int = 16) -> None:
-        root = Path(path).expanduser()
-        self.path = root / "policy" if (root / "policy" / "config.json").is_file() else root
-        if not (self.path / "config.json").is_file():
-            raise ValueError(f"opponent {str(path)!r} is not a model directory (no config.json or policy/config.json)")
-        self.max_new_tokens = max_new_tokens
-        self._model: Any = None
-        self._tokenizer: Any = None
-
-    def act(self, observation: str, seed: int) -> str:
-        if self._model is None:
-            # Imported by name so that the env layer stays torch-free until this opponent plays.
-            transformers = importlib.import_module("transformers")
-            self._tokenizer = transformers.AutoTokenizer.from_pretrained(self.path)
-            self._model = transformers.AutoModelForCausalLM.from_pretrained(self.path).eval()
-        tok = self._tokenizer
-        text = observation
-        if getattr(tok, "chat_template", None):
-            messages = [{"role": "user", "content": observation}]
-            text = tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        ids = tok(text, return_tensors="pt", add_special_tokens=False).input_ids
-        torch = importlib.import_module("torch")
-        with torch.no_grad():
-            out = self._model.generate(
-                ids, max_new_tokens=self.max_new_tokens, do_sample=False, pad_token_id=tok.eos_token_id
-            )
-        return str(tok.decode(out[0, ids.shape[1] :], skip_special_tokens=True)).strip()
-
-    def close(self) -> None:
-        self._model = self._tokenizer = None
+def _checked(opponent: object) -> Opponent:
+    if not isinstance(opponent, Opponent):
+        raise ValueError(f"opponent must have act(observation, seed); got {type(opponent).__name__}")
+    return opponent
 
 
 # --- the adapter ---------------------------------------------------------------------------------
@@ -252,9 +223,7 @@ class TextArena:
         return parse_moves(self._last_board)
 
     def close(self) -> None:
-        if isinstance(self.opponent, PolicyOpponent):
-            self.opponent.close()
-        self._finished = True
+        self._finished = True  # a model opponent's engine is shared per process (MODEL_OPPONENT), not this env's
 
     # --- mechanics ------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -296,9 +265,7 @@ class TextArena:
 
     def _make_opponent(self, spec: str | Opponent) -> Opponent:
         if not isinstance(spec, str):
-            if not isinstance(spec, Opponent):
-                raise ValueError(f"opponent must be a string or have act(observation, seed); got {type(spec).__name__}")
-            return spec
+            return _checked(spec)
         if spec == "random":
             return RandomOpponent(self._opponent_moves_list if self.kit.moves else None)
         if spec == "scripted":
@@ -308,8 +275,12 @@ class TextArena:
             rule = self.kit.scripted
             return ScriptedOpponent(lambda: rule(self._ta.state.game_state, self._ta.state.current_player_id))
         if Path(spec).expanduser().exists():
-            return PolicyOpponent(spec)
-        raise ValueError(f"opponent must be 'random', 'scripted' or a model directory; {spec!r} is none of these")
+            return _checked(load_entry_point(MODEL_OPPONENT, "opponent builder")(spec))
+        if ":" in spec:
+            return _checked(load_entry_point(spec, "opponent factory")())
+        raise ValueError(
+            f"opponent must be 'random', 'scripted', a model directory or 'module:factory'; {spec!r} is none of these"
+        )
 
     def _opponent_moves_list(self) -> list[str]:
         assert self.kit.moves is not None
