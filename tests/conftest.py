@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 import torch
@@ -41,3 +43,20 @@ def tiny_engine(tiny_policy):  # type: ignore[no-untyped-def]
     from clew.policy import make_engine
 
     return make_engine("hf", tiny_policy.model, tokenizer=tiny_policy.tokenizer)
+
+
+@pytest.fixture()
+def lab_plugin() -> Iterator[ModuleType]:
+    """``tests/e2e/lab_plugin.py`` loaded in this process; its registry entries leave with the test."""
+    from clew import plugins
+    from clew.credit import base as credit_base
+    from clew.envs import registry as env_registry
+    from clew.policy import base as engine_base
+    from clew.rollout.context import CONTEXTS
+
+    saved = [(d, dict(d)) for d in (engine_base.ENGINES._specs, CONTEXTS._specs, credit_base.ESTIMATORS._specs,
+                                     env_registry.FAMILIES._specs, plugins._LOADED)]  # fmt: skip
+    yield plugins.load_plugin(str(Path(__file__).parent / "e2e" / "lab_plugin.py"))
+    for registry, before in saved:
+        registry.clear()
+        registry.update(before)  # type: ignore[attr-defined]

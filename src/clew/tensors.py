@@ -9,9 +9,16 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal, get_args
 
 import torch
+
+# How token losses become one number, and the unit of the sequence aggregations: declared once here, read by
+# the config (``objective.aggregation``, ``objective.weighting``), the objectives (``aggregate``) and ``loss_units``.
+Aggregation = Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const"]
+Weighting = Literal["episode", "segment", "turn", "row"]
+AGGREGATIONS: tuple[str, ...] = get_args(Aggregation)
+WEIGHTINGS: tuple[str, ...] = get_args(Weighting)
 
 
 @dataclass(frozen=True)
@@ -146,8 +153,8 @@ def loss_units(rows: Sequence[TokenRow], weighting: str) -> torch.Tensor | None:
     """
     if weighting == "row":
         return None
-    if weighting not in ("episode", "segment", "turn"):
-        raise ValueError(f"objective.weighting must be one of row, episode, segment, turn; got {weighting!r}")
+    if weighting not in WEIGHTINGS:
+        raise ValueError(f"objective.weighting must be one of {', '.join(WEIGHTINGS)}; got {weighting!r}")
     units: dict[tuple[int, int], int] = {}
     out: list[list[int]] = []
     for row in rows:

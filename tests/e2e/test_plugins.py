@@ -13,6 +13,7 @@ from clew import plugins
 from clew.cli import main
 from clew.credit import base as credit_base
 from clew.envs import registry as env_registry
+from clew.envs.pool import make_pooled
 from clew.plugins import load_plugin
 from clew.policy import base as engine_base
 from clew.rollout.context import CONTEXTS
@@ -53,6 +54,14 @@ def test_a_run_uses_every_plugin_entry_by_name(tiny_dir: Path, tmp_path: Path) -
     saved = (tmp_path / "run" / "config.yaml").read_text()
     assert str(PLUGIN) in saved  # a resumed run loads the plug-in again
     assert main(["train", "--resume", str(tmp_path / "run"), "iterations=3"]) == 0
+
+
+def test_an_env_pool_child_builds_a_plugin_family(lab_plugin: object) -> None:
+    env = make_pooled("lab/arrow", steps=2)  # a fresh process (forkserver): it loads the driver's plug-ins
+    try:
+        assert env.reset(0).startswith("The key is ")
+    finally:
+        env.close()  # type: ignore[attr-defined]
 
 
 def test_the_cli_lists_plugin_entries_and_evaluates_with_them(

@@ -26,7 +26,8 @@ garbage-collected or the interpreter exits.
 The proxy has exactly the typed extras of the env it wraps: ``make_pooled`` asks the child which of
 ``HasStateKey``, ``HasExpert`` and ``HasValidActions`` its env satisfies and builds the proxy from a
 class with just those methods, so ``isinstance`` checks on it tell the truth. Every proxy is
-``Closeable``. Children start with the ``forkserver`` method (``spawn`` where there is none), never
+``Closeable``. A child loads the driver's plug-ins (``clew.plugins.loaded()``) before it builds its env, so
+plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn`` where there is none), never
 ``fork``: the parent may hold torch threads. Ctrl-C is left to the parent (children ignore SIGINT).
 """
 
@@ -39,10 +40,12 @@ import signal
 import threading
 import traceback
 import weakref
+from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
 from clew.envs.base import Closeable, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, InfraError, StepResult
+from clew.plugins import load_plugins, loaded
 
 _EXTRAS: dict[str, type] = {"state_key": HasStateKey, "expert_action": HasExpert, "valid_actions": HasValidActions}
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP})  # exit codes of killed children
@@ -112,7 +115,8 @@ class EnvWorker:
         if start_method() == "forkserver":
             ctx.set_forkserver_preload(["clew.envs"])
         parent, child = ctx.Pipe()
-        proc = ctx.Process(target=_serve, args=(child, self.env_id, self.kwargs), daemon=True, name="clew-env")
+        args = (child, self.env_id, self.kwargs, loaded())  # the driver's plug-ins: their env families build here
+        proc = ctx.Process(target=_serve, args=args, daemon=True, name="clew-env")
         proc.start()
         child.close()
         self._proc, self._conn = proc, parent
@@ -242,12 +246,14 @@ def make_pooled(
 
 
 # --- the child ------------------------------------------------------------------------------
-def _serve(conn: Connection, env_id: str, kwargs: dict[str, Any]) -> None:
-    """The worker's loop: build the env, report its extras, then answer calls until ``close``."""
+def _serve(conn: Connection, env_id: str, kwargs: dict[str, Any], plugins: Sequence[str] = ()) -> None:
+    """The worker's loop: load the run's plug-ins, build the env, report its extras, then answer calls until
+    ``close``."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     from clew.envs.registry import make
 
     try:
+        load_plugins(plugins)
         env = make(env_id, **kwargs)
     except Exception as exc:
         conn.send(("error", _portable(exc)))

@@ -29,23 +29,26 @@ from __future__ import annotations
 import contextlib
 import itertools
 import os
+from collections.abc import Sequence
 from typing import Any
 
 from clew.envs.base import Closeable, InfraError
 from clew.envs.pool import _EXTRAS, EnvWorkerError, EnvWorkerTimeout, ProcessEnv, proxy_class
 from clew.envs.registry import make
+from clew.plugins import loaded
+from clew.workers import Worker
 
 
 class EnvHostLost(EnvWorkerError, InfraError):
     """The Ray host holding the env died (or its node was lost); the episode is lost with it."""
 
 
-class EnvHost:
-    """A Ray actor holding envs by key."""
+class EnvHost(Worker):
+    """A Ray actor holding envs by key (``plugins``: the driver's, so plug-in env families build here too)."""
 
-    def __init__(self) -> None:
+    def __init__(self, plugins: Sequence[str] = ()) -> None:
+        super().__init__(plugins)
         self.envs: dict[str, Any] = {}
-        self._fail_next = False
 
     def open(self, key: str, env_id: str, kwargs: dict[str, Any]) -> list[str]:
         """Build the env; return the names of its typed extras."""
@@ -54,8 +57,7 @@ class EnvHost:
         return [name for name, proto in _EXTRAS.items() if isinstance(env, proto)]
 
     def call(self, key: str, method: str, *args: Any) -> Any:
-        if self._fail_next:  # a fault drill: die the way a crashed host does
-            os._exit(1)
+        self._drill()
         if key not in self.envs:
             raise InfraError(f"env {key} is not on this host (it was restarted): the episode is lost")
         return getattr(self.envs[key], method)(*args)
@@ -64,13 +66,6 @@ class EnvHost:
         env = self.envs.pop(key, None)
         if isinstance(env, Closeable):
             env.close()
-
-    def fail_next(self) -> None:
-        """Fault drill: the next ``call`` kills this process (tests, chaos runs)."""
-        self._fail_next = True
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 class RemoteEnvWorker:
@@ -116,7 +111,7 @@ class EnvHosts:
 
         remote: Any = ray.remote(EnvHost)
         options = {"num_cpus": 0, "max_restarts": max_restarts, "max_concurrency": envs_per_host}
-        self.hosts = [remote.options(**options).remote() for _ in range(n)]
+        self.hosts = [remote.options(**options).remote(loaded()) for _ in range(n)]
         self.timeout_s = timeout_s
         self._next = itertools.count()
         self._lost: set[int] = set()  # ids of hosts Ray will not restart

@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import torch
 
+from clew.tensors import AGGREGATIONS as MODES
+
 Tensor = torch.Tensor
-MODES = ("token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const")
-WEIGHTINGS = ("episode", "segment", "turn", "row")
 
 
 def aggregate(

@@ -26,13 +26,14 @@ Requires ``ray`` (``pip install 'clew[cluster]'``); imported only when a cluster
 
 from __future__ import annotations
 
-import os
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from clew.plugins import loaded
 from clew.policy.base import Completion, EngineError, SamplingParams, make_engine
+from clew.workers import Worker
 
 POLL_WAIT_S = 0.02  # how long ``poll`` waits for any worker's batch before handing control back
 RESTART_WAIT_S = 600.0  # how long a dead worker may take to come back (a model load on a busy machine)
@@ -46,22 +47,23 @@ class StaleWeights(RuntimeError):
     """A request asked for a weights version this worker does not hold (it was restarted)."""
 
 
-class EngineWorker:
-    """One engine in a Ray actor process (``torch`` threads limited to ``threads``)."""
+class EngineWorker(Worker):
+    """One engine in a Ray actor process (``torch`` threads limited to ``threads``; ``plugins``: the driver's)."""
 
-    def __init__(self, name: str, source: str, params: dict[str, Any], threads: int) -> None:
+    def __init__(
+        self, name: str, source: str, params: dict[str, Any], threads: int, plugins: Sequence[str] = ()
+    ) -> None:
+        super().__init__(plugins)  # a plug-in engine is registered here too
         import torch
 
         torch.set_num_threads(threads)
         self.engine = make_engine(name, source, **params)
         self.version = -1  # the weights it was built with
-        self._fail_next = False
 
     def generate(
         self, prompts: list[list[int]], params: SamplingParams, seeds: list[int], version: int
     ) -> list[Completion]:
-        if self._fail_next:  # a fault drill: die the way a crashed worker does
-            os._exit(1)
+        self._drill()
         if version != self.version:
             raise StaleWeights(f"request for weights version {version}, this worker holds {self.version}")
         return self.engine.generate(prompts, params, seeds)
@@ -72,13 +74,6 @@ class EngineWorker:
 
     def max_model_len(self) -> int:
         return int(self.engine.max_model_len)
-
-    def fail_next(self) -> None:
-        """Fault drill: the next ``generate`` call kills this process (tests, chaos runs)."""
-        self._fail_next = True
-
-    def pid(self) -> int:
-        return os.getpid()
 
 
 class RayEngines:
@@ -113,7 +108,7 @@ class RayEngines:
         import ray
 
         remote: Any = ray.remote(num_cpus=num_cpus, max_restarts=max_restarts, max_task_retries=0)(EngineWorker)
-        return cls([remote.remote(name, source, params, threads) for _ in range(n)], max_restarts)
+        return cls([remote.remote(name, source, params, threads, loaded()) for _ in range(n)], max_restarts)
 
     # --- Engine -----------------------------------------------------------------------------------
     def generate(

@@ -18,7 +18,6 @@ whose message says to resume; ``clew train --resume RUN`` starts new ranks from 
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Sequence
 from datetime import timedelta
@@ -27,10 +26,12 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from clew.plugins import loaded
 from clew.policy import HFPolicy
 from clew.tensors import TokenRow
 from clew.trainer.config import ObjectiveConfig, TrainConfig
 from clew.trainer.learner import Learner
+from clew.workers import Worker
 
 
 class LearnerFailed(RuntimeError):
@@ -70,18 +71,19 @@ class ProcessGroupRanks:
         return total, summed
 
 
-class LearnerWorker:
-    """One rank, in a Ray actor: a ``Learner`` on its own copy of the policy."""
+class LearnerWorker(Worker):
+    """One rank, in a Ray actor: a ``Learner`` on its own copy of the policy (``plugins``: the driver's, so a
+    plug-in objective is known here too)."""
 
     def __init__(
         self, rank: int, world: int, policy: HFPolicy, train: TrainConfig, objective: ObjectiveConfig,
-        temperature: float, reference: Any, threads: int,
+        temperature: float, reference: Any, threads: int, plugins: Sequence[str] = (),
     ) -> None:  # fmt: skip
+        super().__init__(plugins)
         torch.set_num_threads(threads)
         self.rank, self.world = rank, world
         self._parts = (policy, train, objective, temperature, reference)
         self.learner: Learner | None = None
-        self._fail_next = False
 
     def address(self) -> tuple[str, int]:
         """This node's address and a free port for the process group's rendezvous (asked of rank 0; another
@@ -103,8 +105,7 @@ class LearnerWorker:
         self.learner = Learner(policy, train, objective, temperature, reference, ranks=ranks)
 
     def update(self, rows: list[TokenRow], seed: int) -> tuple[dict[str, float], int]:
-        if self._fail_next:  # a fault drill: die the way a crashed rank does
-            os._exit(1)
+        self._drill()
         learner = self._learner()
         return learner.update(rows, seed), learner.steps
 
@@ -125,13 +126,6 @@ class LearnerWorker:
 
     def restore_guard(self, probe: list[TokenRow]) -> None:
         self._learner().restore_guard(probe)
-
-    def fail_next(self) -> None:
-        """Fault drill: the next ``update`` kills this process (tests, chaos runs)."""
-        self._fail_next = True
-
-    def pid(self) -> int:
-        return os.getpid()
 
     def leave(self) -> None:
         if dist.is_initialized():
@@ -170,7 +164,8 @@ class LearnerGroup:
         remote: Any = ray.remote(num_cpus=num_cpus, max_restarts=0)(LearnerWorker)
         shared = ray.put(policy), ray.put(reference)
         self.workers = [
-            remote.remote(r, ranks, shared[0], train, objective, temperature, shared[1], threads) for r in range(ranks)
+            remote.remote(r, ranks, shared[0], train, objective, temperature, shared[1], threads, loaded())
+            for r in range(ranks)
         ]
         host, port = self.call(self.workers[0].address.remote())  # wait() kills every rank if one fails
         self.wait([w.join.remote(host, port, backend, timeout_s) for w in self.workers])

@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 
 from clew import credit, objectives
 from clew.envs.registry import resolve
+from clew.tensors import Aggregation, Weighting
 
 DEFAULT_TIS_CAP = 2.0
 
@@ -91,12 +92,12 @@ class ObjectiveConfig(_Frozen):
 
     name: str = "ppo_clip"
     params: dict[str, Any] = Field(default_factory=dict)
-    aggregation: Literal["token_mean", "seq_mean_token_mean", "seq_mean_token_sum", "seq_sum_const"] = Field(
+    aggregation: Aggregation = Field(
         "seq_mean_token_mean",
         description="how token losses become one number; the default weighs every episode equally (with "
         "weighting=episode), token_mean gives long episodes more weight on shared tokens such as end-of-turn",
     )
-    weighting: Literal["episode", "segment", "turn", "row"] = Field(
+    weighting: Weighting = Field(
         "episode",
         description="the unit of the sequence aggregations: episode (turns and context segments never become loss "
         "weights), segment (each context segment weighs alike), turn (each action), row (each training row)",
