@@ -27,8 +27,8 @@ The proxy has exactly the typed extras of the env it wraps: ``make_pooled`` asks
 ``HasStateKey``, ``HasExpert`` and ``HasValidActions`` its env satisfies and builds the proxy from a
 class with just those methods, so ``isinstance`` checks on it tell the truth. Every proxy is
 ``Closeable``. A child loads the driver's plug-ins (``clew.plugins.loaded()``) before it builds its env, so
-plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn`` where there is none), never
-``fork``: the parent may hold torch threads. Ctrl-C is left to the parent (children ignore SIGINT).
+plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn`` where there is
+none), never ``fork``: the parent may hold torch threads. Ctrl-C is left to the parent (children ignore SIGINT).
 """
 
 from __future__ import annotations

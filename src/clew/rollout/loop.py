@@ -28,6 +28,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from clew.envs import Closeable, Env, HasStateKey, StepResult, failure_type, make
 from clew.envs.pool import EnvWorkerError, make_pooled
@@ -51,6 +52,7 @@ class _Live:
     member: int
     prompt: list[int] = field(default_factory=list)
     action: Completion | None = None
+    state: str | None = None  # the env's state key when ``action`` was sampled (its turn is built after the step)
     edit_prompt: list[int] | None = None  # the context strategy asked for an edit (a summary) before the next action
     editing: bool = False  # the request at the actor is that edit
     acted: int = 0  # env actions so far (context edits do not count against max_turns)
@@ -176,7 +178,8 @@ class _Scheduler:
         return True
 
     def _take(self, finished: Sequence[tuple[int, Completion | Exception]], steps: EnvSteps) -> None:
-        """Record each returned action as a turn and send it to its env; a lost request ends its episode."""
+        """Send each returned action to its env (a context edit becomes its turn at once); a lost request ends its
+        episode."""
         for key, completion in finished:
             if key not in self.sampling:
                 raise RuntimeError(f"actor returned request {key}, which is not waiting for an action")
@@ -185,12 +188,13 @@ class _Scheduler:
             if isinstance(completion, Exception):  # its remote engine worker died: not the policy's doing
                 _fail(item.episode, completion, "infra")
                 continue
-            _record_turn(item, completion, item.context.name if item.editing else None)
-            if item.editing:  # a context edit: no env step, the next action follows
+            state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
+            if item.editing:  # a context edit: a turn now (no env step), then the next action follows
+                item.episode.turns.append(_edit_turn(item, completion, state))
                 item.context.take_edit(item.history, completion.token_ids)
                 self.ready.append(key)
                 continue
-            item.action, item.acted = completion, item.acted + 1
+            item.action, item.state, item.acted = completion, state, item.acted + 1
             steps.submit(key, item.env, item.context.take_action(item.history, completion.text))
         self.turns_done += len(finished)
         if not finished and self.sampling and self.actor.pending() == 0 and not steps:
@@ -199,13 +203,21 @@ class _Scheduler:
             self.on_turn(self.turns_done, sum(not x.episode.done for x in self.live))
 
     def _apply(self, key: int, result: StepResult | Exception) -> None:
-        """Apply an env step's result (or failure) to its episode; a running episode becomes ready again."""
+        """Build the action's turn from the step's result (or failure) and apply it to its episode; a running
+        episode becomes ready again."""
         item = self.live[key]
         action, item.action = item.action, None
         assert action is not None
         if isinstance(result, Exception):  # env failures and timeouts end this episode only
-            _fail(item.episode, result, failure_type(result, in_step=True))
+            failure = failure_type(result, in_step=True)
+            flag = {"invalid_action": True, "step_failure": _step_failure(result)} if failure == "policy" else {}
+            item.episode.turns.append(_turn(item, action, item.state, info=flag))
+            _fail(item.episode, result, failure)
             return
+        reward, info = float(result.reward), dict(result.info)
+        item.episode.turns.append(
+            _turn(item, action, item.state, reward=reward, observation=result.observation, info=info)
+        )
         _apply_step(item.episode, result, action)
         if not item.episode.done:
             item.history.add(action.token_ids, result.observation, self.framing)
@@ -217,23 +229,24 @@ class _Scheduler:
             self.ready.append(key)
 
 
-def _record_turn(item: _Live, completion: Completion, edit: str | None = None) -> None:
-    """The turn as sampled: exact prompt and action ids, log-probs, the env state before the step.
+def _turn(item: _Live, completion: Completion, state: str | None, **answered: Any) -> Turn:
+    """The turn as sampled, built once: exact prompt and action ids, log-probs, the env state before the step,
+    and (``answered``) what the step or the context strategy gave it."""
+    entropies = list(completion.entropies) if completion.entropies else None
+    cut = completion.finish_reason == "length"  # overlong shaping reads it; a cut edit is kept as written
+    return Turn(
+        list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state, cut=cut,
+        token_entropies=entropies, **answered,
+    )  # fmt: skip
 
-    A context edit (``edit`` names the strategy) is a turn too, trained and credited like any other:
-    reward 0, no env step; its state key is the env's prefixed with the strategy, so step-level
-    grouping compares edits written in the same env state; its observation is the last env
-    observation, which is also what the next action answers.
-    """
-    state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
-    turn = Turn(list(item.prompt), completion.token_ids, completion.logprobs, completion.text, state_key=state)
-    turn.cut = completion.finish_reason == "length"  # overlong shaping reads it; a cut edit is kept as written
-    turn.token_entropies = list(completion.entropies) if completion.entropies else None
-    if edit is not None:
-        turn.state_key = f"{edit}:{state}" if state is not None else None
-        turn.observation = item.history.observations[-1]
-        turn.context_edit = edit
-    item.episode.turns.append(turn)
+
+def _edit_turn(item: _Live, completion: Completion, state: str | None) -> Turn:
+    """A context edit (a summary) is a turn too, trained and credited like any other: reward 0, no env step; its
+    state key is the env's prefixed with the strategy, so step-level grouping compares edits written in the same
+    env state; its observation is the last env observation, which is also what the next action answers."""
+    edit = item.context.name
+    key = f"{edit}:{state}" if state is not None else None
+    return _turn(item, completion, key, observation=item.history.observations[-1], context_edit=edit)
 
 
 def env_turns(episode: Episode) -> int:
@@ -242,9 +255,8 @@ def env_turns(episode: Episode) -> int:
 
 
 def _apply_step(episode: Episode, result: StepResult, action: Completion) -> None:
-    turn = episode.turns[-1]
-    turn.reward, turn.observation, turn.info = float(result.reward), result.observation, {**turn.info, **result.info}
-    _record_outcome(episode, turn.reward, result.outcome)
+    """The episode's side of a step: its outcome, whether it ended, and why."""
+    _record_outcome(episode, float(result.reward), result.outcome)
     episode.terminated, episode.truncated = result.terminated, result.truncated
     if result.truncated:
         episode.truncation_reason = "env"
@@ -266,16 +278,12 @@ def _close(episode: Episode, reason: str) -> None:
 
 
 def _fail(episode: Episode, exc: Exception, failure: FailureType) -> None:
-    """End the episode with ``error``; a policy failure flags the turn whose action was being stepped.
+    """End the episode with ``error`` (a policy failure's turn was flagged when it was built, ``_apply``).
 
     The failing step gives no reward, so the outcome stays what the episode had earned before it (0 for
     an env that scores only at the end), like an episode cut by a budget; the flag adds the penalty.
     """
     episode.error, episode.failure = ("timeout" if isinstance(exc, TimeoutError) else repr(exc)), failure
-    if failure == "policy" and episode.turns:
-        turn = episode.turns[-1]
-        turn.info["invalid_action"] = True
-        turn.info["step_failure"] = _step_failure(exc)
     _close(episode, "error")
 
 
