@@ -1,0 +1,272 @@
+"""``Gateway``: an OpenAI-compatible HTTP server in front of a clew engine that records every call as a turn.
+
+Endpoints (under ``/v1`` or ``/s/<session>/v1``): ``POST chat/completions`` (streaming, tools, logprobs),
+``POST responses`` (what the OpenAI Agents SDK calls; not streamed), ``POST completions`` (a string or a
+list of token ids as the prompt), ``GET models``; and ``POST /s/<session>/close`` with ``{"reward": R}``
+to end an episode over HTTP. Bound to 127.0.0.1 by default: the gateway has no authentication, any API
+key is accepted.
+
+Bad input gets a 4xx and nothing else changes: malformed JSON or fields (400, naming the field), an
+unknown session (404), a body over ``max_body_bytes`` (413), no ``Content-Length`` (411). An engine
+failure is a 503 for the calls it hit. ``Gateway.close_session(key, outcome)`` returns the finished
+``Episode``: exact prompt ids, sampled ids and log-probs per turn, ready for credit and training.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from clew.gateway import api
+from clew.gateway.batcher import Batcher
+from clew.gateway.render import Renderer
+from clew.gateway.sessions import Session, Sessions, UnknownSession, state_key
+from clew.gateway.tools import Parsed, parse_tool_calls
+from clew.policy.base import Completion, Engine
+from clew.types import Episode, Turn
+
+_PATH = re.compile(r"^(?:/s/(?P<key>[A-Za-z0-9._-]{1,128}))?(?P<route>/v1/[a-z/]+|/close)$")
+
+
+@dataclass(frozen=True)
+class GatewayConfig:
+    """Where it listens and how calls are sampled by default.
+
+    Attributes:
+        host, port: the address (port 0: a free one, see ``Gateway.url``).
+        model: the name ``/v1/models`` lists and responses carry (clients may send any model name).
+        max_tokens: a call's completion budget when it sets none.
+        max_body_bytes: larger request bodies get a 413.
+        seed: calls without a ``seed`` draw from ``hash(seed, session, turn)``, so runs repeat.
+        open_on_demand: a call naming an unknown session opens it (``clew serve``); otherwise a 404.
+        batch_window_s: how long the engine thread gathers concurrent calls into one batch.
+    """
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    model: str = "clew"
+    max_tokens: int = 256
+    max_body_bytes: int = 4 << 20
+    seed: int = 0
+    open_on_demand: bool = False
+    batch_window_s: float = 0.002
+
+
+class Gateway:
+    """Serve ``engine`` (with its ``tokenizer``) over HTTP in a background thread; use as a context manager."""
+
+    def __init__(self, engine: Engine, tokenizer: Any, config: GatewayConfig | None = None) -> None:
+        self.config = config or GatewayConfig()
+        self.engine, self.renderer = engine, Renderer.of(tokenizer)
+        self.sessions = Sessions(self.config.open_on_demand)
+        self.batcher = Batcher(engine, window_s=self.config.batch_window_s)
+        self._server = _Server((self.config.host, self.config.port), _Handler)
+        self._server.gateway = self
+        self._thread = threading.Thread(target=self._server.serve_forever, name="clew-gateway", daemon=True)
+        self._thread.start()
+
+    @property
+    def url(self) -> str:
+        host, port = self._server.server_address[:2]
+        return f"http://{host!s}:{port}"
+
+    def base_url(self, session: str) -> str:
+        """The OpenAI base URL of one session: hand it to the harness's client."""
+        return f"{self.url}/s/{session}/v1"
+
+    def open_session(self, key: str, task_id: str = "", group_id: int = 0, seed: int = 0) -> Session:
+        return self.sessions.open(key, task_id, group_id, seed)
+
+    def close_session(
+        self, key: str, outcome: float, rewards: list[float] | None = None, error: str | None = None
+    ) -> Episode:
+        """End the session: its episode with the harness's ``outcome`` (and per-turn ``rewards``)."""
+        with self.sessions.lock(key):
+            return self.sessions.close(key).episode(outcome, rewards, error)
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self.batcher.close()
+
+    def __enter__(self) -> Gateway:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- one call, one turn ---------------------------------------------------------------------------
+    def turn(
+        self, key: str, body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: list[int] | None = None
+    ) -> tuple[Parsed, Completion, list[int]]:
+        """Render (or take) the prompt, sample it, record the turn in session ``key``."""
+        tools = api.chat_tools(body)
+        params = api.sampling(body, self.renderer.eos_id, self.config.max_tokens)
+        with self.sessions.lock(key):
+            session = self.sessions.get(key)
+            ids = list(prompt) if prompt is not None else self.renderer.chat(_checked(messages), tools)
+            if len(ids) + params.max_new_tokens > self.engine.max_model_len:
+                raise api.BadRequest(
+                    f"prompt ({len(ids)} tokens) + max_tokens ({params.max_new_tokens}) exceeds the model's "
+                    f"context ({self.engine.max_model_len})"
+                )
+            seed = body["seed"] if isinstance(body.get("seed"), int) else self._seed(key, len(session.turns))
+            completion = self.batcher.submit(ids, params, seed).result()
+            parsed = parse_tool_calls(completion.text) if tools else Parsed(completion.text, [], False)
+            session.record(self._record(ids, completion, parsed, messages), messages)
+        return parsed, completion, ids
+
+    def _record(
+        self, ids: list[int], completion: Completion, parsed: Parsed, messages: list[dict[str, Any]] | None
+    ) -> Turn:
+        info: dict[str, Any] = {"tool_calls": len(parsed.calls)}
+        if parsed.malformed:
+            info |= {"malformed_tool_call": True, "invalid_action": True}
+        return Turn(
+            ids, list(completion.token_ids), list(completion.logprobs), completion.text,
+            state_key=state_key(messages) if messages is not None else None, info=info,
+            cut=completion.finish_reason == "length",
+            token_entropies=list(completion.entropies) if completion.entropies else None,
+        )  # fmt: skip
+
+    def _seed(self, key: str, turn: int) -> int:
+        digest = hashlib.sha256(f"{self.config.seed}:{key}:{turn}".encode()).digest()
+        return int.from_bytes(digest[:4], "little")
+
+
+def _checked(messages: Any) -> list[dict[str, Any]]:
+    if not isinstance(messages, list) or not messages or not all(isinstance(m, dict) for m in messages):
+        raise api.BadRequest("messages must be a non-empty list of objects")
+    return messages
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 512  # a burst of concurrent clients queues instead of being refused
+    gateway: Gateway
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.0"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # one line per call on stderr would drown a run's output
+
+    def do_GET(self) -> None:
+        found = _PATH.match(self.path.split("?")[0])
+        if found and found["route"] == "/v1/models":
+            model = {"id": self.server.gateway.config.model, "object": "model", "created": 0, "owned_by": "clew"}
+            return self._json(200, {"object": "list", "data": [model]})
+        self._error(404, f"no such endpoint: GET {self.path}")
+
+    def do_POST(self) -> None:
+        found = _PATH.match(self.path.split("?")[0])
+        if not found:
+            return self._error(404, f"no such endpoint: POST {self.path}")
+        body = self._body()
+        if body is None:
+            return
+        key = found["key"] or self.headers.get("X-Clew-Session") or "default"
+        try:
+            self._dispatch(found["route"], key, body)
+        except UnknownSession:
+            self._error(404, f"unknown session {key!r}: open it first (or serve with open_on_demand)")
+        except (api.BadRequest, ValueError) as exc:
+            self._error(400, str(exc))
+        except Exception as exc:  # the engine failed: this call is lost, the gateway goes on
+            self._error(503, f"the engine failed: {type(exc).__name__}: {exc}", kind="server_error")
+
+    def _dispatch(self, route: str, key: str, body: dict[str, Any]) -> None:
+        gateway, model = self.server.gateway, self.server.gateway.config.model
+        if route == "/v1/chat/completions":
+            parsed, completion, ids = gateway.turn(key, body, body.get("messages"))
+            message, finish = api.assistant_message(parsed), api.finish_reason(completion, parsed)
+            use = api.usage(ids, completion)
+            if body.get("stream"):
+                include = bool((body.get("stream_options") or {}).get("include_usage"))
+                return self._stream(api.chat_chunks(model, message, finish, use if include else None))
+            lp = api.token_logprobs(completion, _pieces(gateway, completion)) if body.get("logprobs") else None
+            return self._json(200, api.chat_response(model, message, finish, use, lp))
+        if route == "/v1/responses":
+            parsed, completion, ids = gateway.turn(key, body, api.responses_messages(body))
+            return self._json(200, api.responses_response(model, parsed, completion, api.usage(ids, completion)))
+        if route == "/v1/completions":
+            parsed, completion, ids = gateway.turn(key, {**body, "tools": None}, None, _prompt_ids(gateway, body))
+            finish = "length" if completion.finish_reason == "length" else "stop"
+            return self._json(200, api.text_response(model, completion.text, finish, api.usage(ids, completion)))
+        if route == "/close":
+            episode = gateway.close_session(key, float(body.get("reward", 0.0)), body.get("rewards"))
+            return self._json(200, {"session": key, "turns": len(episode.turns), "outcome": episode.outcome})
+        self._error(404, f"no such endpoint: POST {self.path}")
+
+    def _body(self) -> dict[str, Any] | None:
+        """The JSON object of the request, or None after answering with the reason it was refused."""
+        length = self.headers.get("Content-Length")
+        if length is None or not length.isdigit():
+            self._error(411, "a Content-Length header is required")
+            return None
+        size, limit = int(length), self.server.gateway.config.max_body_bytes
+        if size > limit:
+            self._drain(size)
+            self._error(413, f"request body of {size} bytes exceeds the gateway's limit of {limit}")
+            return None
+        try:
+            body = json.loads(self.rfile.read(size) or b"null")
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            self._error(400, f"the request body is not valid JSON: {exc}")
+            return None
+        if not isinstance(body, dict):
+            self._error(400, "the request body must be a JSON object")
+            return None
+        return body
+
+    def _drain(self, size: int) -> None:
+        """Read (and drop) a refused body, so the client sees the 413 rather than a reset connection."""
+        left = min(size, 64 << 20)
+        while left > 0:
+            chunk = self.rfile.read(min(left, 1 << 20))
+            if not chunk:
+                return
+            left -= len(chunk)
+
+    def _json(self, status: int, payload: dict[str, Any]) -> None:
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def _stream(self, chunks: list[dict[str, Any]]) -> None:
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        for chunk in chunks:
+            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        self.wfile.write(b"data: [DONE]\n\n")
+
+    def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self._json(status, {"error": {"message": message, "type": kind, "code": status}})
+
+
+def _pieces(gateway: Gateway, completion: Completion) -> list[str]:
+    return [gateway.renderer.tokenizer.decode([t]) for t in completion.token_ids]
+
+
+def _prompt_ids(gateway: Gateway, body: dict[str, Any]) -> list[int]:
+    """``/v1/completions``' prompt: a string (encoded as is) or a list of token ids (taken as they are)."""
+    prompt = body.get("prompt")
+    if isinstance(prompt, list) and len(prompt) == 1 and isinstance(prompt[0], str | list):
+        prompt = prompt[0]
+    if isinstance(prompt, str) and prompt:
+        return gateway.renderer.encode(prompt)
+    if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        return list(prompt)
+    raise api.BadRequest("prompt must be a non-empty string or list of token ids (one prompt per call)")
