@@ -1,4 +1,4 @@
-"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, view, models."""
+"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, view, models, serve."""
 
 from __future__ import annotations
 
@@ -21,6 +21,7 @@ from clew.cli_checks import (
     check_env_id,
     check_eval,
     check_model_source,
+    check_policy,
     check_run,
     check_train,
     check_view,
@@ -30,6 +31,7 @@ from clew.cli_checks import (
     train_overrides,
 )
 from clew.cli_eval import build_actor, parse_kv, rollout_config
+from clew.cli_serve import add_serve_args, cmd_serve
 from clew.paths import root_from_environment, set_cache_root
 from clew.plugins import load_plugins
 from clew.policy.base import engines
@@ -299,6 +301,9 @@ def build_parser() -> argparse.ArgumentParser:
     vw.add_argument("--export", metavar="RUN_DIR", help="write one self-contained HTML file instead of serving")
     vw.add_argument("--iteration", type=int_at_least(0), help="the iteration to export")
     vw.set_defaults(fn=cmd_view, check=check_view, torch_free=True)
+    sv = sub.add_parser("serve", help="an OpenAI-compatible endpoint on a model that records every call as a turn")
+    add_serve_args(sv, engines())
+    sv.set_defaults(fn=lambda a: cmd_serve(a, console.print), check=lambda a: check_policy(a.model, "model"))
     return parser
 
 

@@ -103,18 +103,18 @@ def check_eval(args: argparse.Namespace) -> None:
     check_policy(args.policy)
 
 
-def check_policy(spec: str) -> None:
+def check_policy(spec: str, flag: str = "--policy") -> None:
     """``--policy``: a scripted actor, a run with a saved policy, a model folder or a model name."""
     from clew.store.run import latest_policy_dir
 
-    if spec in ("expert", "random"):
+    if spec in ("expert", "random") and flag == "--policy":
         return
-    check_model_source(spec, "argument --policy", "run or model", POLICIES)
+    check_model_source(spec, f"argument {flag}", "run or model", POLICIES if flag == "--policy" else MODELS)
     path = Path(spec)
     if path.is_dir() and not is_model_folder(path) and latest_policy_dir(path) is None:
         if (path / "config.yaml").is_file():
-            raise UsageError(f"argument --policy: run {spec} has no saved policy yet (no checkpoint, no sft/policy)")
-        raise UsageError(f"argument --policy: {spec} is neither a model folder (no config.json) nor a run directory")
+            raise UsageError(f"argument {flag}: run {spec} has no saved policy yet (no checkpoint, no sft/policy)")
+        raise UsageError(f"argument {flag}: {spec} is neither a model folder (no config.json) nor a run directory")
 
 
 def is_model_folder(path: Path) -> bool:

@@ -26,19 +26,27 @@ def parse_kv(items: Sequence[str]) -> dict[str, Any]:
 
 def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str = "hf") -> tuple[Any, Any]:
     """``expert`` / ``random`` (scripted) or a model path/name sampled by ``engine`` -> (actor, framing)."""
-    from clew.policy import HFPolicy, SamplingParams, engine_spec, make_engine
+    from clew.policy import SamplingParams
     from clew.rollout import Framing, PolicyActor, ScriptedActor
 
     if spec in ("expert", "random"):
         return ScriptedActor(spec), None
+    sampler, policy = build_engine(spec, engine)
+    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
+    return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
+
+
+def build_engine(spec: str, engine: str = "hf") -> tuple[Any, Any]:
+    """The model ``spec`` (a path, a run directory or a registered name) on ``engine`` -> (engine, policy)."""
+    from clew.policy import HFPolicy, engine_spec, make_engine
+
     path = _model_dir(spec)
     policy = HFPolicy.from_pretrained(path)  # a LoRA checkpoint loads its base with the adapter (peft)
     in_process = engine_spec(engine).shares_learner_weights
     if not in_process and (Path(path) / "adapter_config.json").exists():
         path = _merged_copy(policy, path)
-    params = SamplingParams(temperature=temperature, max_new_tokens=max_new_tokens)
     sampler = make_engine(engine, policy.model, tokenizer=policy.tokenizer) if in_process else make_engine(engine, path)
-    return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
+    return sampler, policy
 
 
 def _merged_copy(policy: Any, adapter_dir: str) -> str:

@@ -18,6 +18,7 @@ import hashlib
 import json
 import re
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -58,10 +59,14 @@ class GatewayConfig:
 
 
 class Gateway:
-    """Serve ``engine`` (with its ``tokenizer``) over HTTP in a background thread; use as a context manager."""
+    """Serve ``engine`` (with its ``tokenizer``) over HTTP in a background thread; use as a context manager.
+    ``on_close(episode)`` is called with each finished episode (``clew serve --record`` writes them)."""
 
-    def __init__(self, engine: Engine, tokenizer: Any, config: GatewayConfig | None = None) -> None:
-        self.config = config or GatewayConfig()
+    def __init__(
+        self, engine: Engine, tokenizer: Any, config: GatewayConfig | None = None,
+        on_close: Callable[[Episode], None] | None = None,
+    ) -> None:  # fmt: skip
+        self.config, self.on_close = config or GatewayConfig(), on_close
         self.engine, self.renderer = engine, Renderer.of(tokenizer)
         self.sessions = Sessions(self.config.open_on_demand)
         self.batcher = Batcher(engine, window_s=self.config.batch_window_s)
@@ -87,7 +92,10 @@ class Gateway:
     ) -> Episode:
         """End the session: its episode with the harness's ``outcome`` (and per-turn ``rewards``)."""
         with self.sessions.lock(key):
-            return self.sessions.close(key).episode(outcome, rewards, error)
+            episode = self.sessions.close(key).episode(outcome, rewards, error)
+        if self.on_close is not None:
+            self.on_close(episode)
+        return episode
 
     def close(self) -> None:
         self._server.shutdown()

@@ -118,7 +118,7 @@ class Sessions:
             self._locks.pop(key)
             return self._open.pop(key)
 
-    def keys(self) -> list[str]:
+    def open_keys(self) -> list[str]:
         with self._guard:
             return list(self._open)
 
