@@ -1,4 +1,4 @@
-"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, view, models, serve."""
+"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, view, models, serve, check-template."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ from clew.cli_checks import (
     train_overrides,
 )
 from clew.cli_eval import build_actor, parse_kv, rollout_config
-from clew.cli_serve import add_serve_args, cmd_serve
+from clew.cli_serve import add_serve_args, cmd_check_template, cmd_serve
 from clew.paths import root_from_environment, set_cache_root
 from clew.plugins import load_plugins
 from clew.policy.base import engines
@@ -180,6 +180,8 @@ def _reporter(bar: Progress, job: Any) -> Any:
                 f"eval after {record['iteration']} iterations: success {record['eval/success_rate']:.1%} "
                 f"[{record['eval/success_low']:.1%}, {record['eval/success_high']:.1%}]"
             )
+        elif kind == "warning":
+            bar.console.print(f"warning: {record['message']}", style="yellow", markup=False)
         elif kind == "sft":
             bar.console.print(
                 f"SFT: {record['sft/rows']} rows, loss {record['sft/loss_first']:.3f} -> {record['sft/loss_last']:.3f}"
@@ -304,6 +306,12 @@ def build_parser() -> argparse.ArgumentParser:
     sv = sub.add_parser("serve", help="an OpenAI-compatible endpoint on a model that records every call as a turn")
     add_serve_args(sv, engines())
     sv.set_defaults(fn=lambda a: cmd_serve(a, console.print), check=lambda a: check_policy(a.model, "model"))
+    ct = sub.add_parser("check-template", help="check a model's chat template for multi-turn RL (exit 1 on a failure)")
+    ct.add_argument("model", help="model folder or registered name")
+    ct.set_defaults(
+        fn=lambda a: cmd_check_template(a, console),
+        check=lambda a: check_model_source(a.model, "argument model", "model", MODELS),
+    )
     return parser
 
 

@@ -1,4 +1,6 @@
-"""``clew serve MODEL``: the OpenAI-compatible gateway on a model, recording every call (``clew.gateway``).
+"""``clew serve MODEL`` and ``clew check-template MODEL``.
+
+``serve``: the OpenAI-compatible gateway on a model, recording every call (``clew.gateway``).
 
 Sessions open on their first call: give each episode of a harness its own base URL,
 ``http://HOST:PORT/s/<session>/v1`` (or send ``X-Clew-Session``; calls without either go to ``default``),
@@ -48,6 +50,22 @@ class Recorder:
             finally:
                 os.close(fd)
             self.count += 1
+
+
+def cmd_check_template(args: argparse.Namespace, console: Any) -> int:
+    """Print the template checks as a table; exit 1 when one fails."""
+    from rich.table import Table
+    from transformers import AutoTokenizer
+
+    from clew.gateway.template import check_template
+    from clew.policy.models import resolve_model
+
+    checks = check_template(AutoTokenizer.from_pretrained(resolve_model(args.model)))
+    table = Table("check", "result", "detail", title=f"chat template of {args.model}")
+    for check in checks:
+        table.add_row(check.name, "ok" if check.ok else "FAIL", check.detail, style=None if check.ok else "red")
+    console.print(table)
+    return 0 if all(c.ok for c in checks) else 1
 
 
 def cmd_serve(args: argparse.Namespace, say: Any) -> int:

@@ -14,6 +14,7 @@ from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
 from clew.envs.remote import EnvHosts
 from clew.eval import summarize
+from clew.gateway.template import prefix_safe
 from clew.policy import Engine, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
 from clew.store.run import checkpoints, clean_partials
@@ -83,6 +84,7 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
         session.recorder.write_header(dump_config(cfg))
         session.policy, session.source = initial_policy(session)
     session.framing = Framing(session.policy.tokenizer, session.policy.chat)
+    check_template(session)
     connect(session)
     reference = weights.reference_model(run_dir, cfg) if found else None
     parts = (session.policy, cfg.train, cfg.objective, cfg.rollout.temperature, reference)
@@ -100,6 +102,20 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     session.learner.steps = state.optimizer_steps
     session.recorder.truncate(state.iteration)
     return state, False
+
+
+def check_template(session: Session) -> None:
+    """The model's chat template should keep every turn's prompt an extension of the last (``clew.gateway.template``).
+    When it does not, the prompts clew builds (token segments from the template's framing) are not what the
+    template renders for the same chat at deployment: a warning; and ``train.merge_prefix``, which trains a whole
+    episode as one sequence, is refused."""
+    check = prefix_safe(session.policy.tokenizer)
+    if check.ok:
+        return
+    message = f"the chat template of {session.source} fails the prefix property: {check.detail} (clew check-template)"
+    if session.cfg.train.merge_prefix:
+        raise ValueError(f"train.merge_prefix=true needs a prefix-safe chat template; {message}")
+    session.log("warning", {"message": message})
 
 
 def connect(session: Session) -> None:
