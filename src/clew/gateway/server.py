@@ -29,7 +29,7 @@ from clew.gateway.render import Renderer
 from clew.gateway.sessions import Session, Sessions, UnknownSession, state_key
 from clew.gateway.tools import Parsed, parse_tool_calls
 from clew.policy.base import Completion, Engine
-from clew.types import Episode, Turn
+from clew.types import Episode, FailureType, Turn
 
 _PATH = re.compile(r"^(?:/s/(?P<key>[A-Za-z0-9._-]{1,128}))?(?P<route>/v1/[a-z/]+|/close)$")
 
@@ -84,15 +84,20 @@ class Gateway:
         """The OpenAI base URL of one session: hand it to the harness's client."""
         return f"{self.url}/s/{session}/v1"
 
-    def open_session(self, key: str, task_id: str = "", group_id: int = 0, seed: int = 0) -> Session:
-        return self.sessions.open(key, task_id, group_id, seed)
+    def open_session(
+        self, key: str, task_id: str = "", group_id: int = 0, seed: int = 0, temperature: float | None = None
+    ) -> Session:
+        """Open an episode's session; ``temperature`` (training: the rollout's) overrides the client's."""
+        return self.sessions.open(key, task_id, group_id, seed, temperature)
 
     def close_session(
-        self, key: str, outcome: float, rewards: list[float] | None = None, error: str | None = None
-    ) -> Episode:
-        """End the session: its episode with the harness's ``outcome`` (and per-turn ``rewards``)."""
+        self, key: str, outcome: float, rewards: list[float] | None = None, error: str | None = None,
+        failure: FailureType = "policy",
+    ) -> Episode:  # fmt: skip
+        """End the session: its episode with the harness's ``outcome`` (and per-turn ``rewards``); ``error``
+        marks it failed (``failure`` says whose fault)."""
         with self.sessions.lock(key):
-            episode = self.sessions.close(key).episode(outcome, rewards, error)
+            episode = self.sessions.close(key).episode(outcome, rewards, error, failure)
         if self.on_close is not None:
             self.on_close(episode)
         return episode
@@ -114,9 +119,10 @@ class Gateway:
     ) -> tuple[Parsed, Completion, list[int]]:
         """Render (or take) the prompt, sample it, record the turn in session ``key``."""
         tools = api.chat_tools(body)
-        params = api.sampling(body, self.renderer.eos_id, self.config.max_tokens)
         with self.sessions.lock(key):
             session = self.sessions.get(key)
+            forced = {} if session.temperature is None else {"temperature": session.temperature, "top_p": 1.0}
+            params = api.sampling({**body, **forced}, self.renderer.eos_id, self.config.max_tokens)
             ids = list(prompt) if prompt is not None else self.renderer.chat(_checked(messages), tools)
             if len(ids) + params.max_new_tokens > self.engine.max_model_len:
                 raise api.BadRequest(

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from clew.gateway.tools import message_text
-from clew.types import Episode, Turn
+from clew.types import Episode, FailureType, Turn
 
 _SPACE = re.compile(r"\s+")
 
@@ -40,6 +40,7 @@ class Session:
     task_id: str = ""
     group_id: int = 0
     seed: int = 0
+    temperature: float | None = None  # set: every call samples at it, whatever the client asks
     turns: list[Turn] = field(default_factory=list)
     segments: int = 0
     first_observation: str = ""
@@ -63,7 +64,10 @@ class Session:
         self.turns.append(turn)
         self.last_ids = [*turn.prompt_ids, *turn.action_ids]
 
-    def episode(self, outcome: float, rewards: list[float] | None = None, error: str | None = None) -> Episode:
+    def episode(
+        self, outcome: float, rewards: list[float] | None = None, error: str | None = None,
+        failure: FailureType = "policy",
+    ) -> Episode:  # fmt: skip
         """The finished episode: ``outcome`` explicit (the harness's reward), optional per-turn ``rewards``."""
         if rewards is not None:
             if len(rewards) != len(self.turns):
@@ -73,7 +77,7 @@ class Session:
         episode = Episode(self.task_id, self.group_id, self.seed, self.turns, float(outcome), terminated=error is None)
         episode.outcome_explicit, episode.first_observation = True, self.first_observation
         if error is not None:
-            episode.error, episode.failure = error, "policy"
+            episode.error, episode.failure = error, failure
             episode.truncated, episode.truncation_reason = True, "error"
         return episode
 
@@ -88,11 +92,13 @@ class Sessions:
         self._locks: dict[str, threading.Lock] = {}
         self._guard = threading.Lock()
 
-    def open(self, key: str, task_id: str = "", group_id: int = 0, seed: int = 0) -> Session:
+    def open(
+        self, key: str, task_id: str = "", group_id: int = 0, seed: int = 0, temperature: float | None = None
+    ) -> Session:
         with self._guard:
             if key in self._open:
                 raise ValueError(f"session {key!r} is already open")
-            self._open[key] = Session(key, task_id, group_id, seed)
+            self._open[key] = Session(key, task_id, group_id, seed, temperature)
             self._locks[key] = threading.Lock()
             return self._open[key]
 

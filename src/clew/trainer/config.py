@@ -27,6 +27,7 @@ from clew.trainer.sections import (
     EnvConfig,
     EvalConfig,
     FilterConfig,
+    HarnessConfig,
     LoraConfig,
     ObjectiveConfig,
     PolicyConfig,
@@ -44,6 +45,7 @@ __all__ = [
     "EnvConfig",
     "EvalConfig",
     "FilterConfig",
+    "HarnessConfig",
     "LoraConfig",
     "ObjectiveConfig",
     "PolicyConfig",
@@ -85,6 +87,7 @@ class RunConfig(_Frozen):
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
     cluster: ClusterConfig | None = Field(None, description="run on Ray (None: one process)")
+    harness: HarnessConfig | None = Field(None, description="train your own agent through the gateway (env unused)")
 
     @model_validator(mode="before")
     @classmethod
@@ -129,6 +132,7 @@ class RunConfig(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         self._engine_serves()
+        self._harness_served()
         self._staleness_served()
         spec = credit.get(self.credit.name)
         if spec.needs_group and self.rollout.group_size < 2:
@@ -147,6 +151,18 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _harness_served(self) -> None:
+        if self.harness is None:
+            return
+        for field, used in (("sft.enabled", self.sft.enabled), ("cluster", self.cluster is not None),
+                            ("rollout.max_staleness", self.rollout.max_staleness > 0),
+                            ("rollout.top_p < 1", self.rollout.top_p < 1)):  # fmt: skip
+            if used:
+                raise ValueError(
+                    f"harness runs do not support {field} yet (a harness has no scripted expert, runs in this "
+                    "process, samples through the gateway at the rollout temperature)"
+                )
 
     def _staleness_served(self) -> None:
         if self.rollout.max_staleness == 0:

@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from clew.credit import Credit
-from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate
+from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate, summarize
 from clew.eval.diagnose import mean_shares
 from clew.policy.remote import RayEngines
 from clew.rollout import PolicyActor, derive_seed
@@ -52,9 +52,15 @@ def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
     cfg = session.cfg
     assert session.link is not None
     tasks = eval_tasks(cfg.env.id, cfg.eval.episodes, 1, cfg.env.kwargs)
-    actor = PolicyActor(session.link.engine, session.sampling(cfg.eval.temperature))
-    rollout = cfg.rollout.model_copy(update={"group_size": 1})
-    result, groups = evaluate(actor, tasks, rollout, derive_seed(cfg.seed, "eval"), session.framing)
+    seed = derive_seed(cfg.seed, "eval")
+    if session.harness is not None:  # the agent on held-out tasks, through the gateway
+        assert session.gateway is not None
+        groups = session.harness.collect(session.gateway, tasks, 1, seed, 0, cfg.eval.temperature)
+        result = summarize([e for g in groups for e in g.episodes])
+    else:
+        actor = PolicyActor(session.link.engine, session.sampling(cfg.eval.temperature))
+        rollout = cfg.rollout.model_copy(update={"group_size": 1})
+        result, groups = evaluate(actor, tasks, rollout, seed, session.framing)
     record = {f"eval/{k}": v for k, v in result.as_dict().items()}
     record.update({f"eval/ended_{k}": v for k, v in ending_shares([e for g in groups for e in g.episodes]).items()})
     record["rollout/env_steps_total"] = state.env_steps

@@ -14,11 +14,13 @@ from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
 from clew.envs.remote import EnvHosts
 from clew.eval import summarize
+from clew.gateway import Gateway
+from clew.gateway.harness import Harness
 from clew.gateway.template import prefix_safe
 from clew.policy import Engine, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
 from clew.store.run import checkpoints, clean_partials
-from clew.trainer import weights
+from clew.trainer import harnessed, weights
 from clew.trainer.checkpoint import TrainerState, load_probe, load_state
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
@@ -44,6 +46,8 @@ class Session:
     link: EngineLink | None = None
     actor: PolicyActor | None = None
     env_hosts: EnvHosts | None = None  # opened with the engines on a cluster with env_workers
+    harness: Harness | None = None  # a harness run (``harness:``): episodes come from the agent, through the gateway
+    gateway: Gateway | None = None  # the run's engine behind the OpenAI API, for the harness
 
     def sampling(self, temperature: float) -> SamplingParams:
         rollout = self.cfg.rollout
@@ -60,9 +64,11 @@ def open_session(
     cfg: RunConfig, run_dir: Path, resume: bool, report: Reporter | None
 ) -> tuple[Session, TrainerState, bool]:
     """The session, the state it starts from and whether that is a fresh start (no checkpoint to resume)."""
-    check_env_serves(cfg)
+    if cfg.harness is None:
+        check_env_serves(cfg)
     cluster = Cluster.connect(cfg.cluster) if cfg.cluster else None
     session = Session(cfg, run_dir, Recorder(run_dir), report, cluster)
+    session.harness = harnessed.load_harness(cfg.harness) if cfg.harness else None
     try:
         state, fresh = _restore_or_start(session, resume)
     except BaseException:
@@ -128,7 +134,13 @@ def connect(session: Session) -> None:
     else:
         engine = open_engine(cfg.rollout, session.policy, session.source)
     workers = cfg.cluster.rollout_workers if cfg.cluster else 1
-    prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), session.framing, workers)  # every worker probed
+    if session.harness:
+        prompts = harnessed.probe_prompts(session.harness, session.policy.tokenizer, workers)
+        if session.gateway is not None:  # a reconnect after an engine failure: the gateway serves the new engine
+            session.gateway.close()
+        session.gateway = harnessed.open_gateway(engine, session.policy.tokenizer, cfg)
+    else:
+        prompts = probe_prompts(cfg.env.id, dict(cfg.env.kwargs), session.framing, workers)  # every worker probed
     shared = not cluster and cfg.rollout.max_staleness == 0  # else the engine has weights of its own
     session.link = EngineLink(engine, session.policy, prompts, cfg.rollout, shared=shared)
     session.recorder.log("engine", {"engine/name": cfg.rollout.engine, **session.link.sync(-1)})
@@ -137,6 +149,8 @@ def connect(session: Session) -> None:
 
 def close(session: Session) -> None:
     """End the engine and, on a cluster, every actor (and a Ray instance the run started)."""
+    if session.gateway is not None:
+        session.gateway.close()
     if session.cluster is not None:
         session.cluster.close()  # its engines and env hosts included
     elif session.link is not None:

@@ -79,8 +79,13 @@ def collect_round(session: Session, tasks: list[Task], seed: int, offset: int, i
 def _collect(
     session: Session, tasks: list[Task], seed: int, offset: int, envs: Callable[..., Env] | None
 ) -> list[Group]:
+    cfg = session.cfg
+    if session.harness is not None:
+        assert session.gateway is not None
+        rollout = cfg.rollout
+        return session.harness.collect(session.gateway, tasks, rollout.group_size, seed, offset, rollout.temperature)
     assert session.actor is not None
-    return collect(session.actor, tasks, session.cfg.rollout, seed, session.framing, offset, env_factory=envs)
+    return collect(session.actor, tasks, cfg.rollout, seed, session.framing, offset, env_factory=envs)
 
 
 def credit(session: Session, table: TurnTable) -> credit_lib.Credit:

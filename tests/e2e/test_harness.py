@@ -1,0 +1,63 @@
+"""A user's agent loop trains through the gateway (``harness:`` in the config): the CLI runs it, credit and the
+learner use what the gateway recorded, and a harness that raises or hangs is a recorded failure, not a crash."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from clew.cli import main
+from clew.gateway import Gateway, GatewayConfig
+from clew.gateway.harness import Harness
+from clew.policy import HFEngine, HFPolicy
+from clew.rollout import Task
+
+pytest.importorskip("openai", reason="a harness gets an openai.AsyncOpenAI client: pip install openai")
+LAB = "tests.e2e.harness_lab"
+
+
+def test_harness_groups_and_typed_failures(tiny_engine: HFEngine, tiny_policy: HFPolicy) -> None:
+    harness = Harness(f"{LAB}:run", f"{LAB}:flaky_tasks", timeout_s=5.0)
+    tasks = [Task("harness", seed, {}) for seed in (3, 4, 5)]  # seed % 3: 0 fails, 1 hangs, 2 finishes
+    with Gateway(tiny_engine, tiny_policy.tokenizer, GatewayConfig(max_tokens=3)) as gateway:
+        groups = harness.collect(gateway, tasks, group_size=2, seed=11, temperature=1.0)
+        assert not gateway.sessions.open_keys()  # every session closed, the failed ones too
+    assert [len(g.episodes) for g in groups] == [2, 2, 2] and [g.seed for g in groups] == [3, 4, 5]
+    failed, hung, done = (g.episodes for g in groups)
+    assert all(e.failure == "policy" and "parser choked" in (e.error or "") and len(e.turns) == 1 for e in failed)
+    assert all(e.failure == "policy" and e.error == "timeout" for e in hung)
+    assert all(e.error is None and len(e.turns) == 2 and "said" in e.turns[-1].info for e in done)
+    assert all(e.turns[-1].info["success"] == (e.outcome == 1.0) for e in done)
+
+
+def test_a_harness_must_be_async() -> None:
+    with pytest.raises(ValueError, match="must be an async function"):
+        Harness(f"{LAB}:tasks", f"{LAB}:tasks")
+
+
+@pytest.mark.slow  # a short training run on the tiny model
+def test_train_a_harness_through_the_cli(tiny_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "harness.yaml"
+    config.write_text(
+        f"preset: gigpo\npolicy: {{model: {tiny_dir}}}\nharness: {{run: '{LAB}:run', tasks: '{LAB}:tasks'}}\n"
+        "iterations: 2\ntasks_per_iteration: 2\nrollout: {group_size: 4, max_new_tokens: 3}\n"
+        "eval: {every: 2, episodes: 4}\ncredit: {params: {state_grouping: exact}}\n"
+    )
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    iterations = [r for r in records if r.get("kind") == "iteration"]
+    assert len(iterations) == 2 and all(r["rollout/mean_turns"] == 2.0 for r in iterations)
+    assert any(r.get("kind") == "eval" and r["eval/episodes"] == 4 for r in records)
+    assert all(r["train/rows"] > 0 for r in iterations)
+
+
+def test_harness_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = tmp_path / "bad.yaml"
+    config.write_text(f"harness: {{run: '{LAB}:nope', tasks: '{LAB}:tasks'}}\n")
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 2
+    assert "has no harness entry 'nope'" in capsys.readouterr().err
+    config.write_text(f"harness: {{run: '{LAB}:run', tasks: '{LAB}:tasks'}}\nsft: {{enabled: true}}\n")
+    assert main(["train", str(config), "--out", str(tmp_path / "run2")]) == 2
+    assert "harness runs do not support sft.enabled" in capsys.readouterr().err
