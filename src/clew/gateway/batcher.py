@@ -2,16 +2,20 @@
 
 HTTP handler threads ``submit`` a prompt; the dispatcher thread gathers what arrived within ``window_s``
 of the first request (at most ``max_batch``), groups it by sampling parameters and calls
-``engine.generate`` once per group. Engines are not thread-safe, so only this thread touches it (a weight
-sync from the trainer goes through ``run_exclusive``). Every request carries its own seed, so a
-completion does not depend on its batch mates (up to float rounding of batched matmuls).
+``engine.generate`` once per group. It waits only while other calls are on their way (announced with
+``coming()`` before their prompt is rendered), so a lone call never pays the window. Engines are not
+thread-safe, so only this thread touches it while calls are served (``run_exclusive`` runs other engine work
+between batches; the trainer syncs weights between iterations, when no call is in flight). Every request
+carries its own seed, so a completion does not depend on its batch mates (up to float rounding of batched
+matmuls).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -35,8 +39,20 @@ class Batcher:
     def __init__(self, engine: Engine, window_s: float = 0.002, max_batch: int = 64) -> None:
         self.engine, self.window_s, self.max_batch = engine, window_s, max_batch
         self._queue: queue.Queue[_Request | Callable[[], Any] | None] = queue.Queue()
+        self._coming, self._count_lock = 0, threading.Lock()
         self._thread = threading.Thread(target=self._loop, name="clew-gateway-engine", daemon=True)
         self._thread.start()
+
+    @contextlib.contextmanager
+    def coming(self) -> Iterator[None]:
+        """Announce a call that will ``submit`` soon (its prompt is being rendered): a batch waits for it."""
+        with self._count_lock:
+            self._coming += 1
+        try:
+            yield
+        finally:
+            with self._count_lock:
+                self._coming -= 1
 
     def submit(self, prompt: list[int], params: SamplingParams, seed: int) -> Future[Completion]:
         request = _Request(prompt, params, seed)
@@ -77,6 +93,8 @@ class Batcher:
         """The requests that arrive within the window (a non-request ends the gathering and runs next)."""
         batch = [first]
         while len(batch) < self.max_batch:
+            if self._coming == 0 and self._queue.empty():  # nothing else on its way: go now
+                break
             try:
                 item = self._queue.get(timeout=self.window_s)
             except queue.Empty:

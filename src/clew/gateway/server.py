@@ -123,14 +123,16 @@ class Gateway:
             session = self.sessions.get(key)
             forced = {} if session.temperature is None else {"temperature": session.temperature, "top_p": 1.0}
             params = api.sampling({**body, **forced}, self.renderer.eos_id, self.config.max_tokens)
-            ids = list(prompt) if prompt is not None else self.renderer.chat(_checked(messages), tools)
-            if len(ids) + params.max_new_tokens > self.engine.max_model_len:
-                raise api.BadRequest(
-                    f"prompt ({len(ids)} tokens) + max_tokens ({params.max_new_tokens}) exceeds the model's "
-                    f"context ({self.engine.max_model_len})"
-                )
-            seed = body["seed"] if isinstance(body.get("seed"), int) else self._seed(key, len(session.turns))
-            completion = self.batcher.submit(ids, params, seed).result()
+            with self.batcher.coming():  # a batch being gathered waits for this call
+                ids = list(prompt) if prompt is not None else self.renderer.chat(_checked(messages), tools)
+                if len(ids) + params.max_new_tokens > self.engine.max_model_len:
+                    raise api.BadRequest(
+                        f"prompt ({len(ids)} tokens) + max_tokens ({params.max_new_tokens}) exceeds the model's "
+                        f"context ({self.engine.max_model_len})"
+                    )
+                seed = body["seed"] if isinstance(body.get("seed"), int) else self._seed(key, len(session.turns))
+                future = self.batcher.submit(ids, params, seed)
+            completion = future.result()
             parsed = parse_tool_calls(completion.text) if tools else Parsed(completion.text, [], False)
             session.record(self._record(ids, completion, parsed, messages), messages)
         return parsed, completion, ids
