@@ -169,7 +169,8 @@ class _Server(ThreadingHTTPServer):
 
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
-    protocol_version = "HTTP/1.0"
+    protocol_version = "HTTP/1.1"  # keep-alive: a client's calls reuse one connection
+    disable_nagle_algorithm = True  # headers and body are two writes: no 40 ms delayed-ACK stall between them
 
     def log_message(self, format: str, *args: Any) -> None:
         pass  # one line per call on stderr would drown a run's output
@@ -263,12 +264,15 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
+        self.send_header("Connection", "close")  # the stream ends when the connection does
+        self.close_connection = True
         self.end_headers()
         for chunk in chunks:
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
         self.wfile.write(b"data: [DONE]\n\n")
 
     def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
+        self.close_connection = True  # a refused body may be unread: never parse it as the next request
         self._json(status, {"error": {"message": message, "type": kind, "code": status}})
 
 
