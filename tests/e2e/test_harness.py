@@ -16,6 +16,7 @@ from clew.rollout import Task
 
 pytest.importorskip("openai", reason="a harness gets an openai.AsyncOpenAI client: pip install openai")
 LAB = "tests.e2e.harness_lab"
+FILE = Path(__file__).with_name("harness_lab.py")  # a file path works too, as for plug-ins
 
 
 def test_harness_groups_and_typed_failures(tiny_engine: HFEngine, tiny_policy: HFPolicy) -> None:
@@ -41,7 +42,7 @@ def test_a_harness_must_be_async() -> None:
 def test_train_a_harness_through_the_cli(tiny_dir: Path, tmp_path: Path) -> None:
     config = tmp_path / "harness.yaml"
     config.write_text(
-        f"preset: gigpo\npolicy: {{model: {tiny_dir}}}\nharness: {{run: '{LAB}:run', tasks: '{LAB}:tasks'}}\n"
+        f"preset: gigpo\npolicy: {{model: {tiny_dir}}}\nharness: {{run: '{FILE}:run', tasks: '{LAB}:tasks'}}\n"
         "iterations: 2\ntasks_per_iteration: 2\nrollout: {group_size: 4, max_new_tokens: 3}\n"
         "eval: {every: 2, episodes: 4}\ncredit: {params: {state_grouping: exact}}\n"
     )

@@ -28,6 +28,7 @@ from typing import Any
 
 from clew.envs.registry import load_entry_point
 from clew.gateway.server import Gateway
+from clew.plugins import load_plugin
 from clew.rollout import Task
 from clew.types import Episode, FailureType, Group
 
@@ -63,8 +64,8 @@ class Harness:
     def __init__(
         self, run: str | RunFn, tasks: str | Callable[[int], Any], timeout_s: float = 300.0, concurrency: int = 64
     ) -> None:
-        self.run: RunFn = load_entry_point(run, "harness") if isinstance(run, str) else run  # type: ignore[assignment]
-        self.tasks = load_entry_point(tasks, "task source") if isinstance(tasks, str) else tasks
+        self.run: RunFn = entry(run, "harness") if isinstance(run, str) else run
+        self.tasks = entry(tasks, "task source") if isinstance(tasks, str) else tasks
         if not inspect.iscoroutinefunction(self.run):
             raise ValueError(f"the harness must be an async function run(task, client), got {self.run!r}")
         self.timeout_s, self.concurrency = timeout_s, concurrency
@@ -111,6 +112,19 @@ class Harness:
             verdict = {} if outcome.success is None else {"success": outcome.success}
             episode.turns[-1].info.update({**(outcome.info or {}), **verdict})
         return episode
+
+
+def entry(spec: str, kind: str) -> Any:
+    """``module:name`` or ``path/to/file.py:name`` (the file imported as a plug-in, ``clew.plugins``)."""
+    where, _, name = spec.rpartition(":")
+    if not where or not name:
+        raise ValueError(f"{kind} {spec!r} must be 'module:name' or 'path/to/file.py:name'")
+    if where.endswith(".py"):
+        found = getattr(load_plugin(where), name, None)
+        if not callable(found):
+            raise ValueError(f"{where} has no {kind} {name!r}")
+        return found
+    return load_entry_point(spec, kind)
 
 
 def failure_type(exc: BaseException) -> FailureType:

@@ -9,7 +9,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from clew import credit, objectives
-from clew.envs.registry import load_entry_point, resolve
+from clew.envs.registry import resolve
+from clew.gateway.harness import entry
 from clew.tensors import Aggregation, Weighting
 
 DEFAULT_TIS_CAP = 2.0
@@ -68,19 +69,17 @@ class HarnessConfig(_Frozen):
     ``module:name`` (a plug-in's, or any importable module); held-out tasks are the seeds from 1,000,000 on, as
     for envs. The run's ``rollout.temperature`` overrides the client's (the learner scores at it)."""
 
-    run: str = Field(description="module:function, async def run(task, client) -> reward | dict")
-    tasks: str = Field(description="module:function, tasks(seed) -> a task for run")
+    run: str = Field(description="module:function or file.py:function, async def run(task, client) -> reward")
+    tasks: str = Field(description="module:function or file.py:function, tasks(seed) -> a task for run")
     timeout_s: float = Field(300.0, gt=0, description="an episode running longer is a recorded policy failure")
     concurrency: int = Field(64, ge=1, description="episodes running at once")
 
     @field_validator("run", "tasks")
     @classmethod
-    def _imports(cls, entry: str) -> str:
-        """``module:name`` that imports and is callable, or a clear error naming it."""
-        if ":" not in entry:
-            raise ValueError(f"{entry!r} must be 'module:name'")
-        load_entry_point(entry, "harness entry")
-        return entry
+    def _imports(cls, spec: str) -> str:
+        """``module:name`` or ``file.py:name`` that imports and is callable, or a clear error naming it."""
+        entry(spec, "harness entry")
+        return spec
 
 
 class EnvConfig(_Frozen):
