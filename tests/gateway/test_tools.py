@@ -158,3 +158,23 @@ def test_responses_api_function_calls_round_trip(tiny_policy: HFPolicy) -> None:
         assert second.output_text == "It is 5." and second.usage.output_tokens > 0
         assert len(gateway.sessions.get("r").turns) == 2
     assert "Use tools." in tiny_policy.tokenizer.decode(engine.prompts[0])
+
+
+def test_llama3_and_mistral_formats() -> None:
+    from clew.gateway.tools import tool_format
+
+    llama = parse_tool_calls('<|python_tag|>{"name": "add", "parameters": {"a": 2, "b": 3}}', "llama3_json")
+    assert [(c.name, json.loads(c.arguments)) for c in llama.calls] == [("add", {"a": 2, "b": 3})]
+    two = parse_tool_calls('{"name": "a", "parameters": {}}; {"name": "b", "parameters": {"x": 1}}', "llama3_json")
+    assert [c.name for c in two.calls] == ["a", "b"] and two.content == ""
+    assert parse_tool_calls("The answer is 5.", "llama3_json") == parse_tool_calls("The answer is 5.")
+    assert parse_tool_calls('{"name": "add", "parameters": ', "llama3_json").malformed
+    mistral = parse_tool_calls('Sure. [TOOL_CALLS][{"name": "add", "arguments": {"a": 1, "b": 2}}]', "mistral")
+    assert mistral.content == "Sure." and [c.name for c in mistral.calls] == ["add"]
+    assert parse_tool_calls("[TOOL_CALLS][{oops", "mistral").malformed
+    assert parse_tool_calls("no call", "mistral").calls == []
+    assert tool_format("{{ '[TOOL_CALLS]' }}") == "mistral"
+    assert tool_format("{{- '<|python_tag|>' }}") == "llama3_json"
+    assert tool_format("{% if tools %}<tool_call>{% endif %}") == "hermes"
+    with pytest.raises(ValueError, match="unknown tool-call format"):
+        parse_tool_calls("x", "xml")

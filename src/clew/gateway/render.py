@@ -13,7 +13,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
-from clew.gateway.tools import as_plain_messages, message_text
+from clew.gateway.tools import as_plain_messages, message_text, tool_format
 
 
 @dataclass(frozen=True)
@@ -23,13 +23,15 @@ class Renderer:
     tokenizer: Any
     native_tools: bool
     eos_id: int
+    tool_format: str = "hermes"  # how this model writes tool calls (``clew.gateway.tools.tool_format``)
 
     @classmethod
     def of(cls, tokenizer: Any) -> Renderer:
         template = tokenizer.chat_template if isinstance(tokenizer.chat_template, str) else ""
         if not template:
             raise ValueError("the gateway needs a model with a chat template (tokenizer.chat_template is empty)")
-        return cls(tokenizer, "tools" in template, int(tokenizer.eos_token_id))
+        native = "tools" in template
+        return cls(tokenizer, native, int(tokenizer.eos_token_id), tool_format(template) if native else "hermes")
 
     def chat(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None = None) -> list[int]:
         """The prompt ids of a chat completion: the template over ``messages``, the generation prompt added."""
@@ -50,6 +52,10 @@ class Renderer:
 
     def decode(self, ids: list[int]) -> str:
         return str(self.tokenizer.decode(ids, skip_special_tokens=True))
+
+    def raw(self, ids: list[int]) -> str:
+        """The sampled text with special tokens kept (``[TOOL_CALLS]``, ``<|python_tag|>``), the stop token cut."""
+        return str(self.tokenizer.decode(ids[:-1] if ids and ids[-1] == self.eos_id else ids))
 
 
 def _native(message: dict[str, Any]) -> dict[str, Any]:

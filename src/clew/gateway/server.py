@@ -133,7 +133,10 @@ class Gateway:
                 seed = body["seed"] if isinstance(body.get("seed"), int) else self._seed(key, len(session.turns))
                 future = self.batcher.submit(ids, params, seed)
             completion = future.result()
-            parsed = parse_tool_calls(completion.text) if tools else Parsed(completion.text, [], False)
+            if tools:  # read from the ids with special tokens kept: some formats' markers are special tokens
+                parsed = parse_tool_calls(self.renderer.raw(completion.token_ids), self.renderer.tool_format)
+            else:
+                parsed = Parsed(completion.text, [], False)
             session.record(self._record(ids, completion, parsed, messages), messages)
         return parsed, completion, ids
 

@@ -1,11 +1,17 @@
-"""Tool calls in the model's own words: the Hermes ``<tool_call>`` format, parsed and rendered.
+"""Tool calls in the model's own words, parsed per model, and the default rendering for templates without tools.
 
-Format: a call is ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` anywhere in the completion
-(Hermes 2 Pro, Qwen 2/2.5/3, and the stated default for models whose chat template has no tool syntax);
-a result goes back as ``<tool_response>...</tool_response>`` in a user turn. A template that renders
-``tools=`` itself (``native``) gets the schemas and the tool roles as the API sent them; one that does not
-(SmolLM2's) gets the schemas in the system prompt (``TOOL_SYSTEM``), assistant tool calls written back as the
-``<tool_call>`` text the model would have sampled, and tool results as user turns.
+Formats (``tool_format`` picks one from the chat template; ``parse_tool_calls`` reads it):
+- ``hermes``: ``<tool_call>{"name": ..., "arguments": {...}}</tool_call>`` anywhere in the completion (Hermes 2
+  Pro, Qwen 2/2.5/3, and the stated default for models whose chat template has no tool syntax); a result goes
+  back as ``<tool_response>...</tool_response>`` in a user turn;
+- ``llama3_json``: Llama 3.1+'s JSON tool calling, the whole reply one call ``{"name": ..., "parameters":
+  {...}}`` (or several joined by ``;``), optionally after ``<|python_tag|>``;
+- ``mistral``: ``[TOOL_CALLS]`` then a JSON list of ``{"name": ..., "arguments": {...}}``, after any text.
+
+A template that renders ``tools=`` itself (``native``) gets the schemas and the tool roles as the API sent
+them, and speaks the format its markers show; one that does not (SmolLM2's) gets ``hermes``: the schemas in
+the system prompt (``TOOL_SYSTEM``), assistant tool calls written back as the ``<tool_call>`` text the model
+would have sampled, and tool results as user turns.
 
 A call that is not valid JSON with a string ``name`` (and an object ``arguments``, if any) is malformed:
 the completion goes back as plain text, and the turn is recorded with ``info["malformed_tool_call"]`` and
@@ -52,9 +58,29 @@ class Parsed:
     malformed: bool
 
 
-def parse_tool_calls(text: str) -> Parsed:
-    """The ``<tool_call>`` blocks of ``text``; any malformed block (or an unclosed ``<tool_call>``) makes the
-    whole completion plain text, flagged ``malformed``."""
+def tool_format(template: str) -> str:
+    """The tool-call format a chat template speaks (``hermes`` unless it shows Mistral's or Llama 3's markers)."""
+    if "[TOOL_CALLS]" in template:
+        return "mistral"
+    if "<|python_tag|>" in template or "Environment: ipython" in template:
+        return "llama3_json"
+    return "hermes"
+
+
+def parse_tool_calls(text: str, fmt: str = "hermes") -> Parsed:
+    """The calls of ``text`` in format ``fmt``; a malformed call makes the whole completion plain text, flagged
+    ``malformed``."""
+    if fmt == "mistral":
+        return _mistral(text)
+    if fmt == "llama3_json":
+        return _llama3(text)
+    if fmt != "hermes":
+        raise ValueError(f"unknown tool-call format {fmt!r}; known: hermes, llama3_json, mistral")
+    return _hermes(text)
+
+
+def _hermes(text: str) -> Parsed:
+    """``<tool_call>`` blocks; a malformed block or an unclosed ``<tool_call>`` is malformed."""
     blocks = _CALL.findall(text)
     if not blocks:
         return Parsed(text, [], _OPEN in text)
@@ -62,6 +88,33 @@ def parse_tool_calls(text: str) -> Parsed:
     if any(c is None for c in calls) or _OPEN in _CALL.sub("", text):
         return Parsed(text, [], True)
     return Parsed(_CALL.sub("", text).strip(), [c for c in calls if c is not None], False)
+
+
+def _llama3(text: str) -> Parsed:
+    """A reply that is a JSON call (or ``;``-joined calls), after an optional ``<|python_tag|>``."""
+    body = text.strip().removeprefix("<|python_tag|>").strip()
+    if not body.startswith("{"):
+        return Parsed(text, [], False)
+    calls = [_call(part) for part in body.split(";") if part.strip()]
+    if not calls or any(c is None for c in calls):
+        return Parsed(text, [], '"name"' in body)  # JSON that names something but does not parse: a broken call
+    return Parsed("", [c for c in calls if c is not None], False)
+
+
+def _mistral(text: str) -> Parsed:
+    """Text, then ``[TOOL_CALLS]`` and a JSON list of calls."""
+    content, marker, body = text.partition("[TOOL_CALLS]")
+    if not marker:
+        return Parsed(text, [], False)
+    try:
+        listed = json.loads(body.strip())
+    except json.JSONDecodeError:
+        return Parsed(text, [], True)
+    listed = listed if isinstance(listed, list) else [listed]
+    calls = [_call(json.dumps(item)) for item in listed]
+    if not calls or any(c is None for c in calls):
+        return Parsed(text, [], True)
+    return Parsed(content.strip(), [c for c in calls if c is not None], False)
 
 
 def _call(block: str) -> ToolCall | None:
