@@ -2,7 +2,7 @@ import pytest
 
 from clew.envs import EnvFinishedError, check_env, make, register, registered
 from clew.envs.checker import EnvCheckError
-from clew.envs.library.calculator import CalcError, evaluate
+from clew.tools.calculator import CalcError, evaluate
 
 
 @pytest.mark.parametrize("spec", registered(), ids=lambda s: s.env_id)

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 pytest.importorskip("mcp", reason="MCP tools need the mcp SDK: pip install mcp")
-from clew.tools.mcp import McpResult, McpServer, McpTools, McpUnavailable
+from clew.tools.calls import ToolReply
+from clew.tools.mcp import McpServer, McpTools, McpUnavailable
 
 SERVER = str(Path(__file__).with_name("mcp_server.py"))
 
@@ -34,20 +35,20 @@ def test_stdio_tools_are_offered_as_function_tools(stdio_tools: McpTools) -> Non
 
 
 def test_results_and_failures_are_observations(stdio_tools: McpTools) -> None:
-    assert stdio_tools.call("add", {"a": 2, "b": 3}) == McpResult("5.0")
+    assert stdio_tools.call("add", {"a": 2, "b": 3}) == ToolReply("5.0")
     assert stdio_tools.call("broken").error == "tool"
     bad = stdio_tools.call("add", {"a": "x"})
     assert bad.error == "tool" and "validation" in bad.text
-    assert stdio_tools.call("nope") == McpResult(
+    assert stdio_tools.call("nope") == ToolReply(
         "error: no tool named 'nope'; tools: add, slow, broken", "unknown tool"
     )
     late = stdio_tools.call("slow", {"seconds": 30})
-    assert late == McpResult("error: tool slow timed out after 3 s", "timeout")
-    assert stdio_tools.call("add", {"a": 1, "b": 1}) == McpResult("2.0")  # the connection outlives a timeout
+    assert late == ToolReply("error: tool slow timed out after 3 s", "timeout")
+    assert stdio_tools.call("add", {"a": 1, "b": 1}) == ToolReply("2.0")  # the connection outlives a timeout
 
 
 def test_async_calls_from_a_harness(stdio_tools: McpTools) -> None:
-    async def agent() -> list[McpResult]:
+    async def agent() -> list[ToolReply]:
         return list(await asyncio.gather(*(stdio_tools.acall("add", {"a": i, "b": 1}) for i in range(4))))
 
     assert [r.text for r in asyncio.run(agent())] == ["1.0", "2.0", "3.0", "4.0"]
@@ -71,7 +72,7 @@ def test_streamable_http_and_a_server_that_dies() -> None:
                     break
             time.sleep(0.2)
         with McpTools(McpServer(url=f"http://127.0.0.1:{port}/mcp", timeout_s=5.0)) as tools:
-            assert tools.call("add", {"a": 4, "b": 5}) == McpResult("9.0")
+            assert tools.call("add", {"a": 4, "b": 5}) == ToolReply("9.0")
             proc.kill()
             proc.wait()
             gone = tools.call("add", {"a": 1, "b": 2})

@@ -19,6 +19,15 @@ _ANSWER_PREFIX = re.compile(r"^\s*answer\s*:(.*)$", re.DOTALL | re.IGNORECASE)
 
 
 @dataclass(frozen=True)
+class ToolReply:
+    """What a function-tool call gave (``clew.tools.builtin``, ``clew.tools.mcp``): ``text`` for the agent to
+    read; ``error`` says why it failed (None when it did not)."""
+
+    text: str
+    error: str | None = None
+
+
+@dataclass(frozen=True)
 class ParsedAction:
     """What an action asks for: ``code`` blocks to run, a final ``answer``, or neither (``error`` says why)."""
 

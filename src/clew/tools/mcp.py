@@ -6,7 +6,7 @@ sync code (an env's ``step``) and async code (a harness) use it:
 
 - ``schemas()``: the server's tools as OpenAI function tools (``{"type": "function", "function": {name,
   description, parameters}}``), ready for a chat call's ``tools=`` (and so for the gateway's template);
-- ``call(name, arguments)`` / ``await acall(...)``: an ``McpResult`` whose ``text`` is what the agent reads
+- ``call(name, arguments)`` / ``await acall(...)``: a ``ToolReply`` whose ``text`` is what the agent reads
   next. Nothing here raises at the agent: an unknown tool, arguments the server rejects, a tool that fails
   (``is_error`` from the server), a call past ``timeout_s`` and a server that died are all results with
   ``error`` set and a one-line explanation as the text, for the env or harness to show as the observation
@@ -24,6 +24,8 @@ import threading
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
+
+from clew.tools.calls import ToolReply
 
 T = TypeVar("T")
 
@@ -52,14 +54,6 @@ class McpServer:
     @property
     def name(self) -> str:
         return self.url or " ".join([self.command or "", *self.args])
-
-
-@dataclass(frozen=True)
-class McpResult:
-    """What a call gave: ``text`` for the agent; ``error`` says why it failed (None when it did not)."""
-
-    text: str
-    error: str | None = None
 
 
 class McpTools:
@@ -100,26 +94,26 @@ class McpTools:
     def names(self) -> list[str]:
         return [t.name for t in self._tools]
 
-    def call(self, name: str, arguments: dict[str, Any] | None = None) -> McpResult:
+    def call(self, name: str, arguments: dict[str, Any] | None = None) -> ToolReply:
         """Call a tool from sync code (an env); never raises for the tool's or the server's failures."""
         return self._run(self._call(name, arguments or {}), timeout=self.server.timeout_s + 5.0)
 
-    async def acall(self, name: str, arguments: dict[str, Any] | None = None) -> McpResult:
+    async def acall(self, name: str, arguments: dict[str, Any] | None = None) -> ToolReply:
         """The same from async code (a harness): the call runs on the connection's own loop."""
         future = asyncio.run_coroutine_threadsafe(self._call(name, arguments or {}), self._loop)
         return await asyncio.wrap_future(future)
 
-    async def _call(self, name: str, arguments: dict[str, Any]) -> McpResult:
+    async def _call(self, name: str, arguments: dict[str, Any]) -> ToolReply:
         if name not in self.names():
-            return McpResult(f"error: no tool named {name!r}; tools: {', '.join(self.names())}", "unknown tool")
+            return ToolReply(f"error: no tool named {name!r}; tools: {', '.join(self.names())}", "unknown tool")
         try:
             result = await asyncio.wait_for(self._client.call_tool(name, arguments), self.server.timeout_s)
         except TimeoutError:
-            return McpResult(f"error: tool {name} timed out after {self.server.timeout_s:g} s", "timeout")
+            return ToolReply(f"error: tool {name} timed out after {self.server.timeout_s:g} s", "timeout")
         except Exception as exc:  # the server rejected the call or died: the agent reads why
-            return McpResult(f"error: tool {name} failed: {type(exc).__name__}: {exc}"[:1000], "server")
+            return ToolReply(f"error: tool {name} failed: {type(exc).__name__}: {exc}"[:1000], "server")
         text = "\n".join(getattr(part, "text", "") or str(part) for part in result.content)
-        return McpResult(text, "tool" if result.is_error else None)
+        return ToolReply(text, "tool" if result.is_error else None)
 
     def _run(self, coro: Coroutine[Any, Any, T], timeout: float) -> T:
         future = asyncio.run_coroutine_threadsafe(coro, self._loop)

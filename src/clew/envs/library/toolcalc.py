@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from clew.envs.base import StepResult, ensure_running
-from clew.envs.library.calculator import CalcError, evaluate, format_number
+from clew.tools.calculator import CalcError, evaluate, format_number
 
 USAGE = "Tools: 'calc: <expression>' returns its value; 'answer: <number>' ends the episode."
 
