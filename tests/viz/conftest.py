@@ -41,7 +41,8 @@ TOKEN_ADV = np.array([0.5, 0.25, 1.0, -0.5, -0.5, -2.0, 1.5, -0.5, 0.0, 0.25, 0.
 def turn(ids: list[int], text: str, obs: str, key: str | None, reward: float = 0.0, **fields: Any) -> Turn:
     """A turn; ``context_edit`` and ``token_entropies`` are its typed fields, any other keyword goes to ``info``."""
     typed = {k: fields.pop(k) for k in ("context_edit", "token_entropies") if k in fields}
-    return Turn([1, 2, 3], ids, [-0.1 * (k + 1) for k in range(len(ids))], text, reward, obs, key, fields, **typed)
+    prompt = fields.pop("prompt", [1, 2, 3])
+    return Turn(prompt, ids, [-0.1 * (k + 1) for k in range(len(ids))], text, reward, obs, key, fields, **typed)
 
 
 def groups() -> list[Group]:
@@ -49,7 +50,10 @@ def groups() -> list[Group]:
         "t0",
         0,
         7,
-        [turn([5, 6], "go north", "You see a key.", "s0"), turn([7], "take", "Done.", "s1", 1.0)],
+        [
+            turn([5, 6], "go north", "You see a key.", "s0"),
+            turn([7], "take", "Done.", "s1", 1.0, prompt=[1, 2, 3, 5, 6]),
+        ],
         1.0,
         terminated=True,
         first_observation="Hello world",

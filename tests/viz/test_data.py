@@ -107,6 +107,12 @@ def test_version_2_tokens_carry_stored_credit_and_text(run: RunData) -> None:
     assert ep.tokenizer is not None and ep.tokenizer.endswith("base/tokenizer.json")
 
 
+def test_segment_starts_where_a_prompt_does_not_extend_the_last_turn(run: RunData) -> None:
+    assert [t.segment_start for t in run.episode(2, 0).turns] == [True, False]  # turn 1 extends turn 0's ids
+    assert [t.segment_start for t in run.episode(2, 1).turns] == [True, True, True]  # each prompt starts over
+    assert [t.segment_start for t in run.episode(1, 0).turns] == [True, False]  # a batch-1 file too
+
+
 def test_anchor_group_is_same_group_same_state(run: RunData) -> None:
     ep = run.episode(2, 0)
     # state s0 in group 0: episode 1 turns 0 and 2 (episode 2 of group 1 also has s0 but is another task)

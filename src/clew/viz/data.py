@@ -84,7 +84,11 @@ _EPISODE_COLUMNS = (
     '"group", episode, turn, task_id, seed, len(prompt_ids) AS prompt_len, '
     "CASE WHEN turn = 0 THEN prompt_ids END AS prompt_ids, action_ids, behavior_logprobs, action_text, observation, "
     'reward, penalty, "return", advantage, state_key, outcome, success, terminated, truncated, truncation_reason, '
-    "CAST(error AS VARCHAR) AS error, info"
+    "CAST(error AS VARCHAR) AS error, info, "
+    # a turn starts a segment when its prompt does not extend the last turn's prompt + action (a context edit, a
+    # window, a harness that trimmed its history): its rows are trained apart (clew.rollout.batch.to_rows)
+    "coalesce(list_slice(prompt_ids, 1, len(lag(list_concat(prompt_ids, action_ids)) OVER (ORDER BY turn))) "
+    "!= lag(list_concat(prompt_ids, action_ids)) OVER (ORDER BY turn), true) AS segment_start"
 )
 
 
@@ -287,7 +291,7 @@ class RunData:
             reward=float(row["reward"]), penalty=float(row["penalty"] or 0.0), turn_return=float(row["return"]),
             advantage=float(row["advantage"]), state_key=row["state_key"], invalid=_invalid(row["info"]),
             info=row["info"] or "{}", tokens=make_tokens(row, self.tokenizer), anchor=anchor,
-            anchor_group=row.get("anchor_group"),
+            anchor_group=row.get("anchor_group"), segment_start=bool(row.get("segment_start", row["turn"] == 0)),
         )  # fmt: skip
 
     def compare(self, iteration: int, a: int, b: int) -> Comparison:

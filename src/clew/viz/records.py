@@ -137,6 +137,7 @@ class TurnView:
     tokens: tuple[Token, ...]
     anchor: tuple[AnchorMate, ...]
     anchor_group: int | None = None
+    segment_start: bool = False  # its prompt does not extend the last turn's: a new segment (trained apart)
 
 
 @dataclass(frozen=True)

@@ -264,6 +264,7 @@
   function turnCard(run, it, t, scale, extraClass) {
     const edit = contextEdit(t);  // a sampled context edit (a summary): a turn with no env step
     return el("section", { class: "turn " + (extraClass || "") + (edit ? " edit" : ""), "data-turn": t.turn },
+      t.segment_start && t.turn > 0 ? el("div", { class: "segment-start" }, "new segment: this prompt does not extend the last turn's (trained as separate rows)") : null,
       el("div", { class: "turn-head" }, el("strong", {}, edit ? `turn ${t.turn} · ${edit} (context edit)` : `turn ${t.turn}`), turnStats(t)),
       el("div", { class: "label" }, edit ? `${edit}, sampled and credited like an action` : "action"), tokensLine(t, scale), el("div", { class: "action-text" }, el("code", {}, t.action_text)),
       el("div", { class: "label" }, "observation"), el("pre", { class: "obs" }, t.observation), anchorBlock(run, it, t));
