@@ -62,3 +62,19 @@ def test_harness_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     config.write_text(f"harness: {{run: '{LAB}:run', tasks: '{LAB}:tasks'}}\nsft: {{enabled: true}}\n")
     assert main(["train", str(config), "--out", str(tmp_path / "run2")]) == 2
     assert "harness runs do not support sft.enabled" in capsys.readouterr().err
+
+
+@pytest.mark.slow  # a short training run on the tiny model through a smolagents agent
+def test_train_a_smolagents_harness(tiny_dir: Path, tmp_path: Path) -> None:
+    pytest.importorskip("smolagents", reason="smolagents: pip install smolagents")
+    smol = "tests.e2e.harness_smolagents"
+    config = tmp_path / "smol.yaml"
+    config.write_text(
+        f"preset: grpo\npolicy: {{model: {tiny_dir}}}\nharness: {{run: '{smol}:run', tasks: '{smol}:tasks'}}\n"
+        "iterations: 1\ntasks_per_iteration: 2\nrollout: {group_size: 2, max_new_tokens: 16}\n"
+        "eval: {every: 1, episodes: 2}\n"
+    )
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    iteration = next(r for r in records if r.get("kind") == "iteration")
+    assert iteration["rollout/mean_turns"] >= 2  # every episode made several calls (steps, then a final answer)

@@ -178,3 +178,22 @@ def test_llama3_and_mistral_formats() -> None:
     assert tool_format("{% if tools %}<tool_call>{% endif %}") == "hermes"
     with pytest.raises(ValueError, match="unknown tool-call format"):
         parse_tool_calls("x", "xml")
+
+
+def test_stop_strings_cut_the_recorded_ids_to_a_sampled_prefix(tiny_policy: HFPolicy) -> None:
+    text = "Thought: I add.\nObservation: 5"
+    gateway, _ = _serve(tiny_policy, [text, text])
+    with gateway:
+        client = openai.OpenAI(base_url=gateway.base_url("st"), api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], stop=["Observation:"]
+        )
+        turn = gateway.sessions.get("st").turns[0]
+        with pytest.raises(openai.BadRequestError, match="stop must be"):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}], stop=["a"] * 5)
+    full = [*tiny_policy.tokenizer.encode(text, add_special_tokens=False), tiny_policy.eos_id]
+    assert reply.choices[0].message.content == "Thought: I add.\n" and reply.choices[0].finish_reason == "stop"
+    assert full[: len(turn.action_ids)] == turn.action_ids and len(turn.action_ids) < len(full)  # a sampled prefix
+    assert "Observation:" in tiny_policy.tokenizer.decode(turn.action_ids)  # the cut is after the completing token
+    assert "Observation:" not in tiny_policy.tokenizer.decode(turn.action_ids[:-1])
+    assert len(turn.behavior_logprobs) == len(turn.action_ids)

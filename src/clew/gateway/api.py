@@ -3,16 +3,18 @@
 Pure functions over dicts, no HTTP. Supported request fields: ``messages``/``prompt``/``input``, ``tools``,
 ``tool_choice`` (``auto``/``none``; ``none`` withholds the tools), ``temperature``, ``top_p``,
 ``max_tokens``/``max_completion_tokens``/``max_output_tokens``, ``seed``, ``logprobs``, ``stream``,
-``stream_options.include_usage``, ``instructions`` (Responses). Refused with a 400 that names the field:
-``n`` other than 1, ``stop`` strings (the model stops at its own end-of-turn token; a stop string would cut
-the sampled ids off their log-probs), built-in Responses tools (web search, file search), and streaming on
-``/v1/responses``.
+``stream_options.include_usage``, ``instructions`` (Responses), and ``stop`` (up to 4 strings): the completion
+is cut after the first token whose text completes a stop string (``cut_at_stop``), so the recorded ids are a
+prefix of what was sampled, each with its own log-prob, and the text ends before the stop string (OpenAI's
+rule). Refused with a 400 that names the field: ``n`` other than 1, built-in Responses tools (web search,
+file search), and streaming on ``/v1/responses``.
 """
 
 from __future__ import annotations
 
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from clew.gateway.tools import Parsed, message_text
@@ -26,8 +28,6 @@ class BadRequest(ValueError):
 def sampling(body: dict[str, Any], eos_id: int, default_max_tokens: int) -> SamplingParams:
     if body.get("n", 1) != 1:
         raise BadRequest("n must be 1: each call is one turn of one episode (run G sessions for a group)")
-    if body.get("stop"):
-        raise BadRequest("stop strings are not supported: the model stops at its end-of-turn token")
     limit = body.get("max_completion_tokens") or body.get("max_tokens") or body.get("max_output_tokens")
     try:
         return SamplingParams(
@@ -38,6 +38,30 @@ def sampling(body: dict[str, Any], eos_id: int, default_max_tokens: int) -> Samp
         )
     except (TypeError, ValueError) as exc:
         raise BadRequest(f"bad sampling field: {exc}") from None
+
+
+def stop_strings(body: dict[str, Any]) -> tuple[str, ...]:
+    stop = body.get("stop")
+    if stop is None or stop == []:
+        return ()
+    stops = [stop] if isinstance(stop, str) else stop
+    if not isinstance(stops, list) or not 1 <= len(stops) <= 4 or not all(isinstance(s, str) and s for s in stops):
+        raise BadRequest("stop must be a non-empty string or a list of 1 to 4 non-empty strings")
+    return tuple(stops)
+
+
+def cut_at_stop(completion: Completion, stops: tuple[str, ...], decode: Callable[[list[int]], str]) -> Completion:
+    """The completion up to the first token whose text completes a stop string; its text ends before it."""
+    if not stops or not any(s in completion.text for s in stops):
+        return completion
+    ids = completion.token_ids
+    for k in range(1, len(ids) + 1):
+        text = decode(ids[:k])
+        found = [text.index(s) for s in stops if s in text]
+        if found:
+            entropies = completion.entropies[:k] if completion.entropies else []
+            return Completion(ids[:k], completion.logprobs[:k], "stop", text[: min(found)], entropies)
+    return completion
 
 
 def chat_tools(body: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -118,7 +118,7 @@ class Gateway:
         self, key: str, body: dict[str, Any], messages: list[dict[str, Any]] | None, prompt: list[int] | None = None
     ) -> tuple[Parsed, Completion, list[int]]:
         """Render (or take) the prompt, sample it, record the turn in session ``key``."""
-        tools = api.chat_tools(body)
+        tools, stops = api.chat_tools(body), api.stop_strings(body)
         with self.sessions.lock(key):
             session = self.sessions.get(key)
             forced = {} if session.temperature is None else {"temperature": session.temperature, "top_p": 1.0}
@@ -132,7 +132,7 @@ class Gateway:
                     )
                 seed = body["seed"] if isinstance(body.get("seed"), int) else self._seed(key, len(session.turns))
                 future = self.batcher.submit(ids, params, seed)
-            completion = future.result()
+            completion = api.cut_at_stop(future.result(), stops, self.renderer.decode)
             if tools:  # read from the ids with special tokens kept: some formats' markers are special tokens
                 parsed = parse_tool_calls(self.renderer.raw(completion.token_ids), self.renderer.tool_format)
             else:
