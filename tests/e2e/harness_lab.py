@@ -1,6 +1,7 @@
 """A hand-written agent loop, as a user would write it against any OpenAI-compatible endpoint (the harness
 contract of ``clew.gateway.harness``): two calls per episode, the reward whether the last reply says the word.
-``tasks(seed)`` gives the task; a task with ``fail`` raises, one with ``hang`` never returns (typed failures)."""
+``tasks(seed)`` gives the task; a task with ``fail`` raises, one with ``hang`` never returns (typed failures);
+``expert`` writes the demonstrations for an SFT warm start."""
 
 from __future__ import annotations
 
@@ -18,6 +19,11 @@ def tasks(seed: int) -> dict[str, Any]:
 
 def flaky_tasks(seed: int) -> dict[str, Any]:
     return {**tasks(seed), "fail": seed % 3 == 0, "hang": seed % 3 == 1}
+
+
+def expert(prompt_text: str) -> str:
+    """The reply an expert writes: the word the last "Say the word X." asks for."""
+    return prompt_text.rsplit("Say the word ", 1)[1].split(".", 1)[0]
 
 
 async def run(task: dict[str, Any], client: Any) -> dict[str, Any]:

@@ -54,6 +54,22 @@ def test_train_a_harness_through_the_cli(tiny_dir: Path, tmp_path: Path) -> None
     assert all(r["train/rows"] > 0 for r in iterations)
 
 
+@pytest.mark.slow  # SFT on the expert's episodes, then one iteration
+def test_sft_on_the_harness_expert(tiny_dir: Path, tmp_path: Path) -> None:
+    config = tmp_path / "sft.yaml"
+    config.write_text(
+        f"preset: grpo\npolicy: {{model: {tiny_dir}}}\n"
+        f"harness: {{run: '{LAB}:run', tasks: '{LAB}:tasks', expert: '{LAB}:expert'}}\n"
+        "iterations: 1\ntasks_per_iteration: 2\nrollout: {group_size: 2, max_new_tokens: 3}\n"
+        "sft: {enabled: true, episodes: 8, epochs: 1}\neval: {every: 0, at_start: false, at_end: false}\n"
+    )
+    assert main(["train", str(config), "--out", str(tmp_path / "run")]) == 0
+    records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    sft = next(r for r in records if r.get("kind") == "sft")
+    assert sft["sft/demo_success"] == 1.0 and sft["sft/rows"] == 16  # 8 expert episodes of 2 calls, all won
+    assert (tmp_path / "run" / "sft" / "policy" / "config.json").is_file()
+
+
 def test_harness_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "bad.yaml"
     config.write_text(f"harness: {{run: '{LAB}:nope', tasks: '{LAB}:tasks'}}\n")
@@ -61,7 +77,7 @@ def test_harness_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert "has no harness entry 'nope'" in capsys.readouterr().err
     config.write_text(f"harness: {{run: '{LAB}:run', tasks: '{LAB}:tasks'}}\nsft: {{enabled: true}}\n")
     assert main(["train", str(config), "--out", str(tmp_path / "run2")]) == 2
-    assert "harness runs do not support sft.enabled" in capsys.readouterr().err
+    assert "sft.enabled with a harness needs harness.expert" in capsys.readouterr().err
 
 
 @pytest.mark.slow  # a short training run on the tiny model through a smolagents agent

@@ -155,7 +155,10 @@ class RunConfig(_Frozen):
     def _harness_served(self) -> None:
         if self.harness is None:
             return
-        for field, used in (("sft.enabled", self.sft.enabled), ("cluster", self.cluster is not None),
+        if self.sft.enabled and self.harness.expert is None:
+            raise ValueError("sft.enabled with a harness needs harness.expert (the demonstrations are the harness "
+                             "run against it)")  # fmt: skip
+        for field, used in (("cluster", self.cluster is not None),
                             ("rollout.max_staleness", self.rollout.max_staleness > 0),
                             ("rollout.top_p < 1", self.rollout.top_p < 1)):  # fmt: skip
             if used:

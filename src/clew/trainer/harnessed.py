@@ -12,10 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from clew.gateway import Gateway, GatewayConfig
-from clew.gateway.harness import Harness
+from clew.gateway.expert import ExpertEngine
+from clew.gateway.harness import Harness, entry
 from clew.gateway.render import Renderer
+from clew.rollout import Task
 from clew.trainer.config import HarnessConfig, RunConfig
 from clew.trainer.sync import probe_seeds
+from clew.types import Group
 
 
 def load_harness(cfg: HarnessConfig) -> Harness:
@@ -25,6 +28,15 @@ def load_harness(cfg: HarnessConfig) -> Harness:
 def open_gateway(engine: Any, tokenizer: Any, cfg: RunConfig) -> Gateway:
     """The gateway on the run's engine: unknown sessions refused, calls capped at ``rollout.max_new_tokens``."""
     return Gateway(engine, tokenizer, GatewayConfig(max_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed))
+
+
+def demonstrations(harness: Harness, tokenizer: Any, cfg: RunConfig) -> list[Group]:
+    """``sft.episodes`` episodes of the harness against its expert (``harness.expert``), one per demo seed."""
+    assert cfg.harness is not None and cfg.harness.expert is not None
+    engine = ExpertEngine(entry(cfg.harness.expert, "harness expert"), tokenizer)
+    tasks = [Task("harness", cfg.sft.seed_offset + i, {}) for i in range(cfg.sft.episodes)]
+    with Gateway(engine, tokenizer, GatewayConfig(max_tokens=1 << 20, seed=cfg.seed)) as gateway:
+        return harness.collect(gateway, tasks, 1, cfg.seed)
 
 
 def probe_prompts(harness: Harness, tokenizer: Any, workers: int = 1) -> list[list[int]]:

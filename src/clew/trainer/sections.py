@@ -71,14 +71,20 @@ class HarnessConfig(_Frozen):
 
     run: str = Field(description="module:function or file.py:function, async def run(task, client) -> reward")
     tasks: str = Field(description="module:function or file.py:function, tasks(seed) -> a task for run")
+    expert: str | None = Field(
+        None,
+        description="module:function or file.py:function, expert(prompt_text) -> reply: SFT demonstrations "
+        "(sft.enabled) are the harness run against it, recorded by the gateway (clew.gateway.expert)",
+    )
     timeout_s: float = Field(300.0, gt=0, description="an episode running longer is a recorded policy failure")
     concurrency: int = Field(64, ge=1, description="episodes running at once")
 
-    @field_validator("run", "tasks")
+    @field_validator("run", "tasks", "expert")
     @classmethod
-    def _imports(cls, spec: str) -> str:
+    def _imports(cls, spec: str | None) -> str | None:
         """``module:name`` or ``file.py:name`` that imports and is callable, or a clear error naming it."""
-        entry(spec, "harness entry")
+        if spec is not None:
+            entry(spec, "harness entry")
         return spec
 
 

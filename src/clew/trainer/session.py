@@ -179,16 +179,22 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
     """SFT on scripted-expert episodes with a fraction of deliberately noisy actions; returns the plain model
     (LoRA adapters trained here are folded in) that RL starts from."""
     cfg = session.cfg
-    actor = ScriptedActor("expert", noise=cfg.sft.noise, tokenizer=policy.tokenizer)
-    n_tasks = -(-cfg.sft.episodes // cfg.rollout.group_size)
-    tasks = [Task(cfg.env.id, cfg.sft.seed_offset + i, dict(cfg.env.kwargs)) for i in range(n_tasks)]
-    groups = collect(actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), Framing(policy.tokenizer, policy.chat))
-    turns = [t for g in groups for e in g.episodes for t in e.turns if t.action_ids]
+    if session.harness is not None:
+        groups = harnessed.demonstrations(session.harness, policy.tokenizer, cfg)
+    else:
+        actor = ScriptedActor("expert", noise=cfg.sft.noise, tokenizer=policy.tokenizer)
+        n_tasks = -(-cfg.sft.episodes // cfg.rollout.group_size)
+        tasks = [Task(cfg.env.id, cfg.sft.seed_offset + i, dict(cfg.env.kwargs)) for i in range(n_tasks)]
+        framing = Framing(policy.tokenizer, policy.chat)
+        groups = collect(actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), framing)
+    episodes = [e for g in groups for e in g.episodes]
+    won = [e for e in episodes if session.harness is None or (e.error is None and e.outcome > 0)]  # a harness's
+    turns = [t for e in won for t in e.turns if t.action_ids]  # expert can fail: SFT copies its wins only
     # a scripted expert has no summaries to show: context edits are learned by RL alone
     rows = [(t.prompt_ids, t.action_ids) for t in turns if t.env_step]
     losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
     policy = weights.fold_adapters(policy)
-    demo = summarize([e for g in groups for e in g.episodes])
+    demo = summarize(episodes)
     record = {"sft/rows": len(rows), "sft/loss_first": losses[0], "sft/loss_last": losses[-1]}
     record["sft/demo_success"] = demo.success_rate
     record["sft/max_action_tokens"] = max((len(ids) for _, ids in rows), default=0)  # stop token included
