@@ -321,3 +321,31 @@ def test_one_process_overlaps_the_next_rollout_with_the_update(tiny_cfg: Any, tm
     assert all(r["engine/logprob_max_abs_diff"] < 1e-3 for r in its)  # the engine's own copy is synced
     assert its[0]["train/grad_norm"] > 0  # the first update moved the weights, so iteration 1 was sampled off-policy
     assert its[1]["policy/is_weight_mean"] != pytest.approx(1.0, abs=1e-9)  # behaviour != proximal weights
+
+
+def test_sft_microbatches_accumulate_the_whole_batch_gradient(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``sft.microbatch_rows`` bounds memory without changing the update: the same loss and gradients as one batch."""
+    from clew.trainer.config import SFTConfig
+
+    class Recorder:  # stands in for AdamW: records the gradient each step would apply
+        def __init__(self, params: list[torch.Tensor], lr: float) -> None:
+            self.params, self.grads = list(params), []  # type: ignore[var-annotated]
+
+        def step(self) -> None:
+            self.grads.append([p.grad.clone() for p in self.params])  # type: ignore[union-attr]
+
+        def zero_grad(self, set_to_none: bool = True) -> None:
+            for p in self.params:
+                p.grad = None
+
+    rng = np.random.default_rng(0)
+    rows = [([1, *rng.integers(5, 300, size=int(n)).tolist()], rng.integers(5, 300, size=int(k)).tolist())
+            for n, k in zip(rng.integers(3, 20, size=6), rng.integers(1, 5, size=6), strict=True)]  # fmt: skip
+    made: list[Recorder] = []
+    monkeypatch.setattr(learner_lib, "adamw", lambda params, lr: made.append(Recorder(params, lr)) or made[-1])
+    policy = HFPolicy.from_pretrained(tiny_dir)
+    losses = [learner_lib.sft(policy, rows, SFTConfig(enabled=True, epochs=1, batch_rows=6, microbatch_rows=m), 0)
+              for m in (None, 2)]  # fmt: skip
+    assert losses[0] == pytest.approx(losses[1], rel=1e-6)
+    whole, split = made[0].grads[0], made[1].grads[0]
+    assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(whole, split, strict=True))

@@ -370,11 +370,15 @@ def sft(
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
         for batch_idx in chunks(order, cfg.batch_rows):
-            packed = pack_spans([[(rows[i][0], False), (rows[i][1], True)] for i in batch_idx], policy.pad_id)
-            with compute_dtype(policy.model, dtype):
-                logp, _ = action_logprobs(policy.model, packed.input_ids, packed.attention_mask, packed.action_mask)
-            loss = -(logp * packed.action_mask).sum() / packed.action_mask.sum().clamp(min=1)
-            loss.backward()
+            total = max(1, sum(len(rows[i][1]) for i in batch_idx))  # the batch's action tokens: its token mean
+            loss = torch.zeros(())
+            for micro in chunks(batch_idx, cfg.microbatch_rows or len(batch_idx)):  # gradients accumulate exactly
+                packed = pack_spans([[(rows[i][0], False), (rows[i][1], True)] for i in micro], policy.pad_id)
+                with compute_dtype(policy.model, dtype):
+                    logp, _ = action_logprobs(policy.model, packed.input_ids, packed.attention_mask, packed.action_mask)
+                part = -(logp * packed.action_mask).sum() / total
+                part.backward()
+                loss = loss + part.detach()
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

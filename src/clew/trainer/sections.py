@@ -227,6 +227,12 @@ class SFTConfig(_Frozen):
     epochs: int = Field(2, ge=1)
     lr: float = Field(1e-3, gt=0)
     batch_rows: int = Field(64, ge=1)
+    microbatch_rows: int | None = Field(
+        None,
+        ge=1,
+        description="rows per forward/backward, gradients accumulated (None: the whole batch at once); "
+        "long prompts (a harness's tool schemas) need it to bound memory",
+    )
     seed_offset: int = Field(500_000, ge=0, description="demo seeds start here (disjoint from RL and eval)")
 
 
