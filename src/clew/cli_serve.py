@@ -6,8 +6,8 @@ Sessions open on their first call: give each episode of a harness its own base U
 ``http://HOST:PORT/s/<session>/v1`` (or send ``X-Clew-Session``; calls without either go to ``default``),
 and end it with ``POST /s/<session>/close {"reward": R}``. With ``--record DIR`` each closed episode is
 appended to ``DIR/episodes.jsonl`` as one JSON line (``clew.types.Episode.to_dict``: exact prompt and
-sampled ids and log-probs per turn); sessions still open when the server stops are written with
-``error: "open at shutdown"``.
+sampled ids and log-probs per turn); sessions still open when the server stops (Ctrl-C or SIGTERM) are
+written with ``error: "open at shutdown"``.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import threading
 from pathlib import Path
 from typing import Any
@@ -79,10 +80,10 @@ def cmd_serve(args: argparse.Namespace, say: Any) -> int:
     gateway = Gateway(engine, policy.tokenizer, config, on_close=recorder)
     say(f"serving {args.model} on {gateway.url}/v1 (one episode per session: {gateway.url}/s/<session>/v1)")
     stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):  # set here: a parent that ignores SIGINT must not make it unkillable
+        signal.signal(sig, lambda *_: stop.set())
     try:
         stop.wait(args.max_seconds or None)
-    except KeyboardInterrupt:
-        pass
     finally:
         for key in gateway.sessions.open_keys():
             gateway.close_session(key, 0.0, error="open at shutdown")

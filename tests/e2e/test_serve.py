@@ -33,7 +33,7 @@ def test_clew_serve_records_each_session_as_an_episode(tiny_dir: Path, tmp_path:
         close = urllib.request.Request(f"{url}/s/a/close", data=json.dumps({"reward": 1.0}).encode(), method="POST")
         assert json.loads(urllib.request.urlopen(close, timeout=30).read())["outcome"] == 1.0
     finally:
-        server.send_signal(signal.SIGINT)  # Ctrl-C: the open session "b" is written too, flagged
+        server.send_signal(signal.SIGTERM)  # stop: the open session "b" is written too, flagged
         out, _ = server.communicate(timeout=60)
     assert server.returncode == 0, out
     episodes = [
