@@ -38,3 +38,27 @@ def test_an_agents_sdk_agent_calls_its_tool_through_the_gateway(tiny_policy: HFP
     assert len(episode.turns) == 2 and episode.turns[0].info["tool_calls"] == 1
     shown = tiny_policy.tokenizer.decode(engine.prompts[1])
     assert "Use the add tool." in shown and "<tool_response>\n5" in shown  # the tool's result reached the model
+
+
+def test_a_streamed_agents_sdk_run_goes_through_the_gateway(tiny_policy: HFPolicy) -> None:
+    @agents.function_tool
+    def add(a: float, b: float) -> float:
+        """Add two numbers."""
+        return a + b
+
+    engine = Scripted(tiny_policy.tokenizer, [CALL_TEXT, "The sum is 5."])
+
+    async def streamed(agent: object) -> object:
+        result = agents.Runner.run_streamed(agent, "What is 2 + 3?")
+        async for _ in result.stream_events():
+            pass
+        return result
+
+    with Gateway(engine, tiny_policy.tokenizer, GatewayConfig(open_on_demand=True)) as gateway:
+        client = openai.AsyncOpenAI(base_url=gateway.base_url("stream"), api_key="unused", max_retries=0)
+        agents.set_tracing_disabled(True)
+        model = agents.OpenAIResponsesModel(model="clew", openai_client=client)
+        agent = agents.Agent(name="calculator", instructions="Use the add tool.", tools=[add], model=model)
+        result = asyncio.run(streamed(agent))
+        episode = gateway.close_session("stream", outcome=1.0)
+    assert result.final_output == "The sum is 5." and len(episode.turns) == 2  # type: ignore[attr-defined]

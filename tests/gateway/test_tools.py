@@ -160,6 +160,23 @@ def test_responses_api_function_calls_round_trip(tiny_policy: HFPolicy) -> None:
     assert "Use tools." in tiny_policy.tokenizer.decode(engine.prompts[0])
 
 
+
+def test_responses_api_streams_its_events(tiny_policy: HFPolicy) -> None:
+    gateway, _ = _serve(tiny_policy, [CALL_TEXT, "It is 5."])
+    flat = {"type": "function", "name": "add", "description": "add", "parameters": ADD["function"]["parameters"]}
+    with gateway:
+        client = openai.OpenAI(base_url=gateway.base_url("rs"), api_key="unused", max_retries=0)
+        calls = list(client.responses.create(model="m", input="add 2 and 3", tools=[flat], stream=True))
+        with client.responses.stream(model="m", input="and now?") as stream:  # the SDK's helper assembles the text
+            text = "".join(e.delta for e in stream if e.type == "response.output_text.delta")
+            final = stream.get_final_response()
+    kinds = [e.type for e in calls]
+    assert kinds[:2] == ["response.created", "response.in_progress"] and kinds[-1] == "response.completed"
+    assert [e.sequence_number for e in calls] == list(range(len(calls)))
+    done = next(e for e in calls if e.type == "response.function_call_arguments.done")
+    assert json.loads(done.arguments) == {"a": 2, "b": 3} and calls[-1].response.output[0].name == "add"
+    assert text == "It is 5." and final.output_text == "It is 5." and final.usage.output_tokens > 0
+
 def test_llama3_and_mistral_formats() -> None:
     from clew.gateway.tools import tool_format
 

@@ -6,8 +6,9 @@ Pure functions over dicts, no HTTP. Supported request fields: ``messages``/``pro
 ``stream_options.include_usage``, ``instructions`` (Responses), and ``stop`` (up to 4 strings): the completion
 is cut after the first token whose text completes a stop string (``cut_at_stop``), so the recorded ids are a
 prefix of what was sampled, each with its own log-prob, and the text ends before the stop string (OpenAI's
-rule). Refused with a 400 that names the field: ``n`` other than 1, built-in Responses tools (web search,
-file search), and streaming on ``/v1/responses``.
+rule). Refused with a 400 that names the field: ``n`` other than 1 and built-in Responses tools (web search,
+file search). Streaming (both APIs) sends the finished completion as its chunks or events: the engine samples
+a turn whole, so a stream's first byte comes when its last token is sampled.
 """
 
 from __future__ import annotations
@@ -153,8 +154,6 @@ def text_response(model: str, text: str, finish: str, use: dict[str, int]) -> di
 def responses_messages(body: dict[str, Any]) -> list[dict[str, Any]]:
     """A Responses request's ``instructions`` and ``input`` as chat messages (function calls and their
     outputs become assistant tool calls and tool messages)."""
-    if body.get("stream"):
-        raise BadRequest("stream is not supported on /v1/responses yet; use /v1/chat/completions to stream")
     messages: list[dict[str, Any]] = []
     if body.get("instructions"):
         messages.append({"role": "system", "content": str(body["instructions"])})
@@ -214,3 +213,38 @@ def responses_response(model: str, parsed: Parsed, completion: Completion, use: 
                   "total_tokens": use["total_tokens"], "input_tokens_details": {"cached_tokens": 0},
                   "output_tokens_details": {"reasoning_tokens": 0}},
     }  # fmt: skip
+
+
+def responses_events(response: dict[str, Any]) -> list[dict[str, Any]]:
+    """A finished Responses object as the stream of events a streaming client reads: created, each output item
+    added, its text or arguments as one delta and done, the item done, then ``response.completed`` (which
+    carries the whole response, what the Agents SDK keeps)."""
+    pending = {**response, "status": "in_progress", "output": [], "usage": None}
+    events = [{"type": "response.created", "response": pending}, {"type": "response.in_progress", "response": pending}]
+    for index, item in enumerate(response["output"]):
+        events += _item_events(index, item)
+    events.append({"type": "response.completed", "response": response})
+    return [{**event, "sequence_number": n} for n, event in enumerate(events)]
+
+
+def _item_events(index: int, item: dict[str, Any]) -> list[dict[str, Any]]:
+    at = {"output_index": index, "item_id": item["id"]}
+    if item["type"] == "function_call":
+        opened = {**item, "arguments": "", "status": "in_progress"}
+        return [
+            {"type": "response.output_item.added", "output_index": index, "item": opened},
+            {"type": "response.function_call_arguments.delta", **at, "delta": item["arguments"]},
+            {"type": "response.function_call_arguments.done", **at, "arguments": item["arguments"]},
+            {"type": "response.output_item.done", "output_index": index, "item": item},
+        ]
+    part, text = item["content"][0], item["content"][0]["text"]
+    parts = {**at, "content_index": 0}
+    return [
+        {"type": "response.output_item.added", "output_index": index,
+         "item": {**item, "status": "in_progress", "content": []}},
+        {"type": "response.content_part.added", **parts, "part": {**part, "text": ""}},
+        {"type": "response.output_text.delta", **parts, "delta": text, "logprobs": []},
+        {"type": "response.output_text.done", **parts, "text": text, "logprobs": []},
+        {"type": "response.content_part.done", **parts, "part": part},
+        {"type": "response.output_item.done", "output_index": index, "item": item},
+    ]  # fmt: skip

@@ -1,7 +1,7 @@
 """``Gateway``: an OpenAI-compatible HTTP server in front of a clew engine that records every call as a turn.
 
 Endpoints (under ``/v1`` or ``/s/<session>/v1``): ``POST chat/completions`` (streaming, tools, logprobs),
-``POST responses`` (what the OpenAI Agents SDK calls; not streamed), ``POST completions`` (a string or a
+``POST responses`` (what the OpenAI Agents SDK calls; streamed or not), ``POST completions`` (a string or a
 list of token ids as the prompt), ``GET models``; and ``POST /s/<session>/close`` with ``{"reward": R}``
 to end an episode over HTTP. Bound to 127.0.0.1 by default: the gateway has no authentication, any API
 key is accepted.
@@ -215,7 +215,10 @@ class _Handler(BaseHTTPRequestHandler):
             return self._json(200, api.chat_response(model, message, finish, use, lp))
         if route == "/v1/responses":
             parsed, completion, ids = gateway.turn(key, body, api.responses_messages(body))
-            return self._json(200, api.responses_response(model, parsed, completion, api.usage(ids, completion)))
+            response = api.responses_response(model, parsed, completion, api.usage(ids, completion))
+            if body.get("stream"):
+                return self._stream(api.responses_events(response), named=True)
+            return self._json(200, response)
         if route == "/v1/completions":
             parsed, completion, ids = gateway.turn(key, {**body, "tools": None}, None, _prompt_ids(gateway, body))
             finish = "length" if completion.finish_reason == "length" else "stop"
@@ -263,7 +266,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(data)
 
-    def _stream(self, chunks: list[dict[str, Any]]) -> None:
+    def _stream(self, chunks: list[dict[str, Any]], named: bool = False) -> None:
+        """Server-sent events: chat chunks end with ``[DONE]``; Responses events (``named``) carry their type as
+        the event name and end with ``response.completed``."""
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -271,8 +276,10 @@ class _Handler(BaseHTTPRequestHandler):
         self.close_connection = True
         self.end_headers()
         for chunk in chunks:
-            self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
-        self.wfile.write(b"data: [DONE]\n\n")
+            event = f"event: {chunk['type']}\n" if named else ""
+            self.wfile.write(f"{event}data: {json.dumps(chunk)}\n\n".encode())
+        if not named:
+            self.wfile.write(b"data: [DONE]\n\n")
 
     def _error(self, status: int, message: str, kind: str = "invalid_request_error") -> None:
         self.close_connection = True  # a refused body may be unread: never parse it as the next request
