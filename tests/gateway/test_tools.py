@@ -160,7 +160,6 @@ def test_responses_api_function_calls_round_trip(tiny_policy: HFPolicy) -> None:
     assert "Use tools." in tiny_policy.tokenizer.decode(engine.prompts[0])
 
 
-
 def test_responses_api_streams_its_events(tiny_policy: HFPolicy) -> None:
     gateway, _ = _serve(tiny_policy, [CALL_TEXT, "It is 5."])
     flat = {"type": "function", "name": "add", "description": "add", "parameters": ADD["function"]["parameters"]}
@@ -176,6 +175,7 @@ def test_responses_api_streams_its_events(tiny_policy: HFPolicy) -> None:
     done = next(e for e in calls if e.type == "response.function_call_arguments.done")
     assert json.loads(done.arguments) == {"a": 2, "b": 3} and calls[-1].response.output[0].name == "add"
     assert text == "It is 5." and final.output_text == "It is 5." and final.usage.output_tokens > 0
+
 
 def test_llama3_and_mistral_formats() -> None:
     from clew.gateway.tools import tool_format
