@@ -161,3 +161,12 @@ def test_models_and_the_close_endpoint(gateway: Gateway) -> None:
     status, body = _post(gateway, "/s/k/close", json.dumps({"reward": 0.5}).encode())
     assert status == 200 and body == {"session": "k", "turns": 1, "outcome": 0.5}
     assert "k" not in gateway.sessions.open_keys()
+
+
+def test_a_training_gateway_caps_what_a_call_may_sample(tiny_engine: HFEngine, tiny_policy: HFPolicy) -> None:
+    config = GatewayConfig(max_tokens=6, max_tokens_cap=3, seed=3, open_on_demand=True)
+    with Gateway(tiny_engine, tiny_policy.tokenizer, config) as capped:
+        for seed in range(4):  # the tiny model rarely stops by itself: uncapped, these run to 40 tokens
+            _chat(_client(capped, f"c{seed}"), [{"role": "user", "content": "go"}], max_tokens=40, seed=seed)
+        lengths = [len(capped.sessions.get(f"c{seed}").turns[0].action_ids) for seed in range(4)]
+    assert max(lengths) <= 3

@@ -19,7 +19,7 @@ import json
 import re
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -42,6 +42,8 @@ class GatewayConfig:
         host, port: the address (port 0: a free one, see ``Gateway.url``).
         model: the name ``/v1/models`` lists and responses carry (clients may send any model name).
         max_tokens: a call's completion budget when it sets none.
+        max_tokens_cap: the most a call may sample whatever it asks (training: ``rollout.max_new_tokens``, the
+            budget the run's memory and credit were sized for); None: only the model's context limits it.
         max_body_bytes: larger request bodies get a 413.
         seed: calls without a ``seed`` draw from ``hash(seed, session, turn)``, so runs repeat.
         open_on_demand: a call naming an unknown session opens it (``clew serve``); otherwise a 404.
@@ -52,6 +54,7 @@ class GatewayConfig:
     port: int = 0
     model: str = "clew"
     max_tokens: int = 256
+    max_tokens_cap: int | None = None
     max_body_bytes: int = 4 << 20
     seed: int = 0
     open_on_demand: bool = False
@@ -123,6 +126,8 @@ class Gateway:
             session = self.sessions.get(key)
             forced = {} if session.temperature is None else {"temperature": session.temperature, "top_p": 1.0}
             params = api.sampling({**body, **forced}, self.renderer.eos_id, self.config.max_tokens)
+            if self.config.max_tokens_cap is not None and params.max_new_tokens > self.config.max_tokens_cap:
+                params = replace(params, max_new_tokens=self.config.max_tokens_cap)
             with self.batcher.coming():  # a batch being gathered waits for this call
                 ids = list(prompt) if prompt is not None else self.renderer.chat(_checked(messages), tools)
                 if len(ids) + params.max_new_tokens > self.engine.max_model_len:

@@ -27,7 +27,8 @@ def load_harness(cfg: HarnessConfig) -> Harness:
 
 def open_gateway(engine: Any, tokenizer: Any, cfg: RunConfig) -> Gateway:
     """The gateway on the run's engine: unknown sessions refused, calls capped at ``rollout.max_new_tokens``."""
-    return Gateway(engine, tokenizer, GatewayConfig(max_tokens=cfg.rollout.max_new_tokens, seed=cfg.seed))
+    budget = cfg.rollout.max_new_tokens
+    return Gateway(engine, tokenizer, GatewayConfig(max_tokens=budget, max_tokens_cap=budget, seed=cfg.seed))
 
 
 def demonstrations(harness: Harness, tokenizer: Any, cfg: RunConfig) -> list[Group]:
