@@ -35,7 +35,10 @@ from machine import describe
 from study import finished, study_key, train_run
 
 ROOT = Path(__file__).resolve().parents[1]
-FAMILIES = {f: ROOT / "configs" / f"smollm2-{f}.yaml" for f in ("twx-coin", "textworld-coin", "agents-calc")}
+FAMILIES = {
+    f: ROOT / "configs" / f"smollm2-{f}.yaml"
+    for f in ("twx-coin", "textworld-coin", "agents-calc", "smolagents-multiply")
+}
 ESTIMATORS = {"grpo": ["preset=grpo"], "gigpo": ["preset=gigpo"], "rloo": ["preset=rloo"]}
 SHIPPED = ["iterations=0", "sft.enabled=false", "eval.at_start=true"]
 SFT = ["iterations=0", "sft.enabled=true", "eval.at_start=true"]

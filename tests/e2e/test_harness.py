@@ -83,7 +83,7 @@ def test_harness_config_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str
 @pytest.mark.slow  # a short training run on the tiny model through a smolagents agent
 def test_train_a_smolagents_harness(tiny_dir: Path, tmp_path: Path) -> None:
     pytest.importorskip("smolagents", reason="smolagents: pip install smolagents")
-    smol = "tests.e2e.harness_smolagents"
+    smol = f"{Path(__file__).parents[2] / 'examples' / 'smolagents_multiply.py'}"
     config = tmp_path / "smol.yaml"
     config.write_text(
         f"preset: grpo\npolicy: {{model: {tiny_dir}}}\nharness: {{run: '{smol}:run', tasks: '{smol}:tasks'}}\n"
