@@ -85,6 +85,7 @@ def cmd_serve(args: argparse.Namespace, say: Any) -> int:
     try:
         stop.wait(args.max_seconds or None)
     finally:
+        gateway.stop_serving()  # first: a session opened after the sweep below would be lost
         for key in gateway.sessions.open_keys():
             gateway.close_session(key, 0.0, error="open at shutdown")
         gateway.close()

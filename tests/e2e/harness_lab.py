@@ -38,4 +38,10 @@ async def run(task: dict[str, Any], client: Any) -> dict[str, Any]:
         if task["hang"]:
             await asyncio.sleep(3600)
     said = task["word"] in text
+    if task.get("miscount"):  # per-call rewards for one call of two: the harness's own mistake
+        return {"reward": float(said), "rewards": [1.0]}
     return {"reward": float(said), "success": said, "said": text}
+
+
+def miscounting_tasks(seed: int) -> dict[str, Any]:
+    return {**tasks(seed), "miscount": True}

@@ -33,6 +33,15 @@ def test_harness_groups_and_typed_failures(tiny_engine: HFEngine, tiny_policy: H
     assert all(e.turns[-1].info["success"] == (e.outcome == 1.0) for e in done)
 
 
+def test_rewards_that_miscount_the_calls_are_a_recorded_failure(tiny_engine: HFEngine, tiny_policy: HFPolicy) -> None:
+    harness = Harness(f"{LAB}:run", f"{LAB}:miscounting_tasks", timeout_s=30.0)
+    with Gateway(tiny_engine, tiny_policy.tokenizer, GatewayConfig(max_tokens=3)) as gateway:
+        (group,) = harness.collect(gateway, [Task("harness", 2, {})], group_size=2, seed=0, temperature=1.0)
+        assert not gateway.sessions.open_keys()
+    assert all(e.failure == "policy" and "1 rewards for 2 turns" in (e.error or "") for e in group.episodes)
+    assert all(len(e.turns) == 2 for e in group.episodes)  # the calls made are kept
+
+
 def test_a_harness_must_be_async() -> None:
     with pytest.raises(ValueError, match="must be an async function"):
         Harness(f"{LAB}:tasks", f"{LAB}:tasks")

@@ -147,6 +147,8 @@ def test_hostile_clients_get_a_4xx_and_nothing_is_lost(gateway: Gateway) -> None
     assert status == 413 and "limit" in body["error"]["message"]
     assert _post(gateway, "/s/h/v1/chat/completions", json.dumps({"messages": [], "n": 2}).encode())[0] == 400
     assert _post(gateway, "/s/h/v1/nothing/here", good)[0] == 404
+    status, body = _post(gateway, "/s/h/v1/completions", json.dumps({"prompt": [10**9], "max_tokens": 1}).encode())
+    assert status == 400 and "token ids must lie in" in body["error"]["message"]  # never reaches the engine
     assert not gateway.sessions.get("h").turns  # nothing refused was recorded
     with ThreadPoolExecutor(50) as pool:  # 200 concurrent calls on one session: every one answered and recorded
         statuses = list(pool.map(lambda _: _post(gateway, "/s/h/v1/chat/completions", good)[0], range(200)))
@@ -170,3 +172,29 @@ def test_a_training_gateway_caps_what_a_call_may_sample(tiny_engine: HFEngine, t
             _chat(_client(capped, f"c{seed}"), [{"role": "user", "content": "go"}], max_tokens=40, seed=seed)
         lengths = [len(capped.sessions.get(f"c{seed}").turns[0].action_ids) for seed in range(4)]
     assert max(lengths) <= 3
+
+
+def test_a_training_session_draws_its_own_seeds(tiny_engine: HFEngine, tiny_policy: HFPolicy) -> None:
+    """A harness with a fixed client seed (``ChatOpenAI(seed=42)``) must not make a group's members sample the
+    same tokens: in a training session (its temperature set) each call's seed is the session's; served, the
+    client's seed holds."""
+
+    def sampled(gateway: Gateway, key: str) -> list[int]:
+        _chat(_client(gateway, key), [{"role": "user", "content": "go"}], max_tokens=6, seed=42)
+        return gateway.sessions.get(key).turns[0].action_ids
+
+    with Gateway(tiny_engine, tiny_policy.tokenizer, GatewayConfig(max_tokens=6)) as gateway:
+        for key in ("a", "b", "c", "d"):
+            gateway.open_session(key, temperature=1.0 if key in "ab" else None)
+        assert sampled(gateway, "a") != sampled(gateway, "b")
+        assert sampled(gateway, "c") == sampled(gateway, "d")
+
+
+def test_closing_an_unknown_session_opens_nothing(tiny_engine: HFEngine, tiny_policy: HFPolicy) -> None:
+    config = GatewayConfig(max_tokens=2, open_on_demand=True)
+    with Gateway(tiny_engine, tiny_policy.tokenizer, config) as gateway:
+        assert _post(gateway, "/s/typo/close", json.dumps({"reward": 1.0}).encode())[0] == 404
+        _chat(_client(gateway, "r"), [{"role": "user", "content": "go"}])
+        status, _ = _post(gateway, "/s/r/close", json.dumps({"reward": 1.0, "rewards": [1.0, 2.0]}).encode())
+        assert status == 400 and gateway.sessions.open_keys() == ["r"]  # refused rewards: the episode is kept
+        assert len(gateway.close_session("r", 1.0).turns) == 1

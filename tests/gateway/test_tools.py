@@ -4,6 +4,7 @@ call with a given text (a test double: what it samples is fixed, so the shapes c
 
 from __future__ import annotations
 
+import copy
 import json
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -190,6 +191,13 @@ def test_llama3_and_mistral_formats() -> None:
     assert mistral.content == "Sure." and [c.name for c in mistral.calls] == ["add"]
     assert parse_tool_calls("[TOOL_CALLS][{oops", "mistral").malformed
     assert parse_tool_calls("no call", "mistral").calls == []
+    shell = parse_tool_calls('{"name": "sh", "parameters": {"cmd": "ls; pwd"}}', "llama3_json")
+    assert [json.loads(c.arguments) for c in shell.calls] == [{"cmd": "ls; pwd"}]  # a ";" inside a string is text
+    answer = parse_tool_calls('{"name": "Alice", "age": 3}', "llama3_json")  # JSON, but no call: no parameters
+    assert not answer.calls and not answer.malformed
+    huge = "9" * 5000  # past Python's int-parsing digit limit: json.loads raises ValueError, not JSONDecodeError
+    assert parse_tool_calls(f'<tool_call>{{"name": "a", "arguments": {{"x": {huge}}}}}</tool_call>').malformed
+    assert parse_tool_calls(f'[TOOL_CALLS][{{"name": "a", "arguments": {{"x": {huge}}}}}]', "mistral").malformed
     assert tool_format("{{ '[TOOL_CALLS]' }}") == "mistral"
     assert tool_format("{{- '<|python_tag|>' }}") == "llama3_json"
     assert tool_format("{% if tools %}<tool_call>{% endif %}") == "hermes"
@@ -214,3 +222,33 @@ def test_stop_strings_cut_the_recorded_ids_to_a_sampled_prefix(tiny_policy: HFPo
     assert "Observation:" in tiny_policy.tokenizer.decode(turn.action_ids)  # the cut is after the completing token
     assert "Observation:" not in tiny_policy.tokenizer.decode(turn.action_ids[:-1])
     assert len(turn.behavior_logprobs) == len(turn.action_ids)
+
+
+def test_stop_strings_cut_the_content_of_a_tool_reply_too(tiny_policy: HFPolicy) -> None:
+    gateway, _ = _serve(tiny_policy, ["Let me think.\nObservation: 5"])
+    with gateway:
+        client = openai.OpenAI(base_url=gateway.base_url("ts"), api_key="unused", max_retries=0)
+        reply = client.chat.completions.create(
+            model="m", messages=[{"role": "user", "content": "x"}], tools=[ADD], stop=["Observation:"]
+        )
+    assert reply.choices[0].message.content == "Let me think.\n"  # as without tools: up to the stop string
+
+
+class Failing(Scripted):
+    def generate(self, prompts: Any, params: SamplingParams, seeds: Any) -> list[Completion]:
+        raise ValueError("the engine broke")
+
+
+def test_engine_and_template_failures_are_told_apart(tiny_policy: HFPolicy) -> None:
+    """An engine that raises is the gateway's failure (503: a harness records it as ``infra``); a template that
+    cannot render the messages is the request's (400)."""
+    with Gateway(Failing(tiny_policy.tokenizer, []), tiny_policy.tokenizer, GatewayConfig(open_on_demand=True)) as gw:
+        client = openai.OpenAI(base_url=gw.base_url("f"), api_key="unused", max_retries=0)
+        with pytest.raises(openai.InternalServerError, match="the engine broke"):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])
+    strict = copy.deepcopy(tiny_policy.tokenizer)
+    strict.chat_template = "{{ raise_exception('roles must alternate') }}"
+    with Gateway(Scripted(strict, ["hi"]), strict, GatewayConfig(open_on_demand=True)) as gw:
+        client = openai.OpenAI(base_url=gw.base_url("t"), api_key="unused", max_retries=0)
+        with pytest.raises(openai.BadRequestError, match="roles must alternate"):
+            client.chat.completions.create(model="m", messages=[{"role": "user", "content": "x"}])

@@ -115,7 +115,9 @@ class Batcher:
         for params, requests in by_params.items():
             try:
                 out = self.engine.generate([r.prompt for r in requests], params, [r.seed for r in requests])
-            except Exception as exc:  # the engine failed: every request of the batch gets the error
+                if len(out) != len(requests):
+                    raise RuntimeError(f"the engine returned {len(out)} completions for {len(requests)} prompts")
+            except Exception as exc:  # the engine failed: every request of the batch gets the error, the thread lives
                 for r in requests:
                     r.done.set_exception(exc)
                 continue

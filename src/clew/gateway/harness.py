@@ -23,6 +23,7 @@ from __future__ import annotations
 import asyncio
 import inspect
 from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -89,6 +90,9 @@ class Harness:
 
     async def _all(self, gateway: Gateway, jobs: list[tuple[str, Any]]) -> list[Episode]:
         gate = asyncio.Semaphore(self.concurrency)
+        # a thread per running episode (a sync agent in ``asyncio.to_thread``, then its close): the default pool
+        # (cpus + 4 threads) would queue episodes while their timeout runs
+        asyncio.get_running_loop().set_default_executor(ThreadPoolExecutor(self.concurrency + 4, "clew-harness"))
 
         async def one(key: str, task: Any) -> Episode:
             async with gate:
@@ -107,7 +111,10 @@ class Harness:
             return await asyncio.to_thread(gateway.close_session, key, 0.0, None, error, failure_type(exc))
         finally:
             await client.close()
-        episode = await asyncio.to_thread(gateway.close_session, key, outcome.reward, outcome.rewards)
+        try:
+            episode = await asyncio.to_thread(gateway.close_session, key, outcome.reward, outcome.rewards)
+        except ValueError as exc:  # per-call rewards that do not match the calls made: the harness's mistake
+            return await asyncio.to_thread(gateway.close_session, key, 0.0, None, str(exc)[:500], "policy")
         if episode.turns:
             verdict = {} if outcome.success is None else {"success": outcome.success}
             episode.turns[-1].info.update({**(outcome.info or {}), **verdict})

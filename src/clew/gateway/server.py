@@ -19,6 +19,7 @@ import json
 import re
 import threading
 from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -28,7 +29,7 @@ from clew.gateway.batcher import Batcher
 from clew.gateway.render import Renderer
 from clew.gateway.sessions import Session, Sessions, UnknownSession, state_key
 from clew.gateway.tools import Parsed, parse_tool_calls
-from clew.policy.base import Completion, Engine
+from clew.policy.base import Completion, Engine, SamplingParams
 from clew.types import Episode, FailureType, Turn
 
 _PATH = re.compile(r"^(?:/s/(?P<key>[A-Za-z0-9._-]{1,128}))?(?P<route>/v1/[a-z/]+|/close)$")
@@ -99,11 +100,16 @@ class Gateway:
     ) -> Episode:  # fmt: skip
         """End the session: its episode with the harness's ``outcome`` (and per-turn ``rewards``); ``error``
         marks it failed (``failure`` says whose fault)."""
-        with self.sessions.lock(key):
-            episode = self.sessions.close(key).episode(outcome, rewards, error, failure)
+        with self.sessions.lock(key, create=False):
+            episode = self.sessions.get(key).episode(outcome, rewards, error, failure)  # may refuse the rewards
+            self.sessions.close(key)
         if self.on_close is not None:
             self.on_close(episode)
         return episode
+
+    def stop_serving(self) -> None:
+        """Accept no new calls (calls in flight still finish and record); ``close`` after it."""
+        self._server.shutdown()
 
     def close(self) -> None:
         self._server.shutdown()
@@ -124,26 +130,49 @@ class Gateway:
         tools, stops = api.chat_tools(body), api.stop_strings(body)
         with self.sessions.lock(key):
             session = self.sessions.get(key)
-            forced = {} if session.temperature is None else {"temperature": session.temperature, "top_p": 1.0}
-            params = api.sampling({**body, **forced}, self.renderer.eos_id, self.config.max_tokens)
-            if self.config.max_tokens_cap is not None and params.max_new_tokens > self.config.max_tokens_cap:
-                params = replace(params, max_new_tokens=self.config.max_tokens_cap)
+            params = self._params(session, body)
             with self.batcher.coming():  # a batch being gathered waits for this call
-                ids = list(prompt) if prompt is not None else self.renderer.chat(_checked(messages), tools)
+                ids = list(prompt) if prompt is not None else self._render(_checked(messages), tools)
                 if len(ids) + params.max_new_tokens > self.engine.max_model_len:
                     raise api.BadRequest(
                         f"prompt ({len(ids)} tokens) + max_tokens ({params.max_new_tokens}) exceeds the model's "
                         f"context ({self.engine.max_model_len})"
                     )
-                seed = body["seed"] if isinstance(body.get("seed"), int) else self._seed(key, len(session.turns))
-                future = self.batcher.submit(ids, params, seed)
-            completion = api.cut_at_stop(future.result(), stops, self.renderer.decode)
-            if tools:  # read from the ids with special tokens kept: some formats' markers are special tokens
-                parsed = parse_tool_calls(self.renderer.raw(completion.token_ids), self.renderer.tool_format)
-            else:
-                parsed = Parsed(completion.text, [], False)
+                future = self.batcher.submit(ids, params, self._call_seed(session, body))
+            completion = api.cut_at_stop(_sampled(future), stops, self.renderer.decode)
+            parsed = self._parse(completion, tools, stops)
             session.record(self._record(ids, completion, parsed, messages), messages)
         return parsed, completion, ids
+
+    def _params(self, session: Session, body: dict[str, Any]) -> SamplingParams:
+        """The call's sampling: a training session's temperature (top_p 1) over the client's, the budget capped."""
+        forced = {} if session.temperature is None else {"temperature": session.temperature, "top_p": 1.0}
+        params = api.sampling({**body, **forced}, self.renderer.eos_id, self.config.max_tokens)
+        if self.config.max_tokens_cap is not None and params.max_new_tokens > self.config.max_tokens_cap:
+            return replace(params, max_new_tokens=self.config.max_tokens_cap)
+        return params
+
+    def _call_seed(self, session: Session, body: dict[str, Any]) -> int:
+        """The client's ``seed``, except in a training session: there a harness's fixed seed would make every
+        member of a group sample the same tokens, so each call draws from ``hash(seed, session, turn)``."""
+        if isinstance(body.get("seed"), int) and not isinstance(body["seed"], bool) and session.temperature is None:
+            return int(body["seed"])
+        return self._seed(session.key, len(session.turns))
+
+    def _render(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> list[int]:
+        try:
+            return self.renderer.chat(messages, tools)
+        except ValueError:
+            raise
+        except Exception as exc:  # the template itself refused (a jinja error): the request's shape, not the engine
+            raise api.BadRequest(f"the model's chat template cannot render these messages: {exc}") from exc
+
+    def _parse(self, completion: Completion, tools: list[dict[str, Any]] | None, stops: tuple[str, ...]) -> Parsed:
+        if not tools:
+            return Parsed(completion.text, [], False)
+        raw = self.renderer.raw(completion.token_ids)  # special tokens kept: some formats' markers are special
+        cut = [raw.index(s) for s in stops if s in raw]
+        return parse_tool_calls(raw[: min(cut)] if cut else raw, self.renderer.tool_format)
 
     def _record(
         self, ids: list[int], completion: Completion, parsed: Parsed, messages: list[dict[str, Any]] | None
@@ -161,6 +190,17 @@ class Gateway:
     def _seed(self, key: str, turn: int) -> int:
         digest = hashlib.sha256(f"{self.config.seed}:{key}:{turn}".encode()).digest()
         return int.from_bytes(digest[:4], "little")
+
+
+class EngineFailure(RuntimeError):
+    """The engine raised while sampling a call (a 503: the gateway's side, not the request's)."""
+
+
+def _sampled(future: Future[Completion]) -> Completion:
+    try:
+        return future.result()
+    except Exception as exc:
+        raise EngineFailure(f"{type(exc).__name__}: {exc}") from exc
 
 
 def _checked(messages: Any) -> list[dict[str, Any]]:
@@ -204,8 +244,10 @@ class _Handler(BaseHTTPRequestHandler):
             self._error(404, f"unknown session {key!r}: open it first (or serve with open_on_demand)")
         except (api.BadRequest, ValueError) as exc:
             self._error(400, str(exc))
-        except Exception as exc:  # the engine failed: this call is lost, the gateway goes on
-            self._error(503, f"the engine failed: {type(exc).__name__}: {exc}", kind="server_error")
+        except EngineFailure as exc:  # this call is lost, the gateway goes on
+            self._error(503, f"the engine failed: {exc}", kind="server_error")
+        except Exception as exc:
+            self._error(500, f"the gateway failed: {type(exc).__name__}: {exc}", kind="server_error")
 
     def _dispatch(self, route: str, key: str, body: dict[str, Any]) -> None:
         gateway, model = self.server.gateway, self.server.gateway.config.model
@@ -303,5 +345,8 @@ def _prompt_ids(gateway: Gateway, body: dict[str, Any]) -> list[int]:
     if isinstance(prompt, str) and prompt:
         return gateway.renderer.encode(prompt)
     if isinstance(prompt, list) and prompt and all(isinstance(t, int) and not isinstance(t, bool) for t in prompt):
+        vocab = len(gateway.renderer.tokenizer)
+        if not all(0 <= t < vocab for t in prompt):
+            raise api.BadRequest(f"prompt token ids must lie in [0, {vocab})")
         return list(prompt)
     raise api.BadRequest("prompt must be a non-empty string or list of token ids (one prompt per call)")

@@ -102,11 +102,12 @@ class Sessions:
             self._locks[key] = threading.Lock()
             return self._open[key]
 
-    def lock(self, key: str) -> threading.Lock:
-        """The session's lock: a call holds it from rendering to recording, so its turns keep arrival order."""
+    def lock(self, key: str, create: bool = True) -> threading.Lock:
+        """The session's lock: a call holds it from rendering to recording, so its turns keep arrival order.
+        An unknown key opens a session when ``open_on_demand`` and ``create`` (a call, not a close)."""
         with self._guard:
             if key not in self._open:
-                if not self.open_on_demand:
+                if not (self.open_on_demand and create):
                     raise UnknownSession(key)
                 self._open[key], self._locks[key] = Session(key), threading.Lock()
             return self._locks[key]

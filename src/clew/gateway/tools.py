@@ -91,14 +91,36 @@ def _hermes(text: str) -> Parsed:
 
 
 def _llama3(text: str) -> Parsed:
-    """A reply that is a JSON call (or ``;``-joined calls), after an optional ``<|python_tag|>``."""
+    """A reply that is a JSON call (or ``;``-joined calls), after an optional ``<|python_tag|>``; an object
+    without ``parameters`` or ``arguments`` is an answer in JSON, not a call."""
     body = text.strip().removeprefix("<|python_tag|>").strip()
     if not body.startswith("{"):
         return Parsed(text, [], False)
-    calls = [_call(part) for part in body.split(";") if part.strip()]
+    objects = _json_objects(body)
+    if objects and not any("parameters" in o or "arguments" in o for o in objects):
+        return Parsed(text, [], False)
+    calls = [_call(json.dumps(o)) for o in objects] if objects else []
     if not calls or any(c is None for c in calls):
         return Parsed(text, [], '"name"' in body)  # JSON that names something but does not parse: a broken call
     return Parsed("", [c for c in calls if c is not None], False)
+
+
+def _json_objects(body: str) -> list[dict[str, Any]]:
+    """The ``;``-separated JSON objects of ``body`` (a ``;`` inside a string is text), or [] if it is not that."""
+    decoder, objects, at = json.JSONDecoder(), [], 0
+    while at < len(body):
+        try:
+            found, at = decoder.raw_decode(body, at)
+        except (ValueError, RecursionError):
+            return []
+        if not isinstance(found, dict):
+            return []
+        objects.append(found)
+        rest = body[at:].lstrip()
+        if rest and not rest.startswith(";"):
+            return []
+        at = len(body) - len(rest.removeprefix(";").lstrip())
+    return objects
 
 
 def _mistral(text: str) -> Parsed:
@@ -108,7 +130,7 @@ def _mistral(text: str) -> Parsed:
         return Parsed(text, [], False)
     try:
         listed = json.loads(body.strip())
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer past Python's digit limit
         return Parsed(text, [], True)
     listed = listed if isinstance(listed, list) else [listed]
     calls = [_call(json.dumps(item)) for item in listed]
@@ -120,7 +142,7 @@ def _mistral(text: str) -> Parsed:
 def _call(block: str) -> ToolCall | None:
     try:
         body = json.loads(block)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer past Python's digit limit
         return None
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         return None
@@ -128,7 +150,7 @@ def _call(block: str) -> ToolCall | None:
     if isinstance(arguments, str):  # some models write the arguments as a JSON string, as the API does
         try:
             arguments = json.loads(arguments)
-        except json.JSONDecodeError:
+        except (ValueError, RecursionError):
             return None
     if not isinstance(arguments, dict):
         return None
