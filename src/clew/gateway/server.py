@@ -112,7 +112,7 @@ class Gateway:
         self._server.shutdown()
 
     def close(self) -> None:
-        self._server.shutdown()
+        self.stop_serving()
         self._server.server_close()
         self.batcher.close()
 

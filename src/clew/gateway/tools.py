@@ -99,7 +99,7 @@ def _llama3(text: str) -> Parsed:
     objects = _json_objects(body)
     if objects and not any("parameters" in o or "arguments" in o for o in objects):
         return Parsed(text, [], False)
-    calls = [_call(json.dumps(o)) for o in objects] if objects else []
+    calls = [_call_of(o) for o in objects]
     if not calls or any(c is None for c in calls):
         return Parsed(text, [], '"name"' in body)  # JSON that names something but does not parse: a broken call
     return Parsed("", [c for c in calls if c is not None], False)
@@ -133,7 +133,7 @@ def _mistral(text: str) -> Parsed:
     except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer past Python's digit limit
         return Parsed(text, [], True)
     listed = listed if isinstance(listed, list) else [listed]
-    calls = [_call(json.dumps(item)) for item in listed]
+    calls = [_call_of(item) for item in listed]
     if not calls or any(c is None for c in calls):
         return Parsed(text, [], True)
     return Parsed(content.strip(), [c for c in calls if c is not None], False)
@@ -144,6 +144,11 @@ def _call(block: str) -> ToolCall | None:
         body = json.loads(block)
     except (ValueError, RecursionError):  # ValueError: bad JSON, or an integer past Python's digit limit
         return None
+    return _call_of(body)
+
+
+def _call_of(body: Any) -> ToolCall | None:
+    """A decoded call object: ``name`` and ``arguments`` (or ``parameters``: an object, or a JSON string of one)."""
     if not isinstance(body, dict) or not isinstance(body.get("name"), str):
         return None
     arguments = body.get("arguments", body.get("parameters", {}))
