@@ -10,8 +10,9 @@ Models, both random-init Llama-shaped with the tiny byte-level BPE tokenizer (vo
   (vocab 49152), from ``clew models get smollm2-135m-instruct``; prompts go through its chat template.
 
 Two tables per model:
-1. **RL step** (end to end): G = 8, 32 new tokens, 16 completions per step (2 prompts x 8), lr 1e-3, no
-   KL, token-mean ("dapo") loss, fp32, no gradient checkpointing; the same prompts and toy reward for
+1. **RL step** (end to end): G = 8, 32 new tokens, 16 completions per step (2 prompts x 8), lr 1e-3
+   (``--lr``; full fine-tuning of SmolLM2 at 1e-3 makes clew's step guard halve and reject every step, so its
+   rows use 1e-5), no KL, token-mean ("dapo") loss, fp32, no gradient checkpointing; the same prompts and toy reward for
    every engine. completions/s = 16 / median step time (the first, warm-up step excluded); generated
    tokens/s uses the mean completion length of the measured steps; rollout share = clew's
    ``time/rollout_s`` / ``time/iteration_s`` (metrics.jsonl); peak RSS = the child process's max RSS.
@@ -129,7 +130,7 @@ LORA = {"r": 16, "alpha": 32}  # every linear layer but the head (peft: "all-lin
 STAGES = ("pack", "old_logprobs", "forward_backward", "guard", "optimizer", "sync", "probe")
 
 
-def run_clew(model_dir: Path, steps: int, engine: str, lora: bool) -> dict[str, float]:
+def run_clew(model_dir: Path, steps: int, engine: str, lora: bool, lr: float) -> dict[str, float]:
     from clew.store.trajectories import read_trajectories
     from clew.trainer.config import load_config
     from clew.trainer.loop import Trainer
@@ -137,7 +138,7 @@ def run_clew(model_dir: Path, steps: int, engine: str, lora: bool) -> dict[str, 
     overrides = [
         "preset=grpo", f"policy.model={model_dir}", f"iterations={steps}", f"tasks_per_iteration={PROMPTS_PER_STEP}",
         "env.id=throughput:PromptEnv", f"rollout.group_size={GROUP}", "rollout.max_turns=1",
-        f"rollout.max_new_tokens={NEW_TOKENS}", f"train.lr={LR}", "train.minibatch_rows=16",
+        f"rollout.max_new_tokens={NEW_TOKENS}", f"train.lr={lr}", "train.minibatch_rows=16",
         "train.microbatch_rows=16", "objective.aggregation=token_mean", "eval.every=0", "eval.episodes=1",
         f"checkpoint_every={steps}", f"rollout.engine={engine}",
     ]  # fmt: skip
@@ -155,8 +156,9 @@ def run_clew(model_dir: Path, steps: int, engine: str, lora: bool) -> dict[str, 
         rows = [row for f in files for row in read_trajectories(f) if row["iteration"] in measured]
     profile = {f"stage/{s}": statistics.median(r.get(f"time/learner/{s}", 0.0) for r in iters) for s in STAGES}
     profile["stage/rollout"] = statistics.median(r["time/rollout_s"] for r in iters)
-    if "train/padding_share" in iters[0]:
-        profile["padding_share"] = statistics.fmean(r["train/padding_share"] for r in iters)
+    for key in ("padding_share", "backtracks", "rejected_steps"):
+        if f"train/{key}" in iters[0]:
+            profile[key] = statistics.fmean(r[f"train/{key}"] for r in iters)
     return {
         "step_s": statistics.median(r["time/iteration_s"] for r in iters),
         "rollout_share": sum(r["time/rollout_s"] for r in iters) / sum(r["time/iteration_s"] for r in iters),
@@ -165,7 +167,7 @@ def run_clew(model_dir: Path, steps: int, engine: str, lora: bool) -> dict[str, 
     }
 
 
-def run_trl(model_dir: Path, steps: int, lora: bool) -> dict[str, float]:
+def run_trl(model_dir: Path, steps: int, lora: bool, lr: float) -> dict[str, float]:
     from datasets import Dataset
     from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
     from trl import GRPOConfig, GRPOTrainer
@@ -193,7 +195,7 @@ def run_trl(model_dir: Path, steps: int, lora: bool) -> dict[str, float]:
 
     config = GRPOConfig(
         output_dir=tempfile.mkdtemp(), per_device_train_batch_size=PER_STEP, num_generations=GROUP,
-        max_completion_length=NEW_TOKENS, learning_rate=LR, beta=0.0, loss_type="dapo", bf16=False,
+        max_completion_length=NEW_TOKENS, learning_rate=lr, beta=0.0, loss_type="dapo", bf16=False,
         gradient_checkpointing=False, max_steps=steps, logging_steps=1, report_to="none", save_strategy="no",
         use_cpu=True, seed=0, dataloader_num_workers=0,
     )  # fmt: skip
@@ -279,16 +281,16 @@ def run_gen(kind: str, model_dir: Path) -> dict[str, float]:
     return {"tokens_per_s": statistics.median(rates), "tokens_per_completion": statistics.fmean(tokens)}
 
 
-def child(kind: str, model_dir: Path, steps: int, lora: bool) -> None:
+def child(kind: str, model_dir: Path, steps: int, lora: bool, lr: float) -> None:
     import torch
 
     torch.set_num_threads(2)
     if kind.startswith("gen-"):
         result = run_gen(kind, model_dir)
     elif kind == "trl":
-        result = run_trl(model_dir, steps, lora)
+        result = run_trl(model_dir, steps, lora, lr)
     else:
-        result = run_clew(model_dir, steps, kind.removeprefix("clew-"), lora)
+        result = run_clew(model_dir, steps, kind.removeprefix("clew-"), lora, lr)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print("RESULT " + json.dumps(result))
 
@@ -299,6 +301,7 @@ def measure(kind: str, model_dir: Path, steps: int, opts: argparse.Namespace) ->
     wait_for_quiet()
     cmd = [sys.executable, __file__, "--child", kind, "--model", str(model_dir), "--steps", str(steps)]
     cmd += ["--lora"] if opts.lora else []
+    cmd += ["--lr", str(opts.lr)]
     before = cpu_seconds()
     out = subprocess.run(cmd, capture_output=True, text=True, env=_env(opts.src if kind.startswith("clew") else None))
     after = cpu_seconds()
@@ -390,6 +393,9 @@ def profile_table(results: dict[str, list[dict[str, float]]]) -> None:
         print(f"| {stage} | " + " | ".join(cells) + " |")
     pads = [f"{statistics.fmean(r.get('padding_share', float('nan')) for r in runs):.0%}" for runs in clew.values()]
     print("| padding share of computed tokens | " + " | ".join(pads) + " |")
+    for key, label in (("backtracks", "guard halvings per step"), ("rejected_steps", "steps the guard rejected")):
+        cells = [f"{statistics.fmean(r.get(key, float('nan')) for r in runs):.2f}" for runs in clew.values()]
+        print(f"| {label} | " + " | ".join(cells) + " |")
 
 
 def ratios(name: str, rates: dict[str, float]) -> None:
@@ -448,19 +454,20 @@ def main() -> None:
     parser.add_argument("--model")
     parser.add_argument("--models", default="tiny,llama-75m", help=f"comma-separated: {','.join(MODELS)}")
     parser.add_argument("--lora", action="store_true", help="LoRA r 16 on every linear layer (clew and TRL)")
+    parser.add_argument("--lr", type=float, default=LR, help="learning rate of both trainers")
     parser.add_argument("--engines", help=f"RL rows to run, comma-separated: {','.join(RL_ENGINES)}")
     parser.add_argument("--no-gen", action="store_true", help="skip the generation-only table")
     parser.add_argument("--src", help="clew children import clew from SRC/src (an earlier checkout)")
     args = parser.parse_args()
     if args.child:
-        child(args.child, Path(args.model), args.steps, args.lora)
+        child(args.child, Path(args.model), args.steps, args.lora, args.lr)
         return
     steps, reps = (3, 1) if args.quick else (args.steps, args.reps)
     rl, gen, notes = engine_lists(args.quick)
     rl = [k for k in rl if not args.engines or k in args.engines.split(",")]
     gen = [] if args.no_gen else gen
     print(f"machine: {describe()}; steps per run {steps} (first excluded), repetitions {reps}")
-    tuning = "LoRA r 16, all linear layers" if args.lora else "full fine-tuning"
+    tuning = ("LoRA r 16, all linear layers" if args.lora else "full fine-tuning") + f", lr {args.lr:g}"
     print(f"clew from {args.src or 'this checkout'}; {tuning}")
     for note in notes:
         print(f"- {note}")

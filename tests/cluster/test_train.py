@@ -25,6 +25,7 @@ def _cfg(tiny_dir: Path, *overrides: str) -> RunConfig:
         "rollout.max_new_tokens=3", "rollout.context=window", "train.minibatch_rows=32", "train.microbatch_rows=8",
         "eval.every=0", "eval.at_start=false", "eval.episodes=8", "sft.enabled=true", "sft.episodes=16",
         "sft.epochs=2", "shaping.invalid_action_penalty=0.1",
+        "rollout.parity_probe_every=1",  # every sync of the remote engines is probed: the tests read each one
     ]  # fmt: skip
     return load_config(None, [*base, *overrides])
 

@@ -94,21 +94,28 @@ def test_rows_are_exactly_what_the_engine_saw_and_sampled(
 
 
 def test_vllm_trains_with_a_checked_sync_every_iteration(tiny_cfg: Make, tmp_path: Path) -> None:
+    """The parity probe runs at the first sync (then every 10th); every update checks the sync it trained on
+    for free: the learner's log-probs of the sampled tokens against vLLM's."""
     needs_vllm()
     cfg = tiny_cfg(*VLLM)
     assert cfg.objective.tis_cap == 2.0  # TIS on by default: the engine is not the learner's own model
     summary = Trainer(cfg, tmp_path / "run").fit()
     assert summary["iterations"] == 2
     its = records(tmp_path / "run", "iteration")
-    assert all(0 <= r["engine/logprob_max_abs_diff"] < 1e-3 and r["time/sync_s"] >= 0 for r in its)
-    assert records(tmp_path / "run", "engine")[0]["engine/name"] == "vllm"
+    assert all(0 <= r["engine/train_logprob_max_abs_diff"] < 1e-3 and r["time/sync_s"] >= 0 for r in its)
+    assert not any("engine/logprob_max_abs_diff" in r for r in its)  # syncs 2 and 3: not probed
+    engine = records(tmp_path / "run", "engine")[0]
+    assert engine["engine/name"] == "vllm" and engine["engine/logprob_max_abs_diff"] < 1e-3
 
 
 def test_vllm_serves_a_lora_policy_through_merged_weights(tiny_cfg: Make, tmp_path: Path) -> None:
     """The adapters move every iteration; the engine gets base + delta and the parity probe holds."""
     needs_vllm()
     lora = "policy.lora={r: 4, alpha: 8, target_modules: [q_proj, v_proj, down_proj]}"
-    cfg = tiny_cfg(*VLLM, lora, "shaping.invalid_action_penalty=0.5", "eval.every=0", "eval.at_start=false")
+    cfg = tiny_cfg(
+        *VLLM, lora, "shaping.invalid_action_penalty=0.5", "eval.every=0", "eval.at_start=false",
+        "rollout.parity_probe_every=1",
+    )  # fmt: skip
     Trainer(cfg, tmp_path / "run").fit()
     its = records(tmp_path / "run", "iteration")
     assert all(r["train/grad_norm"] > 0 for r in its)  # the adapters did change
@@ -132,16 +139,24 @@ def test_seeded_vllm_runs_repeat_exactly(tiny_cfg: Make, tmp_path: Path) -> None
     assert loss[0] == loss[1]
 
 
-def test_a_skipped_sync_stops_the_run_loudly(tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("every, caught_at", [(None, 1), (1, 0)])
+def test_a_skipped_sync_stops_the_run_loudly(
+    tiny_cfg: Make, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, every: int | None, caught_at: int
+) -> None:
+    """Probed at every sync, the stale engine is caught at the sync of iteration 0. By default (every 10th sync)
+    iteration 1's update sees its rows' engine log-probs disagree with the learner's, so that sync is probed."""
     needs_vllm()
     from clew.policy.vllm_engine import VLLMEngine
 
     monkeypatch.setattr(VLLMEngine, "load_weights", lambda self, named: None)  # the deliberate bug
     with pytest.raises(
-        EngineError, match=r"parity probe after the weight sync of iteration 0.*rollout.engine_tolerance"
+        EngineError, match=rf"parity probe after the weight sync of iteration {caught_at}.*rollout.engine_tolerance"
     ):
         # penalised invalid actions give the untrained model a gradient, so the first update moves it
-        cfg = tiny_cfg(*VLLM, "train.lr=3e-3", "shaping.invalid_action_penalty=0.5", "eval.at_start=false")
+        cfg = tiny_cfg(
+            *VLLM, "train.lr=3e-3", "shaping.invalid_action_penalty=0.5", "eval.at_start=false",
+            f"rollout.parity_probe_every={every if every else 'null'}",
+        )  # fmt: skip
         Trainer(cfg, tmp_path / "run").fit()
     assert (tmp_path / "run" / "metrics.jsonl").exists()
 

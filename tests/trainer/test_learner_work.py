@@ -267,6 +267,32 @@ def test_the_parity_probe_cadence(tiny_policy: HFPolicy) -> None:
         assert all(m["time/learner/sync"] >= 0 for m in seen)
 
 
+def test_an_engine_that_receives_weights_is_probed_every_tenth_sync_or_when_training_saw_a_gap(
+    tiny_policy: HFPolicy,
+) -> None:
+    framing = Framing(tiny_policy.tokenizer, tiny_policy.chat)
+    prompts = probe_prompts("keydoor-v0", {"width": 3, "height": 3}, framing)
+    engine = make_engine("hf", tiny_policy.model, tokenizer=tiny_policy.tokenizer)
+    link = EngineLink(engine, tiny_policy, prompts, RolloutConfig(max_new_tokens=3), shared=False)
+    seen = [link.sync(i) for i in range(-1, 11)]
+    assert ["engine/logprob_max_abs_diff" in m for m in seen] == [True] + [False] * 9 + [True, False]
+    gaps = [None, 0.0, 5e-4, 2e-3]  # the last update's learner-vs-engine gap; above engine_tolerance: probe now
+    assert ["engine/logprob_max_abs_diff" in link.sync(11, g) for g in gaps] == [False, False, False, True]
+
+
+def test_the_learner_measures_the_sync_gap_on_its_first_step(tiny_policy: HFPolicy) -> None:
+    """engine/train_logprob_max_abs_diff: max |learner - behaviour| log-prob over the first optimizer step's
+    action tokens, at the weights the rows were sampled with (later steps do not count)."""
+    cfg = TrainConfig(lr=1e-2, minibatch_rows=4, microbatch_rows=2, ppo_epochs=2, guard_max_kl=None)
+    scored = Learner(copy.deepcopy(tiny_policy), cfg, ObjectiveConfig()).recompute_old_logprobs(_rows(tiny_policy, 8))
+    rows = [dataclasses.replace(r, behavior_logprobs=r.old_logprobs, old_logprobs=None) for r in scored]
+    shifted = [dataclasses.replace(r, behavior_logprobs=[b + 0.25 for b in r.behavior_logprobs]) for r in rows]
+    for batch, expected in [(rows, 0.0), (shifted, 0.25)]:  # 4 steps of lr 1e-2 move the policy by more than 1e-4
+        learner = Learner(copy.deepcopy(tiny_policy), cfg, ObjectiveConfig(tis_cap=2.0))
+        gap = learner.update(batch, seed=0)["engine/train_logprob_max_abs_diff"]
+        assert gap == pytest.approx(expected, abs=1e-4)
+
+
 def test_the_parity_probe_samples_a_few_tokens(tiny_policy: HFPolicy) -> None:
     framing = Framing(tiny_policy.tokenizer, tiny_policy.chat)
     engine = make_engine("hf", tiny_policy.model, tokenizer=tiny_policy.tokenizer)
@@ -311,7 +337,7 @@ def test_one_process_overlaps_the_next_rollout_with_the_update(tiny_cfg: Any, tm
 
     cfg = tiny_cfg(
         "iterations=3", "rollout.max_staleness=1", "eval.every=0", "eval.at_start=false",
-        "shaping.invalid_action_penalty=0.5", "train.lr=0.01",
+        "shaping.invalid_action_penalty=0.5", "train.lr=0.01", "rollout.parity_probe_every=1",
     )  # fmt: skip
     assert cfg.objective.tis_cap == 2.0
     Trainer(cfg, tmp_path / "run").fit()

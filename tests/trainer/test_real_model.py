@@ -51,7 +51,7 @@ def test_the_real_model_with_the_vllm_engine(smol: Path, tmp_path: Path) -> None
     pytest.importorskip("vllm", reason="the vllm extra is not installed")
     cfg = _cfg(
         "policy.lora={r: 8, alpha: 16, target_modules: [q_proj, v_proj]}",
-        "rollout.engine=vllm", "rollout.engine_params={kv_cache_gib: 0.5}",
+        "rollout.engine=vllm", "rollout.engine_params={kv_cache_gib: 0.5}", "rollout.parity_probe_every=1",
     )  # fmt: skip
     Trainer(cfg, tmp_path / "run").fit()
     records = read_jsonl(tmp_path / "run" / "metrics.jsonl")
@@ -59,3 +59,4 @@ def test_the_real_model_with_the_vllm_engine(smol: Path, tmp_path: Path) -> None
     (it,) = [r for r in records if r["kind"] == "iteration"]
     assert start["engine/name"] == "vllm"
     assert start["engine/logprob_max_abs_diff"] < 1e-3 and it["engine/logprob_max_abs_diff"] < 1e-3
+    assert it["engine/train_logprob_max_abs_diff"] < 1e-3  # the merged adapters, seen on the trained tokens

@@ -84,9 +84,10 @@ class RolloutConfig(BaseModel):
     parity_probe_every: int | None = Field(
         None,
         ge=1,
-        description="run the parity probe after every N-th weight sync (the first sync always). None: every sync for "
-        "an engine that receives weights (vllm, any engine on a cluster); only the first for the in-process hf "
-        "engine, which samples from the learner's own tensors (nothing is copied, so nothing can arrive stale)",
+        description="run the parity probe after every N-th weight sync (the first sync always). None: every 10th "
+        "sync for an engine that receives weights (vllm, any engine on a cluster), and at once whenever the last "
+        "update saw its tokens' learner and engine log-probs differ by more than engine_tolerance; only the first "
+        "for the in-process hf engine, which samples from the learner's own tensors (nothing can arrive stale)",
     )
     parity_probe_tokens: int = Field(
         8,

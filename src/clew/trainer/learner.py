@@ -28,6 +28,8 @@ from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
 from clew.trainer.guard import StepGuard, hold_back
 from clew.trainer.timing import Stopwatch
 
+SYNC_GAP = "engine/train_logprob_max_abs_diff"  # max |learner - engine| log-prob on the first step's action tokens
+
 
 class Ranks(Protocol):
     """This learner's place among data-parallel ranks, and the sum over them (``clew.trainer.distributed``)."""
@@ -106,6 +108,7 @@ class Learner:
         self.optimizer = adamw(params, lr=train.lr, weight_decay=train.weight_decay)
         self.steps = 0
         self.guard: StepGuard | None = None  # built at the first update (train.guard_max_kl)
+        self._sync_gap = False  # measure SYNC_GAP in the loss forward (the first optimizer step of an update)
         self.reference = None
         if train.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -141,6 +144,7 @@ class Learner:
             with clock("old_logprobs"):
                 packed = self._with_proximal(packed)
         first_step, lengths = self.steps, packed.lengths
+        self._sync_gap = True  # the first optimizer step's loss forwards run on the weights the engine got
         with training_mode(self.model):
             for epoch in range(cfg.ppo_epochs):
                 order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
@@ -242,12 +246,16 @@ class Learner:
             total += float(loss.detach())
             share = len(rows) / n_rows
             for key, value in micro_metrics.items():
-                metrics[key] += float(value) * share
+                if key == SYNC_GAP:  # a max over the step's rows (summed over data-parallel ranks: an upper bound)
+                    metrics[key] = max(metrics[key], float(value))
+                else:
+                    metrics[key] += float(value) * share
             metrics["tokens/computed"] += batch.rows.input_ids.numel()
             metrics["tokens/real"] += float(batch.rows.attention_mask.sum())
         if self.ranks is not None:
             total, metrics = self.ranks.sum(self.model, total, metrics)
         metrics.update(self._apply_gradients(total, guard, clock))
+        self._sync_gap = False
         return dict(metrics)
 
     def _weights(self, rows: list[TokenRow], packed: PackedBatch) -> torch.Tensor:
@@ -296,6 +304,9 @@ class Learner:
             **obj.params,
         )
         metrics["policy/entropy"] = objectives.aggregate(entropy.detach(), rows.action_mask, "token_mean")
+        if self._sync_gap:
+            gap = (logp.detach().float() - batch.behavior_logprobs).abs() * rows.action_mask
+            metrics[SYNC_GAP] = gap.max() if gap.numel() else torch.zeros(())
         return (weights * per_token).sum(), metrics
 
     @torch.no_grad()

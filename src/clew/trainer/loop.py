@@ -20,6 +20,7 @@ from clew.table import TurnTable
 from clew.trainer import reporting, stages
 from clew.trainer.checkpoint import TrainerState
 from clew.trainer.config import RunConfig
+from clew.trainer.learner import SYNC_GAP
 from clew.trainer.record import Reporter, rollout_metrics
 from clew.trainer.select import cap_rows
 from clew.trainer.session import Session, close, open_session
@@ -61,7 +62,8 @@ class Trainer:
             rollout_s = time.perf_counter() - start
             metrics, ahead = stages.update(session, rows, it)  # update (off-policy: the next rollout meanwhile)
             assert session.link is not None
-            metrics.update(session.link.sync(it))  # sync: weights to the engine, checked by the parity probe
+            gap = metrics.get(SYNC_GAP) if staleness == 0 else None  # the engine's last sync, seen by the learner
+            metrics.update(session.link.sync(it, gap))  # sync: weights to the engine, checked by the parity probe
             metrics["rollout/staleness"] = staleness
             env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
             state = TrainerState(it + 1, session.learner.steps, state.env_steps + env_steps)

@@ -5,6 +5,14 @@ a stale prefix cache) makes every later rollout off-policy without any error. So
 the engine samples a fixed small batch (fixed prompts, fixed seeds, the rollout temperature) and
 the learner re-scores those tokens; the largest absolute log-prob difference is logged as
 ``engine/logprob_max_abs_diff`` and a value above ``rollout.engine_tolerance`` stops the run.
+
+The probe costs a short generation and a re-score (10 % of a SmolLM2 step with vLLM when run at every
+sync), so an engine that receives weights is probed at the first sync and every ``PROBE_EVERY``-th after
+it (``rollout.parity_probe_every`` sets another cadence). In between, every update measures the same
+gap for free on the tokens it trains on (the learner's log-probs at the synced weights against the
+engine's, ``engine/train_logprob_max_abs_diff``); a gap above the tolerance makes the next sync probe.
+A failure that only appears after some syncs (a cache that is not reset) also shows at the next cadenced
+probe: its prompts are the same at every sync.
 """
 
 from __future__ import annotations
@@ -21,6 +29,7 @@ from clew.policy.lora import is_lora, merge_into_base, merged_weights
 from clew.rollout import Framing, RolloutConfig
 from clew.rollout.context import FullContext, History
 
+PROBE_EVERY = 10  # syncs between parity probes of an engine that receives weights (the first is always probed)
 PROBE_SEEDS = tuple(range(900_000, 900_004))  # env seeds of the probe prompts (outside train/SFT/eval)
 
 
@@ -63,19 +72,23 @@ class EngineLink:
     shared: bool = True  # an in-process hf engine runs on the learner's own model (a remote one never does)
     syncs: int = 0  # syncs so far: rollout.parity_probe_every counts them (the first is always probed)
 
-    def sync(self, iteration: int) -> dict[str, float]:
+    def sync(self, iteration: int, learner_gap: float | None = None) -> dict[str, float]:
         """Load the learner's weights (every tensor of its state dict) into the engine, then probe.
 
         The ``hf`` engine shares the learner's model (LoRA adapters included): its own tensors, nothing to
-        copy. Another engine gets plain weights; a LoRA policy's are merged (``clew.policy.lora``)."""
+        copy. Another engine gets plain weights; a LoRA policy's are merged (``clew.policy.lora``).
+        ``learner_gap``: the last update's max |learner - engine| log-prob on the tokens it trained on
+        (``engine/train_logprob_max_abs_diff``, None when they were sampled off-policy); above
+        ``rollout.engine_tolerance`` it makes an engine that receives weights probe now, whatever the cadence."""
         start = time.perf_counter()
         model = self.policy.model
         shared = self.shared and engine_spec(self.rollout.engine).shares_learner_weights
         self.engine.load_weights(merged_weights(model) if is_lora(model) and not shared else model.state_dict().items())
         sync_s = time.perf_counter() - start
-        every = self.rollout.parity_probe_every or (1 << 62 if shared else 1)
+        every = self.rollout.parity_probe_every or (1 << 62 if shared else PROBE_EVERY)
+        suspect = not shared and learner_gap is not None and learner_gap > self.rollout.engine_tolerance
         self.syncs += 1
-        if (self.syncs - 1) % every:
+        if (self.syncs - 1) % every and not suspect:
             return {"time/sync_s": sync_s, "time/learner/sync": sync_s}
         start = time.perf_counter()
         gap = self.parity_gap()
