@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -30,12 +31,13 @@ from clew.cli_checks import (
     non_negative_float,
     train_overrides,
 )
-from clew.cli_eval import build_actor, parse_kv, rollout_config
+from clew.cli_eval import aggregate_line, build_actor, eval_record, eval_report, parse_kv, rollout_config
 from clew.cli_serve import add_serve_args, cmd_check_template, cmd_serve
 from clew.paths import root_from_environment, set_cache_root
 from clew.plugins import load_plugins
 from clew.policy.base import engines
 from clew.rollout.context import CONTEXTS
+from clew.store.run import atomic_write_text
 
 console = Console()
 
@@ -93,28 +95,47 @@ def cmd_check_env(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from clew.envs import Closeable
-    from clew.eval import diagnose, ending_shares, eval_tasks, evaluate
-    from clew.eval.diagnose import EVAL_KNOBS
+    from clew.eval import eval_tasks
     from clew.rollout import ScriptedActor
 
     env = make_env(args.env, args.env_arg, "--env")  # everything is checked before any model loads
     try:
-        if args.policy in ("expert", "random"):
-            ScriptedActor(args.policy).check(env)
+        for spec in args.policy:
+            if spec in ("expert", "random"):
+                ScriptedActor(spec).check(env)
     except ValueError as exc:
         raise UsageError(f"argument --policy: {exc}") from None
     finally:
         if isinstance(env, Closeable):
             env.close()
     cfg = rollout_config(args)
-    actor, framing = build_actor(args.policy, args.temperature, args.max_new_tokens, args.engine)
     tasks = eval_tasks(args.env, args.episodes, args.group_size, parse_kv(args.env_arg))
+    runs = []
+    for spec in args.policy:
+        actor, framing = build_actor(spec, args.temperature, args.max_new_tokens, args.engine)
+        for seed in range(args.seed, args.seed + args.seeds):
+            runs.append(_eval_one(args, spec, seed, actor, framing, tasks, cfg))
+    report = eval_report(args, runs)
+    if report["aggregate"]:
+        console.print(aggregate_line(report["aggregate"]))
+    if args.json:
+        atomic_write_text(args.json, json.dumps(report, indent=2))
+        console.print(f"wrote {args.json}")
+    return 0
+
+
+def _eval_one(args: argparse.Namespace, spec: str, seed: int, actor: Any, framing: Any, tasks: Any, cfg: Any) -> Any:
+    """One policy at one sampling seed: the summary, pass@k lines and the diagnosis; returns its record."""
+    from clew.eval import at_k, diagnose, ending_shares, evaluate
+    from clew.eval.diagnose import EVAL_KNOBS
+
     with progress() as bar:
-        job = bar.add_task(f"eval {args.policy} on {args.env}", total=len(tasks) * args.group_size)
-        result, groups = evaluate(
-            actor, tasks, cfg, args.seed, framing, on_progress=lambda n: bar.update(job, completed=n)
-        )
-    console.print(result.summary())
+        job = bar.add_task(f"eval {spec} on {args.env} (seed {seed})", total=len(tasks) * args.group_size)
+        result, groups = evaluate(actor, tasks, cfg, seed, framing, on_progress=lambda n: bar.update(job, completed=n))
+    console.print(result.summary(), markup=False)
+    metrics = at_k(groups, args.k, seed)
+    if metrics:
+        console.print("; ".join(m.summary() for m in metrics) + f" over {len(groups)} tasks", markup=False)
     episodes = [e for g in groups for e in g.episodes]
     budgets = cfg.model_dump(include={"max_new_tokens", "max_turns", "max_prompt_tokens"})
     line = diagnose(ending_shares(episodes), budgets, EVAL_KNOBS)
@@ -122,13 +143,18 @@ def cmd_eval(args: argparse.Namespace) -> int:
         error = next((e.error for e in episodes if e.error), None)
         example = f" (first: {error[:200]})" if error and line.endswith(EVAL_KNOBS["error"]) else ""
         console.print(line + example, style="yellow", markup=False)
-    return 0
+    return eval_record(spec, seed, result, metrics)
 
 
 def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="registered env id or module:Class")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], help="env kwarg as key=value (repeatable)")
-    p.add_argument("--policy", default="expert", help="expert | random | model path/name | run dir")
+    p.add_argument(
+        "--policy", action="append", help="expert | random | model path/name | run dir (repeatable: runs of one method)"
+    )
+    p.add_argument("--seeds", type=int_at_least(1), default=1, help="sampling seeds per policy: --seed, --seed+1, ...")
+    p.add_argument("--k", type=int_at_least(1), nargs="+", default=[], help="pass@k, mean@k, maj@k (k <= --group-size)")
+    p.add_argument("--json", type=Path, help="write every result and the aggregate over runs to this JSON file")
     p.add_argument("--episodes", type=int_at_least(1), default=100)
     p.add_argument("--group-size", type=int_at_least(1), default=1)
     p.add_argument("--max-turns", type=int_at_least(1), default=64)

@@ -100,7 +100,15 @@ def check_env_id(env_id: str, flag: str) -> None:
 
 def check_eval(args: argparse.Namespace) -> None:
     check_env_id(args.env, "--env")
-    check_policy(args.policy)
+    args.policy = args.policy or ["expert"]
+    for spec in args.policy:
+        check_policy(spec)
+    too_big = [k for k in args.k if k > args.group_size]
+    if too_big:
+        raise UsageError(
+            f"argument --k: {too_big[0]} is more than --group-size {args.group_size}: pass@k, mean@k and maj@k "
+            "are estimated from the group's samples of each task, so --group-size must be at least the largest k"
+        )
 
 
 def check_policy(spec: str, flag: str = "--policy") -> None:

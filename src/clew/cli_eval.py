@@ -107,3 +107,44 @@ def context_params(args: argparse.Namespace) -> dict[str, Any]:
     if args.window_turns is not None:
         params["turns"] = args.window_turns
     return params
+
+
+# --- results of `clew eval`: one record per (policy, seed), an aggregate over them ------------------------------
+
+
+def eval_record(spec: str, seed: int, result: Any, metrics: Sequence[Any]) -> dict[str, Any]:
+    """One evaluation run as JSON: the policy, its sampling seed, the summary metrics and pass@k & co."""
+    at_k = {m.name: {"value": m.value, "low": m.low, "high": m.high, "tasks": m.tasks} for m in metrics}
+    return {"policy": spec, "seed": seed, **result.as_dict(), "at_k": at_k}
+
+
+def eval_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Every run and, with more than one, the aggregate of their success rates (``aggregate_runs``)."""
+    settings = {"env": args.env, "env_args": parse_kv(args.env_arg), "episodes": args.episodes,
+                "group_size": args.group_size, "temperature": args.temperature, "k": list(args.k)}  # fmt: skip
+    return {"settings": settings, "runs": runs, "aggregate": aggregate_runs(runs) if len(runs) > 1 else None}
+
+
+def aggregate_runs(runs: Sequence[dict[str, Any]], resamples: int = 2000, seed: int = 0) -> dict[str, Any]:
+    """Success over runs (policies x sampling seeds, each run one score): mean and interquartile mean with 95 %
+    bootstrap intervals over runs, as rliable reports them (Agarwal et al., arXiv 2108.13264; one env is one
+    stratum, so the stratified bootstrap resamples the runs)."""
+    import numpy as np
+
+    from clew.eval import iqm, stratified_bootstrap
+
+    scores = [float(r["success_rate"]) for r in runs]
+    mean = lambda a: float(np.mean(a))  # noqa: E731
+    return {
+        "runs": len(scores), "scores": scores,
+        "mean": mean(scores), "mean_interval": list(stratified_bootstrap([scores], mean, resamples, seed=seed)),
+        "iqm": iqm(np.array(scores)), "iqm_interval": list(stratified_bootstrap([scores], iqm, resamples, seed=seed)),
+    }  # fmt: skip
+
+
+def aggregate_line(agg: dict[str, Any]) -> str:
+    (lo, hi), (ilo, ihi) = agg["mean_interval"], agg["iqm_interval"]
+    return (
+        f"over {agg['runs']} runs: mean success {agg['mean']:.1%} [{lo:.1%}, {hi:.1%}], "
+        f"IQM {agg['iqm']:.1%} [{ilo:.1%}, {ihi:.1%}] (95 % bootstrap over runs)"
+    )

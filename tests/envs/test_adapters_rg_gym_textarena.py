@@ -56,7 +56,8 @@ def test_rg_multi_turn_wrong_then_right_gives_outcome_one(rg: Any) -> None:
     assert "try again" in wrong.observation.lower() and "2 attempt(s) left" in wrong.observation
     assert env.state_key() == "chain_sum:7:1"
     right = env.step(env.expert_action())
-    assert right.terminated and right.outcome == 1.0 and right.info == {"score": 1.0, "attempt": 2, "success": True}
+    assert right.terminated and right.outcome == 1.0
+    assert right.info == {"score": 1.0, "attempt": 2, "success": True, "answer": env.expert_action()}
 
 
 def test_rg_runs_out_of_attempts_with_the_last_score(rg: Any) -> None:

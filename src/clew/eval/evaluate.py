@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from clew.eval.stats import wilson_interval
+from clew.eval.sampling import NotComparable, final_answer, maj_at_k, mean_at_k, pass_at_k
+from clew.eval.stats import bootstrap_interval, wilson_interval
 from clew.rollout import Actor, Framing, RolloutConfig, Task, collect
 from clew.types import Episode, Group
 
@@ -79,3 +81,52 @@ def summarize(episodes: Sequence[Episode]) -> EvalResult:
         truncation_rate=sum(e.truncated for e in episodes) / n if n else 0.0,
         error_rate=sum(e.error is not None for e in episodes) / n if n else 0.0,
     )
+
+
+@dataclass(frozen=True)
+class AtK:
+    """One of pass@k, mean@k, maj@k: the mean over tasks, with a 95 % percentile bootstrap over tasks (NaN with
+    one task)."""
+
+    name: str
+    value: float
+    low: float
+    high: float
+    tasks: int
+
+    def summary(self) -> str:
+        spread = "" if math.isnan(self.low) else f" [{self.low:.1%}, {self.high:.1%}]"
+        return f"{self.name} {self.value:.1%}{spread}"
+
+
+def at_k(groups: Sequence[Group], ks: Sequence[int], seed: int = 0) -> list[AtK]:
+    """pass@k, mean@k and maj@k for each k (``clew.eval.sampling``), a task being a group of samples; maj@k is
+    left out when an episode's env reported no ``info["answer"]`` or some task's answers are not comparable
+    (one answer scored both ways)."""
+    out = []
+    for k in ks:
+        per_task: dict[str, list[float]] = {"pass": [], "mean": [], "maj": []}
+        for group in groups:
+            n, c = len(group.episodes), sum(e.success for e in group.episodes)
+            per_task["pass"].append(pass_at_k(n, c, k))
+            per_task["mean"].append(mean_at_k(n, c, k))
+            per_task["maj"].append(_maj(group.episodes, k, seed))
+        for name, values in per_task.items():
+            if not any(math.isnan(v) for v in values):
+                out.append(_summarised(f"{name}@{k}", values, seed))
+    return out
+
+
+def _maj(episodes: Sequence[Episode], k: int, seed: int) -> float:
+    answers = [e.turns[-1].info.get("answer") if e.turns else None for e in episodes]
+    if any(a is None for a in answers):  # the env reports no answers: nothing to vote on
+        return math.nan
+    try:
+        return maj_at_k([final_answer(a) for a in answers], [e.success for e in episodes], k, seed)
+    except NotComparable:
+        return math.nan
+
+
+def _summarised(name: str, values: list[float], seed: int) -> AtK:
+    low, high = bootstrap_interval(values, seed=seed) if len(values) > 1 else (math.nan, math.nan)
+    return AtK(name, sum(values) / len(values), low, high, len(values))

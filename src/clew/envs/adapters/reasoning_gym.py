@@ -171,7 +171,7 @@ class ReasoningGym:
         solved = score >= 1.0
         if solved or self.attempt >= self.max_attempts:
             self._finished = True
-            info["success"] = solved
+            info["success"], info["answer"] = solved, answer  # the extracted answer: what maj@k votes on
             verdict = "Correct." if solved else f"Wrong (score {score:.2f}). The answer was {self._entry['answer']}."
             return StepResult(verdict, 0.0, True, False, info, outcome=score)  # the score counts once, as the outcome
         left = self.max_attempts - self.attempt

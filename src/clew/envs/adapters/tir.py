@@ -205,7 +205,7 @@ class ToolReasoning:
         self._finished = True
         correct = checked.value is True
         score = float(correct)
-        info: dict[str, Any] = {"success": correct, "tool_calls": self.calls, "score": score}
+        info: dict[str, Any] = {"success": correct, "tool_calls": self.calls, "score": score, "answer": answer.strip()}
         if checked.timed_out:
             info["verifier_timeout"] = True
         verdict = "Correct." if correct else f"Wrong. The answer was {self._entry['answer']}."

@@ -78,7 +78,8 @@ class ToolCalc:
         correct = abs(value - self.partials[-1]) < 1e-6
         self._finished = True
         note = "Correct." if correct else "Wrong."
-        return StepResult(self._obs(note), float(correct), True, False, {"correct": correct})
+        info = {"correct": correct, "answer": format_number(value)}  # the answer, comparable across samples (maj@k)
+        return StepResult(self._obs(note), float(correct), True, False, info)
 
     def _finish_step(self, note: str, info: dict[str, object]) -> StepResult:
         truncated = self.steps >= self.max_steps
