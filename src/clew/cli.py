@@ -1,4 +1,5 @@
-"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, view, models, serve, check-template."""
+"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, compare, view, models, serve,
+check-template."""
 
 from __future__ import annotations
 
@@ -31,7 +32,15 @@ from clew.cli_checks import (
     non_negative_float,
     train_overrides,
 )
-from clew.cli_eval import aggregate_line, build_actor, eval_record, eval_report, parse_kv, rollout_config
+from clew.cli_eval import (
+    aggregate_line,
+    build_actor,
+    cmd_compare,
+    eval_record,
+    eval_report,
+    parse_kv,
+    rollout_config,
+)
 from clew.cli_serve import add_serve_args, cmd_check_template, cmd_serve
 from clew.paths import root_from_environment, set_cache_root
 from clew.plugins import load_plugins
@@ -322,6 +331,12 @@ def build_parser() -> argparse.ArgumentParser:
     pl = sub.add_parser("plot", help="write curves.png for a run directory")
     pl.add_argument("run")
     pl.set_defaults(fn=cmd_plot, check=lambda a: check_run(a.run, "run", needs="metrics.jsonl"))
+    cp = sub.add_parser("compare", help="runs grouped into methods: final IQMs, P(X > Y), curves with intervals")
+    cp.add_argument("runs", nargs="+", help="run directories (the seeds of each method)")
+    cp.add_argument("--by", default="credit.name", help="the config key whose value names a run's method")
+    cp.add_argument("--out", default="compare.png", help="the plot to write (default: compare.png)")
+    cp.add_argument("--json", help="write the methods, their curves and P(X > Y) to this JSON file")
+    cp.set_defaults(fn=cmd_compare, check=lambda a: [check_run(r, "runs", needs="metrics.jsonl") for r in a.runs])
     vw = sub.add_parser("view", help="browse runs, groups, episodes and per-token credit in a local web UI")
     vw.add_argument("runs", nargs="*", help="run directories (with --export: the output .html file)")
     vw.add_argument("--port", type=int_at_least(0, 65535), default=8765)

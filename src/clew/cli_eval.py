@@ -148,3 +148,57 @@ def aggregate_line(agg: dict[str, Any]) -> str:
         f"over {agg['runs']} runs: mean success {agg['mean']:.1%} [{lo:.1%}, {hi:.1%}], "
         f"IQM {agg['iqm']:.1%} [{ilo:.1%}, {ihi:.1%}] (95 % bootstrap over runs)"
     )
+
+
+# --- `clew compare` --------------------------------------------------------------------------------------------
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Group runs into methods by a config key; print final IQMs and P(X > Y); plot curves; optionally JSON."""
+    import json
+
+    from rich.console import Console
+
+    from clew.eval.compare import improvements, load_run, summarise
+    from clew.store.run import atomic_write_text
+    from clew.viz.plots import plot_comparison
+
+    console = Console()
+    methods = summarise([load_run(Path(path), args.by) for path in args.runs])
+    console.print(_methods_table(methods, args.by))
+    pairs = improvements(methods)
+    for pair in pairs:
+        low, high = pair["interval"]
+        console.print(f"P({pair['x']} > {pair['y']}) = {pair['p']:.2f} [{low:.2f}, {high:.2f}]", markup=False)
+    out = Path(args.out)
+    console.print(f"wrote {plot_comparison(methods, out)}", markup=False)
+    if args.json:
+        report = {"by": args.by, "methods": [_method_json(m) for m in methods], "improvements": pairs}
+        atomic_write_text(Path(args.json), json.dumps(report, indent=2))
+        console.print(f"wrote {args.json}", markup=False)
+    return 0
+
+
+def _methods_table(methods: Sequence[Any], by: str) -> Any:
+    from rich.table import Table
+
+    table = Table(title=f"runs grouped by {by}: final held-out success (95 % bootstrap over runs)")
+    for column in (by, "runs", "IQM", "mean", "training success at the last shared env step"):
+        table.add_column(column)
+    for m in methods:
+        cells = [_with_interval(m.final, key) for key in ("iqm", "mean")]
+        last = f"{m.curve[-1]:.1%} at {m.grid[-1]:,.0f}" if m.curve else "-"
+        table.add_row(m.name, str(len(m.runs)), *cells, last)
+    return table
+
+
+def _with_interval(final: dict[str, Any], key: str) -> str:
+    if not final["runs"]:
+        return "-"
+    low, high = final[f"{key}_interval"]
+    return f"{final[key]:.1%} [{low:.1%}, {high:.1%}]"
+
+
+def _method_json(m: Any) -> dict[str, Any]:
+    curve = {"env_steps": m.grid, "success_mean": m.curve, "band": [list(b) for b in m.band]}
+    return {"name": m.name, "runs": [str(r.path) for r in m.runs], "final": m.final, "curve": curve}

@@ -1,7 +1,9 @@
-"""Learning curves from ``metrics.jsonl``: success and return vs environment steps (matplotlib, PNG)."""
+"""Learning curves from ``metrics.jsonl``: success and return vs environment steps, one run or several methods
+compared (matplotlib, PNG)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -9,6 +11,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from clew.eval.compare import Method
 from clew.store.run import read_jsonl
 
 
@@ -41,3 +44,32 @@ def plot_run(run_dir: Path, out: Path | None = None) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def plot_comparison(methods: Sequence[Method], out: Path) -> Path:
+    """Left: each method's training success against env steps (mean over runs, 95 % bootstrap band); right: its
+    final held-out success per run (dots) and IQM with its 95 % interval (bar)."""
+    fig, (ax_c, ax_f) = plt.subplots(1, 2, figsize=(11, 4), gridspec_kw={"width_ratios": [2, 1]})
+    for i, method in enumerate(methods):
+        colour = f"C{i % 10}"
+        if method.grid:
+            low, high = zip(*method.band)
+            label = f"{method.name} ({len(method.runs)} runs)"
+            ax_c.plot(method.grid, method.curve, color=colour, label=label)
+            ax_c.fill_between(method.grid, low, high, color=colour, alpha=0.2)
+        final = method.final
+        if final.get("scores"):
+            ax_f.scatter([i] * len(final["scores"]), final["scores"], color=colour, alpha=0.5, s=14)
+            lo, hi = final["iqm_interval"]
+            ax_f.errorbar([i], [final["iqm"]], yerr=[[final["iqm"] - lo], [hi - final["iqm"]]], fmt="s", color=colour)
+    ax_c.set(xlabel="environment steps", title="training success (mean, 95 % band over runs)", ylim=(-0.02, 1.02))
+    ax_c.grid(alpha=0.3)
+    ax_c.legend(fontsize=8)
+    ax_f.set_xticks(range(len(methods)), [m.name for m in methods], rotation=30, ha="right")
+    ax_f.set_xlim(-0.5, len(methods) - 0.5)
+    ax_f.set(title="final held-out success (IQM, 95 % CI)", ylim=(-0.02, 1.02))
+    ax_f.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
