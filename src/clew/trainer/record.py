@@ -18,6 +18,7 @@ from clew.rollout import env_turns
 from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
 from clew.store.trajectories import turn_records, write_trajectories
 from clew.table import TurnTable
+from clew.trainer.trackers import Trackers
 from clew.types import Group
 
 Reporter = Callable[[str, dict[str, float]], None]  # (kind, record): the CLI's progress display
@@ -25,13 +26,12 @@ PACKAGES = ("clew", "torch", "transformers", "tokenizers", "numpy", "pydantic", 
 
 
 class Recorder:
-    """Appends namespaced records to ``RUN/metrics.jsonl``."""
+    """Appends namespaced records to ``RUN/metrics.jsonl`` and mirrors them to the run's trackers."""
 
     def __init__(self, run_dir: Path) -> None:
         self.run_dir = Path(run_dir)
         self.path = self.run_dir / "metrics.jsonl"
-        self._tensorboard: Any = None
-        self._tensorboard_tried = False
+        self.trackers: Trackers | None = None
 
     def write_header(self, config_yaml: str) -> None:
         """Resolved config, package versions, git SHA; starts a fresh metrics file."""
@@ -40,26 +40,29 @@ class Recorder:
         atomic_write_text(self.run_dir / "versions.json", json.dumps(versions(), indent=2))
         atomic_write_text(self.path, "")
 
+    def open_trackers(self, names: Sequence[str], config: dict[str, Any], project: str, name: str | None) -> None:
+        """Start ``logging.trackers`` (``clew.trainer.trackers``); none named: nothing is imported."""
+        if names:
+            self.trackers = Trackers(names, self.run_dir, config, project, name or self.run_dir.name)
+
     def log(self, kind: str, record: dict[str, Any], iteration: int | None = None) -> None:
         plain = _plain(record)
         append_jsonl(self.path, {"kind": kind, "iteration": iteration, **plain})
-        writer = self._writer()
-        if writer is not None:
-            for key, value in plain.items():
-                if isinstance(value, (int, float)) and not isinstance(value, bool):
-                    writer.add_scalar(key, value, global_step=iteration or 0)
-            writer.flush()
+        if self.trackers:
+            self.trackers.log(plain, iteration)
 
-    def _writer(self) -> Any:
-        """A TensorBoard writer under ``RUN/tensorboard`` when tensorboard is installed, else None."""
-        if not self._tensorboard_tried:
-            self._tensorboard_tried = True
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                return None
-            self._tensorboard = SummaryWriter(str(self.run_dir / "tensorboard"))
-        return self._tensorboard
+    def table(self, name: str, rows: list[dict[str, Any]]) -> None:
+        if self.trackers:
+            self.trackers.table(name, rows)
+
+    def image(self, name: str, path: Path) -> None:
+        if self.trackers:
+            self.trackers.image(name, path)
+
+    def close(self) -> None:
+        if self.trackers:
+            self.trackers.close()
+            self.trackers = None
 
     def truncate(self, iteration: int) -> None:
         """Drop records newer than ``iteration`` (and a torn last line) before resuming."""

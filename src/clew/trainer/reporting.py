@@ -9,6 +9,7 @@ from typing import Any
 from clew.credit import Credit
 from clew.eval import EvalResult, diagnose, ending_shares, eval_tasks, evaluate, summarize
 from clew.eval.diagnose import mean_shares
+from clew.eval.plots import plot_run
 from clew.policy.remote import RayEngines
 from clew.rollout import PolicyActor, derive_seed
 from clew.store.run import atomic_write_text, read_jsonl
@@ -19,6 +20,8 @@ from clew.trainer.session import Session
 from clew.types import Group
 
 DIAGNOSIS_ITERATIONS = 3  # the last iterations whose rollouts the end-of-run diagnosis reads
+EVAL_COLUMNS = ("iteration", "rollout/env_steps_total", "eval/success_rate", "eval/success_low", "eval/success_high",
+                "eval/mean_turns", "eval/invalid_action_rate")  # the trackers' eval table  # fmt: skip
 
 
 def record_iteration(
@@ -65,6 +68,8 @@ def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
     record.update({f"eval/ended_{k}": v for k, v in ending_shares([e for g in groups for e in g.episodes]).items()})
     record["rollout/env_steps_total"] = state.env_steps
     session.log("eval", record, iteration=state.iteration)
+    evals = [r for r in read_jsonl(session.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+    session.recorder.table("eval/table", [{k.removeprefix("eval/"): r.get(k) for k in EVAL_COLUMNS} for r in evals])
     return result
 
 
@@ -85,6 +90,7 @@ def finish(session: Session, state: TrainerState) -> dict[str, Any]:
         summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
     summary["diagnosis"] = diagnosis(session)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
+    session.recorder.image("curves", plot_run(run_dir))
     return summary
 
 

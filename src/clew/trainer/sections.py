@@ -288,3 +288,20 @@ class EvalConfig(_Frozen):
     at_end: bool = Field(True, description="evaluate the final policy")
     episodes: int = Field(64, ge=1)
     temperature: float = Field(1.0, ge=0)
+
+
+class LoggingConfig(_Frozen):
+    """Experiment trackers beside ``metrics.jsonl``: metrics, config, eval tables and curves (clew.trainer.trackers)."""
+
+    trackers: tuple[Literal["tensorboard", "wandb", "mlflow", "trackio"], ...] = Field(
+        (), description="trackers to mirror the run to, each offline by default: tensorboard, wandb, mlflow, trackio"
+    )
+    project: str = Field("clew", min_length=1, description="the trackers' project (MLflow: experiment) name")
+    run_name: str | None = Field(None, description="the run's name in the trackers (None: the run directory's name)")
+
+    @field_validator("trackers")
+    @classmethod
+    def _once_each(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        if len(set(value)) != len(value):
+            raise ValueError(f"logging.trackers names a tracker twice: {list(value)}")
+        return value

@@ -84,10 +84,13 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     found = checkpoints(run_dir) if resume else []
     if resume:
         clean_partials(run_dir)
+    if not found:
+        session.recorder.write_header(dump_config(cfg))
+    logging = cfg.logging  # the trackers see SFT's records too
+    session.recorder.open_trackers(logging.trackers, cfg.model_dump(mode="json"), logging.project, logging.run_name)
     if found:
         session.policy, session.source = weights.from_checkpoint(found[-1] / "policy", run_dir, cfg)
     else:
-        session.recorder.write_header(dump_config(cfg))
         session.policy, session.source = initial_policy(session)
     session.framing = Framing(session.policy.tokenizer, session.policy.chat)
     check_template(session)
@@ -148,7 +151,8 @@ def connect(session: Session) -> None:
 
 
 def close(session: Session) -> None:
-    """End the engine and, on a cluster, every actor (and a Ray instance the run started)."""
+    """End the trackers, the engine and, on a cluster, every actor (and a Ray instance the run started)."""
+    session.recorder.close()
     if session.gateway is not None:
         session.gateway.close()
     if session.cluster is not None:
