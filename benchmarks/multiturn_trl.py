@@ -97,9 +97,11 @@ FULL, QUICK = Size(2, 8, 8, 16), Size(1, 4, 6, 10)
 # --- clew child ----------------------------------------------------------------------------------------
 def uncut_trainer() -> type:
     """clew's ``Trainer`` rolling out with a ``PolicyActor`` that hands every completion back marked ``stop``
-    (so an action cut at ``max_new_tokens`` does not end its episode)."""
+    (so an action cut at ``max_new_tokens`` does not end its episode): the session builds its actor from
+    ``clew.trainer.session.PolicyActor``, which this child process replaces."""
     from clew.policy.base import Completion
     from clew.rollout import PolicyActor
+    from clew.trainer import session
     from clew.trainer.loop import Trainer
 
     class UncutActor(PolicyActor):
@@ -107,12 +109,8 @@ def uncut_trainer() -> type:
             done = super().poll()
             return [(key, c if isinstance(c, Exception) else replace(c, finish_reason="stop")) for key, c in done]
 
-    class UncutTrainer(Trainer):
-        def _connect(self) -> None:
-            super()._connect()
-            self.actor = UncutActor(self.actor.engine, self.actor.params)
-
-    return UncutTrainer
+    session.PolicyActor = UncutActor  # type: ignore[misc]
+    return Trainer
 
 
 def run_clew(model_dir: Path, size: Size, steps: int, engine: str, merged: bool) -> dict[str, float]:
@@ -137,6 +135,11 @@ def run_clew(model_dir: Path, size: Size, steps: int, engine: str, merged: bool)
         trainer_cls(load_config(None, overrides), run).fit()
         records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     iters = [r for r in records if r["kind"] == "iteration"][1:]
+    played = {r["rollout/env_steps"] for r in iters}
+    if played != {size.tasks * size.group * size.turns}:  # an episode ended early: the two sides would differ
+        raise RuntimeError(
+            f"clew played {sorted(played)} env turns per step, not {size.tasks * size.group * size.turns}"
+        )
     return {
         "step_s": statistics.median(r["time/iteration_s"] for r in iters),
         "turns_per_step": statistics.fmean(r["rollout/env_steps"] for r in iters),

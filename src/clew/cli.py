@@ -1,4 +1,4 @@
-"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, compare, view, models, serve,
+"""The ``clew`` command line: envs, check-env, eval, sft, train, plot, compare, export, view, models, serve,
 check-template."""
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from clew.cli_checks import (
 )
 from clew.cli_eval import (
     aggregate_line,
-    build_actor,
+    build_player,
     cmd_compare,
     eval_record,
     eval_report,
@@ -121,9 +121,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     tasks = eval_tasks(args.env, args.episodes, args.group_size, parse_kv(args.env_arg))
     runs = []
     for spec in args.policy:
-        actor, framing = build_actor(spec, args.temperature, args.max_new_tokens, args.engine)
+        play = build_player(args, spec, tasks, cfg)  # loads the model, once per policy
         for seed in range(args.seed, args.seed + args.seeds):
-            runs.append(_eval_one(args, spec, seed, actor, framing, tasks, cfg))
+            runs.append(_eval_one(args, spec, seed, play, tasks, cfg))
     report = eval_report(args, runs)
     if report["aggregate"]:
         console.print(aggregate_line(report["aggregate"]))
@@ -133,14 +133,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _eval_one(args: argparse.Namespace, spec: str, seed: int, actor: Any, framing: Any, tasks: Any, cfg: Any) -> Any:
+def _eval_one(args: argparse.Namespace, spec: str, seed: int, play: Any, tasks: Any, cfg: Any) -> Any:
     """One policy at one sampling seed: the summary, pass@k lines and the diagnosis; returns its record."""
-    from clew.eval import at_k, diagnose, ending_shares, evaluate
+    from clew.eval import at_k, diagnose, ending_shares
     from clew.eval.diagnose import EVAL_KNOBS
 
     with progress() as bar:
         job = bar.add_task(f"eval {spec} on {args.env} (seed {seed})", total=len(tasks) * args.group_size)
-        result, groups = evaluate(actor, tasks, cfg, seed, framing, on_progress=lambda n: bar.update(job, completed=n))
+        result, groups = play(seed, lambda n: bar.update(job, completed=n))
     console.print(result.summary(), markup=False)
     metrics = at_k(groups, args.k, seed)
     if metrics:
@@ -159,9 +159,13 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--env", required=True, help="registered env id or module:Class")
     p.add_argument("--env-arg", type=key_value, action="append", default=[], help="env kwarg as key=value (repeatable)")
     p.add_argument(
-        "--policy", action="append", help="expert | random | model path/name | run dir (repeatable: runs of one method)"
+        "--policy",
+        action="append",
+        help="expert | random | model path/name | run dir | openai:URL (repeatable: runs of one method)",
     )
     p.add_argument("--seeds", type=int_at_least(1), default=1, help="sampling seeds per policy: --seed, --seed+1, ...")
+    p.add_argument("--model", help="the model an openai:URL policy names in its requests")
+    p.add_argument("--concurrency", type=int_at_least(1), default=8, help="episodes in flight for an openai:URL policy")
     p.add_argument("--k", type=int_at_least(1), nargs="+", default=[], help="pass@k, mean@k, maj@k (k <= --group-size)")
     p.add_argument("--json", type=Path, help="write every result and the aggregate over runs to this JSON file")
     p.add_argument("--episodes", type=int_at_least(1), default=100)
@@ -279,6 +283,17 @@ def cmd_plot(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from clew.trainer.export import export_policy
+
+    try:
+        out = export_policy(Path(args.run), Path(args.to), adapter=args.adapter)
+    except (FileExistsError, ValueError) as exc:
+        raise UsageError(f"argument --to: {exc}" if isinstance(exc, FileExistsError) else str(exc)) from None
+    console.print(f"exported {args.run} to {out}", markup=False)
+    return 0
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     """Serve the browser view of run directories, or export one iteration as a single HTML file (torch-free)."""
     if args.export:
@@ -336,6 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
     cp.add_argument("--out", default="compare.png", help="the plot to write (default: compare.png)")
     cp.add_argument("--json", help="write the methods, their curves and P(X > Y) to this JSON file")
     cp.set_defaults(fn=cmd_compare, check=lambda a: [check_run(r, "runs", needs="metrics.jsonl") for r in a.runs])
+    ex = sub.add_parser("export", help="a run's policy as a model folder transformers, peft and vLLM load")
+    ex.add_argument("run", help="a run directory (its latest policy) or a saved policy folder")
+    ex.add_argument("--to", required=True, help="the new model folder")
+    ex.add_argument("--adapter", action="store_true", help="a LoRA policy's adapter alone (default: merged)")
+    ex.set_defaults(fn=cmd_export, check=lambda a: check_policy(a.run, "run"))
     vw = sub.add_parser("view", help="browse runs, groups, episodes and per-token credit in a local web UI")
     vw.add_argument("runs", nargs="*", help="run directories (with --export: the output .html file)")
     vw.add_argument("--port", type=int_at_least(0, 65535), default=8765)

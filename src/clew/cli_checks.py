@@ -102,13 +102,25 @@ def check_eval(args: argparse.Namespace) -> None:
     check_env_id(args.env, "--env")
     args.policy = args.policy or ["expert"]
     for spec in args.policy:
-        check_policy(spec)
+        if spec.startswith("openai:"):
+            _check_api(spec, args)
+        else:
+            check_policy(spec)
     too_big = [k for k in args.k if k > args.group_size]
     if too_big:
         raise UsageError(
             f"argument --k: {too_big[0]} is more than --group-size {args.group_size}: pass@k, mean@k and maj@k "
             "are estimated from the group's samples of each task, so --group-size must be at least the largest k"
         )
+
+
+def _check_api(spec: str, args: argparse.Namespace) -> None:
+    from clew.eval.api import parse_policy
+
+    try:
+        parse_policy(spec, args.model, args.temperature, args.max_new_tokens)
+    except ValueError as exc:
+        raise UsageError(f"argument --policy: {exc}") from None
 
 
 def check_policy(spec: str, flag: str = "--policy") -> None:

@@ -36,6 +36,21 @@ def build_actor(spec: str, temperature: float, max_new_tokens: int, engine: str 
     return PolicyActor(sampler, params), Framing(policy.tokenizer, policy.chat)
 
 
+def build_player(args: argparse.Namespace, spec: str, tasks: Any, cfg: Any) -> Any:
+    """``(seed, on_progress) -> (EvalResult, groups)`` for ``spec``: an ``openai:URL`` endpoint plays through chat
+    messages (``clew.eval.api``), anything else through ``collect`` with its actor."""
+    from clew.eval import evaluate
+    from clew.eval.api import PREFIX, evaluate_text, parse_policy
+
+    if spec.startswith(PREFIX):
+        api = parse_policy(spec, args.model, args.temperature, args.max_new_tokens)
+        return lambda seed, report: evaluate_text(
+            api, tasks, args.group_size, args.max_turns, seed, args.concurrency, on_progress=report
+        )
+    actor, framing = build_actor(spec, args.temperature, args.max_new_tokens, args.engine)
+    return lambda seed, report: evaluate(actor, tasks, cfg, seed, framing, on_progress=report)
+
+
 def build_engine(spec: str, engine: str = "hf") -> tuple[Any, Any]:
     """The model ``spec`` (a path, a run directory or a registered name) on ``engine`` -> (engine, policy)."""
     from clew.policy import HFPolicy, engine_spec, make_engine
@@ -54,14 +69,11 @@ def _merged_copy(policy: Any, adapter_dir: str) -> str:
     import json
     import tempfile
 
-    from clew.policy import HFPolicy
-    from clew.policy.lora import merged_weights
+    from clew.trainer.export import merged_model
 
     base_dir = json.loads((Path(adapter_dir) / "adapter_config.json").read_text())["base_model_name_or_path"]
-    base = HFPolicy.from_pretrained(base_dir)
-    base.model.load_state_dict(dict(merged_weights(policy.model)))  # load_state_dict copies
     folder = tempfile.mkdtemp(prefix="clew-merged-")
-    base.model.save_pretrained(folder)
+    merged_model(policy.model, base_dir).save_pretrained(folder)
     policy.tokenizer.save_pretrained(folder)
     return folder
 
