@@ -79,18 +79,22 @@ class HFEngine:
     *is* the learner's model: ``load_weights`` of the learner's own tensors copies nothing. Built on a
     path, it loads its own copy. Requests submitted to the stream are decoded together at the next
     ``poll`` (one batch per poll); each row draws its tokens from its own generator, so a request's
-    sample does not depend on its batch mates (up to float rounding of batched matmuls).
+    sample does not depend on its batch mates (up to float rounding of batched matmuls: log-probs move in the
+    last bits, ~5e-7, with the batch's size and padding). ``batch_invariant=True``
+    (``rollout.engine_params={batch_invariant: true}``) decodes every request alone, so a completion is the
+    same bits whatever else was asked with it (slower: no batching); a run resumed in the middle of a
+    rollout then ends bit-identical to an uninterrupted one (``clew.trainer.partial``).
     """
 
     continuous_batching = False  # one batch per poll: the scheduler gathers requests before polling
 
-    def __init__(self, model: Any, tokenizer: Any = None) -> None:
+    def __init__(self, model: Any, tokenizer: Any = None, batch_invariant: bool = False) -> None:
         if isinstance(model, str | Path):
             policy = HFPolicy.from_pretrained(model)
             model, tokenizer = policy.model, policy.tokenizer
         if tokenizer is None:
             raise ValueError("the hf engine needs the model's tokenizer (tokenizer=...) when given a loaded model")
-        self.policy = HFPolicy(model, tokenizer)
+        self.policy, self.batch_invariant = HFPolicy(model, tokenizer), batch_invariant
         self.max_model_len = int(getattr(model.config, "max_position_embeddings", 1 << 30))
         self._queue: list[tuple[int, list[int], SamplingParams, int]] = []
 
@@ -103,7 +107,7 @@ class HFEngine:
             raise ValueError(f"generate needs one seed per prompt: {len(prompts)} prompts, {len(seeds)} seeds")
         if not prompts:
             return []
-        return self._decode(prompts, params, seeds)
+        return self._batch(prompts, params, seeds)
 
     @torch.no_grad()
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
@@ -131,9 +135,16 @@ class HFEngine:
         done: list[tuple[int, Completion]] = []
         for params in dict.fromkeys(q[2] for q in queue):
             batch = [q for q in queue if q[2] == params]
-            outs = self._decode([q[1] for q in batch], params, [q[3] for q in batch])
+            outs = self._batch([q[1] for q in batch], params, [q[3] for q in batch])
             done += [(q[0], c) for q, c in zip(batch, outs)]
         return done
+
+    def _batch(
+        self, prompts: Sequence[Sequence[int]], params: SamplingParams, seeds: Sequence[int]
+    ) -> list[Completion]:
+        if self.batch_invariant:
+            return [self._decode([prompt], params, [seed])[0] for prompt, seed in zip(prompts, seeds)]
+        return self._decode(prompts, params, seeds)
 
     # --- decoding ---------------------------------------------------------------------------------
     @torch.no_grad()

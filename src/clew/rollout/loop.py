@@ -26,7 +26,7 @@ crashing) is ``policy`` unless it is an ``InfraError``: no reward from that step
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -67,6 +67,8 @@ def collect(
     group_offset: int = 0,
     on_turn: Callable[[int, int], None] | None = None,
     env_factory: Callable[..., Env] | None = None,
+    finished: Mapping[tuple[int, int], Episode] | None = None,
+    on_episode: Callable[[Episode, int], None] | None = None,
 ) -> list[Group]:
     """Roll out ``cfg.group_size`` episodes per task; return one Group per task (members in order).
 
@@ -75,12 +77,24 @@ def collect(
     reports progress each time actions return: turns completed over all episodes, episodes
     still running. ``env_factory(env_id, **kwargs)`` builds each episode's env (default: in this
     process, or a worker process with ``cfg.env_processes``; a cluster passes its env hosts').
+    ``on_episode(episode, member)`` is called as each episode ends; ``finished[(group_id, member)]``
+    are episodes that ended before (a rollout resumed after a kill): they are kept as they are and
+    not played again, and the others draw the same request seeds as they would have.
     """
     groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
-    started = [_start(t, g, m, cfg, env_factory) for t, g in zip(tasks, groups) for m in range(cfg.group_size)]
+    done = finished or {}
+    started = [
+        (done[g.group_id, m], None) if (g.group_id, m) in done else _start(t, g, m, cfg, env_factory)
+        for t, g in zip(tasks, groups)
+        for m in range(cfg.group_size)
+    ]
+    if on_episode:
+        for index, (episode, item) in enumerate(started):
+            if item is None and (episode.group_id, index % cfg.group_size) not in done:  # failed at reset
+                on_episode(episode, index % cfg.group_size)
     live = [x for _, x in started if x is not None]
     try:
-        _Scheduler(actor, live, cfg, framing, seed, on_turn).run()
+        _Scheduler(actor, live, cfg, framing, seed, on_turn, on_episode).run()
     finally:
         for item in live:
             _release(item.env)
@@ -128,9 +142,11 @@ class _Scheduler:
         framing: Framing | None,
         seed: int,
         on_turn: Callable[[int, int], None] | None,
+        on_episode: Callable[[Episode, int], None] | None = None,
     ) -> None:
         self.actor, self.live, self.cfg = actor, live, cfg
-        self.framing, self.seed, self.on_turn = framing, seed, on_turn
+        self.framing, self.seed, self.on_turn, self.on_episode = framing, seed, on_turn, on_episode
+        self.reported: set[int] = set()  # keys whose end went to on_episode
         self.edits = actor.writes_context_edits  # a scripted expert writes no summaries
         self.prompt_budget = min(cfg.max_prompt_tokens, actor.max_model_len - cfg.max_new_tokens)
         continuous = actor.continuous_batching
@@ -149,8 +165,17 @@ class _Scheduler:
                 block = not self.sampling and not (self.ready and self.gather_s == 0)
                 for key, result in steps.harvest(block=block, gather_s=self.gather_s):
                     self._apply(key, result)
+                self._report_ended()
         finally:
             steps.close()
+
+    def _report_ended(self) -> None:
+        if self.on_episode is None:
+            return
+        for key, item in enumerate(self.live):
+            if item.episode.done and key not in self.reported:
+                self.reported.add(key)
+                self.on_episode(item.episode, item.member)
 
     def _submit_ready(self) -> None:
         ready, self.ready = sorted(self.ready), []

@@ -62,6 +62,11 @@ def load_state(ckpt: Path, optimizer: Any) -> TrainerState:
     return TrainerState(**json.loads((ckpt / "state.json").read_text()))
 
 
+def saved_iteration(ckpt: Path) -> int:
+    """The iteration a run resumes at from ``ckpt`` (its ``state.json``), without restoring anything."""
+    return int(json.loads((ckpt / "state.json").read_text())["iteration"])
+
+
 def load_probe(ckpt: Path) -> list[TokenRow] | None:
     """The step guard's probe rows saved with ``ckpt`` (None: the run had no guard, or it predates this file)."""
     path = ckpt / PROBE_FILE

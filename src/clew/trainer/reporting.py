@@ -48,6 +48,7 @@ def record_iteration(
             session.run_dir, state, policy.model, policy.tokenizer, learner.optimizer, cfg.keep_checkpoints,
             learner.guard_rows(),
         )  # fmt: skip
+    session.episodes.drop(it - 1)  # the rollout's episodes, kept as they ended, are recorded now
 
 
 def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:

@@ -21,11 +21,12 @@ from clew.policy import Engine, HFPolicy, SamplingParams, TinyModelConfig, build
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
 from clew.store.run import checkpoints, clean_partials
 from clew.trainer import harnessed, weights
-from clew.trainer.checkpoint import TrainerState, load_probe, load_state
+from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_iteration
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner, sft
+from clew.trainer.partial import EpisodeLog
 from clew.trainer.record import Recorder, Reporter
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 
@@ -48,6 +49,10 @@ class Session:
     env_hosts: EnvHosts | None = None  # opened with the engines on a cluster with env_workers
     harness: Harness | None = None  # a harness run (``harness:``): episodes come from the agent, through the gateway
     gateway: Gateway | None = None  # the run's engine behind the OpenAI API, for the harness
+    episodes: EpisodeLog = field(init=False)  # the rollout in flight, kept as its episodes end
+
+    def __post_init__(self) -> None:
+        self.episodes = EpisodeLog(self.run_dir)
 
     def sampling(self, temperature: float) -> SamplingParams:
         rollout = self.cfg.rollout
@@ -86,6 +91,7 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
         clean_partials(run_dir)
     if not found:
         session.recorder.write_header(dump_config(cfg))
+    session.episodes.keep_only(saved_iteration(found[-1]) if found else None)  # only the rollout a kill cut
     logging = cfg.logging  # the trackers see SFT's records too
     session.recorder.open_trackers(logging.trackers, cfg.model_dump(mode="json"), logging.project, logging.run_name)
     if found:

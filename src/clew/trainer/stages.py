@@ -22,20 +22,21 @@ from clew.trainer.learner import Learner
 from clew.trainer.select import drop_env_errors, drop_zero_variance, shape
 from clew.trainer.session import Session, connect
 from clew.trainer.states import prompt_states
-from clew.types import Group
+from clew.types import Episode, Group
 
 Rollout = tuple[list[Group], list[Group]]  # (groups to train on, every group collected)
 
 
-def rollout(session: Session, it: int) -> Rollout:
-    """(groups to train on, every group collected); dynamic sampling refills dropped groups."""
+def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
+    """(groups to train on, every group collected); dynamic sampling refills dropped groups. ``keep``: each
+    episode is kept as it ends (``clew.trainer.partial``), and one kept before a kill is not played again."""
     cfg = session.cfg
     kept: list[Group] = []
     collected: list[Group] = []
     for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
         need = cfg.tasks_per_iteration - len(kept)
         tasks = [task(session, it, round_, i) for i in range(need)]
-        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(kept), it)
+        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(kept), it, keep)
         shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
         collected += groups
         groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
@@ -51,18 +52,22 @@ def task(session: Session, it: int, round_: int, i: int) -> Task:
     return Task(cfg.env.id, seed, dict(cfg.env.kwargs))
 
 
-def collect_round(session: Session, tasks: list[Task], seed: int, offset: int, it: int) -> list[Group]:
-    """One rollout round; an engine failure reopens the engine and retries the round once."""
+def collect_round(
+    session: Session, tasks: list[Task], seed: int, offset: int, it: int, keep: bool = False
+) -> list[Group]:
+    """One rollout round; an engine failure reopens the engine and retries the round once (the episodes that
+    ended before it are kept when ``keep``)."""
     envs = session.env_hosts.make if session.env_hosts else None
+    kept = _Kept(session, it, seed) if keep else None
     try:
-        groups = _collect(session, tasks, seed, offset, envs)
+        groups = _collect(session, tasks, seed, offset, envs, kept)
     except Exception as first:  # env failures are recorded inside collect: this is the engine
         session.recorder.log("engine_restart", {"error": repr(first)[:500]}, iteration=it)
         assert session.link is not None
         session.link.engine.close()
         connect(session)
         try:
-            groups = _collect(session, tasks, seed, offset, envs)
+            groups = _collect(session, tasks, seed, offset, envs, kept)
         except Exception as second:
             raise EngineError(
                 f"the {session.cfg.rollout.engine} engine failed twice during the rollout of iteration {it} "
@@ -76,16 +81,34 @@ def collect_round(session: Session, tasks: list[Task], seed: int, offset: int, i
     return groups
 
 
+@dataclasses.dataclass
+class _Kept:
+    """One round's episodes in the run's episode log: those that ended before a kill, and a recorder for the rest."""
+
+    session: Session
+    it: int
+    seed: int
+
+    def finished(self) -> dict[tuple[int, int], Episode]:
+        return self.session.episodes.finished(self.it, self.seed)
+
+    def record(self, episode: Episode, member: int) -> None:
+        self.session.episodes.record(self.it, self.seed, episode, member)
+
+
 def _collect(
-    session: Session, tasks: list[Task], seed: int, offset: int, envs: Callable[..., Env] | None
+    session: Session, tasks: list[Task], seed: int, offset: int, envs: Callable[..., Env] | None, kept: _Kept | None
 ) -> list[Group]:
     cfg = session.cfg
-    if session.harness is not None:
+    if session.harness is not None:  # a harness's sessions are not replayable: its episodes are not kept
         assert session.gateway is not None
         rollout = cfg.rollout
         return session.harness.collect(session.gateway, tasks, rollout.group_size, seed, offset, rollout.temperature)
     assert session.actor is not None
-    return collect(session.actor, tasks, cfg.rollout, seed, session.framing, offset, env_factory=envs)
+    return collect(
+        session.actor, tasks, cfg.rollout, seed, session.framing, offset, env_factory=envs,
+        finished=kept.finished() if kept else None, on_episode=kept.record if kept else None,
+    )  # fmt: skip
 
 
 def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
@@ -117,10 +140,10 @@ def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, f
     start = time.perf_counter()
     if isinstance(learner, LearnerGroup):
         pending = learner.start(rows, seed)
-        ahead = rollout(session, it + 1)
+        ahead = rollout(session, it + 1, keep=False)
         return {**learner.finish(pending), "time/rollout_ahead_s": time.perf_counter() - start}, ahead
     with ThreadPoolExecutor(1, thread_name_prefix="clew-learner") as pool:
         done = pool.submit(learner.update, rows, seed)
-        ahead = rollout(session, it + 1)
+        ahead = rollout(session, it + 1, keep=False)
         ahead_s = time.perf_counter() - start
         return {**done.result(), "time/rollout_ahead_s": ahead_s}, ahead
