@@ -288,8 +288,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     try:
         out = export_policy(Path(args.run), Path(args.to), adapter=args.adapter)
-    except (FileExistsError, ValueError) as exc:
-        raise UsageError(f"argument --to: {exc}" if isinstance(exc, FileExistsError) else str(exc)) from None
+    except FileExistsError as exc:
+        raise UsageError(f"argument --to: {exc}") from None
+    except ValueError as exc:
+        raise UsageError(f"argument --adapter: {exc}") from None
     console.print(f"exported {args.run} to {out}", markup=False)
     return 0
 

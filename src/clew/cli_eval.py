@@ -126,8 +126,15 @@ def context_params(args: argparse.Namespace) -> dict[str, Any]:
 
 def eval_record(spec: str, seed: int, result: Any, metrics: Sequence[Any]) -> dict[str, Any]:
     """One evaluation run as JSON: the policy, its sampling seed, the summary metrics and pass@k & co."""
-    at_k = {m.name: {"value": m.value, "low": m.low, "high": m.high, "tasks": m.tasks} for m in metrics}
+    at_k = {
+        m.name: {"value": m.value, "low": _finite(m.low), "high": _finite(m.high), "tasks": m.tasks} for m in metrics
+    }
     return {"policy": spec, "seed": seed, **result.as_dict(), "at_k": at_k}
+
+
+def _finite(value: float) -> float | None:
+    """NaN (no interval from one task) as JSON's null: strict parsers refuse NaN."""
+    return None if value != value else value
 
 
 def eval_report(args: argparse.Namespace, runs: list[dict[str, Any]]) -> dict[str, Any]:

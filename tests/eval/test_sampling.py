@@ -100,10 +100,14 @@ def test_at_k_leaves_maj_out_when_answers_are_not_comparable_or_missing() -> Non
     names = [m.name for m in at_k([group], [1])]
     assert names == ["pass@1", "mean@1"]
     assert all(math.isnan(m.low) for m in at_k([group], [1]))  # one task: no interval
-    silent = _episode(2, True, "y")
-    silent.turns[-1].info.pop("answer")  # an env that reports no answer (a navigation episode)
-    fine = Group(1, "t", 1, [_episode(3, True, "y"), silent])
-    assert [m.name for m in at_k([fine], [1])] == ["pass@1", "mean@1"]
+    silent = [_episode(i, i == 2, "y") for i in (2, 3)]
+    for episode in silent:
+        episode.turns[-1].info.pop("answer")  # an env that reports no answers (a navigation episode)
+    assert [m.name for m in at_k([Group(1, "t", 1, silent)], [1])] == ["pass@1", "mean@1"]
+    cut = _episode(4, False, "z")
+    cut.turns[-1].info.pop("answer")  # one sample cut before it answered: a wrong vote of its own
+    metrics = {m.name: m for m in at_k([Group(2, "t", 2, [_episode(5, True, "y"), cut])], [1, 2])}
+    assert metrics["maj@1"].value == 0.5 and metrics["maj@2"].value == 0.5  # a 1-1 tie: half right
 
 
 def test_iqm_matches_rliable() -> None:

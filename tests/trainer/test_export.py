@@ -80,12 +80,27 @@ def test_export_refuses_a_full_model_as_adapter_and_an_occupied_folder(
     runs: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert main(["export", str(runs["full"]), "--to", str(tmp_path / "a"), "--adapter"]) == 2
-    assert "has no LoRA adapter" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    assert "argument --adapter: the policy" in capsys.readouterr().err and not (tmp_path / "a").exists()
     (tmp_path / "b").mkdir()
     (tmp_path / "b" / "x").write_text("mine")
     assert main(["export", str(runs["full"]), "--to", str(tmp_path / "b")]) == 2
-    assert "exists and is not empty" in capsys.readouterr().err and (tmp_path / "b" / "x").read_text() == "mine"
+    assert (
+        "exists and is not an empty folder" in capsys.readouterr().err and (tmp_path / "b" / "x").read_text() == "mine"
+    )
     assert main(["export", str(tmp_path / "nosuch"), "--to", str(tmp_path / "c")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b"]  # no staging folder left behind
+
+
+def test_a_failed_export_leaves_nothing(runs: dict[str, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from clew.trainer import export
+
+    def broken(*args: Any) -> str:
+        raise OSError("disk full")
+
+    monkeypatch.setattr(export, "model_card", broken)
+    with pytest.raises(OSError, match="disk full"):
+        export.export_policy(runs["full"], tmp_path / "deep" / "model")
+    assert list((tmp_path / "deep").iterdir()) == []
 
 
 @pytest.mark.parametrize("kind", ["full", "lora"])

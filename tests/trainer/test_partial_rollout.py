@@ -95,6 +95,30 @@ def test_a_kill_inside_a_rollout_resumes_bit_identical(
     assert not list((run / "rollout").glob("*.jsonl"))  # recorded iterations leave no kept episodes behind
 
 
+def test_a_torn_line_and_a_kill_in_a_refill_round_or_before_the_first_checkpoint(
+    tiny_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Refill rounds (dynamic sampling) are kept by their round; a kill in iteration 0 resumes as a fresh start
+    that keeps iteration 0's episodes; a torn last line (a kill inside a write) is dropped, not glued to."""
+    from clew.trainer.config import load_config
+
+    refill = ("filters.drop_zero_variance_groups=true", "filters.max_refill_rounds=2")
+    cfg = load_config(None, [*_base(tiny_dir), *RUN, *refill])
+    Trainer(cfg, tmp_path / "whole").fit()
+    for iteration, n in ((0, 3), (2, 9)):
+        run = tmp_path / f"killed-{iteration}"
+        _kill_after(monkeypatch, iteration, n)
+        with pytest.raises(Killed):
+            Trainer(cfg, run).fit()
+        monkeypatch.undo()
+        with open(EpisodeLog(run).path(iteration), "a") as handle:
+            handle.write('{"round_seed": 1, "group')  # a write cut by the kill
+        Trainer(cfg, run).fit(resume=True)
+        assert _records(run) == _records(tmp_path / "whole")
+        mine, theirs = _weights(run), _weights(tmp_path / "whole")
+        assert all(torch.equal(mine[k], theirs[k]) for k in mine)
+
+
 def test_collect_keeps_finished_episodes_and_plays_the_rest_with_their_own_seeds(tiny_policy: Any) -> None:
     from clew.policy import SamplingParams
     from clew.rollout import Framing, PolicyActor

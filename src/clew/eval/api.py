@@ -62,7 +62,8 @@ class OpenAIPolicy:
                 with urllib.request.urlopen(request, timeout=self.timeout_s) as response:
                     return dict(json.load(response))
             except (urllib.error.URLError, TimeoutError, ConnectionError) as exc:
-                if attempt + 1 == self.attempts or (isinstance(exc, urllib.error.HTTPError) and exc.code < 500):
+                final = isinstance(exc, urllib.error.HTTPError) and exc.code < 500 and exc.code != 429
+                if attempt + 1 == self.attempts or final:  # a client error is not retried; overload and 5xx are
                     raise
                 time.sleep(1.0)
         raise AssertionError("unreachable")
@@ -87,13 +88,17 @@ def evaluate_text(
     concurrency: int = 8,
     on_progress: Callable[[int], None] | None = None,
 ) -> tuple[EvalResult, list[Group]]:
-    """Every task ``group_size`` times (the group ids and request seeds of ``clew.eval.evaluate``), summarised."""
+    """Every task ``group_size`` times, group ``g`` member ``m`` with request seeds ``derive_seed(seed, g, m,
+    turn)``, summarised."""
     jobs = [(g, m) for g in range(len(tasks)) for m in range(group_size)]
     groups = [Group(g, task.task_id, task.seed) for g, task in enumerate(tasks)]
-    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+    pool = ThreadPoolExecutor(max_workers=concurrency)
+    try:
         futures = [pool.submit(play_text, policy, tasks[g], g, m, max_turns, seed) for g, m in jobs]
         for done, ((g, _), future) in enumerate(zip(jobs, futures), start=1):
             groups[g].episodes.append(future.result())
             if on_progress:
                 on_progress(done)
+    finally:  # an interrupt drops the queued episodes instead of waiting for them
+        pool.shutdown(wait=True, cancel_futures=True)
     return summarize([e for g in groups for e in g.episodes]), groups

@@ -100,29 +100,41 @@ class AtK:
 
 
 def at_k(groups: Sequence[Group], ks: Sequence[int], seed: int = 0) -> list[AtK]:
-    """pass@k, mean@k and maj@k for each k (``clew.eval.sampling``), a task being a group of samples; maj@k is
-    left out when an episode's env reported no ``info["answer"]`` or some task's answers are not comparable
+    """pass@k, mean@k and maj@k for each k (``clew.eval.sampling``), a task being a group of samples. A sample
+    without ``info["answer"]`` (cut by a budget, failed) is a wrong vote of its own; maj@k is left out when no
+    sample of any task answered (an env that reports no answers) or some task's answers are not comparable
     (one answer scored both ways)."""
     out = []
     for k in ks:
-        per_task: dict[str, list[float]] = {"pass": [], "mean": [], "maj": []}
+        per_task: dict[str, list[float]] = {"pass": [], "mean": [], "maj": []}  # maj: NaN where nothing answered
         for group in groups:
             n, c = len(group.episodes), sum(e.success for e in group.episodes)
             per_task["pass"].append(pass_at_k(n, c, k))
             per_task["mean"].append(mean_at_k(n, c, k))
             per_task["maj"].append(_maj(group.episodes, k, seed))
+        majority = per_task["maj"]
+        if all(math.isnan(v) for v in majority) or any(math.isnan(v) for v in _comparable(groups, majority)):
+            del per_task["maj"]  # no task answered, or one task's answers are not comparable
+        else:  # a task where no sample answered scores 0
+            per_task["maj"] = [0.0 if math.isnan(v) else v for v in majority]
         for name, values in per_task.items():
-            if not any(math.isnan(v) for v in values):
-                out.append(_summarised(f"{name}@{k}", values, seed))
+            out.append(_summarised(f"{name}@{k}", values, seed))
     return out
+
+
+def _comparable(groups: Sequence[Group], majority: list[float]) -> list[float]:
+    """maj@k of the tasks where some sample answered (NaN there means the answers were not comparable)."""
+    answered = [any(e.turns and e.turns[-1].info.get("answer") is not None for e in g.episodes) for g in groups]
+    return [v for v, a in zip(majority, answered) if a]
 
 
 def _maj(episodes: Sequence[Episode], k: int, seed: int) -> float:
     answers = [e.turns[-1].info.get("answer") if e.turns else None for e in episodes]
-    if any(a is None for a in answers):  # the env reports no answers: nothing to vote on
+    if all(a is None for a in answers):  # no answer to vote on (an env that reports none, or every sample cut)
         return math.nan
-    try:
-        return maj_at_k([final_answer(a) for a in answers], [e.success for e in episodes], k, seed)
+    votes = [final_answer(a) if a is not None else f"\0no answer {i}" for i, a in enumerate(answers)]
+    try:  # an episode without an answer (cut, failed) is a wrong vote of its own
+        return maj_at_k(votes, [e.success and a is not None for e, a in zip(episodes, answers)], k, seed)
     except NotComparable:
         return math.nan
 

@@ -61,7 +61,8 @@ def plot_comparison(methods: Sequence[Method], out: Path) -> Path:
         if final.get("scores"):
             ax_f.scatter([i] * len(final["scores"]), final["scores"], color=colour, alpha=0.5, s=14)
             lo, hi = final["iqm_interval"]
-            ax_f.errorbar([i], [final["iqm"]], yerr=[[final["iqm"] - lo], [hi - final["iqm"]]], fmt="s", color=colour)
+            spread = [[max(0.0, final["iqm"] - lo)], [max(0.0, hi - final["iqm"])]]
+            ax_f.errorbar([i], [final["iqm"]], yerr=spread, fmt="s", color=colour)
     ax_c.set(xlabel="environment steps", title="training success (mean, 95 % band over runs)", ylim=(-0.02, 1.02))
     ax_c.grid(alpha=0.3)
     ax_c.legend(fontsize=8)

@@ -44,7 +44,11 @@ def play_text(policy: TextPolicy, task: Task, group_id: int, member: int, max_tu
             except Exception as exc:
                 _fail(episode, exc, "infra")
                 break
-            _step(episode, env, text, finish)
+            try:
+                _step(episode, env, text, finish)
+            except Exception as exc:  # outside the env's step (its state key, say): not the policy's doing
+                _fail(episode, exc, "infra")
+                break
             messages.append({"role": "assistant", "content": text})
             messages.append({"role": "user", "content": episode.turns[-1].observation})
     finally:

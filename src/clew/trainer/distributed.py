@@ -30,7 +30,7 @@ from clew.plugins import loaded
 from clew.policy import HFPolicy
 from clew.tensors import TokenRow
 from clew.trainer.config import ObjectiveConfig, TrainConfig
-from clew.trainer.learner import Learner
+from clew.trainer.learner import SYNC_GAP, Learner
 from clew.workers import Worker
 
 
@@ -68,6 +68,9 @@ class ProcessGroupRanks:
         for _, part_metrics in parts:  # rank order: the same sums on every rank
             for key, value in part_metrics.items():
                 summed[key] = summed.get(key, 0.0) + value
+        gaps = [m[SYNC_GAP] for _, m in parts if SYNC_GAP in m]
+        if gaps:  # a max over rows: the max over ranks, not their sum
+            summed[SYNC_GAP] = max(gaps)
         return total, summed
 
 

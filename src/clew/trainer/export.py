@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -27,34 +28,40 @@ RUN_FILES = ("config.yaml", "versions.json", "summary.json")
 def export_policy(source: Path, out: Path, adapter: bool = False) -> Path:
     """Write ``source`` (a run directory, or a saved policy folder) to the new folder ``out``; returns ``out``."""
     source, out = Path(source), Path(out)
-    if out.exists() and any(out.iterdir()):
-        raise FileExistsError(f"{out} exists and is not empty")
+    if out.is_file() or (out.exists() and any(out.iterdir())):
+        raise FileExistsError(f"{out} exists and is not an empty folder")
     run_dir = source if (source / "config.yaml").exists() else None
     policy_dir = (latest_policy_dir(source) if run_dir else source) or source
     base = _base(policy_dir) if (policy_dir / "adapter_config.json").exists() else None
     if adapter and base is None:
-        raise ValueError(f"--adapter: the policy in {policy_dir} has no LoRA adapter (export it whole)")
-    policy = HFPolicy.from_pretrained(policy_dir)  # an adapter folder loads onto its base
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    if adapter:
-        partial.mkdir()
-        for path in policy_dir.glob("adapter_*"):
-            shutil.copy2(path, partial / path.name)
-    else:
-        (merged_model(policy.model, base) if base else policy.model).save_pretrained(partial)  # safetensors
-    policy.tokenizer.save_pretrained(partial)  # the chat template goes with it
-    if run_dir is not None:
-        (partial / "clew").mkdir()
-        for name in RUN_FILES:
-            if (run_dir / name).exists():
-                shutil.copy2(run_dir / name, partial / "clew" / name)
-    card = model_card(out.name, run_dir, policy_dir, base, adapter)
-    (partial / "README.md").write_text(card, encoding="utf-8")
-    if out.exists():
-        out.rmdir()
-    partial.rename(out)
+        raise ValueError(f"the policy in {policy_dir} has no LoRA adapter (export it whole)")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # renamed into place when complete
+    try:
+        _write(staging, policy_dir, run_dir, base, adapter, out.name)
+        if out.exists():
+            out.rmdir()
+        staging.rename(out)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     return out
+
+
+def _write(folder: Path, policy_dir: Path, run_dir: Path | None, base: str | None, adapter: bool, name: str) -> None:
+    policy = HFPolicy.from_pretrained(policy_dir)  # an adapter folder loads onto its base
+    if adapter:
+        for path in policy_dir.glob("adapter_*"):
+            shutil.copy2(path, folder / path.name)
+    else:
+        (merged_model(policy.model, base) if base else policy.model).save_pretrained(folder)  # safetensors
+    policy.tokenizer.save_pretrained(folder)  # the chat template goes with it
+    if run_dir is not None:
+        (folder / "clew").mkdir()
+        for file in RUN_FILES:
+            if (run_dir / file).exists():
+                shutil.copy2(run_dir / file, folder / "clew" / file)
+    (folder / "README.md").write_text(model_card(name, run_dir, policy_dir, base, adapter), encoding="utf-8")
 
 
 def merged_model(model: Any, base: str) -> Any:

@@ -246,7 +246,7 @@ class Learner:
             total += float(loss.detach())
             share = len(rows) / n_rows
             for key, value in micro_metrics.items():
-                if key == SYNC_GAP:  # a max over the step's rows (summed over data-parallel ranks: an upper bound)
+                if key == SYNC_GAP:  # a max over the step's rows (and over ranks: Ranks.sum)
                     metrics[key] = max(metrics[key], float(value))
                 else:
                     metrics[key] += float(value) * share

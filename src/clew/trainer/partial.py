@@ -5,8 +5,10 @@ dynamic-sampling refill round is a collect of its own), the group id, the member
 fsynced (a kill leaves at most a torn last line, which ``read_jsonl`` skips). A resumed run hands the episodes
 of the iteration it resumes at back to ``collect`` (``finished``): they are kept as recorded and the others
 are played with the request seeds they would have drawn, so a killed 40-minute rollout loses only its
-unfinished episodes. The file goes once the iteration is recorded; files of other iterations are removed at
-resume (their iterations replay from the checkpoint in full).
+unfinished episodes. An episode ended by an ``infra`` failure (a lost engine worker) is not kept: it is
+played again, as an engine retry plays it. The file goes once the iteration is recorded; files of other
+iterations are removed at resume (their iterations replay from the checkpoint in full). A kill before the first
+checkpoint resumes as a fresh start that keeps iteration 0's file.
 
 Bit-identity: the resumed episodes are sampled in smaller batches than the uninterrupted ones would have been,
 and batched matmuls round differently in the last bits (~5e-7 in a log-prob). With a batch-invariant engine
@@ -17,9 +19,10 @@ uninterrupted one (tested); with a batching engine it differs by that rounding. 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
-from clew.store.run import append_jsonl, read_jsonl
+from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
 from clew.types import Episode
 
 Key = tuple[int, int]  # (group id, member)
@@ -51,7 +54,11 @@ class EpisodeLog:
         self.path(iteration).unlink(missing_ok=True)
 
     def keep_only(self, iteration: int | None) -> None:
-        """Remove every file but ``iteration``'s (None: all of them): a fresh start or a resume."""
+        """Remove every file but ``iteration``'s (None: all of them): a fresh start or a resume. The kept file is
+        rewritten without a torn last line, so the next episode appended is not glued onto it."""
         for path in self.folder.glob("iter_*.jsonl"):
             if iteration is None or path != self.path(iteration):
                 path.unlink()
+        kept = self.path(iteration) if iteration is not None else None
+        if kept is not None and kept.exists():
+            atomic_write_text(kept, "".join(json.dumps(line) + "\n" for line in read_jsonl(kept)))

@@ -40,10 +40,13 @@ class Recorder:
         atomic_write_text(self.run_dir / "versions.json", json.dumps(versions(), indent=2))
         atomic_write_text(self.path, "")
 
-    def open_trackers(self, names: Sequence[str], config: dict[str, Any], project: str, name: str | None) -> None:
-        """Start ``logging.trackers`` (``clew.trainer.trackers``); none named: nothing is imported."""
+    def open_trackers(
+        self, names: Sequence[str], config: dict[str, Any], project: str, name: str | None, start: int = 0
+    ) -> None:
+        """Start ``logging.trackers`` (``clew.trainer.trackers``) at iteration ``start``; none named: nothing is
+        imported."""
         if names:
-            self.trackers = Trackers(names, self.run_dir, config, project, name or self.run_dir.name)
+            self.trackers = Trackers(names, self.run_dir, config, project, name or self.run_dir.name, start)
 
     def log(self, kind: str, record: dict[str, Any], iteration: int | None = None) -> None:
         plain = _plain(record)

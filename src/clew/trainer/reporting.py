@@ -4,6 +4,7 @@ the summary and the end-of-run diagnosis (a budget that ended most episodes)."""
 from __future__ import annotations
 
 import json
+import warnings
 from typing import Any
 
 from clew.credit import Credit
@@ -69,8 +70,9 @@ def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
     record.update({f"eval/ended_{k}": v for k, v in ending_shares([e for g in groups for e in g.episodes]).items()})
     record["rollout/env_steps_total"] = state.env_steps
     session.log("eval", record, iteration=state.iteration)
-    evals = [r for r in read_jsonl(session.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
-    session.recorder.table("eval/table", [{k.removeprefix("eval/"): r.get(k) for k in EVAL_COLUMNS} for r in evals])
+    if session.recorder.trackers:
+        evals = [r for r in read_jsonl(session.run_dir / "metrics.jsonl") if r.get("kind") == "eval"]
+        session.recorder.table("eval/table", [{k.removeprefix("eval/"): r.get(k) for k in EVAL_COLUMNS} for r in evals])
     return result
 
 
@@ -91,7 +93,10 @@ def finish(session: Session, state: TrainerState) -> dict[str, Any]:
         summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
     summary["diagnosis"] = diagnosis(session)
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
-    session.recorder.image("curves", plot_run(run_dir))
+    try:
+        session.recorder.image("curves", plot_run(run_dir))
+    except Exception as exc:  # a plot must not fail a finished run
+        warnings.warn(f"curves.png was not written: {type(exc).__name__}: {exc}", stacklevel=2)
     return summary
 
 

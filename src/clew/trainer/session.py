@@ -91,9 +91,11 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
         clean_partials(run_dir)
     if not found:
         session.recorder.write_header(dump_config(cfg))
-    session.episodes.keep_only(saved_iteration(found[-1]) if found else None)  # only the rollout a kill cut
+    start = saved_iteration(found[-1]) if found else 0
+    session.episodes.keep_only(start if found or resume else None)  # only the rollout a kill cut
     logging = cfg.logging  # the trackers see SFT's records too
-    session.recorder.open_trackers(logging.trackers, cfg.model_dump(mode="json"), logging.project, logging.run_name)
+    config = cfg.model_dump(mode="json")
+    session.recorder.open_trackers(logging.trackers, config, logging.project, logging.run_name, start)
     if found:
         session.policy, session.source = weights.from_checkpoint(found[-1] / "policy", run_dir, cfg)
     else:

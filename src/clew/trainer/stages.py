@@ -93,7 +93,8 @@ class _Kept:
         return self.session.episodes.finished(self.it, self.seed)
 
     def record(self, episode: Episode, member: int) -> None:
-        self.session.episodes.record(self.it, self.seed, episode, member)
+        if episode.failure != "infra":  # not the policy's sample: played again after a retry or a resume
+            self.session.episodes.record(self.it, self.seed, episode, member)
 
 
 def _collect(

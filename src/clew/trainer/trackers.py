@@ -12,7 +12,9 @@ package is imported only when named) and works offline by default, writing under
 
 ``metrics.jsonl`` stays the record of truth: a tracker that fails to start or to log is dropped with one
 warning and the run goes on (``Trackers``). A resumed run continues the same W&B and MLflow runs (their ids are
-kept in ``RUN/trackers.json``).
+kept in ``RUN/trackers.json``). Iterations a killed run logged after its last checkpoint are logged again on
+resume: TensorBoard purges them (``purge_step``); MLflow and Trackio keep both values of those steps; W&B, whose
+step only grows, keeps the killed run's values.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import warnings
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from clew.store.run import atomic_write_text
 
 TRACKERS = ("tensorboard", "wandb", "mlflow", "trackio")
 
@@ -43,17 +47,27 @@ class Tracker(Protocol):
 class Trackers:
     """The configured trackers behind one call each; a tracker that raises is warned about once and dropped."""
 
-    def __init__(self, names: Sequence[str], run_dir: Path, config: dict[str, Any], project: str, name: str) -> None:
-        self.run_dir, self.step = Path(run_dir), 0
-        ids_path = self.run_dir / "trackers.json"
-        ids = json.loads(ids_path.read_text()) if ids_path.exists() else {}
+    def __init__(
+        self, names: Sequence[str], run_dir: Path, config: dict[str, Any], project: str, name: str, start: int = 0
+    ) -> None:
+        """``start``: the iteration of the checkpoint a run resumes from (steps after it that a tracker holds are
+        from the killed run)."""
+        self.run_dir, self.step = Path(run_dir), start
+        ids = self._ids()
         self.active: dict[str, Tracker] = {}
         for tracker in names:
             self._guard(tracker, lambda t=tracker: self._open(t, config, project, name, ids))  # type: ignore[misc]
-        ids_path.write_text(json.dumps(ids))
+        atomic_write_text(self.run_dir / "trackers.json", json.dumps(ids))
+
+    def _ids(self) -> dict[str, str]:
+        """The W&B and MLflow run ids of this run (empty when unreadable: the trackers then start new runs)."""
+        try:
+            return dict(json.loads((self.run_dir / "trackers.json").read_text()))
+        except (OSError, ValueError):
+            return {}
 
     def _open(self, tracker: str, config: dict[str, Any], project: str, name: str, ids: dict[str, str]) -> None:
-        self.active[tracker] = OPENERS[tracker](self.run_dir, config, project, name, ids)
+        self.active[tracker] = OPENERS[tracker](self.run_dir, config, project, name, ids, self.step)
 
     def _guard(self, tracker: str, call: Callable[[], None]) -> None:
         try:
@@ -89,10 +103,12 @@ class Trackers:
 
 
 class TensorBoard:
-    def __init__(self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str]) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str], start: int
+    ) -> None:
         from torch.utils.tensorboard import SummaryWriter
 
-        self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.writer = SummaryWriter(str(run_dir / "tensorboard"), purge_step=start + 1 if start else None)
         self.writer.add_text("config", "```\n" + json.dumps(config, indent=2) + "\n```", 0)
 
     def log(self, metrics: dict[str, float], step: int) -> None:
@@ -115,7 +131,12 @@ class TensorBoard:
 
 
 class WandB:
-    def __init__(self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str]) -> None:
+    """Logs at ``step`` = the iteration. W&B's step only grows: after a resume past the last checkpoint it drops
+    the re-run iterations (with a warning of its own) and keeps the killed run's values for them."""
+
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str], start: int
+    ) -> None:
         import wandb
 
         mode = os.environ.get("WANDB_MODE", "offline")
@@ -143,7 +164,9 @@ class WandB:
 
 
 class MLflow:
-    def __init__(self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str]) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str], start: int
+    ) -> None:
         from mlflow.entities import Param
         from mlflow.tracking import MlflowClient
 
@@ -183,7 +206,9 @@ class MLflow:
 
 
 class Trackio:
-    def __init__(self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str]) -> None:
+    def __init__(
+        self, run_dir: Path, config: dict[str, Any], project: str, name: str, ids: dict[str, str], start: int
+    ) -> None:
         os.environ.setdefault("TRACKIO_DIR", str(run_dir / "trackio"))  # read by trackio when first imported
         import trackio
 
