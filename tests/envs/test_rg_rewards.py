@@ -176,5 +176,13 @@ def test_rg_verifier_that_hangs_scores_zero_on_a_worker_thread(rg: Any) -> None:
         pytest.fail("an env step hung in reasoning-gym's verifier")
     assert run.returncode == 0, run.stderr[-2000:]
     hung, solved = (json.loads(line) for line in run.stdout.splitlines())
-    assert hung == [0.0, {"score": 0.0, "attempt": 1, "verifier_timeout": True, "success": False}]
-    assert solved == [1.0, {"score": 1.0, "attempt": 1, "success": True}]
+    assert hung == [
+        0.0,
+        {"score": 0.0, "attempt": 1, "verifier_timeout": True, "success": False, "answer": "9**9**9**9"},
+    ]
+    assert solved[0] == 1.0 and solved[1] | {"answer": None} == {
+        "score": 1.0,
+        "attempt": 1,
+        "success": True,
+        "answer": None,
+    }

@@ -97,7 +97,7 @@ def test_answers_that_hang_math_verify_score_zero_on_a_worker_thread() -> None:
     results = [json.loads(line) for line in run.stdout.splitlines()]
     for outcome, info in results[:3]:
         assert (outcome, info["success"], info["verifier_timeout"]) == (0.0, False, True)
-    assert results[3] == [1.0, {"success": True, "tool_calls": 0, "score": 1.0}]  # the next answer scores as usual
+    assert results[3] == [1.0, {"success": True, "tool_calls": 0, "score": 1.0, "answer": "-4"}]  # scored as usual
 
 
 def test_wrong_answer_scores_zero_and_names_the_answer() -> None:
