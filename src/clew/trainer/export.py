@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +19,7 @@ import yaml
 
 from clew.policy.hf import HFPolicy
 from clew.policy.lora import merged_weights
-from clew.store.run import latest_policy_dir, read_jsonl
+from clew.store.run import atomic_dir, latest_policy_dir, publish_dir, read_jsonl
 
 RUN_FILES = ("config.yaml", "versions.json", "summary.json")
 
@@ -35,13 +34,10 @@ def export_policy(source: Path, out: Path, adapter: bool = False) -> Path:
     base = _base(policy_dir) if (policy_dir / "adapter_config.json").exists() else None
     if adapter and base is None:
         raise ValueError(f"the policy in {policy_dir} has no LoRA adapter (export it whole)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))  # renamed into place when complete
+    staging = atomic_dir(out)  # beside ``out``, the umask's permissions; moved into place when complete
     try:
         _write(staging, policy_dir, run_dir, base, adapter, out.name)
-        if out.exists():
-            out.rmdir()
-        staging.rename(out)
+        publish_dir(staging, out)  # replaces ``out`` only when it is an empty folder (checked above)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
