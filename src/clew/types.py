@@ -101,6 +101,8 @@ class Episode:
     from the failing step, whose turn is flagged ``invalid_action``); ``infra`` otherwise (reset, a lost
     worker or host, a lost engine request, a ``clew.envs.InfraError``), left out of credit and baselines.
     An error without a type (a record from before failures were typed) is ``infra``, the rule it ran under.
+    ``gold_reply`` is the reply that answers the task correctly when the env knows one (``HasGoldReply``):
+    the policy never sees it; estimators that score the policy's belief in the answer (IGPO) read it.
     """
 
     task_id: str
@@ -115,6 +117,7 @@ class Episode:
     first_observation: str = ""
     outcome_explicit: bool = False
     failure: FailureType | None = None
+    gold_reply: str | None = None
 
     def __post_init__(self) -> None:
         if self.error is not None and self.failure is None:
@@ -149,6 +152,7 @@ class Episode:
             "error": self.error,
             "failure": self.failure,
             "first_observation": self.first_observation,
+            "gold_reply": self.gold_reply,
         }
 
     @classmethod

@@ -20,7 +20,7 @@ from clew import credit
 from clew.cli import main
 from clew.store.run import checkpoints, read_jsonl
 from clew.trainer import Trainer, stages
-from clew.trainer.config import RunConfig, preset_names
+from clew.trainer.config import RunConfig, preset_names, read_preset
 from clew.trainer.select import has_signal
 
 Make = Callable[..., RunConfig]
@@ -36,9 +36,18 @@ def _metrics(run: Path) -> list[dict]:
     return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in records]
 
 
+def _env_for(name: str) -> tuple[list[str], dict[str, str]]:
+    """tiny_cfg's overrides and keywords for an env that gives estimator ``name`` what it needs: keydoor, or
+    toolcalc where it needs gold replies (IGPO's beliefs)."""
+    if credit.get(name).needs_gold_beliefs:
+        return ["env.id=toolcalc-v0"], {"env_kwargs": "{n_ops: 1}"}
+    return [], {}
+
+
 @pytest.mark.parametrize("preset", preset_names())
 def test_every_preset_trains_two_iterations(preset: str, tiny_cfg: Make, tmp_path: Path) -> None:
-    cfg = tiny_cfg(f"preset={preset}", "eval.every=0")
+    env, kwargs = _env_for(str(read_preset(preset)["credit"]["name"]))
+    cfg = tiny_cfg(f"preset={preset}", "eval.every=0", *env, **kwargs)
     summary = Trainer(cfg, tmp_path / preset).fit()
     assert summary["iterations"] == 2
     rows = [r for r in read_jsonl(tmp_path / preset / "metrics.jsonl") if r["kind"] == "iteration"]
@@ -47,12 +56,15 @@ def test_every_preset_trains_two_iterations(preset: str, tiny_cfg: Make, tmp_pat
 
 @pytest.mark.parametrize("name", sorted(credit.available()))
 def test_every_estimator_runs_in_the_loop(name: str, tiny_cfg: Make, tmp_path: Path) -> None:
-    """Token-level and entropy estimators get what they need from real rollouts; G-RA gets an env-reported outcome."""
-    needs_outcome = credit.get(name).needs_outcome
-    env = ["env.id=tests.test_table:ReportsOutcome", "env.kwargs.steps=1"] if needs_outcome else []
+    """Token-level and entropy estimators get what they need from real rollouts; G-RA gets an env-reported outcome;
+    IGPO an env with gold replies."""
+    env, kwargs = _env_for(name)
+    if credit.get(name).needs_outcome:
+        env = ["env.id=tests.test_table:ReportsOutcome", "env.kwargs.steps=1"]
     cfg = tiny_cfg(
-        f"credit.name={name}", "iterations=1", "eval.every=0", "eval.at_start=false", "eval.at_end=false", *env
-    )
+        f"credit.name={name}", "iterations=1", "eval.every=0", "eval.at_start=false", "eval.at_end=false", *env,
+        **kwargs,
+    )  # fmt: skip
     Trainer(cfg, tmp_path / name).fit()
     table = pq.read_table(tmp_path / name / "trajectories" / "iter_000001.parquet").to_pylist()
     assert table and all(isinstance(r["advantage"], float) for r in table)

@@ -77,6 +77,8 @@ class EstimatorSpec:
             episodes cut short before the env reported one are the estimator's to handle.
         needs_group: a group-relative baseline; enforced by the run config (``group_size >= 2``),
             since one batch cannot tell a group of one from a one-episode task.
+        needs_gold_beliefs: the policy's belief in each episode's gold answer before every turn
+            (``CreditInput.gold_logprob``), which the trainer computes for envs with ``HasGoldReply``.
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
             log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
     """
@@ -88,6 +90,7 @@ class EstimatorSpec:
     needs_entropy: bool = False
     needs_outcome: bool = False
     needs_group: bool = False
+    needs_gold_beliefs: bool = False
     reference_param: str | None = None
     summary: str = ""
 
@@ -170,6 +173,8 @@ def check_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str, Any] |
     if spec.needs_entropy and (inp.token_offsets is None or inp.entropy is None):
         raise ValueError(f"credit estimator {name!r} needs per-token entropy and token_offsets")
     _check_anchor_inputs(spec, inp, params or {})
+    if spec.needs_gold_beliefs:
+        _check_gold_inputs(name, inp)
     explicit = inp.outcome_explicit
     if spec.needs_outcome and explicit is None:
         raise ValueError(
@@ -197,6 +202,21 @@ def _check_anchor_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str
         raise ValueError(
             f"credit estimator {name!r} with state_grouping={grouping!r} keys on the observation text, but "
             "CreditInput.observation_text is None; CreditInput.from_table fills it"
+        )
+
+
+def _check_gold_inputs(name: str, inp: CreditInput) -> None:
+    """Fail when the beliefs in the gold answer are missing, or no episode of a non-empty batch has one."""
+    if inp.gold_logprob is None:
+        raise ValueError(
+            f"credit estimator {name!r} needs CreditInput.gold_logprob: the policy's belief in each episode's gold "
+            "answer before every turn, which the trainer computes for envs whose tasks have a gold reply"
+        )
+    if inp.n_turns and np.all(np.isnan(inp.gold_logprob)):
+        raise ValueError(
+            f"credit estimator {name!r} scores the policy's belief in the gold answer, but no episode has one; "
+            "use an env with a gold reply (clew.envs.HasGoldReply: toolcalc-v0, tir/*, rg/* datasets with "
+            "answers) or an estimator that needs no answer (e.g. grpo)"
         )
 
 

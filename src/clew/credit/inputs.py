@@ -42,6 +42,10 @@ class CreditInput:
             ``state_grouping="normalized"`` and the ``"tfidf"`` features of ``"similarity"`` (``clew.credit.anchors``).
         state_vector: (N, D) float or None, a feature vector per turn for ``state_features="hidden"``: the
             policy's hidden state at the turn's last prompt token, computed by the trainer.
+        gold_logprob: (N,) float or None, the policy's belief in its episode's gold answer before the row
+            acts: the mean log-prob per token of the episode's gold reply (``Episode.gold_reply``),
+            teacher-forced right after the row's prompt, computed by the trainer for estimators that
+            need it (IGPO); NaN where the episode has no gold reply.
         env_step: (N,) bool or None, False for a context-edit turn (a summary, a memory edit) that
             the env never saw; discounting counts env steps only, so such a turn takes the return of
             the env step that follows it (None: every row is an env step).
@@ -69,6 +73,7 @@ class CreditInput:
     ref_logprob: Array | None = None
     observation_text: Array | None = None
     state_vector: Array | None = None
+    gold_logprob: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -98,6 +103,7 @@ class CreditInput:
         ref_logprob: Sequence[float] | Array | None = None,
         observation_text: Sequence[str] | Array | None = None,
         state_vector: Sequence[Sequence[float]] | Array | None = None,
+        gold_logprob: Sequence[float] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -120,6 +126,7 @@ class CreditInput:
             ref_logprob=_floats(ref_logprob) if ref_logprob is not None else None,
             observation_text=_texts(observation_text),
             state_vector=np.asarray(state_vector, dtype=np.float64) if state_vector is not None else None,
+            gold_logprob=_floats(gold_logprob) if gold_logprob is not None else None,
         )
 
     @classmethod
@@ -173,6 +180,7 @@ def _validate(inp: CreditInput) -> None:
         "observation",
         "observation_text",
         "env_step",
+        "gold_logprob",
     ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
@@ -181,6 +189,9 @@ def _validate(inp: CreditInput) -> None:
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")
+    gold = inp.gold_logprob
+    if gold is not None and (np.any(np.isinf(gold)) or np.any(gold > 1e-6)):
+        raise ValueError("CreditInput.gold_logprob must hold log-probs (<= 0) or NaN (no gold reply), not inf")
     vec = inp.state_vector
     if vec is not None and (vec.ndim != 2 or vec.shape[0] != n or not np.all(np.isfinite(vec))):
         raise ValueError(f"CreditInput.state_vector must be finite with shape ({n}, D), got {vec.shape}")

@@ -68,7 +68,7 @@ class StepResult:
 @runtime_checkable
 class Env(Protocol):
     """A text environment. Optional extras are the typed protocols below: ``HasStateKey``, ``HasExpert``,
-    ``HasValidActions``, ``Closeable`` (checked with ``isinstance``, never ``hasattr``).
+    ``HasValidActions``, ``HasGoldReply``, ``Closeable`` (checked with ``isinstance``, never ``hasattr``).
 
     ``step`` may raise: the rollout records the episode as failed, charged to the policy unless the
     exception is an ``InfraError`` (see there); a failing ``reset`` is always infra.
@@ -98,6 +98,15 @@ class HasValidActions(Protocol):
     """An env that can list the actions valid now (``--policy random``, noisy-expert demos)."""
 
     def valid_actions(self) -> list[str]: ...
+
+
+@runtime_checkable
+class HasGoldReply(Protocol):
+    """An env whose task has a known answer: ``gold_reply()`` is the reply that answers it correctly, in the
+    env's own answer syntax (``"answer: 42"``), or None when this task has none. Read once after ``reset``;
+    estimators that score the policy's belief in the answer (IGPO) teacher-force it after each turn's prompt."""
+
+    def gold_reply(self) -> str | None: ...
 
 
 @runtime_checkable

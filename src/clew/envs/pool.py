@@ -2,7 +2,7 @@
 
 ``make_pooled(env_id, timeout_s, **kwargs)`` starts a child process that builds the env with
 ``clew.envs.make(env_id, **kwargs)`` and returns a ``ProcessEnv`` that forwards ``reset``, ``step``,
-``state_key``, ``expert_action``, ``valid_actions`` and ``close`` to it. Slow envs, and envs holding
+``state_key``, ``expert_action``, ``valid_actions``, ``gold_reply`` and ``close`` to it. Slow envs, and envs holding
 a JVM, then step in parallel (one process each) without a GIL or a shared JVM in the way.
 
 Failures become exceptions from the call that met them, which the rollout loop records as an
@@ -24,7 +24,7 @@ which starts a fresh child (a new process, a new env) and goes on. ``close()`` e
 garbage-collected or the interpreter exits.
 
 The proxy has exactly the typed extras of the env it wraps: ``make_pooled`` asks the child which of
-``HasStateKey``, ``HasExpert`` and ``HasValidActions`` its env satisfies and builds the proxy from a
+``HasStateKey``, ``HasExpert``, ``HasValidActions`` and ``HasGoldReply`` its env satisfies and builds the proxy from a
 class with just those methods, so ``isinstance`` checks on it tell the truth. Every proxy is
 ``Closeable``. A child loads the driver's plug-ins (``clew.plugins.loaded()``) before it builds its env, so
 plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn`` where there is
@@ -44,10 +44,21 @@ from collections.abc import Sequence
 from multiprocessing.connection import Connection
 from typing import Any
 
-from clew.envs.base import Closeable, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, InfraError, StepResult
+from clew.envs.base import (
+    Closeable,
+    EnvFinishedError,
+    HasExpert,
+    HasGoldReply,
+    HasStateKey,
+    HasValidActions,
+    InfraError,
+    StepResult,
+)
 from clew.plugins import load_plugins, loaded
 
-_EXTRAS: dict[str, type] = {"state_key": HasStateKey, "expert_action": HasExpert, "valid_actions": HasValidActions}
+_EXTRAS: dict[str, type] = {
+    "state_key": HasStateKey, "expert_action": HasExpert, "valid_actions": HasValidActions, "gold_reply": HasGoldReply,
+}  # fmt: skip
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP})  # exit codes of killed children
 
 
@@ -210,10 +221,17 @@ class _ValidActionsProxy(ProcessEnv):
         return list(self._call("valid_actions"))
 
 
+class _GoldReplyProxy(ProcessEnv):
+    def gold_reply(self) -> str | None:
+        reply: str | None = self._call("gold_reply")
+        return reply
+
+
 _MIXINS: dict[str, type[ProcessEnv]] = {
     "state_key": _StateKeyProxy,
     "expert_action": _ExpertProxy,
     "valid_actions": _ValidActionsProxy,
+    "gold_reply": _GoldReplyProxy,
 }
 _CLASSES: dict[tuple[str, ...], type[ProcessEnv]] = {(): ProcessEnv}
 

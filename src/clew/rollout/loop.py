@@ -30,7 +30,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clew.envs import Closeable, Env, HasStateKey, StepResult, failure_type, make
+from clew.envs import Closeable, Env, HasGoldReply, HasStateKey, StepResult, failure_type, make
 from clew.envs.pool import EnvWorkerError, make_pooled
 from clew.policy.base import Completion
 from clew.rollout.actors import Actor
@@ -117,6 +117,7 @@ def _start(
         else:
             env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
+        episode.gold_reply = env.gold_reply() if isinstance(env, HasGoldReply) else None
     except Exception as exc:  # a broken env is recorded, not raised through the loop; no action caused it
         _fail(episode, exc, "infra")
         return episode, None

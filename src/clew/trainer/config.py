@@ -149,6 +149,12 @@ class RunConfig(_Frozen):
                 "driver, which a cluster run (learner ranks of their own) does not do yet; drop cluster or set "
                 f"credit.params.{spec.reference_param}=0"
             )
+        if spec.needs_gold_beliefs and (self.harness is not None or self.cluster is not None):
+            raise ValueError(
+                f"credit.name={self.credit.name} scores the policy's belief in each episode's gold answer in the "
+                "driver, from the env's gold reply: a harness run (no env) or a cluster run (learner ranks of their "
+                "own) does not do that yet; drop harness/cluster or pick an estimator without it (e.g. grpo)"
+            )
         if spec.needs_entropy and self.rollout.temperature == 0:
             raise ValueError(
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"

@@ -21,7 +21,7 @@ from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner
 from clew.trainer.select import drop_env_errors, drop_zero_variance, shape
 from clew.trainer.session import Session, connect
-from clew.trainer.states import prompt_states
+from clew.trainer.states import gold_logprobs, prompt_states
 from clew.types import Episode, Group
 
 Rollout = tuple[list[Group], list[Group]]  # (groups to train on, every group collected)
@@ -127,7 +127,23 @@ def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
             session.policy.model, prompts, session.policy.pad_id, train.microbatch_rows, train.dtype
         )
         inp = dataclasses.replace(inp, state_vector=vectors)
+    if spec.needs_gold_beliefs:  # IGPO: the policy's belief in the gold answer before every turn
+        start = time.perf_counter()
+        inp = dataclasses.replace(inp, gold_logprob=gold_beliefs(session, table))
+        seconds = time.perf_counter() - start
+        out = credit_lib.compute(name, inp, **params)
+        return dataclasses.replace(out, diagnostics={**out.diagnostics, "time/credit_gold_beliefs_s": seconds})
     return credit_lib.compute(name, inp, **params)
+
+
+def gold_beliefs(session: Session, table: TurnTable) -> np.ndarray:
+    """(N,) each row's mean log-prob of its episode's gold reply after the row's prompt (NaN: no gold reply)."""
+    tokenizer, train = session.policy.tokenizer, session.cfg.train
+    encode = tokenizer.encode
+    golds = [list(encode(e.gold_reply, add_special_tokens=False)) if e.gold_reply else [] for e in table.episodes]
+    rows = [golds[e] for e in table.episode]
+    prompts = [t.prompt_ids for t in table.turns]
+    return gold_logprobs(session.policy.model, prompts, rows, session.policy.pad_id, train.microbatch_rows, train.dtype)
 
 
 def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, float], Rollout | None]:

@@ -1,4 +1,5 @@
-"""The policy's hidden state at each turn's last prompt token: the ``hidden`` features of similarity anchor groups."""
+"""What the policy holds before each turn, scored by the learner's weights for credit: its hidden state at the turn's
+last prompt token (the ``hidden`` features of similarity anchor groups) and its belief in the gold answer (IGPO)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from clew.policy.scoring import eval_mode, head_split
-from clew.tensors import left_pad, positions
+from clew.policy.scoring import action_logprobs, eval_mode, head_split
+from clew.tensors import left_pad, pack_spans, positions
 from clew.trainer.learner import chunks, compute_dtype
 
 
@@ -37,3 +38,28 @@ def _last_states(model: Any, backbone: Any, prompts: list[Sequence[int]], pad_id
     else:
         hidden = model(**kwargs, output_hidden_states=True).hidden_states[-1]
     return hidden[:, -1].float().cpu().numpy().astype(np.float64)  # (B, D)
+
+
+def gold_logprobs(
+    model: Any, prompts: Sequence[Sequence[int]], golds: Sequence[Sequence[int]], pad_id: int, rows_per_pass: int,
+    dtype: str = "float32",
+) -> np.ndarray:  # fmt: skip
+    """(N,) float64: the mean log-prob per token of ``golds[i]`` teacher-forced right after ``prompts[i]`` (the
+    model's own distribution, temperature 1), under ``model``'s current weights, without gradients, in eval
+    mode, ``rows_per_pass`` rows per forward; NaN where ``golds[i]`` is empty (no gold reply)."""
+    out = np.full(len(prompts), np.nan)
+    scored = [i for i, gold in enumerate(golds) if gold]
+    with torch.no_grad(), eval_mode(model), compute_dtype(model, dtype):
+        for rows in chunks(scored, rows_per_pass):
+            out[rows] = _mean_logprobs(model, [prompts[i] for i in rows], [golds[i] for i in rows], pad_id)
+    return out
+
+
+def _mean_logprobs(model: Any, prompts: list[Sequence[int]], golds: list[Sequence[int]], pad_id: int) -> np.ndarray:
+    """(B,) the mean log-prob of each gold span after its prompt."""
+    packed = pack_spans([[(list(p), False), (list(g), True)] for p, g in zip(prompts, golds)], pad_id)
+    device = next(model.parameters()).device
+    ids, mask, gold = (t.to(device) for t in (packed.input_ids, packed.attention_mask, packed.action_mask))
+    logp, _ = action_logprobs(model, ids, mask, gold, 1.0)
+    total = (logp.float() * gold).sum(dim=1) / gold.sum(dim=1)
+    return total.cpu().numpy().astype(np.float64)

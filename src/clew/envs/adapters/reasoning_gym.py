@@ -204,3 +204,6 @@ class ReasoningGymWithExpert(ReasoningGym):
 
     def expert_action(self) -> str:
         return str(self._entry["answer"])
+
+    def gold_reply(self) -> str:
+        return str(self._entry["answer"])

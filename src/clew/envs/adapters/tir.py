@@ -219,6 +219,9 @@ class ToolReasoning:
             return StepResult(f"{note}\nOut of turns.", 0.0, False, True, info, outcome=0.0)
         return StepResult(f"{note}\n{self._prompt()}", 0.0, False, False, info)
 
+    def gold_reply(self) -> str:
+        return self._gold()
+
     def _gold(self) -> str:
         return f"answer: {self._entry['answer']}"
 

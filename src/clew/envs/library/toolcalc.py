@@ -101,6 +101,9 @@ class ToolCalc:
         op, operand = self.ops[self.progress]
         return f"calc: {format_number(prev)} {op} {operand}"
 
+    def gold_reply(self) -> str:
+        return f"answer: {format_number(self.partials[-1])}"
+
     def _partials(self) -> list[float]:
         values, acc = [], float(self.start)
         for op, operand in self.ops:
