@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from clew.envs import HasExpert, HasStateKey, HasValidActions, check_env, make
+from clew.envs import HasExpert, HasGoldReply, HasStateKey, HasValidActions, check_env, make
 from clew.envs.base import Env, StepResult
 from clew.envs.checker import GARBAGE_ACTION
 
@@ -36,6 +36,13 @@ def test_rg_passes_check_env_and_expert_scores_one(rg: Any, env_id: str) -> None
         result = _play_expert(env, seed)
         assert (result.outcome, result.info["success"]) == (1.0, True)
         assert result.reward + (result.outcome or 0.0) == 1.0  # a one-step episode's return: the score once
+
+
+def test_rg_gold_reply_scores_one_and_only_datasets_with_answers_have_one(rg: Any) -> None:
+    env = make("rg/chain_sum", size=10)
+    env.reset(2)
+    assert isinstance(env, HasGoldReply) and env.step(env.gold_reply()).outcome == 1.0
+    assert not isinstance(make("rg/rush_hour", size=5), HasGoldReply)  # answer=None: no expert, no gold reply
 
 
 def test_rg_seed_picks_the_item_and_state_key_names_it(rg: Any) -> None:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from clew.credit import CreditInput, compute
-from clew.envs import HasExpert, HasStateKey, check_env, make
+from clew.envs import HasExpert, HasGoldReply, HasStateKey, check_env, make
 from clew.envs.base import Env, StepResult
 from clew.rollout import RolloutConfig, ScriptedActor, Task, collect
 from clew.tools.sandbox import find_bwrap
@@ -106,6 +106,13 @@ def test_wrong_answer_scores_zero_and_names_the_answer() -> None:
     result = env.step("answer: 5")
     assert (result.terminated, result.outcome, result.info["success"]) == (True, 0.0, False)
     assert "The answer was -4" in result.observation
+
+
+def test_gold_reply_is_a_right_answer() -> None:
+    env = make("tir/chain_sum", size=10)
+    env.reset(1)
+    assert isinstance(env, HasGoldReply) and env.gold_reply() == "answer: -4"
+    assert env.step(env.gold_reply()).outcome == 1.0
 
 
 def test_malformed_actions_are_invalid_and_the_episode_goes_on() -> None:
