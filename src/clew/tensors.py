@@ -82,6 +82,8 @@ class TokenRow:
     turns: int = 1
     old_logprobs: list[float] | None = None  # recomputed by the learner (``Learner.recompute_old_logprobs``)
     segment: int = 0  # index of the row's context segment within its episode (see rollout.batch)
+    values: list[float] | None = None  # per action token, the value head's V when credit ran (a critic run)
+    value_targets: list[float] | None = None  # per action token, the value head's regression target
 
     @property
     def ratio_logprobs(self) -> list[float]:
@@ -111,6 +113,8 @@ class PackedBatch:
     old_logprobs: torch.Tensor  # (B, T), the ratio's denominator: recomputed by the learner, else behaviour's
     episode_ids: torch.Tensor  # (B,)
     behavior_logprobs: torch.Tensor  # (B, T), the rollout engine's; equals old_logprobs unless recomputed
+    values: torch.Tensor | None = None  # (B, T), the value head's V when credit ran (rows with a critic)
+    value_targets: torch.Tensor | None = None  # (B, T), its targets
 
     @property
     def lengths(self) -> list[int]:
@@ -127,8 +131,10 @@ class PackedBatch:
 
         rows = PackedRows(take(self.rows.input_ids), take(self.rows.attention_mask), take(self.rows.action_mask))
         return PackedBatch(
-            rows, take(self.advantages), take(self.old_logprobs), self.episode_ids[index], take(self.behavior_logprobs)
-        )
+            rows, take(self.advantages), take(self.old_logprobs), self.episode_ids[index], take(self.behavior_logprobs),
+            None if self.values is None else take(self.values),
+            None if self.value_targets is None else take(self.value_targets),
+        )  # fmt: skip
 
 
 def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
@@ -142,7 +148,18 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     behavior = old.clone()
     behavior[where] = torch.tensor([b for r in rows for b in r.behavior_logprobs], dtype=old.dtype)
     episodes = torch.tensor([r.episode for r in rows], dtype=torch.long)
-    return PackedBatch(packed, adv, old, episodes, behavior)
+    values = _per_action(packed, [r.values for r in rows])
+    targets = _per_action(packed, [r.value_targets for r in rows])
+    return PackedBatch(packed, adv, old, episodes, behavior, values, targets)
+
+
+def _per_action(packed: PackedRows, per_row: Sequence[list[float] | None]) -> torch.Tensor | None:
+    """(B, T) with each row's per-action-token values at its action positions; None unless every row has them."""
+    if not per_row or any(v is None for v in per_row):
+        return None
+    out = torch.zeros_like(packed.action_mask)
+    out[packed.action_mask.bool()] = torch.tensor([x for v in per_row for x in v or []], dtype=out.dtype)
+    return out
 
 
 def loss_units(rows: Sequence[TokenRow], weighting: str) -> torch.Tensor | None:

@@ -208,3 +208,18 @@ def test_tis_weights() -> None:
     loss, _ = compute("ppo_clip", logp, old, t([[0.8, 0.8]]), torch.ones_like(old), is_weights=weights)
     torch.testing.assert_close(loss, t([[-1.6, -0.4]]))
     assert not tis_weights(old, behavior, torch.ones_like(old), level="sequence").requires_grad
+
+
+def test_value_loss_by_hand() -> None:
+    """0.5 max((V - R)^2, (V_old + clip(V - V_old, -0.2, 0.2) - R)^2), per token."""
+    from clew.objectives import value_loss
+
+    values, old, returns = (
+        torch.tensor([[1.0, 0.55, 0.9]]),
+        torch.tensor([[0.5, 0.5, 0.5]]),
+        torch.tensor([[0.6, 1.0, 1.0]]),
+    )
+    # token 0: unclipped 0.16, clipped (0.7 - 0.6)^2 = 0.01; token 1: inside the clip, 0.2025 both;
+    # token 2: unclipped 0.01, clipped (0.7 - 1.0)^2 = 0.09 (the pessimistic max keeps the clipped one)
+    assert value_loss(values, old, returns, 0.2) == pytest.approx(torch.tensor([[0.08, 0.10125, 0.045]]))
+    assert value_loss(values, old, returns, None) == pytest.approx(torch.tensor([[0.08, 0.10125, 0.005]]))

@@ -37,11 +37,12 @@ def _metrics(run: Path) -> list[dict]:
 
 
 def _env_for(name: str) -> tuple[list[str], dict[str, str]]:
-    """tiny_cfg's overrides and keywords for an env that gives estimator ``name`` what it needs: keydoor, or
-    toolcalc where it needs gold replies (IGPO's beliefs)."""
-    if credit.get(name).needs_gold_beliefs:
+    """tiny_cfg's overrides and keywords for a run that gives estimator ``name`` what it needs: keydoor, toolcalc
+    where it needs gold replies (IGPO's beliefs), a value head where it reads values (GAE)."""
+    spec = credit.get(name)
+    if spec.needs_gold_beliefs:
         return ["env.id=toolcalc-v0"], {"env_kwargs": "{n_ops: 1}"}
-    return [], {}
+    return (["critic.value_coef=0.1"] if spec.needs_values else []), {}
 
 
 @pytest.mark.parametrize("preset", preset_names())

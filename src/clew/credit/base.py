@@ -32,6 +32,8 @@ class Credit:
             (``penalty_placement="statistics"``), so ``compute`` charges nothing after it.
         anchor_group: (N,) int or None, the anchor-state group each row's step advantage was computed in
             (GiGPO; ids unique over the batch, -1: in no group); the store keeps it for the viewer.
+        value, value_target: (K,) or None, the value head's V at each action token as the estimator read it,
+            and its regression target there (GAE's returns A + V), for estimators that need values.
     """
 
     turn_advantage: Array
@@ -40,6 +42,8 @@ class Credit:
     diagnostics: dict[str, float] = field(default_factory=dict)
     penalty_charged: bool = False
     anchor_group: Array | None = None
+    value: Array | None = None
+    value_target: Array | None = None
 
 
 PENALTY_PLACEMENTS = ("advantage", "statistics")
@@ -77,6 +81,8 @@ class EstimatorSpec:
             episodes cut short before the env reported one are the estimator's to handle.
         needs_group: a group-relative baseline; enforced by the run config (``group_size >= 2``),
             since one batch cannot tell a group of one from a one-episode task.
+        needs_values: the value head's V at every action token (``CreditInput.value``), computed by the trainer
+            when the run has a critic (``critic.value_coef > 0``); the estimator returns ``value_target``.
         needs_gold_beliefs: the policy's belief in each episode's gold answer before every turn
             (``CreditInput.gold_logprob``), which the trainer computes for envs with ``HasGoldReply``.
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
@@ -91,6 +97,7 @@ class EstimatorSpec:
     needs_outcome: bool = False
     needs_group: bool = False
     needs_gold_beliefs: bool = False
+    needs_values: bool = False
     reference_param: str | None = None
     summary: str = ""
 
@@ -175,6 +182,11 @@ def check_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str, Any] |
     _check_anchor_inputs(spec, inp, params or {})
     if spec.needs_gold_beliefs:
         _check_gold_inputs(name, inp)
+    if spec.needs_values and (inp.value is None or inp.token_offsets is None):
+        raise ValueError(
+            f"credit estimator {name!r} needs CreditInput.value (the value head's V at every action token) and "
+            "token_offsets; the trainer computes them when the run has a critic (critic.value_coef > 0)"
+        )
     explicit = inp.outcome_explicit
     if spec.needs_outcome and explicit is None:
         raise ValueError(

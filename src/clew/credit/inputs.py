@@ -53,6 +53,8 @@ class CreditInput:
             (REINFORCE++'s KL-in-reward).
         token_offsets: (N + 1,) int or None; row ``i`` owns tokens ``[off[i], off[i+1])``.
         entropy, logprob, token_ids: (K,) per-token arrays or None.
+        value: (K,) float or None, the value head's V at each action token (on the hidden state that scores the
+            token), computed by the trainer for estimators with a critic (GAE).
     """
 
     group: Array
@@ -74,6 +76,7 @@ class CreditInput:
     observation_text: Array | None = None
     state_vector: Array | None = None
     gold_logprob: Array | None = None
+    value: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -104,6 +107,7 @@ class CreditInput:
         observation_text: Sequence[str] | Array | None = None,
         state_vector: Sequence[Sequence[float]] | Array | None = None,
         gold_logprob: Sequence[float] | Array | None = None,
+        value: Sequence[float] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -127,6 +131,7 @@ class CreditInput:
             observation_text=_texts(observation_text),
             state_vector=np.asarray(state_vector, dtype=np.float64) if state_vector is not None else None,
             gold_logprob=_floats(gold_logprob) if gold_logprob is not None else None,
+            value=_floats(value) if value is not None else None,
         )
 
     @classmethod
@@ -185,7 +190,7 @@ def _validate(inp: CreditInput) -> None:
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
             raise ValueError(f"CreditInput.{name} has length {arr.shape[0]}, expected {n} (one per turn row)")
-    for name in ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob"):
+    for name in ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob", "value"):
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")
@@ -215,7 +220,7 @@ def _validate_order(inp: CreditInput) -> None:
 
 def _validate_tokens(inp: CreditInput, n: int) -> None:
     off = inp.token_offsets
-    per_token = [x for x in ("entropy", "logprob", "token_ids", "ref_logprob") if getattr(inp, x) is not None]
+    per_token = [x for x in ("entropy", "logprob", "token_ids", "ref_logprob", "value") if getattr(inp, x) is not None]
     if off is None:
         if per_token:
             raise ValueError(f"CreditInput.{per_token[0]} needs token_offsets")

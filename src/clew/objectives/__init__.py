@@ -2,7 +2,7 @@
 
 from clew.objectives.aggregate import MODES, aggregate, aggregation_weights
 from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get, register
-from clew.objectives.regularizers import entropy_bonus, kl_penalty, tis_weights
+from clew.objectives.regularizers import entropy_bonus, kl_penalty, tis_weights, value_loss
 from clew.objectives.surrogate import power_mean_ratio, span_ids
 
 __all__ = [
@@ -20,4 +20,5 @@ __all__ = [
     "register",
     "span_ids",
     "tis_weights",
+    "value_loss",
 ]

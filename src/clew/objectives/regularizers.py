@@ -48,3 +48,20 @@ def tis_weights(
     elif level != "token":
         raise ValueError(f"tis level must be 'token' or 'sequence', got {level!r}")
     return (log_w.clamp(-20, 20).exp() * mask).clamp(max=cap).detach()
+
+
+def value_loss(values: Tensor, old_values: Tensor, returns: Tensor, clip: float | None = 0.2) -> Tensor:
+    """Per-token value-head loss, (B, T): 0.5 (V - R)^2, or with ``clip`` the pessimistic clipped form
+    0.5 max((V - R)^2, (V_old + clip(V - V_old, -clip, clip) - R)^2).
+
+    Schulman et al., "Proximal Policy Optimization Algorithms" (arXiv 1707.06347), Eq. 9's squared-error term
+    L^VF = (V_theta(s_t) - V_t^targ)^2; the clipping around the values the advantages were computed with is the
+    released PPO code's (OpenAI baselines ppo2; TRL ``PPOTrainer``, ``cliprange_value`` 0.2; verl
+    ``compute_value_loss``), not an equation of the paper. ``old_values`` are those values, ``returns`` GAE's
+    targets A + V_old.
+    """
+    unclipped = (values - returns) ** 2
+    if clip is None:
+        return 0.5 * unclipped
+    clipped = old_values + (values - old_values).clamp(-clip, clip)
+    return 0.5 * torch.maximum(unclipped, (clipped - returns) ** 2)

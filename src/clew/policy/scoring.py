@@ -83,6 +83,39 @@ def action_logprobs(
     return _scatter(picked, where), _scatter(entropy, where)
 
 
+def action_outputs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    action_mask: torch.Tensor,
+    temperature: float = 1.0,
+    logits_budget: int = LOGITS_BUDGET,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``action_logprobs`` plus the final hidden state that scores each action token, (n, H) in row-major order of
+    the action positions (what a value head reads; ``scatter_actions`` puts per-token values back to (B, T))."""
+    split = head_split(model)
+    where = action_mask[:, 1:].bool()
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "position_ids": positions(attention_mask)}
+    if split is None:
+        out = model(**kwargs, use_cache=False, output_hidden_states=True)
+        logits = out.logits[:, :-1][where].float() / (temperature if temperature > 0 else 1.0)
+        logp_all = torch.log_softmax(logits, dim=-1)
+        picked = logp_all.gather(-1, input_ids[:, 1:][where][:, None]).squeeze(-1)
+        entropy = -(logp_all.exp() * logp_all).sum(-1)
+        states = out.hidden_states[-1][:, :-1][where]
+    else:
+        backbone, head = split
+        hidden = backbone(**kwargs, use_cache=False).last_hidden_state
+        states = hidden[:, :-1][where]
+        picked, entropy = head_logprobs(head, states, input_ids[:, 1:][where], temperature, logits_budget)
+    return _scatter(picked, where), _scatter(entropy, where), states
+
+
+def scatter_actions(values: torch.Tensor, action_mask: torch.Tensor) -> torch.Tensor:
+    """(B, T) with per-action-token ``values`` (n,) at the action positions, 0 elsewhere."""
+    return _scatter(values, action_mask[:, 1:].bool())
+
+
 def head_logprobs(
     head: Any, hidden: torch.Tensor, targets: torch.Tensor, temperature: float, logits_budget: int = LOGITS_BUDGET
 ) -> tuple[torch.Tensor, torch.Tensor]:

@@ -24,8 +24,10 @@ def to_rows(
     turn_advantage: np.ndarray,
     token_advantage: np.ndarray | None = None,
     merge_prefix: bool = False,
+    values: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> list[TokenRow]:
     """Training rows in the table's row order; ``token_advantage`` (K,) wins over ``turn_advantage`` (N,).
+    ``values``: (V, targets), (K,) each, the value head's values and regression targets (a critic run).
 
     Turns with no action tokens (an episode that ended before sampling) produce no row.
     """
@@ -41,7 +43,19 @@ def to_rows(
                 adv = [float(turn_advantage[i])] * int(off[i + 1] - off[i])
             pieces.append((table.turns[i], adv))
         rows += _episode_rows(pieces, episode_id, merge_prefix)
-    return rows
+    return rows if values is None else _with_values(rows, *values)
+
+
+def _with_values(rows: list[TokenRow], values: np.ndarray, targets: np.ndarray) -> list[TokenRow]:
+    """``rows`` (in table order, covering every action token once) with their tokens' values and targets."""
+    out, start = [], 0
+    for row in rows:
+        end = start + len(row.advantages)
+        out.append(replace(row, values=values[start:end].tolist(), value_targets=targets[start:end].tolist()))
+        start = end
+    if start != values.shape[0]:
+        raise ValueError(f"values cover {values.shape[0]} action tokens, the rows {start}")
+    return out
 
 
 def _episode_rows(pieces: list[tuple[Turn, list[float]]], episode_id: int, merge: bool) -> list[TokenRow]:

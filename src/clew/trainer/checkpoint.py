@@ -6,7 +6,7 @@ import dataclasses
 import json
 import random
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,10 +31,11 @@ class TrainerState:
 
 def save_checkpoint(
     run_dir: Path, state: TrainerState, model: Any, tokenizer: Any, optimizer: Any, keep: int,
-    probe: Sequence[TokenRow] | None = None,
+    probe: Sequence[TokenRow] | None = None, save_extra: Callable[[Path], None] | None = None,
 ) -> Path:  # fmt: skip
     """Write ``checkpoints/iter_XXXXXX`` in a temp folder and rename it into place; prune old ones. ``probe``: the
-    step guard's probe rows, held back once per run, so that a resumed run probes (and trains on) the same rows."""
+    step guard's probe rows, held back once per run, so that a resumed run probes (and trains on) the same rows.
+    ``save_extra(folder)`` writes what else the run trains (a value head) into the checkpoint folder."""
     final = Path(run_dir) / CHECKPOINTS / f"iter_{state.iteration:06d}"
     tmp = atomic_dir(final)
     model.save_pretrained(tmp / "policy")
@@ -46,6 +47,8 @@ def save_checkpoint(
     (tmp / "state.json").write_text(json.dumps(state.__dict__))
     if probe:
         (tmp / PROBE_FILE).write_text(json.dumps([dataclasses.asdict(row) for row in probe]))
+    if save_extra is not None:
+        save_extra(tmp)
     publish_dir(tmp, final)
     for old in checkpoints(run_dir)[:-keep]:
         shutil.rmtree(old)

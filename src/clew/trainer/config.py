@@ -16,6 +16,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from clew import credit
+from clew.credit import EstimatorSpec
 from clew.plugins import load_plugins
 from clew.policy.base import EngineSpec, engine_spec, engines
 from clew.rollout import RolloutConfig
@@ -24,6 +25,7 @@ from clew.trainer.sections import (
     TINY_LINEAR,
     ClusterConfig,
     CreditConfig,
+    CriticConfig,
     EnvConfig,
     EvalConfig,
     FilterConfig,
@@ -43,6 +45,7 @@ __all__ = [
     "TINY_LINEAR",
     "ClusterConfig",
     "CreditConfig",
+    "CriticConfig",
     "EnvConfig",
     "EvalConfig",
     "FilterConfig",
@@ -83,6 +86,7 @@ class RunConfig(_Frozen):
     rollout: RolloutConfig = RolloutConfig()
     credit: CreditConfig = CreditConfig()
     objective: ObjectiveConfig = ObjectiveConfig()
+    critic: CriticConfig = CriticConfig()
     shaping: ShapingConfig = ShapingConfig()
     filters: FilterConfig = FilterConfig()
     train: TrainConfig = TrainConfig()
@@ -149,6 +153,7 @@ class RunConfig(_Frozen):
                 "driver, which a cluster run (learner ranks of their own) does not do yet; drop cluster or set "
                 f"credit.params.{spec.reference_param}=0"
             )
+        self._critic_served(spec)
         if spec.needs_gold_beliefs and (self.harness is not None or self.cluster is not None):
             raise ValueError(
                 f"credit.name={self.credit.name} scores the policy's belief in each episode's gold answer in the "
@@ -160,6 +165,21 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _critic_served(self, spec: EstimatorSpec) -> None:
+        has_critic = self.critic.value_coef > 0
+        if spec.needs_values and not has_critic:
+            raise ValueError(
+                f"credit.name={self.credit.name} reads a value head; set critic.value_coef > 0 (TRL's vf_coef: 0.1)"
+            )
+        if has_critic and not spec.needs_values:
+            readers = ", ".join(n for n, s in credit.available().items() if s.needs_values)
+            raise ValueError(
+                f"critic.value_coef={self.critic.value_coef} trains a value head that credit.name={self.credit.name} "
+                f"never reads; set critic.value_coef=0 or use an estimator with values ({readers})"
+            )
+        if has_critic and (self.cluster is not None or self.harness is not None):
+            raise ValueError("a critic (critic.value_coef > 0) runs in the driver's learner only: drop cluster/harness")
 
     def _harness_served(self) -> None:
         if self.harness is None:

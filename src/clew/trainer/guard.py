@@ -54,8 +54,13 @@ class StepGuard:
     moment updates by inverting them with the step's own (clipped) gradients, ``undo_adamw_moments``: exact
     up to float rounding, without a second and third copy of the model per step."""
 
-    def __init__(self, model: Any, probe: Sequence[TokenRow], pad_id: int, max_kl: float, temperature: float) -> None:
+    def __init__(
+        self, model: Any, probe: Sequence[TokenRow], pad_id: int, max_kl: float, temperature: float,
+        extra: Sequence[torch.nn.Parameter] = (),
+    ) -> None:  # fmt: skip
+        """``extra``: trained parameters outside ``model`` (a value head), rolled back with it."""
         self.model, self.max_kl, self.temperature = model, max_kl, temperature
+        self.extra = list(extra)
         self.rows = list(probe)
         self.batch = pack_batch(self.rows, pad_id)
         self.reference = self._score()
@@ -74,12 +79,15 @@ class StepGuard:
     @torch.no_grad()
     def snapshot(self, optimizer: torch.optim.Optimizer) -> None:
         """Copy the trained parameters (call right before ``optimizer.step()``)."""
-        params = trainable(self.model)
+        params = self._trained()
         if self._params is None:
             self._params = [p.detach().clone() for p in params]
         else:
             torch._foreach_copy_(self._params, [p.detach() for p in params])
         self._fresh = [not optimizer.state.get(p) for p in params]
+
+    def _trained(self) -> list[torch.nn.Parameter]:
+        return [*trainable(self.model), *self.extra]
 
     @torch.no_grad()
     def check(self, optimizer: torch.optim.Optimizer) -> tuple[bool, float]:
@@ -91,7 +99,7 @@ class StepGuard:
             return True, kl
         assert self._params is not None, "snapshot() must precede check()"
         betas = optimizer.param_groups[0]["betas"]
-        for p, saved, fresh in zip(trainable(self.model), self._params, self._fresh):
+        for p, saved, fresh in zip(self._trained(), self._params, self._fresh):
             p.copy_(saved)
             if fresh:
                 optimizer.state.pop(p, None)  # the step was the parameter's first: AdamW starts it afresh

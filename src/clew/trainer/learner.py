@@ -21,10 +21,11 @@ import torch
 from clew import objectives
 from clew.policy.hf import HFPolicy
 from clew.policy.lora import disabled_adapters, is_lora, trainable
-from clew.policy.scoring import action_logprobs
+from clew.policy.scoring import action_logprobs, action_outputs
 from clew.rollout import derive_seed
 from clew.tensors import PackedBatch, TokenRow, loss_units, pack_batch, pack_spans
-from clew.trainer.config import ObjectiveConfig, SFTConfig, TrainConfig
+from clew.trainer.config import CriticConfig, ObjectiveConfig, SFTConfig, TrainConfig
+from clew.trainer.critic import Critic
 from clew.trainer.guard import StepGuard, hold_back
 from clew.trainer.timing import Stopwatch
 
@@ -95,17 +96,24 @@ class Learner:
         reference: Any = None,
         ranks: Ranks | None = None,
         reference_for_credit: bool = False,
+        critic: CriticConfig | None = None,
     ) -> None:
         """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0`` or
         ``reference_for_credit``, KL in the credit's rewards; defaults to a copy of the policy as it is
         now). A LoRA policy needs none: its reference is its base, adapters off.
-        ``ranks``: this learner is one of several data-parallel ranks (``clew.trainer.distributed``)."""
+        ``ranks``: this learner is one of several data-parallel ranks (``clew.trainer.distributed``).
+        ``critic``: with ``value_coef > 0`` a value head trains beside the policy (``clew.trainer.critic``), in a
+        parameter group of its own (``critic.lr``)."""
         self.policy, self.train_cfg, self.objective = policy, train, objective
         self.ranks = ranks
         self.model = policy.model
         self.temperature = temperature if temperature > 0 else 1.0
         params = trainable(self.model)
         self.optimizer = adamw(params, lr=train.lr, weight_decay=train.weight_decay)
+        self.critic = Critic(self.model, critic) if critic is not None and critic.value_coef > 0 else None
+        if self.critic is not None:
+            scale = (self.critic.cfg.lr or train.lr) / train.lr
+            self.optimizer.add_param_group({"params": self.critic.params, "lr_scale": scale})
         self.steps = 0
         self.guard: StepGuard | None = None  # built at the first update (train.guard_max_kl)
         self._sync_gap = False  # measure SYNC_GAP in the loss forward (the first optimizer step of an update)
@@ -176,8 +184,21 @@ class Learner:
         train_rows, probe = hold_back(rows, cfg.guard_probe_rows, derive_seed(seed, "probe"))
         if not probe:
             return train_rows, None
-        self.guard = StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
+        self.guard = StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature, self._extra)
         return train_rows, self.guard
+
+    @property
+    def _extra(self) -> list[torch.nn.Parameter]:
+        """Trained parameters outside the model: the value head's."""
+        return self.critic.params if self.critic is not None else []
+
+    @torch.no_grad()
+    def token_values(self, turns: Sequence[tuple[list[int], list[int]]]) -> list[float]:
+        """The value head's V at every action token of each (prompt ids, action ids) pair, concatenated in order."""
+        assert self.critic is not None, "token_values needs a critic (critic.value_coef > 0)"
+        with compute_dtype(self.model, self.train_cfg.dtype):
+            values = self.critic.token_values(self.model, turns, self.policy.pad_id, self.train_cfg.microbatch_rows)
+        return values.tolist()
 
     def guard_rows(self) -> list[TokenRow] | None:
         """The step guard's probe rows (None before the first update or without a guard), for checkpoints."""
@@ -187,7 +208,9 @@ class Learner:
         """Rebuild the step guard on the probe rows a checkpoint saved (resume probes the rows the run held back)."""
         cfg = self.train_cfg
         if cfg.guard_max_kl is not None:
-            self.guard = StepGuard(self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature)
+            self.guard = StepGuard(
+                self.model, probe, self.policy.pad_id, cfg.guard_max_kl, self.temperature, self._extra
+            )
 
     def recompute_old_logprobs(self, rows: Sequence[TokenRow]) -> list[TokenRow]:
         """Score rows with the trainer's current weights (the proximal policy for TIS)."""
@@ -279,9 +302,11 @@ class Learner:
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         rows, obj = batch.rows, self.objective
         with compute_dtype(self.model, self.train_cfg.dtype):
-            logp, entropy = action_logprobs(
-                self.model, rows.input_ids, rows.attention_mask, rows.action_mask, self.temperature
-            )
+            args = (self.model, rows.input_ids, rows.attention_mask, rows.action_mask, self.temperature)
+            if self.critic is None:
+                logp, entropy = action_logprobs(*args)
+            else:
+                logp, entropy, states = action_outputs(*args)
             extra: dict[str, Any] = {}
             if obj.kl_coef > 0:
                 extra["ref_logp"] = self._reference_logprobs(rows.input_ids, rows.attention_mask, rows.action_mask)
@@ -307,7 +332,12 @@ class Learner:
         if self._sync_gap:
             gap = (logp.detach().float() - batch.behavior_logprobs).abs() * rows.action_mask
             metrics[SYNC_GAP] = gap.max() if gap.numel() else torch.zeros(())
-        return (weights * per_token).sum(), metrics
+        if self.critic is None:
+            return (weights * per_token).sum(), metrics
+        warm_up = self.steps < self.critic.cfg.warmup_steps  # the value head alone: no policy loss, backbone frozen
+        value_loss, value_metrics = self.critic.loss(states, batch, frozen_backbone=warm_up)
+        loss = self.critic.cfg.value_coef * (weights * value_loss).sum()
+        return (loss if warm_up else loss + (weights * per_token).sum()), {**metrics, **value_metrics}
 
     @torch.no_grad()
     def _reference_logprobs(
@@ -324,7 +354,7 @@ class Learner:
     ) -> dict[str, float]:
         clock = clock or Stopwatch()
         with clock("optimizer"):
-            params = [p for p in self.model.parameters() if p.grad is not None]
+            params = [p for p in [*self.model.parameters(), *self._extra] if p.grad is not None]
             norm = float(torch.nn.utils.clip_grad_norm_(params, self.train_cfg.max_grad_norm)) if params else 0.0
         if not (math.isfinite(loss) and math.isfinite(norm)):
             self.optimizer.zero_grad(set_to_none=True)
@@ -364,7 +394,7 @@ class Learner:
 
     def _optimizer_step(self, lr: float) -> None:
         for group in self.optimizer.param_groups:
-            group["lr"] = lr
+            group["lr"] = lr * group.get("lr_scale", 1.0)
         self.optimizer.step()
 
 

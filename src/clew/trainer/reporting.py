@@ -45,9 +45,10 @@ def record_iteration(
         evaluate_held_out(session, state)
     if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
         policy, learner = session.policy, session.learner
+        critic = getattr(learner, "critic", None)  # a value head (a cluster's learner group has none)
         save_checkpoint(
             session.run_dir, state, policy.model, policy.tokenizer, learner.optimizer, cfg.keep_checkpoints,
-            learner.guard_rows(),
+            learner.guard_rows(), critic.save if critic is not None else None,
         )  # fmt: skip
     session.episodes.drop(it - 1)  # the rollout's episodes, kept as they ended, are recorded now
 

@@ -148,6 +148,25 @@ class ObjectiveConfig(_Frozen):
         return self
 
 
+class CriticConfig(_Frozen):
+    """A value head on the policy's final hidden state, for estimators that read values (``credit.name=gae``: PPO).
+
+    The head is a linear layer trained with the policy in the same optimizer step (its loss flows into the shared
+    backbone, or LoRA adapters); it is saved with each checkpoint (``value_head.pt``), not exported with the policy.
+    """
+
+    value_coef: float = Field(
+        0.0, ge=0, description="weight of the value loss (0: no critic; > 0 puts a value head on the policy)"
+    )
+    value_clip: float | None = Field(
+        0.2, gt=0, description="clip the new values within this distance of the old ones in the loss (None: off)"
+    )
+    lr: float | None = Field(None, gt=0, description="the value head's learning rate (None: train.lr)")
+    warmup_steps: int = Field(
+        0, ge=0, description="first optimizer steps that fit only the value head (policy loss off, backbone frozen)"
+    )
+
+
 class ShapingConfig(_Frozen):
     """Per-turn penalties (``Turn.penalty``; the env's rewards and outcomes are never changed). Credit charges
     them to the penalised turn's advantage after the estimator, or, with an estimator's

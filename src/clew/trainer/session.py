@@ -108,11 +108,13 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     session.learner = (
         session.cluster.learners(*parts)
         if session.cluster
-        else Learner(*parts, reference_for_credit=weights.needs_reference(cfg))
+        else Learner(*parts, reference_for_credit=weights.needs_reference(cfg), critic=cfg.critic)
     )
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)
+    if isinstance(session.learner, Learner) and session.learner.critic is not None:
+        session.learner.critic.load(found[-1])
     probe = load_probe(found[-1])
     if probe:
         session.learner.restore_guard(probe)

@@ -120,6 +120,10 @@ def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
     if spec.needs_reference(params) and isinstance(session.learner, Learner):
         ref = session.learner.reference_logprobs([(t.prompt_ids, t.action_ids) for t in table.turns])
         inp = dataclasses.replace(inp, ref_logprob=np.asarray(ref, dtype=np.float64))
+    if spec.needs_values:  # GAE: the value head's V at every action token (config: a critic, no cluster)
+        assert isinstance(session.learner, Learner)
+        values = session.learner.token_values([(t.prompt_ids, t.action_ids) for t in table.turns])
+        inp = dataclasses.replace(inp, value=np.asarray(values, dtype=np.float64))
     if spec.needs_state_vectors(params):  # similarity anchor groups on the policy's hidden states
         train = session.cfg.train
         prompts = [t.prompt_ids for t in table.turns]
