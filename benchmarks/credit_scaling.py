@@ -2,7 +2,8 @@
 
 Usage: python benchmarks/credit_scaling.py [--quick]
 Synthetic batches: groups of 8 episodes of 1-40 turns, 8 anchor states per group, 4 tokens a
-turn over a 16-token vocabulary (so prefix trees branch). Prints a markdown table.
+turn over a 16-token vocabulary (so prefix trees branch), a belief in the gold answer per turn (IGPO) and
+a value per token (GAE) and a greedy return per row (ReMax). Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ def synthetic(n_turns: int, tokens_per_turn: int = 4, seed: int = 0) -> CreditIn
         token_offsets=np.arange(n + 1) * tokens_per_turn,
         entropy=rng.random(n * tokens_per_turn), token_ids=rng.integers(0, 16, size=n * tokens_per_turn),
         outcome_explicit=np.ones(n, dtype=bool), observation=rng.integers(0, 8, size=n),
+        gold_logprob=-rng.random(n) * 5, value=rng.random(n * tokens_per_turn), baseline=outcome * 0.5,
     )  # fmt: skip
 
 

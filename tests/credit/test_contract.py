@@ -82,6 +82,7 @@ def test_all_estimators_handle_one_turn_episodes_and_groups_of_one() -> None:
         [0, 1, 1], [0, 1, 2], [0, 0, 0], [1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0, 0, 0],
         token_offsets=[0, 2, 3, 5], entropy=[0.1, 0.2, 0.3, 0.4, 0.5], token_ids=[1, 2, 1, 1, 3],
         outcome_explicit=[True, True, True], gold_logprob=[-1.0, -2.0, np.nan], value=[0.1, 0.2, 0.3, 0.4, 0.5],
+        baseline=[0.5, 0.0, 0.0],
     )  # fmt: skip
     for name in available():
         credit = compute(name, inp)
@@ -90,7 +91,18 @@ def test_all_estimators_handle_one_turn_episodes_and_groups_of_one() -> None:
 
 def test_empty_batch() -> None:
     inp = CreditInput.from_arrays(
-        [], [], [], [], [], token_offsets=[0], entropy=[], token_ids=[], outcome_explicit=[], gold_logprob=[], value=[]
+        [],
+        [],
+        [],
+        [],
+        [],
+        token_offsets=[0],
+        entropy=[],
+        token_ids=[],
+        outcome_explicit=[],
+        gold_logprob=[],
+        value=[],
+        baseline=[],
     )
     for name in available():
         assert compute(name, inp).turn_advantage.shape == (0,), name

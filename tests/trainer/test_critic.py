@@ -100,3 +100,18 @@ def test_a_rejected_step_rolls_the_value_head_back_too(tiny_policy: HFPolicy) ->
 def test_refusals_name_the_fix(tiny_cfg: Make, overrides: list[str], message: str) -> None:
     with pytest.raises(ValueError, match=message):
         tiny_cfg(*overrides)
+
+
+def test_remax_plays_each_task_greedily_and_subtracts_its_return(tiny_cfg: Make, tmp_path: Path) -> None:
+    """ReportsOutcome (one step: reward 0.1, then an outcome of 1 or -0.5 by seed) scores every action alike: the
+    greedy return (0.1 + the outcome, counted as credit counts it) equals every sample's, so every advantage is 0."""
+    import pyarrow.parquet as pq
+
+    cfg = tiny_cfg("preset=remax", "iterations=1", "env.kwargs.steps=1", *REWARDED)
+    Trainer(cfg, tmp_path / "run").fit()
+    (row,) = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "iteration"]
+    assert row["rollout/greedy_env_steps"] == 2  # 2 tasks x 1 step
+    assert row["credit/greedy_return_mean"] == pytest.approx(0.1 + (1.0 - 0.5) / 2)
+    assert row["time/credit_baseline_s"] > 0
+    stored = pq.read_table(tmp_path / "run" / "trajectories" / "iter_000001.parquet").to_pylist()
+    assert [r["advantage"] for r in stored] == pytest.approx([0.0] * 8)  # 2 tasks x 4 samples

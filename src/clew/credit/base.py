@@ -83,6 +83,8 @@ class EstimatorSpec:
             since one batch cannot tell a group of one from a one-episode task.
         needs_values: the value head's V at every action token (``CreditInput.value``), computed by the trainer
             when the run has a critic (``critic.value_coef > 0``); the estimator returns ``value_target``.
+        needs_greedy_baseline: the return of one greedy (temperature 0) rollout of each group's task
+            (``CreditInput.baseline``), which the trainer plays before credit (ReMax).
         needs_gold_beliefs: the policy's belief in each episode's gold answer before every turn
             (``CreditInput.gold_logprob``), which the trainer computes for envs with ``HasGoldReply``.
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
@@ -98,6 +100,7 @@ class EstimatorSpec:
     needs_group: bool = False
     needs_gold_beliefs: bool = False
     needs_values: bool = False
+    needs_greedy_baseline: bool = False
     reference_param: str | None = None
     summary: str = ""
 
@@ -182,6 +185,11 @@ def check_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str, Any] |
     _check_anchor_inputs(spec, inp, params or {})
     if spec.needs_gold_beliefs:
         _check_gold_inputs(name, inp)
+    if spec.needs_greedy_baseline and inp.baseline is None:
+        raise ValueError(
+            f"credit estimator {name!r} needs CreditInput.baseline: the return of a greedy rollout of each row's task, "
+            "which the trainer plays before credit"
+        )
     if spec.needs_values and (inp.value is None or inp.token_offsets is None):
         raise ValueError(
             f"credit estimator {name!r} needs CreditInput.value (the value head's V at every action token) and "

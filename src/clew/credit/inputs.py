@@ -53,6 +53,8 @@ class CreditInput:
             (REINFORCE++'s KL-in-reward).
         token_offsets: (N + 1,) int or None; row ``i`` owns tokens ``[off[i], off[i+1])``.
         entropy, logprob, token_ids: (K,) per-token arrays or None.
+        baseline: (N,) float or None, the return of one greedy (temperature 0) rollout of the row's task from
+            the same seed, played by the trainer (ReMax's baseline); constant within a group.
         value: (K,) float or None, the value head's V at each action token (on the hidden state that scores the
             token), computed by the trainer for estimators with a critic (GAE).
     """
@@ -77,6 +79,7 @@ class CreditInput:
     state_vector: Array | None = None
     gold_logprob: Array | None = None
     value: Array | None = None
+    baseline: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -108,6 +111,7 @@ class CreditInput:
         state_vector: Sequence[Sequence[float]] | Array | None = None,
         gold_logprob: Sequence[float] | Array | None = None,
         value: Sequence[float] | Array | None = None,
+        baseline: Sequence[float] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -132,6 +136,7 @@ class CreditInput:
             state_vector=np.asarray(state_vector, dtype=np.float64) if state_vector is not None else None,
             gold_logprob=_floats(gold_logprob) if gold_logprob is not None else None,
             value=_floats(value) if value is not None else None,
+            baseline=_floats(baseline) if baseline is not None else None,
         )
 
     @classmethod
@@ -186,11 +191,12 @@ def _validate(inp: CreditInput) -> None:
         "observation_text",
         "env_step",
         "gold_logprob",
+        "baseline",
     ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
             raise ValueError(f"CreditInput.{name} has length {arr.shape[0]}, expected {n} (one per turn row)")
-    for name in ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob", "value"):
+    for name in ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob", "value", "baseline"):
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")

@@ -89,6 +89,24 @@ def rloo(inp: CreditInput) -> Credit:
     return Credit(ep_adv[row_ep], inp.outcome.copy(), diagnostics=_group_diag(ep_outcome, ids, n))
 
 
+@register("remax", needs_greedy_baseline=True, summary="return minus a greedy rollout's return (ReMax)")
+def remax(inp: CreditInput) -> Credit:
+    """ReMax: the sampled return minus the return of the policy's greedy response to the same task.
+
+    Li et al., "ReMax: A Simple, Effective, and Efficient Reinforcement Learning Method for Aligning Large Language
+    Models" (arXiv 2310.10505), Algorithm 1: A = r(x, y) - r(x, y_greedy), no std normalisation. Multi-turn, as
+    verl's ``compute_remax_outcome_advantage`` does per token: A_t = G_t - b with G_t the undiscounted return from
+    turn t (``rewards_with_outcome``) and b the greedy episode's return (``CreditInput.baseline``), which equals
+    r - b on every turn of an outcome-only episode. A sample identical to the greedy response gets 0. Worked
+    example (credit.md section 5): sample 0.7, greedy 0.5 gives +0.2; sample 0.3, greedy 0.6 gives -0.3.
+    """
+    assert inp.baseline is not None  # compute() refuses remax without it
+    returns = discounted_returns(rewards_with_outcome(inp), inp, 1.0)
+    advantage = returns - inp.baseline
+    diagnostics = {"credit/greedy_return_mean": float(inp.baseline.mean()) if inp.baseline.size else 0.0}
+    return Credit(advantage, returns, diagnostics=diagnostics)
+
+
 @register(
     "reinforce_pp", reference_param="kl_coef", summary="global batch whitening of returns (optionally group-baselined)"
 )

@@ -154,6 +154,11 @@ class RunConfig(_Frozen):
                 f"credit.params.{spec.reference_param}=0"
             )
         self._critic_served(spec)
+        if spec.needs_greedy_baseline and self.harness is not None:
+            raise ValueError(
+                f"credit.name={self.credit.name} plays each task once more greedily through the env; a harness run "
+                "has no env to replay: pick an estimator without it (e.g. grpo)"
+            )
         if spec.needs_gold_beliefs and (self.harness is not None or self.cluster is not None):
             raise ValueError(
                 f"credit.name={self.credit.name} scores the policy's belief in each episode's gold answer in the "

@@ -8,8 +8,6 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 
-import numpy as np
-
 from clew import credit as credit_lib
 from clew.envs import Env
 from clew.envs.pool import EnvWorkerError
@@ -17,11 +15,10 @@ from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.tensors import TokenRow
+from clew.trainer.credit_inputs import credit_input
 from clew.trainer.distributed import LearnerGroup
-from clew.trainer.learner import Learner
 from clew.trainer.select import drop_env_errors, drop_zero_variance, shape
 from clew.trainer.session import Session, connect
-from clew.trainer.states import gold_logprobs, prompt_states
 from clew.types import Episode, Group
 
 Rollout = tuple[list[Group], list[Group]]  # (groups to train on, every group collected)
@@ -113,41 +110,11 @@ def _collect(
 
 
 def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
-    """The configured estimator on the table; the reference's log-probs and hidden-state features when it needs them."""
-    inp = credit_lib.CreditInput.from_table(table)
-    name, params = session.cfg.credit.name, session.cfg.credit.params
-    spec = credit_lib.get(name)
-    if spec.needs_reference(params) and isinstance(session.learner, Learner):
-        ref = session.learner.reference_logprobs([(t.prompt_ids, t.action_ids) for t in table.turns])
-        inp = dataclasses.replace(inp, ref_logprob=np.asarray(ref, dtype=np.float64))
-    if spec.needs_values:  # GAE: the value head's V at every action token (config: a critic, no cluster)
-        assert isinstance(session.learner, Learner)
-        values = session.learner.token_values([(t.prompt_ids, t.action_ids) for t in table.turns])
-        inp = dataclasses.replace(inp, value=np.asarray(values, dtype=np.float64))
-    if spec.needs_state_vectors(params):  # similarity anchor groups on the policy's hidden states
-        train = session.cfg.train
-        prompts = [t.prompt_ids for t in table.turns]
-        vectors = prompt_states(
-            session.policy.model, prompts, session.policy.pad_id, train.microbatch_rows, train.dtype
-        )
-        inp = dataclasses.replace(inp, state_vector=vectors)
-    if spec.needs_gold_beliefs:  # IGPO: the policy's belief in the gold answer before every turn
-        start = time.perf_counter()
-        inp = dataclasses.replace(inp, gold_logprob=gold_beliefs(session, table))
-        seconds = time.perf_counter() - start
-        out = credit_lib.compute(name, inp, **params)
-        return dataclasses.replace(out, diagnostics={**out.diagnostics, "time/credit_gold_beliefs_s": seconds})
-    return credit_lib.compute(name, inp, **params)
-
-
-def gold_beliefs(session: Session, table: TurnTable) -> np.ndarray:
-    """(N,) each row's mean log-prob of its episode's gold reply after the row's prompt (NaN: no gold reply)."""
-    tokenizer, train = session.policy.tokenizer, session.cfg.train
-    encode = tokenizer.encode
-    golds = [list(encode(e.gold_reply, add_special_tokens=False)) if e.gold_reply else [] for e in table.episodes]
-    rows = [golds[e] for e in table.episode]
-    prompts = [t.prompt_ids for t in table.turns]
-    return gold_logprobs(session.policy.model, prompts, rows, session.policy.pad_id, train.microbatch_rows, train.dtype)
+    """The configured estimator on the table, with what it needs beyond the rollout (``clew.trainer.credit_inputs``:
+    reference log-probs, hidden states, beliefs in the gold answer, values, a greedy baseline) and their seconds."""
+    inp, extra = credit_input(session, table)
+    out = credit_lib.compute(session.cfg.credit.name, inp, **session.cfg.credit.params)
+    return dataclasses.replace(out, diagnostics={**out.diagnostics, **extra}) if extra else out
 
 
 def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, float], Rollout | None]:
