@@ -133,3 +133,60 @@ def test_vectorised_equals_loop(rows: dict, gamma: float, weight: float) -> None
     inp = CreditInput.from_arrays(**rows)
     credit = compute("igpo", inp, gamma=gamma, info_gain_weight=weight)
     assert credit.turn_advantage == pytest.approx(igpo_loop(rows, gamma, weight, 1e-6), abs=1e-9)
+
+
+def test_a2tgpo_worked_example_by_hand() -> None:
+    """GRPO +-0.7071; turn 0's gains 0.3 / -0.05 z-score to +-0.7071; turn 1's lone gain 0.3 stays raw."""
+    credit = compute("a2tgpo", worked_example())
+    s = 0.70711
+    expected = [s + (s + 0.3) / math.sqrt(2), s + 0.3, s, -s - s, -s]
+    assert credit.turn_advantage == pytest.approx(expected, abs=1e-4)
+
+
+def a2tgpo_loop(rows: dict, gamma: float) -> list[float]:
+    """Turn-group z-scores of the gains, rescaled discounted sums, plus GRPO over episodes, turn by turn."""
+    n = len(rows["group"])
+    last = [i + 1 == n or rows["turn"][i + 1] == 0 for i in range(n)]
+    gain = {}
+    for i in range(n):
+        if not last[i]:
+            g = math.exp(rows["gold_logprob"][i + 1]) - math.exp(rows["gold_logprob"][i])
+            gain[i] = 0.0 if math.isnan(g) else g
+    z = {}
+    for i, g in gain.items():
+        peers = [gain[j] for j in gain if (rows["group"][j], rows["turn"][j]) == (rows["group"][i], rows["turn"][i])]
+        if len(peers) == 1:
+            z[i] = g
+            continue
+        mean = sum(peers) / len(peers)
+        std = math.sqrt(sum((x - mean) ** 2 for x in peers) / (len(peers) - 1))
+        z[i] = (g - mean) / (std + 1e-6)
+    starts = [i for i in range(n) if rows["turn"][i] == 0]
+    outcome = {s: rows["outcome"][s] for s in starts}
+    out = []
+    for i in range(n):
+        s = max(x for x in starts if x <= i)
+        peers = [outcome[x] for x in starts if rows["group"][x] == rows["group"][i]]
+        if len(peers) == 1:
+            grpo = outcome[s]
+        else:
+            mean = sum(peers) / len(peers)
+            std = math.sqrt(sum((x - mean) ** 2 for x in peers) / (len(peers) - 1))
+            grpo = (outcome[s] - mean) / (std + 1e-6)
+        total, terms, k = 0.0, 0, i
+        while k < n and (k == i or rows["turn"][k] != 0):
+            if k in z:
+                total += gamma ** (k - i) * z[k]
+                terms += 1
+            k += 1
+        out.append(grpo + (total / math.sqrt(terms) if terms else 0.0))
+    return out
+
+
+@settings(max_examples=60, deadline=None)
+@given(batches(), st.sampled_from([1.0, 0.9]))
+def test_a2tgpo_vectorised_equals_loop(rows: dict, gamma: float) -> None:
+    if all(math.isnan(x) for x in rows["gold_logprob"]):
+        rows["gold_logprob"][0] = -1.0
+    credit = compute("a2tgpo", CreditInput.from_arrays(**rows), gamma=gamma)
+    assert credit.turn_advantage == pytest.approx(a2tgpo_loop(rows, gamma), abs=1e-9)
