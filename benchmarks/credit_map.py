@@ -102,6 +102,8 @@ ESTIMATORS = {  # name -> config overrides; tempo and empg sit on GRPO's objecti
     "turn_returns": ["preset=turn_returns"],
     "tempo": ["preset=grpo", "credit.name=tempo"],
     "empg": ["preset=grpo", "credit.name=empg"],
+    "ppo": ["preset=ppo"],  # a value head and GAE (issue 32); dial-v0 has no gold answer, so no IGPO here
+    "remax": ["preset=remax"],  # a greedy rollout of each task as the baseline (one extra episode per task)
 }
 DEFAULT_ESTIMATORS = ("grpo", "rloo", "gigpo", "turn_returns")
 COMMON = [
