@@ -24,7 +24,20 @@ def test_every_preset_validates(name: str) -> None:
 
 
 def test_expected_presets_exist() -> None:
-    expected = {"reinforce", "grpo", "dr_grpo", "rloo", "reinforce_pp", "gigpo", "dapo", "gspo", "turn_returns", "igpo", "ppo", "remax"}
+    expected = {
+        "reinforce",
+        "grpo",
+        "dr_grpo",
+        "rloo",
+        "reinforce_pp",
+        "gigpo",
+        "dapo",
+        "gspo",
+        "turn_returns",
+        "igpo",
+        "ppo",
+        "remax",
+    }
     assert expected <= set(preset_names())
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clew import credit as credit_lib
-from clew.envs import Closeable, Env, HasStateKey
+from clew.envs import Closeable, Env, HasGoldReply, HasStateKey
 from clew.envs import make as make_env
 from clew.envs.corpus import sample_texts
 from clew.envs.remote import EnvHosts
@@ -221,7 +221,8 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
 def check_env_serves(cfg: RunConfig) -> None:
     """Fail before any work when the env lacks what the run needs: ``state_key()`` for an estimator
     that groups by exact state (GiGPO with ``state_grouping=exact``; ``normalized`` and ``similarity`` read
-    the observation instead), ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
+    the observation instead), ``gold_reply()`` for estimators that score beliefs in the answer (IGPO),
+    ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
 
     (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
     ``credit/outcome_reported``.)"""
@@ -233,6 +234,12 @@ def check_env_serves(cfg: RunConfig) -> None:
                 f"credit.name={cfg.credit.name} groups turns by environment state, but env {cfg.env.id} has no "
                 "state_key() method; add one, set credit.params.state_grouping=normalized (anchor groups from the "
                 "observation text) or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
+            )
+        if spec.needs_gold_beliefs and not isinstance(env, HasGoldReply):
+            raise ValueError(
+                f"credit.name={cfg.credit.name} scores the policy's belief in each task's gold answer, but env "
+                f"{cfg.env.id} has no gold_reply() method (clew.envs.HasGoldReply: toolcalc-v0, tir/*, rg/* datasets "
+                "with answers); add one or pick an estimator without it (e.g. credit.name=grpo)"
             )
         if cfg.sft.enabled:
             try:
