@@ -25,9 +25,10 @@ from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.distributed import LearnerGroup
-from clew.trainer.learner import Learner, sft
+from clew.trainer.learner import Learner
 from clew.trainer.partial import EpisodeLog
 from clew.trainer.record import Recorder, Reporter
+from clew.trainer.sft import sft
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 
 
