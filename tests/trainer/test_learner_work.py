@@ -76,8 +76,9 @@ def test_the_head_in_chunks_gives_the_same_values_and_gradients(tiny_policy: HFP
     many_logp, many_ent = _score(model, rows, tiny_policy.pad_id, logits_budget=3 * vocab)
     torch.testing.assert_close(one_logp, many_logp)
     torch.testing.assert_close(one_ent, many_ent)
+    # float32 sums the chunks' gradient contributions in another order: a few 1e-6 apart on some CPUs
     for a, b in zip(_grads(model, (one_logp + 0.1 * one_ent).sum()), _grads(model, (many_logp + 0.1 * many_ent).sum())):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 class _Scaled(torch.nn.Module):
@@ -351,6 +352,7 @@ def test_one_process_overlaps_the_next_rollout_with_the_update(tiny_cfg: Any, tm
 
 def test_sft_microbatches_accumulate_the_whole_batch_gradient(tiny_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """``sft.microbatch_rows`` bounds memory without changing the update: the same loss and gradients as one batch."""
+    from clew.trainer import sft as sft_lib
     from clew.trainer.config import SFTConfig
 
     class Recorder:  # stands in for AdamW: records the gradient each step would apply
@@ -368,9 +370,9 @@ def test_sft_microbatches_accumulate_the_whole_batch_gradient(tiny_dir: Path, mo
     rows = [([1, *rng.integers(5, 300, size=int(n)).tolist()], rng.integers(5, 300, size=int(k)).tolist())
             for n, k in zip(rng.integers(3, 20, size=6), rng.integers(1, 5, size=6), strict=True)]  # fmt: skip
     made: list[Recorder] = []
-    monkeypatch.setattr(learner_lib, "adamw", lambda params, lr: made.append(Recorder(params, lr)) or made[-1])
+    monkeypatch.setattr(sft_lib, "adamw", lambda params, lr: made.append(Recorder(params, lr)) or made[-1])
     policy = HFPolicy.from_pretrained(tiny_dir)
-    losses = [learner_lib.sft(policy, rows, SFTConfig(enabled=True, epochs=1, batch_rows=6, microbatch_rows=m), 0)
+    losses = [sft_lib.sft(policy, rows, SFTConfig(enabled=True, epochs=1, batch_rows=6, microbatch_rows=m), 0)
               for m in (None, 2)]  # fmt: skip
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     whole, split = made[0].grads[0], made[1].grads[0]
