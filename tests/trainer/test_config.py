@@ -37,6 +37,9 @@ def test_expected_presets_exist() -> None:
         "igpo",
         "ppo",
         "remax",
+        "infopo",
+        "pbsd",
+        "siop",
     }
     assert expected <= set(preset_names())
 

@@ -87,6 +87,12 @@ class EstimatorSpec:
             (``CreditInput.baseline``), which the trainer plays before credit (ReMax).
         needs_gold_beliefs: the policy's belief in each episode's gold answer before every turn
             (``CreditInput.gold_logprob``), which the trainer computes for envs with ``HasGoldReply``.
+        needs_counterfactual_gain: what each observation told the policy, against a placeholder observation
+            (``CreditInput.counterfactual_gain``, InfoPO), scored by the trainer.
+        needs_privileged_logratio: each action's log-likelihood ratio with and without the verified answer in
+            the prompt (``CreditInput.privileged_logratio``, PBSD), scored by the trainer; needs ``HasGoldReply``.
+        needs_outcome_modes: the group's final answers clustered into outcome modes, a target weight per mode and
+            the policy's belief in its episode's mode before every turn (``mode_weight``, ``mode_logprob``, SIOP).
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
             log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
     """
@@ -101,8 +107,22 @@ class EstimatorSpec:
     needs_gold_beliefs: bool = False
     needs_values: bool = False
     needs_greedy_baseline: bool = False
+    needs_counterfactual_gain: bool = False
+    needs_privileged_logratio: bool = False
+    needs_outcome_modes: bool = False
     reference_param: str | None = None
     summary: str = ""
+
+    @property
+    def needs_gold_reply(self) -> bool:
+        """Whether the env must know each task's gold reply (``clew.envs.HasGoldReply``)."""
+        return self.needs_gold_beliefs or self.needs_privileged_logratio
+
+    @property
+    def scores_with_policy(self) -> bool:
+        """Whether the trainer scores extra spans with the policy before credit (in the driver's learner)."""
+        return (self.needs_gold_beliefs or self.needs_counterfactual_gain or self.needs_privileged_logratio
+                or self.needs_outcome_modes)  # fmt: skip
 
     @property
     def params(self) -> dict[str, Any]:
@@ -185,6 +205,7 @@ def check_inputs(spec: EstimatorSpec, inp: CreditInput, params: dict[str, Any] |
     _check_anchor_inputs(spec, inp, params or {})
     if spec.needs_gold_beliefs:
         _check_gold_inputs(name, inp)
+    _check_scored_inputs(spec, inp)
     if spec.needs_greedy_baseline and inp.baseline is None:
         raise ValueError(
             f"credit estimator {name!r} needs CreditInput.baseline: the return of a greedy rollout of each row's task, "
@@ -237,6 +258,26 @@ def _check_gold_inputs(name: str, inp: CreditInput) -> None:
             f"credit estimator {name!r} scores the policy's belief in the gold answer, but no episode has one; "
             "use an env with a gold reply (clew.envs.HasGoldReply: toolcalc-v0, tir/*, rg/* datasets with "
             "answers) or an estimator that needs no answer (e.g. grpo)"
+        )
+
+
+def _check_scored_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
+    """Fail when a column the trainer scores with the policy (InfoPO, PBSD, SIOP) is missing."""
+    wanted = {
+        "counterfactual_gain": spec.needs_counterfactual_gain,
+        "privileged_logratio": spec.needs_privileged_logratio,
+        "mode_logprob": spec.needs_outcome_modes,
+        "mode_weight": spec.needs_outcome_modes,
+    }
+    for column in (c for c, needed in wanted.items() if needed and getattr(inp, c) is None):
+        raise ValueError(
+            f"credit estimator {spec.name!r} needs CreditInput.{column}, which the trainer scores with the policy "
+            "before credit (clew.trainer.credit_inputs); build it the same way when calling compute() directly"
+        )
+    if spec.needs_privileged_logratio and inp.n_turns and np.all(np.isnan(inp.privileged_logratio)):  # type: ignore[arg-type]
+        raise ValueError(
+            f"credit estimator {spec.name!r} conditions on each episode's verified answer, but no episode has one; "
+            "use an env with a gold reply (clew.envs.HasGoldReply) or an estimator that needs no answer (e.g. grpo)"
         )
 
 

@@ -57,6 +57,17 @@ class CreditInput:
             the same seed, played by the trainer (ReMax's baseline); constant within a group.
         value: (K,) float or None, the value head's V at each action token (on the hidden state that scores the
             token), computed by the trainer for estimators with a critic (GAE).
+        counterfactual_gain: (N,) float or None, what the observation that answered the row told the policy
+            (InfoPO): the mean log-prob of the next row's action after the real observation minus after a
+            placeholder one; NaN where there is no next row or no counterfactual prompt could be built.
+        privileged_logratio: (N,) float or None, how much more likely the row's action is when the policy is
+            also shown the episode's verified answer (PBSD): the summed log-prob of its action tokens under an
+            answer-conditioned prompt minus under its own prompt; NaN where the episode has no gold reply.
+        mode_logprob: (N,) float or None, the policy's belief, before the row acts, in the final answer of the
+            outcome mode its episode ended in (SIOP): the mean log-prob of that mode's reference reply
+            teacher-forced after the row's prompt; NaN where the episode gave no valid final answer.
+        mode_weight: (N,) float or None, the target probability of the row's episode's outcome mode (SIOP's
+            reliability-aware q), 0 for an episode without a valid final answer; constant within an episode.
     """
 
     group: Array
@@ -80,6 +91,10 @@ class CreditInput:
     gold_logprob: Array | None = None
     value: Array | None = None
     baseline: Array | None = None
+    counterfactual_gain: Array | None = None
+    privileged_logratio: Array | None = None
+    mode_logprob: Array | None = None
+    mode_weight: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -112,6 +127,10 @@ class CreditInput:
         gold_logprob: Sequence[float] | Array | None = None,
         value: Sequence[float] | Array | None = None,
         baseline: Sequence[float] | Array | None = None,
+        counterfactual_gain: Sequence[float] | Array | None = None,
+        privileged_logratio: Sequence[float] | Array | None = None,
+        mode_logprob: Sequence[float] | Array | None = None,
+        mode_weight: Sequence[float] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -137,6 +156,10 @@ class CreditInput:
             gold_logprob=_floats(gold_logprob) if gold_logprob is not None else None,
             value=_floats(value) if value is not None else None,
             baseline=_floats(baseline) if baseline is not None else None,
+            counterfactual_gain=_floats(counterfactual_gain) if counterfactual_gain is not None else None,
+            privileged_logratio=_floats(privileged_logratio) if privileged_logratio is not None else None,
+            mode_logprob=_floats(mode_logprob) if mode_logprob is not None else None,
+            mode_weight=_floats(mode_weight) if mode_weight is not None else None,
         )
 
     @classmethod
@@ -192,17 +215,26 @@ def _validate(inp: CreditInput) -> None:
         "env_step",
         "gold_logprob",
         "baseline",
+        "counterfactual_gain",
+        "privileged_logratio",
+        "mode_logprob",
+        "mode_weight",
     ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
             raise ValueError(f"CreditInput.{name} has length {arr.shape[0]}, expected {n} (one per turn row)")
-    for name in ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob", "value", "baseline"):
+    finite = ("reward", "outcome", "penalty", "entropy", "logprob", "ref_logprob", "value", "baseline", "mode_weight")
+    for name in finite:
         arr = getattr(inp, name)
         if arr is not None and not np.all(np.isfinite(arr)):
             raise ValueError(f"CreditInput.{name} contains NaN or inf")
     gold = inp.gold_logprob
     if gold is not None and (np.any(np.isinf(gold)) or np.any(gold > 1e-6)):
         raise ValueError("CreditInput.gold_logprob must hold log-probs (<= 0) or NaN (no gold reply), not inf")
+    for name in ("counterfactual_gain", "privileged_logratio", "mode_logprob"):
+        arr = getattr(inp, name)
+        if arr is not None and np.any(np.isinf(arr)):
+            raise ValueError(f"CreditInput.{name} must be finite or NaN (not scored), not inf")
     vec = inp.state_vector
     if vec is not None and (vec.ndim != 2 or vec.shape[0] != n or not np.all(np.isfinite(vec))):
         raise ValueError(f"CreditInput.state_vector must be finite with shape ({n}, D), got {vec.shape}")

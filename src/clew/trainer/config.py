@@ -159,11 +159,12 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} plays each task once more greedily through the env; a harness run "
                 "has no env to replay: pick an estimator without it (e.g. grpo)"
             )
-        if spec.needs_gold_beliefs and (self.harness is not None or self.cluster is not None):
+        if spec.scores_with_policy and (self.harness is not None or self.cluster is not None):
             raise ValueError(
-                f"credit.name={self.credit.name} scores the policy's belief in each episode's gold answer in the "
-                "driver, from the env's gold reply: a harness run (no env) or a cluster run (learner ranks of their "
-                "own) does not do that yet; drop harness/cluster or pick an estimator without it (e.g. grpo)"
+                f"credit.name={self.credit.name} scores extra spans with the policy in the driver before credit (the "
+                "gold answer, a counterfactual observation, the group's outcome modes): a harness run (its prompts "
+                "are not clew's framing) or a cluster run (learner ranks of their own) does not do that yet; drop "
+                "harness/cluster or pick an estimator without it (e.g. grpo)"
             )
         if spec.needs_entropy and self.rollout.temperature == 0:
             raise ValueError(

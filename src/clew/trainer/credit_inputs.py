@@ -1,10 +1,12 @@
 """What an estimator needs beyond the rollout, computed by the trainer before credit (``EstimatorSpec`` says which):
 the KL reference's log-probs, the policy's hidden states, its belief in the gold answer, the value head's values,
-a greedy rollout's return. Each is timed (``time/credit_<column>_s``)."""
+a greedy rollout's return, the policy scored against counterfactual contexts (a masked observation, the verified
+answer shown) and the group's outcome modes. Each is timed (``time/credit_<column>_s``)."""
 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import time
 from collections.abc import Callable
 from typing import Any
@@ -12,11 +14,14 @@ from typing import Any
 import numpy as np
 
 from clew import credit as credit_lib
+from clew.credit.counterfactual import PLACEHOLDER_OBSERVATION
+from clew.credit.modes import evidence_for, mode_targets, outcome_modes
 from clew.rollout import PolicyActor, Task, collect, derive_seed
 from clew.table import TurnTable
+from clew.trainer.counterfactuals import masked_observation_prompt, privileged_hint, privileged_prompt
 from clew.trainer.learner import Learner
 from clew.trainer.session import Session
-from clew.trainer.states import gold_logprobs, prompt_states
+from clew.trainer.states import gold_logprobs, prompt_states, span_logprobs
 from clew.types import Episode
 
 Column = Callable[[Session, TurnTable], dict[str, Any]]
@@ -32,6 +37,9 @@ def credit_input(session: Session, table: TurnTable) -> tuple[credit_lib.CreditI
         "gold_logprob": gold_beliefs if spec.needs_gold_beliefs else None,
         "value": token_values if spec.needs_values else None,
         "baseline": greedy_baseline if spec.needs_greedy_baseline else None,
+        "counterfactual_gain": counterfactual_gains if spec.needs_counterfactual_gain else None,
+        "privileged_logratio": privileged_logratios if spec.needs_privileged_logratio else None,
+        "outcome_modes": mode_beliefs if spec.needs_outcome_modes else None,
     }
     seconds: dict[str, float] = {}
     for column, compute in needed.items():
@@ -101,3 +109,73 @@ def episode_return(episode: Episode) -> float:
     """The undiscounted return credit sees from turn 0: the step rewards, plus the outcome where the env reported it
     apart from them (``rewards_with_outcome``; otherwise the outcome is their sum and counts once)."""
     return sum(t.reward for t in episode.turns) + (episode.outcome if episode.outcome_explicit else 0.0)
+
+
+def _scorer(session: Session, reduce: str) -> Callable[[list[list[int]], list[list[int]]], np.ndarray]:
+    """Score spans after prompts with the learner's current weights (``span_logprobs``, the run's microbatch)."""
+    policy, train = session.policy, session.cfg.train
+
+    def score(prompts: list[list[int]], spans: list[list[int]]) -> np.ndarray:
+        return span_logprobs(policy.model, prompts, spans, policy.pad_id, train.microbatch_rows, train.dtype, reduce)
+
+    return score
+
+
+def counterfactual_gains(session: Session, table: TurnTable) -> dict[str, Any]:
+    """InfoPO's IG_t: the next action's mean log-prob after the observation that answered row t, minus after a
+    placeholder observation; NaN for an episode's last row and where no masked prompt could be built."""
+    found: list[tuple[int, list[int], list[int], list[int]]] = []  # (row, real prompt, masked prompt, next action)
+    for episode_rows in table.episode_rows():
+        for i, j in itertools.pairwise(episode_rows):
+            turn, following = table.turns[i], table.turns[j]
+            prompt = masked_observation_prompt(turn, following, session.framing, PLACEHOLDER_OBSERVATION)
+            if prompt is not None and following.action_ids:
+                found.append((i, following.prompt_ids, prompt, following.action_ids))
+    score, gain = _scorer(session, "mean"), np.full(table.n_turns, np.nan)
+    if found:
+        rows, real, masked, spans = (list(x) for x in zip(*found, strict=True))
+        gain[rows] = score(real, spans) - score(masked, spans)
+    return {"counterfactual_gain": gain}
+
+
+def privileged_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
+    """PBSD's d_t: the summed log-prob of row t's action with its episode's gold reply shown in the opening message,
+    minus without; NaN where the episode has no gold reply or the prompt is not the framing's own."""
+    found: list[tuple[int, list[int], list[int], list[int]]] = []  # (row, own prompt, teacher prompt, action)
+    for episode, episode_rows in zip(table.episodes, table.episode_rows(), strict=True):
+        hint = privileged_hint(episode.gold_reply) if episode.gold_reply else None
+        for t, i in enumerate(episode_rows):
+            prompt = privileged_prompt(episode, t, session.framing, hint) if hint else None
+            if prompt is not None and table.turns[i].action_ids:
+                found.append((i, table.turns[i].prompt_ids, prompt, table.turns[i].action_ids))
+    score, ratio = _scorer(session, "sum"), np.full(table.n_turns, np.nan)
+    if found:
+        rows, student, teacher, spans = (list(x) for x in zip(*found, strict=True))
+        ratio[rows] = score(teacher, spans) - score(student, spans)
+    return {"privileged_logratio": ratio}
+
+
+def mode_beliefs(session: Session, table: TurnTable) -> dict[str, Any]:
+    """SIOP's columns: each episode's final answer clustered into its group's outcome modes, the modes' targets
+    (``credit.params.eta``), and before every row the mean log-prob of its mode's reference reply (the mode's first
+    member's sampled final action)."""
+    episodes = table.episodes
+    answers = [final_answer(e) for e in episodes]
+    groups = np.array([e.group_id for e in episodes], dtype=np.int64)
+    label, rep = outcome_modes(answers, groups)
+    evidence = np.array([evidence_for(answers[r], [t.observation for t in e.turns[:-1]]) if r >= 0 else np.nan
+                         for e, r in zip(episodes, rep, strict=True)])  # fmt: skip
+    eta = float(session.cfg.credit.params.get("eta", credit_lib.get("siop").params["eta"]))
+    weight = mode_targets(label, groups, evidence, eta)[table.episode]
+    refs = [episodes[r].turns[-1].action_ids if r >= 0 else [] for r in rep]
+    spans = [list(refs[e]) for e in table.episode]
+    belief = _scorer(session, "mean")([t.prompt_ids for t in table.turns], spans)
+    return {"mode_weight": weight, "mode_logprob": belief}
+
+
+def final_answer(episode: Episode) -> str | None:
+    """The text of an episode's last action when the env ended it (its final answer); None when it was cut short,
+    failed, or never acted."""
+    if not episode.turns or not episode.terminated or episode.error is not None:
+        return None
+    return episode.turns[-1].action_text

@@ -222,7 +222,7 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
 def check_env_serves(cfg: RunConfig) -> None:
     """Fail before any work when the env lacks what the run needs: ``state_key()`` for an estimator
     that groups by exact state (GiGPO with ``state_grouping=exact``; ``normalized`` and ``similarity`` read
-    the observation instead), ``gold_reply()`` for estimators that score beliefs in the answer (IGPO),
+    the observation instead), ``gold_reply()`` for estimators that score the policy against the answer (IGPO, PBSD),
     ``expert_action()`` for SFT and ``valid_actions()`` for noisy demos.
 
     (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
@@ -236,9 +236,9 @@ def check_env_serves(cfg: RunConfig) -> None:
                 "state_key() method; add one, set credit.params.state_grouping=normalized (anchor groups from the "
                 "observation text) or pick an estimator without step-level grouping (e.g. credit.name=grpo)"
             )
-        if spec.needs_gold_beliefs and not isinstance(env, HasGoldReply):
+        if spec.needs_gold_reply and not isinstance(env, HasGoldReply):
             raise ValueError(
-                f"credit.name={cfg.credit.name} scores the policy's belief in each task's gold answer, but env "
+                f"credit.name={cfg.credit.name} scores the policy against each task's gold answer, but env "
                 f"{cfg.env.id} has no gold_reply() method (clew.envs.HasGoldReply: toolcalc-v0, tir/*, rg/* datasets "
                 "with answers); add one or pick an estimator without it (e.g. credit.name=grpo)"
             )

@@ -47,19 +47,34 @@ def gold_logprobs(
     """(N,) float64: the mean log-prob per token of ``golds[i]`` teacher-forced right after ``prompts[i]`` (the
     model's own distribution, temperature 1), under ``model``'s current weights, without gradients, in eval
     mode, ``rows_per_pass`` rows per forward; NaN where ``golds[i]`` is empty (no gold reply)."""
+    return span_logprobs(model, prompts, golds, pad_id, rows_per_pass, dtype, reduce="mean")
+
+
+def span_logprobs(
+    model: Any, prompts: Sequence[Sequence[int]], spans: Sequence[Sequence[int]], pad_id: int, rows_per_pass: int,
+    dtype: str = "float32", reduce: str = "mean",
+) -> np.ndarray:  # fmt: skip
+    """(N,) float64: the log-prob of ``spans[i]`` teacher-forced right after ``prompts[i]`` at temperature 1,
+    summed over its tokens (``reduce="sum"``) or averaged (``"mean"``), under ``model``'s current weights, without
+    gradients, in eval mode, ``rows_per_pass`` rows per forward; NaN where ``spans[i]`` is empty."""
+    if reduce not in ("mean", "sum"):
+        raise ValueError(f"reduce must be one of ['mean', 'sum'], got {reduce!r}")
     out = np.full(len(prompts), np.nan)
-    scored = [i for i, gold in enumerate(golds) if gold]
+    scored = [i for i, span in enumerate(spans) if span]
     with torch.no_grad(), eval_mode(model), compute_dtype(model, dtype):
         for rows in chunks(scored, rows_per_pass):
-            out[rows] = _mean_logprobs(model, [prompts[i] for i in rows], [golds[i] for i in rows], pad_id)
+            total, count = _span_logprobs(model, [prompts[i] for i in rows], [spans[i] for i in rows], pad_id)
+            out[rows] = total / count if reduce == "mean" else total
     return out
 
 
-def _mean_logprobs(model: Any, prompts: list[Sequence[int]], golds: list[Sequence[int]], pad_id: int) -> np.ndarray:
-    """(B,) the mean log-prob of each gold span after its prompt."""
-    packed = pack_spans([[(list(p), False), (list(g), True)] for p, g in zip(prompts, golds)], pad_id)
+def _span_logprobs(
+    model: Any, prompts: list[Sequence[int]], spans: list[Sequence[int]], pad_id: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(B,) the summed log-prob of each span after its prompt, and (B,) its token count."""
+    packed = pack_spans([[(list(p), False), (list(g), True)] for p, g in zip(prompts, spans)], pad_id)
     device = next(model.parameters()).device
-    ids, mask, gold = (t.to(device) for t in (packed.input_ids, packed.attention_mask, packed.action_mask))
-    logp, _ = action_logprobs(model, ids, mask, gold, 1.0)
-    total = (logp.float() * gold).sum(dim=1) / gold.sum(dim=1)
-    return total.cpu().numpy().astype(np.float64)
+    ids, mask, span = (t.to(device) for t in (packed.input_ids, packed.attention_mask, packed.action_mask))
+    logp, _ = action_logprobs(model, ids, mask, span, 1.0)
+    total = (logp.float() * span).sum(dim=1).cpu().numpy().astype(np.float64)
+    return total, span.sum(dim=1).float().cpu().numpy().astype(np.float64)
