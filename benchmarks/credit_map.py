@@ -8,7 +8,9 @@ one SFT warm start (noisy expert) is trained once and shared by every (estimator
 runs go to a pool of ``--workers`` processes with ``cores // workers`` torch threads each. Every run is
 cached in ``DIR`` by the overrides the study gave it (its commit recorded beside them): a rerun
 (another session, later code) skips finished runs and resumes the study; ``--report-only`` reports
-whatever has finished without training.
+whatever has finished without training. Every finished run's record also goes to ``DIR/ledger.jsonl``,
+which is committed: a session on a fresh machine (run folders are not kept) retrains only the cells'
+SFT starts (seeded, so the same on the same machine type) and the runs the ledger does not hold.
 
 Budget, alike in every cell: ``ITERATIONS`` iterations of 4 tasks x G = 8 episodes (so the same number
 of outcomes; env steps grow with the horizon), 4 optimizer steps per iteration whatever the horizon
@@ -189,11 +191,43 @@ def run_overrides(cell: Cell, estimator: str, seed: int, plan: Plan, out: Path) 
 
 
 def one_run(cell: Cell, estimator: str, seed: int, plan: Plan, out: Path, threads: int) -> Path:
-    """Train one (estimator, seed) of a cell from its SFT start, unless the finished run is cached."""
+    """Train one (estimator, seed) of a cell from its SFT start, unless the finished run is cached (its folder, or
+    its record in the committed ledger: machines do not outlive a session)."""
     run, overrides = out / cell.name / f"{estimator}-seed{seed}", run_overrides(cell, estimator, seed, plan, out)
-    if not finished(run, overrides):
+    if not finished(run, overrides) and ledger_record(out, cell.name, estimator, seed, overrides) is None:
         train_run(run, overrides, threads)
     return run
+
+
+# --- the ledger: one committed line per finished run, so a study spans sessions on fresh machines ------------
+def _portable(overrides: list[str], out: Path) -> list[str]:
+    """The overrides with the study folder written as ``<out>`` (the SFT start's path differs between checkouts)."""
+    return [o.replace(str(out), "<out>") for o in overrides]
+
+
+def _ledger(out: Path) -> list[dict[str, Any]]:
+    path = out / "ledger.jsonl"
+    return read_jsonl(path) if path.exists() else []
+
+
+def ledger_record(out: Path, cell: str, estimator: str, seed: int, overrides: list[str]) -> dict[str, Any] | None:
+    """The ledger's record of this run trained with exactly these overrides, or None."""
+    key = (cell, estimator, seed, _portable(overrides, out))
+    for entry in reversed(_ledger(out)):
+        if (entry["cell"], entry["estimator"], entry["seed"], entry["overrides"]) == key:
+            return dict(entry["record"])
+    return None
+
+
+def enter(out: Path, cell: Cell, estimator: str, seed: int, plan: Plan) -> None:
+    """Add a finished run's record to the ledger (from the driver only, so lines never interleave)."""
+    run, overrides = out / cell.name / f"{estimator}-seed{seed}", run_overrides(cell, estimator, seed, plan, out)
+    if not finished(run, overrides) or ledger_record(out, cell.name, estimator, seed, overrides) is not None:
+        return
+    entry = {"cell": cell.name, "estimator": estimator, "seed": seed, "overrides": _portable(overrides, out),
+             "record": load_run(run, cell.threshold)}  # fmt: skip
+    lines = [json.dumps(e) for e in _ledger(out)] + [json.dumps(entry)]
+    atomic_write_text(out / "ledger.jsonl", "\n".join(lines) + "\n")
 
 
 def load_run(run: Path, threshold: float) -> dict[str, Any]:
@@ -225,7 +259,8 @@ def train(plan: Plan, out: Path, workers: int, threads: int) -> list[str]:
         jobs = [(c, e, s) for s, c, e in itertools.product(plan.seeds, cells, plan.estimators)]
         futures = [(job, pool.submit(one_run, *job, plan, out, threads)) for job in jobs]
         for (cell, est, seed), future in futures:
-            _done(future, f"{cell.name} {est} seed {seed}", failures)
+            if _done(future, f"{cell.name} {est} seed {seed}", failures):
+                enter(out, cell, est, seed, plan)
     return failures
 
 
@@ -239,12 +274,15 @@ def _done(future: Future[Path], name: str, failures: list[str]) -> bool:
 
 
 def collect(plan: Plan, out: Path) -> dict[tuple[str, str, int], dict[str, Any]]:
-    """The plan's finished runs trained with exactly the plan's overrides (others are not reported)."""
+    """The plan's finished runs trained with exactly the plan's overrides (others are not reported): from their
+    folders, else from the ledger."""
     runs = {}
     for cell, est, seed in itertools.product(plan.cells, plan.estimators, plan.seeds):
-        run = out / cell / f"{est}-seed{seed}"
-        if finished(run, run_overrides(CELLS[cell], est, seed, plan, out)):
+        run, overrides = out / cell / f"{est}-seed{seed}", run_overrides(CELLS[cell], est, seed, plan, out)
+        if finished(run, overrides):
             runs[(cell, est, seed)] = load_run(run, CELLS[cell].threshold)
+        elif (record := ledger_record(out, cell, est, seed, overrides)) is not None:
+            runs[(cell, est, seed)] = record
     return runs
 
 

@@ -29,3 +29,5 @@ def test_benchmarks_quick(tmp_path: Path) -> None:
     assert "| 75m | LoRA + checkpointing |" in report and "failed:" not in report.split("## memory")[1]
     credit_map = report.split("## credit_map")[1]
     assert "4/4 runs finished" in credit_map and "| horizon-10 |" in credit_map and "| base |" in credit_map
+    ledger = (tmp_path / "credit_map_quick" / "ledger.jsonl").read_text().splitlines()
+    assert len(ledger) == 4 and all("<out>" in line for line in ledger)  # every run, portable to a fresh checkout
