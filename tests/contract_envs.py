@@ -86,3 +86,21 @@ class Flaky(Counter):
         if self.always or self.seed % 2:
             raise RuntimeError("simulator crashed")
         return super().step(action)
+
+
+class Parity:
+    """One reply; success when it has an even number of characters: a random policy's groups hold both outcomes
+    (preference pairs for OPRL's DPO)."""
+
+    def __init__(self, **_: object) -> None:
+        self.done = False
+
+    def reset(self, seed: int) -> str:
+        self.done = False
+        return "say something even"
+
+    def step(self, action: str) -> StepResult:
+        ensure_running(self.done, "Parity")
+        self.done = True
+        even = len(action) % 2 == 0
+        return StepResult("done", float(even), True, False, {"success": even})

@@ -40,6 +40,7 @@ def test_expected_presets_exist() -> None:
         "infopo",
         "pbsd",
         "siop",
+        "oprl",
     }
     assert expected <= set(preset_names())
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from clew.credit.counterfactual import PLACEHOLDER_OBSERVATION
+from clew.credit.counterfactual import PLACEHOLDER_OBSERVATION, PRIVILEGED_HINT
 from clew.policy import HFPolicy
 from clew.rollout import RolloutConfig, Task, collect
 from clew.rollout.actors import ScriptedActor
@@ -59,7 +59,8 @@ def test_the_masked_prompt_in_a_window_and_a_foreign_prompt(tiny_policy: HFPolic
 def test_the_privileged_prompt_adds_the_answer_to_the_opening_message(tiny_policy: HFPolicy) -> None:
     episode, framing = _expert_episode(tiny_policy)
     assert episode.gold_reply is not None
-    hint = privileged_hint(episode.gold_reply)
+    hint = privileged_hint(episode.gold_reply, PRIVILEGED_HINT)
+    assert episode.gold_reply in hint
     opening = framing.first(episode.first_observation)
     for t, turn in enumerate(episode.turns):
         prompt = privileged_prompt(episode, t, framing, hint)

@@ -93,6 +93,8 @@ class EstimatorSpec:
             the prompt (``CreditInput.privileged_logratio``, PBSD), scored by the trainer; needs ``HasGoldReply``.
         needs_outcome_modes: the group's final answers clustered into outcome modes, a target weight per mode and
             the policy's belief in its episode's mode before every turn (``mode_weight``, ``mode_logprob``, SIOP).
+        needs_implicit_prm: an implicit process reward model the trainer trains online beside the policy and its
+            score of every action against the old policy (``CreditInput.prm_logratio``, OPRL).
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
             log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
     """
@@ -110,6 +112,7 @@ class EstimatorSpec:
     needs_counterfactual_gain: bool = False
     needs_privileged_logratio: bool = False
     needs_outcome_modes: bool = False
+    needs_implicit_prm: bool = False
     reference_param: str | None = None
     summary: str = ""
 
@@ -122,7 +125,7 @@ class EstimatorSpec:
     def scores_with_policy(self) -> bool:
         """Whether the trainer scores extra spans with the policy before credit (in the driver's learner)."""
         return (self.needs_gold_beliefs or self.needs_counterfactual_gain or self.needs_privileged_logratio
-                or self.needs_outcome_modes)  # fmt: skip
+                or self.needs_outcome_modes or self.needs_implicit_prm)  # fmt: skip
 
     @property
     def params(self) -> dict[str, Any]:
@@ -268,6 +271,7 @@ def _check_scored_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
         "privileged_logratio": spec.needs_privileged_logratio,
         "mode_logprob": spec.needs_outcome_modes,
         "mode_weight": spec.needs_outcome_modes,
+        "prm_logratio": spec.needs_implicit_prm,
     }
     for column in (c for c, needed in wanted.items() if needed and getattr(inp, c) is None):
         raise ValueError(

@@ -23,6 +23,7 @@ from clew.credit.functional import (
 Array = np.ndarray
 
 PLACEHOLDER_OBSERVATION = "No information found."  # InfoPO's mask for the observation
+PRIVILEGED_HINT = "(Privileged information for scoring only: a verified correct reply is: {gold})"  # PBSD's teacher
 
 
 def _zscore(values: Array, ids: Array, eps: float) -> tuple[Array, Array]:
@@ -101,7 +102,14 @@ def _unscored_share(column: Array, inp: CreditInput) -> float:
     "pbsd", needs_group=True, needs_privileged_logratio=True,
     summary="GRPO reweighted over turns by how much the verified answer explains each action (Bayes evidence)",
 )  # fmt: skip
-def pbsd(inp: CreditInput, *, temperature: float = 1.0, scale_by_std: bool = True, eps: float = 1e-6) -> Credit:
+def pbsd(
+    inp: CreditInput,
+    *,
+    temperature: float = 1.0,
+    hint: str = PRIVILEGED_HINT,
+    scale_by_std: bool = True,
+    eps: float = 1e-6,
+) -> Credit:
     """PBSD: the group-relative outcome spread over an episode's turns by each turn's share of the Bayes evidence
     for the verified answer.
 
@@ -112,7 +120,8 @@ def pbsd(inp: CreditInput, *, temperature: float = 1.0, scale_by_std: bool = Tru
     right side over the agent's own tokens gives one term per turn,
     d_t = sum_{tokens of a_t} [log pi(tok | h_t, y*) - log pi(tok | h_t)], the privileged answer-conditioned
     teacher (the same policy shown y*) against the student (``CreditInput.privileged_logratio``; the env's
-    observations, which do not depend on the policy, cancel).
+    observations, which do not depend on the policy, cancel). The teacher's prompt is the row's own with ``hint``
+    (``{gold}``: the env's gold reply) appended to the message that opens the chat; the trainer reads ``hint``.
 
     Reweighting (clew's reading): A^GRPO of the episode (its outcome against its group's, unbiased std) is
     spread over its T turns with weights

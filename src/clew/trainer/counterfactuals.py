@@ -48,6 +48,6 @@ def _opening_candidates(episode: Episode, t: int) -> Sequence[str]:
     return [episode.first_observation, *(turn.observation for turn in episode.turns[:t])]
 
 
-def privileged_hint(gold_reply: str) -> str:
-    """The privileged information shown to PBSD's teacher: the verified reply, marked as such."""
-    return f"(Privileged information for scoring only: a verified correct reply is: {gold_reply})"
+def privileged_hint(gold_reply: str, template: str) -> str:
+    """The privileged information shown to PBSD's teacher: ``template`` with ``{gold}`` the verified reply."""
+    return template.replace("{gold}", gold_reply)

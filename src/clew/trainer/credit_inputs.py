@@ -20,6 +20,7 @@ from clew.rollout import PolicyActor, Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.trainer.counterfactuals import masked_observation_prompt, privileged_hint, privileged_prompt
 from clew.trainer.learner import Learner
+from clew.trainer.prm import preference_pairs
 from clew.trainer.session import Session
 from clew.trainer.states import gold_logprobs, prompt_states, span_logprobs
 from clew.types import Episode
@@ -40,6 +41,7 @@ def credit_input(session: Session, table: TurnTable) -> tuple[credit_lib.CreditI
         "counterfactual_gain": counterfactual_gains if spec.needs_counterfactual_gain else None,
         "privileged_logratio": privileged_logratios if spec.needs_privileged_logratio else None,
         "outcome_modes": mode_beliefs if spec.needs_outcome_modes else None,
+        "prm_logratio": prm_logratios if spec.needs_implicit_prm else None,
     }
     seconds: dict[str, float] = {}
     for column, compute in needed.items():
@@ -47,9 +49,9 @@ def credit_input(session: Session, table: TurnTable) -> tuple[credit_lib.CreditI
             continue
         start = time.perf_counter()
         fields = compute(session, table)
-        inp = dataclasses.replace(inp, **{k: v for k, v in fields.items() if not k.startswith("rollout/")})
+        inp = dataclasses.replace(inp, **{k: v for k, v in fields.items() if "/" not in k})
         seconds.update({f"time/credit_{column}_s": time.perf_counter() - start})
-        seconds.update({k: v for k, v in fields.items() if k.startswith("rollout/")})
+        seconds.update({k: v for k, v in fields.items() if "/" in k})  # metrics beside the columns
     return inp, seconds
 
 
@@ -141,9 +143,10 @@ def counterfactual_gains(session: Session, table: TurnTable) -> dict[str, Any]:
 def privileged_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
     """PBSD's d_t: the summed log-prob of row t's action with its episode's gold reply shown in the opening message,
     minus without; NaN where the episode has no gold reply or the prompt is not the framing's own."""
+    template = str(session.cfg.credit.params.get("hint", credit_lib.get("pbsd").params["hint"]))
     found: list[tuple[int, list[int], list[int], list[int]]] = []  # (row, own prompt, teacher prompt, action)
     for episode, episode_rows in zip(table.episodes, table.episode_rows(), strict=True):
-        hint = privileged_hint(episode.gold_reply) if episode.gold_reply else None
+        hint = privileged_hint(episode.gold_reply, template) if episode.gold_reply else None
         for t, i in enumerate(episode_rows):
             prompt = privileged_prompt(episode, t, session.framing, hint) if hint else None
             if prompt is not None and table.turns[i].action_ids:
@@ -179,3 +182,17 @@ def final_answer(episode: Episode) -> str | None:
     if not episode.turns or not episode.terminated or episode.error is not None:
         return None
     return episode.turns[-1].action_text
+
+
+def prm_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
+    """OPRL: the old policy scores every action; the implicit PRM takes one trajectory-DPO step on the group's
+    (better, worse) episode pairs against it; the updated PRM's summed log-prob of each action minus the old's."""
+    prm, policy, train = session.prm, session.policy, session.cfg.train
+    assert prm is not None  # the session builds it for estimators that need it
+    rows = [(t.prompt_ids, t.action_ids) for t in table.turns]
+    old = span_logprobs(policy.model, [r[0] for r in rows], [r[1] for r in rows], policy.pad_id,
+                        train.microbatch_rows, train.dtype, "sum")  # fmt: skip
+    pairs = preference_pairs([e.outcome for e in table.episodes], [e.group_id for e in table.episodes])
+    beta = float(session.cfg.credit.params.get("beta", credit_lib.get("oprl").params["beta"]))
+    loss = prm.dpo_step(rows, table.episode, old, pairs, beta)
+    return {"prm_logratio": prm.score(rows) - old, "prm/dpo_loss": loss, "prm/pairs": float(len(pairs))}

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import warnings
+from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from clew.credit import Credit
@@ -46,9 +48,10 @@ def record_iteration(
     if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
         policy, learner = session.policy, session.learner
         critic = getattr(learner, "critic", None)  # a value head (a cluster's learner group has none)
+        extras = [x.save for x in (critic, session.prm) if x is not None]  # what else the run trains
         save_checkpoint(
             session.run_dir, state, policy.model, policy.tokenizer, learner.optimizer, cfg.keep_checkpoints,
-            learner.guard_rows(), critic.save if critic is not None else None,
+            learner.guard_rows(), _saving_all(extras) if extras else None,
         )  # fmt: skip
     session.episodes.drop(it - 1)  # the rollout's episodes, kept as they ended, are recorded now
 
@@ -115,3 +118,13 @@ def diagnosis(session: Session) -> str | None:
         if line:
             return f"{where}: {line}"
     return None
+
+
+def _saving_all(savers: list[Callable[[Path], None]]) -> Callable[[Path], None]:
+    """One ``save_extra`` that runs each of ``savers`` on the checkpoint folder."""
+
+    def save(folder: Path) -> None:
+        for saver in savers:
+            saver(folder)
+
+    return save

@@ -27,6 +27,7 @@ from clew.trainer.config import RunConfig, dump_config
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner
 from clew.trainer.partial import EpisodeLog
+from clew.trainer.prm import ImplicitPRM
 from clew.trainer.record import Recorder, Reporter
 from clew.trainer.sft import sft
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
@@ -51,6 +52,7 @@ class Session:
     harness: Harness | None = None  # a harness run (``harness:``): episodes come from the agent, through the gateway
     gateway: Gateway | None = None  # the run's engine behind the OpenAI API, for the harness
     episodes: EpisodeLog = field(init=False)  # the rollout in flight, kept as its episodes end
+    prm: ImplicitPRM | None = None  # OPRL's implicit process reward model, trained beside the policy
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -111,9 +113,12 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
         if session.cluster
         else Learner(*parts, reference_for_credit=weights.needs_reference(cfg), critic=cfg.critic)
     )
+    session.prm = implicit_prm(session)
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)
+    if session.prm is not None:
+        session.prm.load(found[-1])
     if isinstance(session.learner, Learner) and session.learner.critic is not None:
         session.learner.critic.load(found[-1])
     probe = load_probe(found[-1])
@@ -170,6 +175,15 @@ def close(session: Session) -> None:
         session.cluster.close()  # its engines and env hosts included
     elif session.link is not None:
         session.link.engine.close()
+
+
+def implicit_prm(session: Session) -> ImplicitPRM | None:
+    """OPRL's PRM, a copy of the policy RL starts from (after SFT; on resume, then restored), or None."""
+    cfg = session.cfg
+    if not credit_lib.get(cfg.credit.name).needs_implicit_prm:
+        return None
+    lr = float(cfg.credit.params.get("prm_lr") or cfg.train.lr)
+    return ImplicitPRM(session.policy.model, session.policy.pad_id, lr, cfg.train.microbatch_rows, cfg.train.dtype)
 
 
 def initial_policy(session: Session) -> tuple[HFPolicy, str | Path]:

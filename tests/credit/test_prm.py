@@ -1,0 +1,45 @@
+"""OPRL: credit.md section 19's worked example (the code's first-step baseline), the pooled baseline by hand, RLOO's
+edge cases, and the refusal without PRM scores."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from clew.credit import CreditInput, compute, get
+from clew.credit.prm import rloo
+
+
+def worked_example() -> CreditInput:
+    """G = 2, R = [1, 0]; summed log-ratios [2.0, -1.0] and [0.5, 4.0] (beta 0.05: r = [0.1, -0.05], [0.025, 0.2])."""
+    return CreditInput.from_arrays(
+        [0] * 4, [0, 0, 1, 1], [0, 1, 0, 1], [0, 1, 0, 0], [1, 1, 0, 0], prm_logratio=[2.0, -1.0, 0.5, 4.0]
+    )
+
+
+def test_worked_example_with_the_codes_first_step_baseline() -> None:
+    credit = compute("oprl", worked_example(), step_baseline="first")
+    assert credit.turn_advantage == pytest.approx([1.075, 0.775, -1.075, -0.725])
+
+
+def test_the_pooled_step_baseline_by_hand() -> None:
+    """Every step in the baseline: mean (0.1 - 0.05 + 0.025 + 0.2) / 4 = 0.06875, factor 4 / 3."""
+    credit = compute("oprl", worked_example())
+    steps = 4 / 3 * (np.array([0.1, -0.05, 0.025, 0.2]) - 0.06875)
+    assert credit.turn_advantage == pytest.approx(np.array([1, 1, -1, -1]) + steps)
+    assert compute("oprl", worked_example(), step_weight=0.0).turn_advantage == pytest.approx([1, 1, -1, -1])
+
+
+def test_rloo_leaves_a_lone_entry_unchanged() -> None:
+    values, ids = np.array([0.7, 0.3, 0.5]), np.array([0, 0, 1])
+    assert rloo(values, ids) == pytest.approx([0.4, -0.4, 0.5])  # 2/1 * (x - 0.5); a group of one keeps R
+    assert rloo(values, ids, include=np.array([True, False, False])) == pytest.approx([0.7, 0.3, 0.5])
+
+
+def test_missing_scores_are_refused_and_unknown_baselines_named() -> None:
+    plain = CreditInput.from_arrays([0, 0], [0, 1], [0, 0], [1, 0], [1, 0])
+    with pytest.raises(ValueError, match="prm_logratio"):
+        compute("oprl", plain)
+    with pytest.raises(ValueError, match=r"step_baseline must be one of \['all', 'first'\]"):
+        compute("oprl", worked_example(), step_baseline="mean")
+    assert get("oprl").needs_implicit_prm and get("oprl").scores_with_policy
