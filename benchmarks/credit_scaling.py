@@ -2,8 +2,10 @@
 
 Usage: python benchmarks/credit_scaling.py [--quick]
 Synthetic batches: groups of 8 episodes of 1-40 turns, 8 anchor states per group, 4 tokens a
-turn over a 16-token vocabulary (so prefix trees branch), a belief in the gold answer per turn (IGPO) and
-a value per token (GAE) and a greedy return per row (ReMax). Prints a markdown table.
+turn over a 16-token vocabulary (so prefix trees branch), a belief in the gold answer per turn (IGPO), a
+value per token (GAE), a greedy return per row (ReMax), a counterfactual gain (InfoPO), a privileged log-ratio
+(PBSD), an outcome-mode belief and weight (SIOP), a PRM log-ratio (OPRL) and a branch value at every 2nd turn
+(SPO) per row. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -39,6 +41,10 @@ def synthetic(n_turns: int, tokens_per_turn: int = 4, seed: int = 0) -> CreditIn
         entropy=rng.random(n * tokens_per_turn), token_ids=rng.integers(0, 16, size=n * tokens_per_turn),
         outcome_explicit=np.ones(n, dtype=bool), observation=rng.integers(0, 8, size=n),
         gold_logprob=-rng.random(n) * 5, value=rng.random(n * tokens_per_turn), baseline=outcome * 0.5,
+        logprob=-rng.random(n * tokens_per_turn), counterfactual_gain=rng.normal(size=n),
+        privileged_logratio=rng.normal(size=n), mode_logprob=-rng.random(n) * 5,
+        mode_weight=rng.random(n_ep)[episode], prm_logratio=rng.normal(size=n),
+        branch_value=np.where((turn > 0) & (turn % 2 == 0), rng.random(n), np.nan),
     )  # fmt: skip
 
 

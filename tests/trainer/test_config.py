@@ -41,6 +41,7 @@ def test_expected_presets_exist() -> None:
         "pbsd",
         "siop",
         "oprl",
+        "spo",
     }
     assert expected <= set(preset_names())
 

@@ -95,6 +95,8 @@ class EstimatorSpec:
             the policy's belief in its episode's mode before every turn (``mode_weight``, ``mode_logprob``, SIOP).
         needs_implicit_prm: an implicit process reward model the trainer trains online beside the policy and its
             score of every action against the old policy (``CreditInput.prm_logratio``, OPRL).
+        needs_branch_values: Monte-Carlo values of states inside episodes, from rollouts the trainer branches by
+            replaying each episode's seeded prefix (``CreditInput.branch_value``, SPO); needs an env to replay.
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
             log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
     """
@@ -113,6 +115,7 @@ class EstimatorSpec:
     needs_privileged_logratio: bool = False
     needs_outcome_modes: bool = False
     needs_implicit_prm: bool = False
+    needs_branch_values: bool = False
     reference_param: str | None = None
     summary: str = ""
 
@@ -272,6 +275,7 @@ def _check_scored_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
         "mode_logprob": spec.needs_outcome_modes,
         "mode_weight": spec.needs_outcome_modes,
         "prm_logratio": spec.needs_implicit_prm,
+        "branch_value": spec.needs_branch_values,
     }
     for column in (c for c, needed in wanted.items() if needed and getattr(inp, c) is None):
         raise ValueError(

@@ -68,6 +68,8 @@ class CreditInput:
             teacher-forced after the row's prompt; NaN where the episode gave no valid final answer.
         prm_logratio: (N,) float or None, the row's action scored by the implicit PRM the trainer learns online
             against the old policy (OPRL): the sum over its tokens of log pi_phi - log pi_old; NaN: not scored.
+        branch_value: (N,) float or None, the mean return of Monte-Carlo rollouts branched from the state before
+            the row (SPO's cutpoints, played by the trainer by replaying the episode); NaN at rows not branched.
         mode_weight: (N,) float or None, the target probability of the row's episode's outcome mode (SIOP's
             reliability-aware q), 0 for an episode without a valid final answer; constant within an episode.
     """
@@ -98,6 +100,7 @@ class CreditInput:
     mode_logprob: Array | None = None
     mode_weight: Array | None = None
     prm_logratio: Array | None = None
+    branch_value: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -135,6 +138,7 @@ class CreditInput:
         mode_logprob: Sequence[float] | Array | None = None,
         mode_weight: Sequence[float] | Array | None = None,
         prm_logratio: Sequence[float] | Array | None = None,
+        branch_value: Sequence[float] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -165,6 +169,7 @@ class CreditInput:
             mode_logprob=_floats(mode_logprob) if mode_logprob is not None else None,
             mode_weight=_floats(mode_weight) if mode_weight is not None else None,
             prm_logratio=_floats(prm_logratio) if prm_logratio is not None else None,
+            branch_value=_floats(branch_value) if branch_value is not None else None,
         )
 
     @classmethod
@@ -225,6 +230,7 @@ def _validate(inp: CreditInput) -> None:
         "mode_logprob",
         "mode_weight",
         "prm_logratio",
+        "branch_value",
     ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):
@@ -237,7 +243,7 @@ def _validate(inp: CreditInput) -> None:
     gold = inp.gold_logprob
     if gold is not None and (np.any(np.isinf(gold)) or np.any(gold > 1e-6)):
         raise ValueError("CreditInput.gold_logprob must hold log-probs (<= 0) or NaN (no gold reply), not inf")
-    for name in ("counterfactual_gain", "privileged_logratio", "mode_logprob", "prm_logratio"):
+    for name in ("counterfactual_gain", "privileged_logratio", "mode_logprob", "prm_logratio", "branch_value"):
         arr = getattr(inp, name)
         if arr is not None and np.any(np.isinf(arr)):
             raise ValueError(f"CreditInput.{name} must be finite or NaN (not scored), not inf")

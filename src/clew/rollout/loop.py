@@ -26,6 +26,7 @@ crashing) is ``policy`` unless it is an ``InfraError``: no reward from that step
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -84,7 +85,7 @@ def collect(
     groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
     done = finished or {}
     started = [
-        (done[g.group_id, m], None) if (g.group_id, m) in done else _start(t, g, m, cfg, env_factory)
+        (done[g.group_id, m], None) if (g.group_id, m) in done else _start(t, g, m, cfg, env_factory, framing)
         for t, g in zip(tasks, groups)
         for m in range(cfg.group_size)
     ]
@@ -105,8 +106,9 @@ def collect(
 
 
 def _start(
-    task: Task, group: Group, member: int, cfg: RolloutConfig, env_factory: Callable[..., Env] | None = None
-) -> tuple[Episode, _Live | None]:
+    task: Task, group: Group, member: int, cfg: RolloutConfig, env_factory: Callable[..., Env] | None = None,
+    framing: Framing | None = None,
+) -> tuple[Episode, _Live | None]:  # fmt: skip
     episode = Episode(task.task_id, group.group_id, task.seed)
     env: Env
     try:
@@ -118,11 +120,25 @@ def _start(
             env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
         episode.gold_reply = env.gold_reply() if isinstance(env, HasGoldReply) else None
-    except Exception as exc:  # a broken env is recorded, not raised through the loop; no action caused it
+        episode.first_observation, history = first, History([first])
+        _replay(episode, env, history, task.prefix, framing)
+    except Exception as exc:  # a broken env (or a replay that diverged) is recorded, not raised; no action caused it
         _fail(episode, exc, "infra")
         return episode, None
-    episode.first_observation = first
-    return episode, _Live(episode, env, History([first]), cfg.context.make(), member)
+    return episode, _Live(episode, env, history, cfg.context.make(), member, acted=len(task.prefix))
+
+
+def _replay(episode: Episode, env: Env, history: History, prefix: Sequence[Turn], framing: Framing | None) -> None:
+    """Step ``prefix``'s recorded actions again (``Task.prefix``); their turns open the episode."""
+    for turn in prefix:
+        if not turn.env_step:
+            raise ValueError("a replayed prefix cannot hold context edits (their strategy state is not replayed)")
+        result = env.step(turn.action_text)
+        if result.observation != turn.observation or result.terminated or result.truncated:
+            raise RuntimeError(f"replaying turn {len(episode.turns)} diverged from the recorded episode")
+        episode.turns.append(dataclasses.replace(turn, info=dict(turn.info)))
+        _record_outcome(episode, float(result.reward), result.outcome)
+        history.add(turn.action_ids, result.observation, framing)
 
 
 def _release(env: Env) -> None:

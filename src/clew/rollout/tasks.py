@@ -4,16 +4,26 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from clew.types import Turn
 
 
 @dataclass(frozen=True)
 class Task:
-    """One task: an env id (or ``module:Class``), its kwargs and the seed every group member uses."""
+    """One task: an env id (or ``module:Class``), its kwargs and the seed every group member uses.
+
+    ``prefix``: turns of an earlier episode of this task to replay after the reset before the policy acts (a
+    branch from that episode's state, for deterministic envs: SPO's Monte-Carlo values); every member starts
+    there, the replayed turns are the first of its episode, and a replay whose observations differ from the
+    recorded ones fails that episode as ``infra``.
+    """
 
     env_id: str
     seed: int
     env_kwargs: dict[str, Any] = field(default_factory=dict)
+    prefix: tuple[Turn, ...] = ()
 
     @property
     def task_id(self) -> str:

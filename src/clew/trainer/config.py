@@ -69,6 +69,9 @@ __all__ = [
 ]
 
 
+REPLAYABLE_CONTEXTS = ("full", "window")  # prompts rebuilt from the history alone (branched rollouts)
+
+
 class RunConfig(_Frozen):
     """Everything a run needs; the composed config saved as ``config.yaml`` in the run directory."""
 
@@ -159,6 +162,7 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} plays each task once more greedily through the env; a harness run "
                 "has no env to replay: pick an estimator without it (e.g. grpo)"
             )
+        self._branches_served(spec)
         if spec.scores_with_policy and (self.harness is not None or self.cluster is not None):
             raise ValueError(
                 f"credit.name={self.credit.name} scores extra spans with the policy in the driver before credit (the "
@@ -171,6 +175,21 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _branches_served(self, spec: EstimatorSpec) -> None:
+        """Branched rollouts replay an episode's env actions and rebuild its prompts: an env and a context whose
+        prompts follow from the history alone."""
+        if not spec.needs_branch_values:
+            return
+        if self.harness is not None:
+            raise ValueError(f"credit.name={self.credit.name} branches rollouts by replaying the env; a harness run "
+                             "has no env to replay: pick an estimator without it (e.g. grpo)")  # fmt: skip
+        if self.rollout.context.name not in REPLAYABLE_CONTEXTS:
+            raise ValueError(
+                f"credit.name={self.credit.name} branches rollouts from replayed histories, which rollout.context="
+                f"{self.rollout.context.name} cannot rebuild (its edits are the policy's own); use one of "
+                f"{list(REPLAYABLE_CONTEXTS)}"
+            )
 
     def _critic_served(self, spec: EstimatorSpec) -> None:
         has_critic = self.critic.value_coef > 0

@@ -42,6 +42,7 @@ def credit_input(session: Session, table: TurnTable) -> tuple[credit_lib.CreditI
         "privileged_logratio": privileged_logratios if spec.needs_privileged_logratio else None,
         "outcome_modes": mode_beliefs if spec.needs_outcome_modes else None,
         "prm_logratio": prm_logratios if spec.needs_implicit_prm else None,
+        "branch_value": branch_values if spec.needs_branch_values else None,
     }
     seconds: dict[str, float] = {}
     for column, compute in needed.items():
@@ -196,3 +197,37 @@ def prm_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
     beta = float(session.cfg.credit.params.get("beta", credit_lib.get("oprl").params["beta"]))
     loss = prm.dpo_step(rows, table.episode, old, pairs, beta)
     return {"prm_logratio": prm.score(rows) - old, "prm/dpo_loss": loss, "prm/pairs": float(len(pairs))}
+
+
+def branch_values(session: Session, table: TurnTable) -> dict[str, Any]:
+    """SPO's Monte-Carlo values: ``credit.params.rollouts`` continuations, at the rollout's temperature, from the
+    state before every ``cutpoint_interval``-th turn of each episode (the env replays the episode's actions up to
+    there, ``Task.prefix``); each cut row gets their mean return. A branch point shared by episodes (same seed,
+    same actions) is played once. The continuations are not trained on; their env steps are reported
+    (``rollout/branch_env_steps``, replayed steps not counted)."""
+    cfg, actor = session.cfg, session.actor
+    assert actor is not None and session.link is not None  # an env run (the config refuses harness runs)
+    defaults, params = credit_lib.get(cfg.credit.name).params, cfg.credit.params
+    interval, rollouts = (int(params.get(k, defaults[k])) for k in ("cutpoint_interval", "rollouts"))
+    cuts: dict[tuple[int, tuple[str, ...]], tuple[Task, list[int]]] = {}
+    for episode, rows in zip(table.episodes, table.episode_rows(), strict=True):
+        for t in range(interval, len(episode.turns), interval):
+            prefix = tuple(episode.turns[:t])
+            key = (episode.seed, tuple(turn.action_text for turn in prefix))
+            task = Task(cfg.env.id, episode.seed, dict(cfg.env.kwargs), prefix)
+            cuts.setdefault(key, (task, []))[1].append(rows[t])
+    value = np.full(table.n_turns, np.nan)
+    if not cuts:
+        return {"branch_value": value, "rollout/branch_env_steps": 0.0}
+    branch = PolicyActor(session.link.engine, session.sampling(cfg.rollout.temperature))
+    envs = session.env_hosts.make if session.env_hosts else None
+    many = cfg.rollout.model_copy(update={"group_size": rollouts})
+    seed = derive_seed(cfg.seed, "branch", min(e.seed for e in table.episodes))
+    groups = collect(branch, [task for task, _ in cuts.values()], many, seed, session.framing, env_factory=envs)
+    steps = 0
+    for (task, cut_rows), group in zip(cuts.values(), groups, strict=True):
+        played = [e for e in group.episodes if e.failure != "infra"]  # a diverged replay is no sample
+        steps += sum(len(e.turns) - len(task.prefix) for e in played)
+        if played:
+            value[cut_rows] = float(np.mean([episode_return(e) for e in played]))
+    return {"branch_value": value, "rollout/branch_env_steps": float(steps)}
