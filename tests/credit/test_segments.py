@@ -33,7 +33,8 @@ def test_confident_tokens_get_no_advantage() -> None:
     inp = worked_example(logprob=[sure, unsure, unsure, unsure, sure, unsure, unsure])
     credit = compute("spo", inp)
     assert credit.token_advantage == pytest.approx([0.0, -0.4, -0.2, 0.6, 0.0, -0.4, -0.4])
-    assert compute("spo", inp, prob_mask=False).token_advantage == pytest.approx([0.2, -0.4, -0.2, 0.6, 0.6, -0.4, -0.4])
+    unmasked = compute("spo", inp, prob_mask=False).token_advantage
+    assert unmasked == pytest.approx([0.2, -0.4, -0.2, 0.6, 0.6, -0.4, -0.4])
 
 
 def _loop(inp: CreditInput) -> list[float]:
