@@ -5,7 +5,7 @@ Synthetic batches: groups of 8 episodes of 1-40 turns, 8 anchor states per group
 turn over a 16-token vocabulary (so prefix trees branch), a belief in the gold answer per turn (IGPO), a
 value per token (GAE), a greedy return per row (ReMax), a counterfactual gain (InfoPO), a privileged log-ratio
 (PBSD), an outcome-mode belief and weight (SIOP), a PRM log-ratio (OPRL) and a branch value at every 2nd turn
-(SPO) per row. Prints a markdown table.
+(SPO) and subgoal segments (HiPER) per row. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -45,6 +45,7 @@ def synthetic(n_turns: int, tokens_per_turn: int = 4, seed: int = 0) -> CreditIn
         privileged_logratio=rng.normal(size=n), mode_logprob=-rng.random(n) * 5,
         mode_weight=rng.random(n_ep)[episode], prm_logratio=rng.normal(size=n),
         branch_value=np.where((turn > 0) & (turn % 2 == 0), rng.random(n), np.nan),
+        segment_start=rng.random(n) < 0.3,
     )  # fmt: skip
 
 

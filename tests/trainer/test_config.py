@@ -42,6 +42,7 @@ def test_expected_presets_exist() -> None:
         "siop",
         "oprl",
         "spo",
+        "hiper",
     }
     assert expected <= set(preset_names())
 

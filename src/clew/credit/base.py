@@ -97,6 +97,8 @@ class EstimatorSpec:
             score of every action against the old policy (``CreditInput.prm_logratio``, OPRL).
         needs_branch_values: Monte-Carlo values of states inside episodes, from rollouts the trainer branches by
             replaying each episode's seeded prefix (``CreditInput.branch_value``, SPO); needs an env to replay.
+        needs_segments: which rows open a subgoal segment (``CreditInput.segment_start``, HiPER), marked by the
+            trainer from the ``plan`` context's ``<subgoal>`` blocks.
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
             log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
     """
@@ -116,6 +118,7 @@ class EstimatorSpec:
     needs_outcome_modes: bool = False
     needs_implicit_prm: bool = False
     needs_branch_values: bool = False
+    needs_segments: bool = False
     reference_param: str | None = None
     summary: str = ""
 
@@ -276,6 +279,7 @@ def _check_scored_inputs(spec: EstimatorSpec, inp: CreditInput) -> None:
         "mode_weight": spec.needs_outcome_modes,
         "prm_logratio": spec.needs_implicit_prm,
         "branch_value": spec.needs_branch_values,
+        "segment_start": spec.needs_segments,
     }
     for column in (c for c, needed in wanted.items() if needed and getattr(inp, c) is None):
         raise ValueError(

@@ -70,6 +70,8 @@ class CreditInput:
             against the old policy (OPRL): the sum over its tokens of log pi_phi - log pi_old; NaN: not scored.
         branch_value: (N,) float or None, the mean return of Monte-Carlo rollouts branched from the state before
             the row (SPO's cutpoints, played by the trainer by replaying the episode); NaN at rows not branched.
+        segment_start: (N,) bool or None, the row opens a new subgoal segment (HiPER: its reply set a subgoal);
+            each episode's first row opens one whatever this says.
         mode_weight: (N,) float or None, the target probability of the row's episode's outcome mode (SIOP's
             reliability-aware q), 0 for an episode without a valid final answer; constant within an episode.
     """
@@ -101,6 +103,7 @@ class CreditInput:
     mode_weight: Array | None = None
     prm_logratio: Array | None = None
     branch_value: Array | None = None
+    segment_start: Array | None = None
 
     def __post_init__(self) -> None:
         _validate(self)
@@ -139,6 +142,7 @@ class CreditInput:
         mode_weight: Sequence[float] | Array | None = None,
         prm_logratio: Sequence[float] | Array | None = None,
         branch_value: Sequence[float] | Array | None = None,
+        segment_start: Sequence[bool] | Array | None = None,
     ) -> CreditInput:
         """Build from plain sequences/arrays (copied to int64/float64)."""
         n = len(group)
@@ -170,6 +174,7 @@ class CreditInput:
             mode_weight=_floats(mode_weight) if mode_weight is not None else None,
             prm_logratio=_floats(prm_logratio) if prm_logratio is not None else None,
             branch_value=_floats(branch_value) if branch_value is not None else None,
+            segment_start=_bools(segment_start),
         )
 
     @classmethod
@@ -231,6 +236,7 @@ def _validate(inp: CreditInput) -> None:
         "mode_weight",
         "prm_logratio",
         "branch_value",
+        "segment_start",
     ):
         arr = getattr(inp, name)
         if arr is not None and arr.shape != (n,):

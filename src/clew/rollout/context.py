@@ -66,6 +66,8 @@ from clew.registry import ParamRegistry
 
 SUMMARY_INSTRUCTION = "Summarize what you know and what you did so far, briefly; it will replace the history."
 _MEMORY = re.compile(r"<memory>(.*?)</memory>", re.DOTALL)
+SUBGOAL = re.compile(r"<subgoal>(.*?)</subgoal>", re.DOTALL)  # a plan turn's new subgoal (``plan`` context, HiPER)
+PLAN_INSTRUCTION = "To set a new subgoal, start a reply with <subgoal>...</subgoal>; otherwise keep the current one."
 
 
 @dataclass
@@ -233,6 +235,37 @@ class MemoryContext(_NoEdits):
 
 
 @dataclass
+class PlanContext(_NoEdits):
+    """Plan-execute (HiPER): a reply may open with ``<subgoal>...</subgoal>``, which switches to a new subgoal (the
+    tag is removed before the env sees the action); the prompt is the task, the instruction, the current subgoal
+    and the last ``turns`` exchanges (0: all of them).
+
+    State: ``subgoal``, the current subgoal's text."""
+
+    turns: int = 0
+    instruction: str = PLAN_INSTRUCTION
+    name: str = "plan"
+    subgoal: str = field(default="", init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        _at_least("plan", "turns", self.turns, 0)
+
+    def build(self, history: History, framing: Framing) -> list[int]:
+        start = max(0, len(history.actions) - self.turns) if self.turns else 0
+        opening = f"{history.observations[0]}\n\n{self.instruction}\nCurrent subgoal: {self.subgoal or '(none)'}"
+        if start > 0:
+            opening += f"\n\n{history.observations[start]}"
+        return framing.first(opening) + history.exchanges(start)
+
+    def take_action(self, history: History, text: str) -> str:
+        """Switch to the reply's last subgoal, if it sets one; return the reply without subgoal blocks."""
+        blocks = SUBGOAL.findall(text)
+        if blocks:
+            self.subgoal = blocks[-1].strip()
+        return SUBGOAL.sub("", text).strip() if blocks else text
+
+
+@dataclass
 class MarkovianContext(_NoEdits):
     """Delethink-style chunks: when the prompt would pass ``chunk_tokens``, the next chunk starts from
     the task plus the last ``carry_tokens`` ids of the previous chunk (sampled ids kept as they are).
@@ -302,6 +335,10 @@ def _memory(*, turns: int = 2, max_chars: int = 400) -> ContextStrategy:
     return MemoryContext(turns, max_chars)
 
 
+def _plan(*, turns: int = 0, instruction: str = PLAN_INSTRUCTION) -> ContextStrategy:
+    return PlanContext(turns, instruction)
+
+
 def _markovian(*, chunk_tokens: int = 1024, carry_tokens: int = 128) -> ContextStrategy:
     return MarkovianContext(chunk_tokens, carry_tokens)
 
@@ -316,6 +353,7 @@ register_context("full", _full, "the whole chat")
 register_context("window", _window, "the last `turns` exchanges")
 register_context("summary", _summary, "the policy summarises every `every` turns or past `budget_tokens`")
 register_context("memory", _memory, "Memory-as-Action: <memory> blocks + the last `turns` exchanges")
+register_context("plan", _plan, "plan-execute: <subgoal> blocks switch subgoals (HiPER) + the last `turns` exchanges")
 register_context("markovian", _markovian, "fixed chunks of `chunk_tokens`, `carry_tokens` carried over")
 
 

@@ -163,6 +163,7 @@ class RunConfig(_Frozen):
                 "has no env to replay: pick an estimator without it (e.g. grpo)"
             )
         self._branches_served(spec)
+        self._segments_served(spec)
         if spec.scores_with_policy and (self.harness is not None or self.cluster is not None):
             raise ValueError(
                 f"credit.name={self.credit.name} scores extra spans with the policy in the driver before credit (the "
@@ -175,6 +176,15 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _segments_served(self, spec: EstimatorSpec) -> None:
+        """Subgoal segments come from the ``plan`` context's ``<subgoal>`` blocks (which it keeps from the env)."""
+        if spec.needs_segments and self.rollout.context.name != "plan":
+            raise ValueError(
+                f"credit.name={self.credit.name} reads subgoal segments from <subgoal> blocks, which only "
+                f"rollout.context=plan asks for and strips before the env; got rollout.context="
+                f"{self.rollout.context.name}"
+            )
 
     def _branches_served(self, spec: EstimatorSpec) -> None:
         """Branched rollouts replay an episode's env actions and rebuild its prompts: an env and a context whose

@@ -17,6 +17,7 @@ from clew import credit as credit_lib
 from clew.credit.counterfactual import PLACEHOLDER_OBSERVATION
 from clew.credit.modes import evidence_for, mode_targets, outcome_modes
 from clew.rollout import PolicyActor, Task, collect, derive_seed
+from clew.rollout.context import SUBGOAL
 from clew.table import TurnTable
 from clew.trainer.counterfactuals import masked_observation_prompt, privileged_hint, privileged_prompt
 from clew.trainer.learner import Learner
@@ -43,6 +44,7 @@ def credit_input(session: Session, table: TurnTable) -> tuple[credit_lib.CreditI
         "outcome_modes": mode_beliefs if spec.needs_outcome_modes else None,
         "prm_logratio": prm_logratios if spec.needs_implicit_prm else None,
         "branch_value": branch_values if spec.needs_branch_values else None,
+        "segment_start": segment_starts if spec.needs_segments else None,
     }
     seconds: dict[str, float] = {}
     for column, compute in needed.items():
@@ -231,3 +233,10 @@ def branch_values(session: Session, table: TurnTable) -> dict[str, Any]:
         if played:
             value[cut_rows] = float(np.mean([episode_return(e) for e in played]))
     return {"branch_value": value, "rollout/branch_env_steps": float(steps)}
+
+
+def segment_starts(session: Session, table: TurnTable) -> dict[str, Any]:
+    """HiPER's segments: a row opens one when its reply sets a subgoal (``<subgoal>...</subgoal>``, the ``plan``
+    context), and every episode's first row does."""
+    starts = np.array([bool(SUBGOAL.search(t.action_text)) for t in table.turns], dtype=bool) | (table.turn == 0)
+    return {"segment_start": starts}
