@@ -82,7 +82,9 @@ def test_all_estimators_handle_one_turn_episodes_and_groups_of_one() -> None:
         [0, 1, 1], [0, 1, 2], [0, 0, 0], [1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0, 0, 0],
         token_offsets=[0, 2, 3, 5], entropy=[0.1, 0.2, 0.3, 0.4, 0.5], token_ids=[1, 2, 1, 1, 3],
         outcome_explicit=[True, True, True], gold_logprob=[-1.0, -2.0, np.nan], value=[0.1, 0.2, 0.3, 0.4, 0.5],
-        baseline=[0.5, 0.0, 0.0],
+        baseline=[0.5, 0.0, 0.0], counterfactual_gain=[np.nan] * 3, privileged_logratio=[0.5, np.nan, -1.0],
+        mode_logprob=[-1.0, np.nan, -2.0], mode_weight=[1.0, 0.0, 1.0], prm_logratio=[0.3, -0.2, 0.1],
+        branch_value=[np.nan] * 3, segment_start=[True, True, True], logprob=[-0.1, -2.0, -0.5, -0.3, -1.0],
     )  # fmt: skip
     for name in available():
         credit = compute(name, inp)
@@ -103,6 +105,14 @@ def test_empty_batch() -> None:
         gold_logprob=[],
         value=[],
         baseline=[],
+        counterfactual_gain=[],
+        privileged_logratio=[],
+        mode_logprob=[],
+        mode_weight=[],
+        prm_logratio=[],
+        branch_value=[],
+        segment_start=[],
+        logprob=[],
     )
     for name in available():
         assert compute(name, inp).turn_advantage.shape == (0,), name

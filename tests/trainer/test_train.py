@@ -38,11 +38,14 @@ def _metrics(run: Path) -> list[dict]:
 
 def _env_for(name: str) -> tuple[list[str], dict[str, str]]:
     """tiny_cfg's overrides and keywords for a run that gives estimator ``name`` what it needs: keydoor, toolcalc
-    where it needs gold replies (IGPO's beliefs), a value head where it reads values (GAE)."""
+    where it needs gold replies (IGPO's beliefs, PBSD's teacher), a value head where it reads values (GAE, HiPER),
+    the plan context where it reads subgoal segments (HiPER)."""
     spec = credit.get(name)
-    if spec.needs_gold_beliefs:
-        return ["env.id=toolcalc-v0"], {"env_kwargs": "{n_ops: 1}"}
-    return (["critic.value_coef=0.1"] if spec.needs_values else []), {}
+    extra = ["critic.value_coef=0.1"] if spec.needs_values else []
+    extra += ["rollout.context=plan"] if spec.needs_segments else []
+    if spec.needs_gold_reply:
+        return ["env.id=toolcalc-v0", *extra], {"env_kwargs": "{n_ops: 1}"}
+    return extra, {}
 
 
 @pytest.mark.parametrize("preset", preset_names())
