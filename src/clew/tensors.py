@@ -84,6 +84,7 @@ class TokenRow:
     segment: int = 0  # index of the row's context segment within its episode (see rollout.batch)
     values: list[float] | None = None  # per action token, the value head's V when credit ran (a critic run)
     value_targets: list[float] | None = None  # per action token, the value head's regression target
+    clip_scales: list[float] | None = None  # per action token, a factor on the clip range (A^2TGPO's adaptive clip)
 
     @property
     def ratio_logprobs(self) -> list[float]:
@@ -115,6 +116,7 @@ class PackedBatch:
     behavior_logprobs: torch.Tensor  # (B, T), the rollout engine's; equals old_logprobs unless recomputed
     values: torch.Tensor | None = None  # (B, T), the value head's V when credit ran (rows with a critic)
     value_targets: torch.Tensor | None = None  # (B, T), its targets
+    clip_scale: torch.Tensor | None = None  # (B, T), a factor on each token's clip range (adaptive clipping)
 
     @property
     def lengths(self) -> list[int]:
@@ -134,6 +136,7 @@ class PackedBatch:
             rows, take(self.advantages), take(self.old_logprobs), self.episode_ids[index], take(self.behavior_logprobs),
             None if self.values is None else take(self.values),
             None if self.value_targets is None else take(self.value_targets),
+            None if self.clip_scale is None else take(self.clip_scale),
         )  # fmt: skip
 
 
@@ -150,7 +153,8 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     episodes = torch.tensor([r.episode for r in rows], dtype=torch.long)
     values = _per_action(packed, [r.values for r in rows])
     targets = _per_action(packed, [r.value_targets for r in rows])
-    return PackedBatch(packed, adv, old, episodes, behavior, values, targets)
+    scales = _per_action(packed, [r.clip_scales for r in rows])
+    return PackedBatch(packed, adv, old, episodes, behavior, values, targets, scales)
 
 
 def _per_action(packed: PackedRows, per_row: Sequence[list[float] | None]) -> torch.Tensor | None:

@@ -141,6 +141,15 @@ def test_a2tgpo_worked_example_by_hand() -> None:
     s = 0.70711
     expected = [s + (s + 0.3) / math.sqrt(2), s + 0.3, s, -s - s, -s]
     assert credit.turn_advantage == pytest.approx(expected, abs=1e-4)
+    # adaptive clipping: 2 sigmoid(k (|z| - 1)); the last turns (no gain) keep the configured range
+    assert credit.clip_scale == pytest.approx([0.8546, 0.6637, 1.0, 0.8546, 1.0], abs=1e-4)
+    sharper = compute("a2tgpo", worked_example(), adaptive_clip=4.0).clip_scale
+    assert (
+        sharper is not None
+        and sharper[1] < 0.6637
+        and sharper[0] == pytest.approx(2 / (1 + math.exp(4 * 0.2929)), abs=1e-4)
+    )
+    assert compute("a2tgpo", worked_example(), adaptive_clip=0.0).clip_scale is None
 
 
 def a2tgpo_loop(rows: dict, gamma: float) -> list[float]:

@@ -43,6 +43,16 @@ def test_ppo_clip_higher_and_dual_clip_table() -> None:
     assert metrics["policy/ratio_max"].item() == pytest.approx(4.0)
 
 
+def test_ppo_clip_range_per_token() -> None:
+    """clip_scale 0.5 halves a token's range (A=+1, r=1.5: clipped at 1.1), 2 doubles it (r=1.3 not clipped)."""
+    logp, old, adv, mask = one_token([1.5, 1.3, 1.3], [1, 1, 1])
+    scale = t([[0.5], [2.0], [1.0]])
+    loss, _ = compute("ppo_clip", logp, old, adv, mask, clip_low=0.2, clip_scale=scale)
+    torch.testing.assert_close(loss[:, 0], t([-1.1, -1.3, -1.2]))
+    with pytest.raises(ValueError, match="objective 'gspo' has no per-token clip range"):
+        compute("gspo", logp, old, adv, mask, clip_scale=scale)
+
+
 def test_loop_clip_window() -> None:
     # eps 0.1: window [0.90909, 1.1]; A = 0.6, r = 1.2 -> objective min(0.72, 0.66) = 0.66
     logp, old, adv, mask = one_token([1.2, 0.8], [0.6, -0.6])

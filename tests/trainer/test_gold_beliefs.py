@@ -80,3 +80,31 @@ def test_igpo_is_refused_where_no_episode_has_a_gold_reply(tiny_cfg: Make, tmp_p
     cfg = tiny_cfg("credit.name=igpo", "iterations=1", "eval.every=0", "eval.at_start=false")  # keydoor: no answer
     with pytest.raises(ValueError, match=r"env keydoor-v0 has no gold_reply\(\) method.*HasGoldReply"):
         Trainer(cfg, tmp_path / "run").fit()
+
+
+def test_a2tgpo_clip_ranges_reach_the_rows_and_the_loss(tiny_cfg: Make, tmp_path: Path, tiny_policy: HFPolicy) -> None:
+    """The estimator's per-turn clip scales land on every action token of the training rows (merged or not); a
+    run trains with them; an objective without a per-token clip range is refused by name."""
+    from clew.rollout.batch import to_rows
+    from clew.table import TurnTable
+
+    run = ["credit.name=a2tgpo", "iterations=1", "eval.every=0", "eval.at_start=false"]
+    Trainer(tiny_cfg(*run, *GOLD_ENV, env_kwargs="{n_ops: 1}"), tmp_path / "run").fit()
+    (row,) = [r for r in read_jsonl(tmp_path / "run" / "metrics.jsonl") if r["kind"] == "iteration"]
+    assert 0.0 < row["credit/clip_scale_mean"] < 2.0
+    with pytest.raises(ValueError, match=r"objective.name=gspo has no per-token clip.*adaptive_clip=0"):
+        tiny_cfg(*run, "objective.name=gspo", *GOLD_ENV)
+    actor, framing = (
+        ScriptedActor("expert", tokenizer=tiny_policy.tokenizer),
+        Framing(tiny_policy.tokenizer, tiny_policy.chat),
+    )
+    task = Task("keydoor-v0", 1, {"width": 4, "height": 4})
+    (group,) = collect(actor, [task], RolloutConfig(group_size=2), 0, framing)
+    table = TurnTable.from_groups([group])
+    assert table.n_turns > 2 and table.token_offsets[-1] > 0
+    scale = np.linspace(0.5, 1.5, table.n_turns)
+    for merge in (False, True):
+        rows = to_rows(table, np.zeros(table.n_turns), merge_prefix=merge, clip_scale=scale)
+        assert [x for r in rows for x in r.clip_scales or []] == pytest.approx(
+            np.repeat(scale, np.diff(table.token_offsets)).tolist()
+        )

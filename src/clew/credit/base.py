@@ -34,6 +34,8 @@ class Credit:
             (GiGPO; ids unique over the batch, -1: in no group); the store keeps it for the viewer.
         value, value_target: (K,) or None, the value head's V at each action token as the estimator read it,
             and its regression target there (GAE's returns A + V), for estimators that need values.
+        clip_scale: (N,) or None, a factor on each row's clip range in the objective (A^2TGPO's adaptive
+            turn-level clipping); None: the configured range everywhere.
     """
 
     turn_advantage: Array
@@ -44,6 +46,7 @@ class Credit:
     anchor_group: Array | None = None
     value: Array | None = None
     value_target: Array | None = None
+    clip_scale: Array | None = None
 
 
 PENALTY_PLACEMENTS = ("advantage", "statistics")
@@ -101,6 +104,8 @@ class EstimatorSpec:
             trainer from the ``plan`` context's ``<subgoal>`` blocks.
         reference_param: the parameter that, when > 0, makes the estimator read the sampled tokens'
             log-probs under the KL reference (``ref_logprob``), e.g. REINFORCE++'s ``kl_coef``.
+        clip_scale_param: the parameter that, when > 0, makes the estimator return ``Credit.clip_scale`` (a clip
+            range per row), which only an objective with a per-token clip range can use.
     """
 
     name: str
@@ -120,6 +125,7 @@ class EstimatorSpec:
     needs_branch_values: bool = False
     needs_segments: bool = False
     reference_param: str | None = None
+    clip_scale_param: str | None = None
     summary: str = ""
 
     @property
@@ -140,6 +146,11 @@ class EstimatorSpec:
     def needs_reference(self, params: dict[str, Any]) -> bool:
         """Whether these parameters make the estimator read ``ref_logprob``."""
         name = self.reference_param
+        return name is not None and float(params.get(name, self.params.get(name, 0.0)) or 0.0) > 0
+
+    def scales_clip(self, params: dict[str, Any]) -> bool:
+        """Whether these parameters make the estimator set a clip range per row (``Credit.clip_scale``)."""
+        name = self.clip_scale_param
         return name is not None and float(params.get(name, self.params.get(name, 0.0)) or 0.0) > 0
 
     def state_grouping(self, params: dict[str, Any]) -> str | None:

@@ -89,12 +89,13 @@ def igpo(inp: CreditInput, *, gamma: float = 1.0, info_gain_weight: float = 1.0,
 
 
 @register(
-    "a2tgpo", needs_group=True, needs_gold_beliefs=True,
+    "a2tgpo", needs_group=True, needs_gold_beliefs=True, clip_scale_param="adaptive_clip",
     summary="information gain normalised per (group, turn index), depth-rescaled accumulation, plus GRPO",
 )  # fmt: skip
 def a2tgpo(
-    inp: CreditInput, *, gamma: float = 1.0, info_gain_weight: float = 1.0, scale_by_std: bool = True, eps: float = 1e-6
-) -> Credit:
+    inp: CreditInput, *, gamma: float = 1.0, info_gain_weight: float = 1.0, adaptive_clip: float = 1.0,
+    scale_by_std: bool = True, eps: float = 1e-6,
+) -> Credit:  # fmt: skip
     """A^2TGPO's advantage: IGPO's information gain, normalised among peers at the same depth, accumulated with a
     variance rescaling, added to the group-relative outcome.
 
@@ -106,12 +107,17 @@ def a2tgpo(
     the episode's last), divided by sqrt(the number of terms summed), so its scale does not drift with depth.
     The outcome enters as GRPO's group-normalised outcome on every turn:
     A_t = A^GRPO + info_gain_weight * S_t (the last turn, with no gain of its own, gets A^GRPO alone).
-    (iii) The paper's adaptive turn-level clipping (a clip range per turn from its normalised gain) is an
-    objective change that clew does not implement yet; use it with the usual PPO-clip.
+    (iii) Adaptive turn-level clipping: each turn's PPO clip range is scaled by
+    s_t = 2 * sigmoid(``adaptive_clip`` * (|z_t| - 1)) (``Credit.clip_scale``): a turn whose gain is typical
+    among its peers (|z| = 1) keeps the configured range, an uninformative one (z near 0) gets a narrower one
+    (down to 2 sigmoid(-k)), an informative one a wider one (up to 2x); turns without a gain keep 1;
+    ``adaptive_clip`` 0 turns it off. The abstract says only "modulates each turn's clipping range based on its
+    normalized IG, widening ... informative turns and narrowing ... uninformative ones"; this form is clew's.
 
     Worked example (docs/credit.md): one group, beliefs 0.1 -> 0.4 -> 0.7 (outcome 1) and 0.1 -> 0.05 (outcome 0),
     gamma 1: IG = [0.3, 0.3, -, -0.05, -]; turn 0 peers 0.3 and -0.05 give z = +-0.7071; turn 1 has one peer (0.3,
-    kept); S = [(0.7071 + 0.3) / sqrt 2, 0.3, 0, -0.7071, 0]; A^GRPO = +-0.7071.
+    kept); S = [(0.7071 + 0.3) / sqrt 2, 0.3, 0, -0.7071, 0]; A^GRPO = +-0.7071; clip scales (k = 1)
+    2 sigmoid(|z| - 1) = [0.8546, 0.6637, 1, 0.8546, 1] (turn 1's lone peer keeps its raw gain, 0.3).
     """
     gain = information_gain(inp)
     has_gain = np.r_[inp.turn[1:] != 0, False] if inp.n_turns else np.zeros(0, dtype=bool)
@@ -127,4 +133,10 @@ def a2tgpo(
         "credit/info_gain_mean": float(gain[rows].mean()) if rows.size else 0.0,
         "credit/info_gain_abs_mean": float(np.abs(gain[rows]).mean()) if rows.size else 0.0,
     }
-    return Credit(outcome + info_gain_weight * rescaled, rewards_with_outcome(inp), diagnostics=diagnostics)
+    scale = np.ones(inp.n_turns)
+    scale[rows] = 2.0 / (1.0 + np.exp(-adaptive_clip * (np.abs(z[rows]) - 1.0)))
+    diagnostics["credit/clip_scale_mean"] = float(scale[rows].mean()) if rows.size else 1.0
+    return Credit(
+        outcome + info_gain_weight * rescaled, rewards_with_outcome(inp), diagnostics=diagnostics,
+        clip_scale=scale if adaptive_clip > 0 else None,
+    )  # fmt: skip

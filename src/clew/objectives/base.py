@@ -77,16 +77,23 @@ def compute(
     entropy: Tensor | None = None,
     entropy_coef: float = 0.0,
     is_weights: Tensor | None = None,
+    clip_scale: Tensor | None = None,
     **params: Any,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """Per-token loss = surrogate * is_weights + kl_coef * KL(pi || ref) - entropy_coef * H.
 
     ``is_weights`` (e.g. ``tis_weights``) is applied as a detached factor. KL in the loss needs
-    ``ref_logp``; the entropy bonus needs per-token ``entropy``.
+    ``ref_logp``; the entropy bonus needs per-token ``entropy``. ``clip_scale`` (B, T) scales each token's clip
+    range (an estimator's adaptive clipping), for surrogates with a per-token clip range (``ppo_clip``).
     """
     check_params(name, params)
+    spec = get(name)
+    if clip_scale is not None:
+        if "clip_scale" not in spec.params:
+            raise ValueError(f"objective {name!r} has no per-token clip range to scale; use ppo_clip")
+        params = {**params, "clip_scale": clip_scale.detach()}
     mask = mask.to(logp.dtype)
-    loss, metrics = get(name).fn(logp, old_logp, advantages, mask, **params)
+    loss, metrics = spec.fn(logp, old_logp, advantages, mask, **params)
     if is_weights is not None:
         loss = loss * is_weights.detach()
         metrics["policy/is_weight_mean"] = masked_mean(is_weights.detach(), mask)

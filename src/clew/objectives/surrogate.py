@@ -81,6 +81,7 @@ def ppo_clip(
     clip_low: float = 0.2,
     clip_high: float | None = None,
     dual_clip: float | None = None,
+    clip_scale: Tensor | None = None,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """PPO clipped surrogate with clip-higher and dual-clip.
 
@@ -88,12 +89,15 @@ def ppo_clip(
     decoupled bounds [1 - clip_low, 1 + clip_high] (DAPO clip-higher, arXiv 2503.14476, Eq. 10) and
     dual-clip for A < 0 (Ye et al., arXiv 1912.09729, Eq. 5): loss = min(loss, -A c), c > 1.
     Defaults follow verl: 0.2 / 0.2, dual-clip off (verl's c is 3.0; the paper's value is unconfirmed).
+    ``clip_scale`` (B, T): each token's bounds become [1 - s clip_low, 1 + s clip_high] (A^2TGPO's adaptive
+    turn-level clipping; set by the credit estimator, not by config).
     """
     if dual_clip is not None and dual_clip <= 1.0:
         raise ValueError(f"dual_clip must be > 1, got {dual_clip}")
     high = clip_low if clip_high is None else clip_high
     log_ratio, bad = safe_log_ratio(logp, old_logp, mask)
-    loss, clipped, dual = clipped_surrogate(log_ratio.exp(), advantages, 1 - clip_low, 1 + high, dual_clip)
+    s = 1.0 if clip_scale is None else clip_scale
+    loss, clipped, dual = clipped_surrogate(log_ratio.exp(), advantages, 1 - s * clip_low, 1 + s * high, dual_clip)
     valid = mask * ~bad
     metrics = _ratio_metrics(log_ratio, mask, bad)
     metrics["policy/clipfrac"] = masked_mean(clipped.to(logp.dtype), valid).detach()

@@ -10,6 +10,7 @@ token, so sequence-level objectives find each turn as a contiguous run of the ac
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -25,9 +26,11 @@ def to_rows(
     token_advantage: np.ndarray | None = None,
     merge_prefix: bool = False,
     values: tuple[np.ndarray, np.ndarray] | None = None,
+    clip_scale: np.ndarray | None = None,
 ) -> list[TokenRow]:
     """Training rows in the table's row order; ``token_advantage`` (K,) wins over ``turn_advantage`` (N,).
     ``values``: (V, targets), (K,) each, the value head's values and regression targets (a critic run).
+    ``clip_scale``: (N,), a factor on each turn's clip range (adaptive clipping), on every token of the turn.
 
     Turns with no action tokens (an episode that ended before sampling) produce no row.
     """
@@ -43,19 +46,31 @@ def to_rows(
                 adv = [float(turn_advantage[i])] * int(off[i + 1] - off[i])
             pieces.append((table.turns[i], adv))
         rows += _episode_rows(pieces, episode_id, merge_prefix)
+    if clip_scale is not None:
+        table.check_aligned(clip_scale, what="clip scales")
+        per_token = np.repeat(clip_scale, np.diff(off))
+        rows = _with_per_token(rows, per_token, lambda row, part: replace(row, clip_scales=part))
     return rows if values is None else _with_values(rows, *values)
 
 
-def _with_values(rows: list[TokenRow], values: np.ndarray, targets: np.ndarray) -> list[TokenRow]:
-    """``rows`` (in table order, covering every action token once) with their tokens' values and targets."""
+def _with_per_token(
+    rows: list[TokenRow], per_token: np.ndarray, attach: Callable[[TokenRow, list[float]], TokenRow]
+) -> list[TokenRow]:
+    """``rows`` (in table order, covering every action token once) with their slices of a per-token array."""
     out, start = [], 0
     for row in rows:
         end = start + len(row.advantages)
-        out.append(replace(row, values=values[start:end].tolist(), value_targets=targets[start:end].tolist()))
+        out.append(attach(row, per_token[start:end].tolist()))
         start = end
-    if start != values.shape[0]:
-        raise ValueError(f"values cover {values.shape[0]} action tokens, the rows {start}")
+    if start != per_token.shape[0]:
+        raise ValueError(f"a per-token array covers {per_token.shape[0]} action tokens, the rows {start}")
     return out
+
+
+def _with_values(rows: list[TokenRow], values: np.ndarray, targets: np.ndarray) -> list[TokenRow]:
+    """``rows`` with their tokens' values and value targets."""
+    rows = _with_per_token(rows, values, lambda row, part: replace(row, values=part))
+    return _with_per_token(rows, targets, lambda row, part: replace(row, value_targets=part))
 
 
 def _episode_rows(pieces: list[tuple[Turn, list[float]]], episode_id: int, merge: bool) -> list[TokenRow]:

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 from pydantic import Field, ValidationError, model_validator
 
-from clew import credit
+from clew import credit, objectives
 from clew.credit import EstimatorSpec
 from clew.plugins import load_plugins
 from clew.policy.base import EngineSpec, engine_spec, engines
@@ -164,6 +164,12 @@ class RunConfig(_Frozen):
             )
         self._branches_served(spec)
         self._segments_served(spec)
+        if spec.scales_clip(self.credit.params) and "clip_scale" not in objectives.get(self.objective.name).params:
+            raise ValueError(
+                f"credit.name={self.credit.name} sets a clip range per turn (credit.params.{spec.clip_scale_param}), "
+                f"which objective.name={self.objective.name} has no per-token clip for; use ppo_clip or set "
+                f"credit.params.{spec.clip_scale_param}=0"
+            )
         if spec.scores_with_policy and (self.harness is not None or self.cluster is not None):
             raise ValueError(
                 f"credit.name={self.credit.name} scores extra spans with the policy in the driver before credit (the "

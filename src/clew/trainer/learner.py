@@ -315,6 +315,8 @@ class Learner:
             old, behavior = logp.detach().float() * rows.action_mask, batch.old_logprobs
         if obj.tis_cap is not None:
             extra["is_weights"] = objectives.tis_weights(old, behavior, rows.action_mask, obj.tis_cap)
+        if batch.clip_scale is not None:  # the estimator's per-turn clip ranges (A^2TGPO)
+            extra["clip_scale"] = batch.clip_scale
         per_token, metrics = objectives.compute(
             obj.name,
             logp,

@@ -59,7 +59,8 @@ class Trainer:
             credit = stages.credit(session, table)  # advantages
             value, target = credit.value, credit.value_target
             values = (value, target) if value is not None and target is not None else None  # a critic run (GAE)
-            rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values)
+            rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values,
+                           credit.clip_scale)  # fmt: skip
             rows = cap_rows(rows, cfg.filters, derive_seed(cfg.seed, it, "cap"))  # select
             rollout_s = time.perf_counter() - start
             metrics, ahead = stages.update(session, rows, it)  # update (off-policy: the next rollout meanwhile)
