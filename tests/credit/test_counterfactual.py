@@ -176,3 +176,55 @@ def test_siop_reads_no_env_reward_unless_asked() -> None:
     right = CreditInput.from_arrays(reward=[1, 0], **base)  # type: ignore[arg-type]
     assert compute("siop", right).turn_advantage == pytest.approx([0, 0])  # label-free: both answered
     assert compute("siop", right, env_reward_weight=1.0).turn_advantage[0] > 0
+
+
+def _random_batch(rng: np.random.Generator) -> dict[str, np.ndarray]:
+    lengths = rng.integers(1, 5, size=6)
+    episode = np.repeat(np.arange(6), lengths)
+    turn = np.concatenate([np.arange(k) for k in lengths])
+    outcome = np.repeat(rng.integers(0, 2, size=6).astype(float), lengths)
+    return {"group": episode // 3, "episode": episode, "turn": turn, "outcome": outcome}
+
+
+def test_pbsd_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        b = _random_batch(rng)
+        n = b["turn"].size
+        d = np.where(rng.random(n) < 0.8, rng.normal(size=n) * 2, np.nan)
+        inp = CreditInput.from_arrays(b["group"], b["episode"], b["turn"], np.zeros(n), b["outcome"],
+                                      privileged_logratio=d)  # fmt: skip
+        want = []
+        for i in range(n):
+            group_eps = sorted({int(e) for e in b["episode"][b["group"] == b["group"][i]]})
+            scores = np.array([b["outcome"][b["episode"] == e][0] for e in group_eps])
+            a = (b["outcome"][i] - scores.mean()) / (scores.std(ddof=1) + 1e-6)
+            mine = np.flatnonzero(b["episode"] == b["episode"][i])
+            logits = np.sign(a) * np.nan_to_num(d[mine])
+            w = len(mine) * np.exp(logits - logits.max()) / np.exp(logits - logits.max()).sum()
+            want.append(a * w[list(mine).index(i)])
+        if np.isnan(d).all():
+            continue
+        assert compute("pbsd", inp).turn_advantage == pytest.approx(want, abs=1e-9)
+
+
+def test_siop_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(12)
+    for _ in range(20):
+        b = _random_batch(rng)
+        n = b["turn"].size
+        q = np.repeat(rng.random(6), np.bincount(b["episode"]))
+        phi = -rng.random(n) * 3
+        inp = CreditInput.from_arrays(b["group"], b["episode"], b["turn"], np.zeros(n), b["outcome"],
+                                      mode_logprob=phi, mode_weight=q)  # fmt: skip
+        r = np.zeros(n)
+        for i in range(n):
+            last = i + 1 == n or b["turn"][i + 1] == 0
+            r[i] = 0.5 * q[i] if last else q[i] * (phi[i + 1] - phi[i])
+        z = np.zeros(n)
+        for g in set(b["group"].tolist()):
+            pool = r[b["group"] == g]
+            sd = pool.std(ddof=1)
+            z[b["group"] == g] = (pool - pool.mean()) / (1.0 if sd < 1e-6 else sd + 1e-6)
+        want = [sum(z[j] for j in range(i, n) if b["episode"][j] == b["episode"][i]) for i in range(n)]
+        assert compute("siop", inp).turn_advantage == pytest.approx(want, abs=1e-9)

@@ -43,3 +43,26 @@ def test_missing_scores_are_refused_and_unknown_baselines_named() -> None:
     with pytest.raises(ValueError, match=r"step_baseline must be one of \['all', 'first'\]"):
         compute("oprl", worked_example(), step_baseline="mean")
     assert get("oprl").needs_implicit_prm and get("oprl").scores_with_policy
+
+
+def test_matches_a_plain_loop() -> None:
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        lengths = rng.integers(1, 5, size=6)
+        episode = np.repeat(np.arange(6), lengths)
+        turn = np.concatenate([np.arange(k) for k in lengths])
+        group, n = episode // 3, episode.size
+        outcome = np.repeat(rng.random(6), lengths)
+        ratio = rng.normal(size=n)
+        inp = CreditInput.from_arrays(group, episode, turn, np.zeros(n), outcome, prm_logratio=ratio)
+        for baseline in ("all", "first"):
+            want = []
+            for i in range(n):
+                eps = sorted({int(e) for e in episode[group == group[i]]})
+                r = np.array([outcome[episode == e][0] for e in eps])
+                a_e = len(r) / (len(r) - 1) * (outcome[i] - r.mean())
+                pool = [j for j in range(n) if group[j] == group[i] and (baseline == "all" or turn[j] == 0)]
+                s = 0.05 * ratio[pool]
+                a_s = len(s) / (len(s) - 1) * (0.05 * ratio[i] - s.mean()) if len(s) > 1 else 0.05 * ratio[i]
+                want.append(a_e + a_s)
+            assert compute("oprl", inp, step_baseline=baseline).turn_advantage == pytest.approx(want, abs=1e-9)
