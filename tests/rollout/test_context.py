@@ -49,7 +49,7 @@ def _run(policy: HFPolicy, engine: HFEngine, context: dict[str, Any], max_turns:
 
 # --- registry and config -----------------------------------------------------------------------------------
 def test_registry_lists_the_strategies_and_rejects_unknown_names_and_params() -> None:
-    assert set(CONTEXTS.available()) == {"full", "window", "summary", "memory", "markovian"}
+    assert set(CONTEXTS.available()) == {"full", "window", "summary", "memory", "markovian", "plan"}
     with pytest.raises(ValueError, match="unknown context strategy 'everything'; available: full, markovian"):
         make_context("everything")
     with pytest.raises(ValueError, match=r"'window' has no parameter\(s\) \['k'\]; valid: \['turns'\]"):
