@@ -220,18 +220,14 @@ class MemoryContext(_NoEdits):
 
     def build(self, history: History, framing: Framing) -> list[int]:
         start = max(0, len(history.actions) - self.turns)
-        task = history.observations[0]
-        opening = f"{task}\n\nYour memory: {self.memory or '(empty)'}"
-        if start > 0:
-            opening += f"\n\n{history.observations[start]}"
-        return framing.first(opening) + history.exchanges(start)
+        return _noted(history, framing, start, f"Your memory: {self.memory or '(empty)'}")
 
     def take_action(self, history: History, text: str) -> str:
         """Store the last memory block of ``text`` and return the text without any memory block."""
-        blocks = _MEMORY.findall(text)
-        if blocks:
-            self.memory = blocks[-1].strip()[: self.max_chars]
-        return _MEMORY.sub("", text).strip() if blocks else text
+        block, rest = _split_blocks(_MEMORY, text)
+        if block is not None:
+            self.memory = block[: self.max_chars]
+        return rest
 
 
 @dataclass
@@ -252,17 +248,30 @@ class PlanContext(_NoEdits):
 
     def build(self, history: History, framing: Framing) -> list[int]:
         start = max(0, len(history.actions) - self.turns) if self.turns else 0
-        opening = f"{history.observations[0]}\n\n{self.instruction}\nCurrent subgoal: {self.subgoal or '(none)'}"
-        if start > 0:
-            opening += f"\n\n{history.observations[start]}"
-        return framing.first(opening) + history.exchanges(start)
+        return _noted(history, framing, start, f"{self.instruction}\nCurrent subgoal: {self.subgoal or '(none)'}")
 
     def take_action(self, history: History, text: str) -> str:
         """Switch to the reply's last subgoal, if it sets one; return the reply without subgoal blocks."""
-        blocks = SUBGOAL.findall(text)
-        if blocks:
-            self.subgoal = blocks[-1].strip()
-        return SUBGOAL.sub("", text).strip() if blocks else text
+        block, rest = _split_blocks(SUBGOAL, text)
+        if block is not None:
+            self.subgoal = block
+        return rest
+
+
+def _noted(history: History, framing: Framing, start: int, note: str) -> list[int]:
+    """The task with ``note`` under it (and, when exchanges before ``start`` are dropped, the observation that
+    opens the kept ones), then the exchanges from ``start``."""
+    opening = f"{history.observations[0]}\n\n{note}"
+    if start > 0:
+        opening += f"\n\n{history.observations[start]}"
+    return framing.first(opening) + history.exchanges(start)
+
+
+def _split_blocks(pattern: re.Pattern[str], text: str) -> tuple[str | None, str]:
+    """The last block ``pattern`` finds in ``text`` (stripped), and the text without any such block (``text`` as it
+    is when there is none)."""
+    blocks = pattern.findall(text)
+    return (blocks[-1].strip(), pattern.sub("", text).strip()) if blocks else (None, text)
 
 
 @dataclass

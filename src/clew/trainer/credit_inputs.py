@@ -126,6 +126,19 @@ def _scorer(session: Session, reduce: str) -> Callable[[list[list[int]], list[li
     return score
 
 
+def _score_differences(
+    session: Session, reduce: str, found: list[tuple[int, list[int], list[int], list[int]]], n_rows: int
+) -> np.ndarray:
+    """(n_rows,) for each (row, prompt a, prompt b, span) of ``found``: the span's log-prob after a minus after b
+    (``reduce``: its token mean or sum); NaN for rows not in ``found``."""
+    out = np.full(n_rows, np.nan)
+    if found:
+        rows, first, second, spans = (list(x) for x in zip(*found, strict=True))
+        score = _scorer(session, reduce)
+        out[rows] = score(first, spans) - score(second, spans)
+    return out
+
+
 def counterfactual_gains(session: Session, table: TurnTable) -> dict[str, Any]:
     """InfoPO's IG_t: the next action's mean log-prob after the observation that answered row t, minus after a
     placeholder observation; NaN for an episode's last row and where no masked prompt could be built."""
@@ -136,29 +149,21 @@ def counterfactual_gains(session: Session, table: TurnTable) -> dict[str, Any]:
             prompt = masked_observation_prompt(turn, following, session.framing, PLACEHOLDER_OBSERVATION)
             if prompt is not None and following.action_ids:
                 found.append((i, following.prompt_ids, prompt, following.action_ids))
-    score, gain = _scorer(session, "mean"), np.full(table.n_turns, np.nan)
-    if found:
-        rows, real, masked, spans = (list(x) for x in zip(*found, strict=True))
-        gain[rows] = score(real, spans) - score(masked, spans)
-    return {"counterfactual_gain": gain}
+    return {"counterfactual_gain": _score_differences(session, "mean", found, table.n_turns)}
 
 
 def privileged_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
     """PBSD's d_t: the summed log-prob of row t's action with its episode's gold reply shown in the opening message,
     minus without; NaN where the episode has no gold reply or the prompt is not the framing's own."""
     template = str(session.cfg.credit.params.get("hint", credit_lib.get("pbsd").params["hint"]))
-    found: list[tuple[int, list[int], list[int], list[int]]] = []  # (row, own prompt, teacher prompt, action)
+    found: list[tuple[int, list[int], list[int], list[int]]] = []  # (row, teacher prompt, own prompt, action)
     for episode, episode_rows in zip(table.episodes, table.episode_rows(), strict=True):
         hint = privileged_hint(episode.gold_reply, template) if episode.gold_reply else None
         for t, i in enumerate(episode_rows):
             prompt = privileged_prompt(episode, t, session.framing, hint) if hint else None
             if prompt is not None and table.turns[i].action_ids:
-                found.append((i, table.turns[i].prompt_ids, prompt, table.turns[i].action_ids))
-    score, ratio = _scorer(session, "sum"), np.full(table.n_turns, np.nan)
-    if found:
-        rows, student, teacher, spans = (list(x) for x in zip(*found, strict=True))
-        ratio[rows] = score(teacher, spans) - score(student, spans)
-    return {"privileged_logratio": ratio}
+                found.append((i, prompt, table.turns[i].prompt_ids, table.turns[i].action_ids))
+    return {"privileged_logratio": _score_differences(session, "sum", found, table.n_turns)}
 
 
 def mode_beliefs(session: Session, table: TurnTable) -> dict[str, Any]:
