@@ -98,7 +98,9 @@ def cmd_check_env(args: argparse.Namespace) -> int:
     except EnvCheckError as exc:
         console.print(f"[red]FAIL[/red] {escape(str(exc))}")
         return 1
-    console.print(f"[green]OK[/green] {args.env_id}: {report.episodes} episodes, {report.steps} steps, replay exact")
+    restores = ", snapshot restores exact" if report.snapshots else ""
+    console.print(f"[green]OK[/green] {args.env_id}: {report.episodes} episodes, {report.steps} steps, replay exact"
+                  f"{restores}")  # fmt: skip
     return 0
 
 

@@ -60,3 +60,33 @@ def test_spo_values_cutpoints_with_branched_rollouts(tiny_cfg: Make, tmp_path: P
 def test_spo_is_refused_where_histories_cannot_be_replayed(tiny_cfg: Make) -> None:
     with pytest.raises(ValueError, match=r"rollout.context=summary cannot rebuild.*\['full', 'window'\]"):
         tiny_cfg("preset=spo", "rollout.context=summary")
+
+
+def test_a_group_replays_its_branch_point_once_and_restores_it(tiny_policy: HFPolicy, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """With ``HasSnapshot`` (keydoor) only the first member steps the prefix; the others restore its snapshot."""
+    from clew.envs.library.keydoor import KeyDoor
+
+    task = Task("keydoor-v0", 4, {"width": 5, "height": 5})
+    (original, _) = _expert(tiny_policy, task)
+    calls = {"step": 0, "restore": 0}
+    step, restore = KeyDoor.step, KeyDoor.restore
+
+    def counted_step(self, action):  # type: ignore[no-untyped-def]
+        calls["step"] += 1
+        return step(self, action)
+
+    def counted_restore(self, state):  # type: ignore[no-untyped-def]
+        calls["restore"] += 1
+        return restore(self, state)
+
+    monkeypatch.setattr(KeyDoor, "step", counted_step)
+    monkeypatch.setattr(KeyDoor, "restore", counted_restore)
+    framing = Framing(tiny_policy.tokenizer, tiny_policy.chat)
+    cfg = RolloutConfig(group_size=3, max_turns=20)
+    branched = dataclasses.replace(task, prefix=tuple(original.turns[:3]))
+    (group,) = collect(ScriptedActor("expert", tokenizer=tiny_policy.tokenizer), [branched], cfg, 0, framing)
+    total = len(original.turns)
+    assert calls == {"step": 3 + 3 * (total - 3), "restore": 2}
+    for episode in group.episodes:
+        assert [t.action_text for t in episode.turns] == [t.action_text for t in original.turns]
+        assert episode.outcome == original.outcome

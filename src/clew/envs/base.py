@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -68,7 +69,8 @@ class StepResult:
 @runtime_checkable
 class Env(Protocol):
     """A text environment. Optional extras are the typed protocols below: ``HasStateKey``, ``HasExpert``,
-    ``HasValidActions``, ``HasGoldReply``, ``Closeable`` (checked with ``isinstance``, never ``hasattr``).
+    ``HasValidActions``, ``HasGoldReply``, ``HasSnapshot``, ``Closeable`` (checked with ``isinstance``, never
+    ``hasattr``).
 
     ``step`` may raise: the rollout records the episode as failed, charged to the policy unless the
     exception is an ``InfraError`` (see there); a failing ``reset`` is always infra.
@@ -107,6 +109,29 @@ class HasGoldReply(Protocol):
     estimators that score the policy's belief in the answer (IGPO) teacher-force it after each turn's prompt."""
 
     def gold_reply(self) -> str | None: ...
+
+
+@runtime_checkable
+class HasSnapshot(Protocol):
+    """An env that can save and restore its whole state: ``restore(snapshot())`` on any instance built with the
+    same id and kwargs puts it exactly where the snapshot was taken, so the same actions give the same steps
+    (branched rollouts restore instead of replaying a prefix; ``clew check-env`` verifies it). Snapshots are the
+    env's own bytes: restore only what this env wrote."""
+
+    def snapshot(self) -> bytes: ...
+
+    def restore(self, state: bytes) -> None: ...
+
+
+class PickledSnapshot:
+    """``snapshot``/``restore`` for an env whose whole state is its plain-Python attributes (pickled)."""
+
+    def snapshot(self) -> bytes:
+        return pickle.dumps(self.__dict__)
+
+    def restore(self, state: bytes) -> None:
+        self.__dict__.clear()
+        self.__dict__.update(pickle.loads(state))
 
 
 @runtime_checkable

@@ -9,7 +9,7 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from clew.envs.base import Env, EnvFinishedError, HasExpert, HasStateKey, HasValidActions, StepResult
+from clew.envs.base import Env, EnvFinishedError, HasExpert, HasSnapshot, HasStateKey, HasValidActions, StepResult
 from clew.envs.registry import make
 
 GARBAGE_ACTION = "%% not an action %%"
@@ -27,6 +27,7 @@ class EnvReport:
     episodes: int = 0
     steps: int = 0
     problems: list[str] = field(default_factory=list)
+    snapshots: bool = False  # the env has HasSnapshot and its restores were checked
 
 
 def check_env(env: Env | str, seeds: tuple[int, ...] = (0, 1, 2), max_steps: int = 400) -> EnvReport:
@@ -37,7 +38,9 @@ def check_env(env: Env | str, seeds: tuple[int, ...] = (0, 1, 2), max_steps: int
     compares transcripts, rewards, outcomes and state keys. It checks that stepping after the end
     raises ``EnvFinishedError``, that an explicit ``outcome`` comes only on the ending step and is not
     also paid as step rewards (clew adds it to them, so the return would count it twice), and that
-    importing the env's module does not import torch.
+    importing the env's module does not import torch. An env with ``HasSnapshot`` must also restore a
+    snapshot taken halfway through the episode, after being reset to another seed, and replay the rest
+    of the same actions identically.
     """
     instance = make(env) if isinstance(env, str) else env
     report = EnvReport(type(instance).__name__)
@@ -60,6 +63,9 @@ def _check_seed(env: Env, seed: int, max_steps: int, report: EnvReport) -> None:
     replay = _replay(env, seed, actions)
     if replay != transcript:
         report.problems.append(f"seed {seed}: replaying the same actions gave a different transcript")
+    if isinstance(env, HasSnapshot) and actions:
+        _check_snapshot(env, seed, actions, transcript, report)
+        report.snapshots = True
     report.episodes += 1
     report.steps += len(actions)
 
@@ -95,6 +101,21 @@ def _replay(env: Env, seed: int, actions: list[str]) -> list[Any]:
     for action in actions:
         transcript.append(_row(env.step(action), env))
     return transcript
+
+
+def _check_snapshot(env: Env, seed: int, actions: list[str], transcript: list[Any], report: EnvReport) -> None:
+    """Snapshot halfway, reset to another seed, restore, and replay the rest: the same rows as the first play."""
+    half = len(actions) // 2
+    assert isinstance(env, HasSnapshot)
+    env.reset(seed)
+    for action in actions[:half]:
+        env.step(action)
+    state = env.snapshot()
+    env.reset(seed + 1)
+    env.restore(state)
+    rest = [_state(env)] + [_row(env.step(action), env) for action in actions[half:]]
+    if rest != [transcript[1 + half][-1] if half else transcript[1], *transcript[2 + half :]]:
+        report.problems.append(f"seed {seed}: restoring a snapshot taken after {half} steps did not replay the rest")
 
 
 def _pick_action(env: Env, rng: random.Random) -> str:

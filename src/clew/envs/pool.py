@@ -2,8 +2,8 @@
 
 ``make_pooled(env_id, timeout_s, **kwargs)`` starts a child process that builds the env with
 ``clew.envs.make(env_id, **kwargs)`` and returns a ``ProcessEnv`` that forwards ``reset``, ``step``,
-``state_key``, ``expert_action``, ``valid_actions``, ``gold_reply`` and ``close`` to it. Slow envs, and envs holding
-a JVM, then step in parallel (one process each) without a GIL or a shared JVM in the way.
+``state_key``, ``expert_action``, ``valid_actions``, ``gold_reply``, ``snapshot``/``restore`` and ``close`` to it.
+Slow envs, and envs holding a JVM, then step in parallel (one process each) without a GIL or a shared JVM in the way.
 
 Failures become exceptions from the call that met them, which the rollout loop records as an
 ``error`` episode (a ``TimeoutError`` as ``timeout``), typed as ``clew.envs.InfraError`` describes
@@ -24,8 +24,8 @@ which starts a fresh child (a new process, a new env) and goes on. ``close()`` e
 garbage-collected or the interpreter exits.
 
 The proxy has exactly the typed extras of the env it wraps: ``make_pooled`` asks the child which of
-``HasStateKey``, ``HasExpert``, ``HasValidActions`` and ``HasGoldReply`` its env satisfies and builds the proxy from a
-class with just those methods, so ``isinstance`` checks on it tell the truth. Every proxy is
+``HasStateKey``, ``HasExpert``, ``HasValidActions``, ``HasGoldReply`` and ``HasSnapshot`` its env satisfies and
+builds the proxy from a class with just those methods, so ``isinstance`` checks on it tell the truth. Every proxy is
 ``Closeable``. A child loads the driver's plug-ins (``clew.plugins.loaded()``) before it builds its env, so
 plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn`` where there is
 none), never ``fork``: the parent may hold torch threads. Ctrl-C is left to the parent (children ignore SIGINT).
@@ -49,6 +49,7 @@ from clew.envs.base import (
     EnvFinishedError,
     HasExpert,
     HasGoldReply,
+    HasSnapshot,
     HasStateKey,
     HasValidActions,
     InfraError,
@@ -58,6 +59,7 @@ from clew.plugins import load_plugins, loaded
 
 _EXTRAS: dict[str, type] = {
     "state_key": HasStateKey, "expert_action": HasExpert, "valid_actions": HasValidActions, "gold_reply": HasGoldReply,
+    "snapshot": HasSnapshot,
 }  # fmt: skip
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP})  # exit codes of killed children
 
@@ -227,11 +229,21 @@ class _GoldReplyProxy(ProcessEnv):
         return reply
 
 
+class _SnapshotProxy(ProcessEnv):
+    def snapshot(self) -> bytes:
+        return bytes(self._call("snapshot"))
+
+    def restore(self, state: bytes) -> None:
+        self._lost = False  # a restore sets the whole state, as a reset does (also in a restarted worker)
+        self._call("restore", state)
+
+
 _MIXINS: dict[str, type[ProcessEnv]] = {
     "state_key": _StateKeyProxy,
     "expert_action": _ExpertProxy,
     "valid_actions": _ValidActionsProxy,
     "gold_reply": _GoldReplyProxy,
+    "snapshot": _SnapshotProxy,
 }
 _CLASSES: dict[tuple[str, ...], type[ProcessEnv]] = {(): ProcessEnv}
 

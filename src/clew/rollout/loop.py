@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clew.envs import Closeable, Env, HasGoldReply, HasStateKey, StepResult, failure_type, make
+from clew.envs import Closeable, Env, HasGoldReply, HasSnapshot, HasStateKey, StepResult, failure_type, make
 from clew.envs.pool import EnvWorkerError, make_pooled
 from clew.policy.base import Completion
 from clew.rollout.actors import Actor
@@ -83,9 +84,10 @@ def collect(
     not played again, and the others draw the same request seeds as they would have.
     """
     groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
-    done = finished or {}
+    done, branch_points = finished or {}, dict[int, bytes]()  # group -> its branch point's env snapshot
+    begin = functools.partial(_start, cfg=cfg, env_factory=env_factory, framing=framing, branch_points=branch_points)
     started = [
-        (done[g.group_id, m], None) if (g.group_id, m) in done else _start(t, g, m, cfg, env_factory, framing)
+        (done[g.group_id, m], None) if (g.group_id, m) in done else begin(t, g, m)
         for t, g in zip(tasks, groups)
         for m in range(cfg.group_size)
     ]
@@ -107,8 +109,10 @@ def collect(
 
 def _start(
     task: Task, group: Group, member: int, cfg: RolloutConfig, env_factory: Callable[..., Env] | None = None,
-    framing: Framing | None = None,
+    framing: Framing | None = None, branch_points: dict[int, bytes] | None = None,
 ) -> tuple[Episode, _Live | None]:  # fmt: skip
+    """Build and reset the member's env; a task with a ``prefix`` replays it (the first member of a group whose env
+    has ``HasSnapshot`` snapshots the branch point into ``branch_points``, the others restore it)."""
     episode = Episode(task.task_id, group.group_id, task.seed)
     env: Env
     try:
@@ -121,24 +125,34 @@ def _start(
         first = env.reset(task.seed)
         episode.gold_reply = env.gold_reply() if isinstance(env, HasGoldReply) else None
         episode.first_observation, history = first, History([first])
-        _replay(episode, env, history, task.prefix, framing)
+        _reach_branch_point(episode, env, history, task.prefix, framing, group.group_id, branch_points)
     except Exception as exc:  # a broken env (or a replay that diverged) is recorded, not raised; no action caused it
         _fail(episode, exc, "infra")
         return episode, None
     return episode, _Live(episode, env, history, cfg.context.make(), member, acted=len(task.prefix))
 
 
-def _replay(episode: Episode, env: Env, history: History, prefix: Sequence[Turn], framing: Framing | None) -> None:
-    """Step ``prefix``'s recorded actions again (``Task.prefix``); their turns open the episode."""
+def _reach_branch_point(
+    episode: Episode, env: Env, history: History, prefix: Sequence[Turn], framing: Framing | None, key: int,
+    branch_points: dict[int, bytes] | None,
+) -> None:  # fmt: skip
+    """Put ``env`` where ``prefix`` left it (``Task.prefix``): restore the group's snapshot of that point, or step the
+    recorded actions again (then snapshot it for the group's other members). The prefix's turns open the episode."""
+    saved = branch_points.get(key) if branch_points is not None and prefix else None
+    if saved is not None and isinstance(env, HasSnapshot):
+        env.restore(saved)
     for turn in prefix:
         if not turn.env_step:
             raise ValueError("a replayed prefix cannot hold context edits (their strategy state is not replayed)")
-        result = env.step(turn.action_text)
-        if result.observation != turn.observation or result.terminated or result.truncated:
-            raise RuntimeError(f"replaying turn {len(episode.turns)} diverged from the recorded episode")
+        if saved is None or not isinstance(env, HasSnapshot):
+            result = env.step(turn.action_text)
+            if result.observation != turn.observation or result.terminated or result.truncated:
+                raise RuntimeError(f"replaying turn {len(episode.turns)} diverged from the recorded episode")
         episode.turns.append(dataclasses.replace(turn, info=dict(turn.info)))
-        _record_outcome(episode, float(result.reward), result.outcome)
-        history.add(turn.action_ids, result.observation, framing)
+        _record_outcome(episode, float(turn.reward), None)
+        history.add(turn.action_ids, turn.observation, framing)
+    if prefix and saved is None and branch_points is not None and isinstance(env, HasSnapshot):
+        branch_points[key] = env.snapshot()
 
 
 def _release(env: Env) -> None:

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
-from clew.envs.base import StepResult, ensure_running, normalize_action
+from clew.envs.base import PickledSnapshot, StepResult, ensure_running, normalize_action
 
 SIGNALS = ("red", "green", "blue", "yellow", "white", "black", "orange", "purple")
 CORRIDOR_ACTIONS = ("walk", "wait")
 
 
-class Bifurcation:
+class Bifurcation(PickledSnapshot):
     """The pure credit-assignment probe.
 
     At turn 0 a signal lamp shows one of ``branches`` colours and the agent picks ``branch i``.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 
-from clew.envs.base import StepResult, ensure_running, normalize_action
+from clew.envs.base import PickledSnapshot, StepResult, ensure_running, normalize_action
 
 ACTIONS = ("up", "down", "left", "right")
 COLOURS = ("red", "green", "blue", "yellow", "white", "black", "orange", "purple")  # two per action at most
@@ -38,7 +38,7 @@ def _in_range(name: str, value: float, low: float, high: float) -> None:
         raise ValueError(f"dial {name} must be in [{low:g}, {high:g}], got {value!r}")
 
 
-class Dial:
+class Dial(PickledSnapshot):
     """A trail of ``horizon`` signs, of which ``decisive`` decide the outcome; every other dial is apart.
 
     Each step shows ``Step t of H``, a nuisance ``Tag`` number and a sign showing a way (one of the

@@ -6,14 +6,14 @@ import random
 from collections import deque
 from typing import Literal
 
-from clew.envs.base import StepResult, ensure_running, normalize_action
+from clew.envs.base import PickledSnapshot, StepResult, ensure_running, normalize_action
 
 ACTIONS = ("up", "down", "left", "right", "pickup", "open")
 _MOVES = {"up": (0, -1), "down": (0, 1), "left": (-1, 0), "right": (1, 0)}
 Cell = tuple[int, int]
 
 
-class KeyDoor:
+class KeyDoor(PickledSnapshot):
     """Reward 1 only when the door opens; every other step gives 0.
 
     Coordinates are ``(x, y)`` with ``x`` the column and ``y`` the row; ``up`` decreases ``y``.

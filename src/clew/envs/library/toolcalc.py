@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import random
 
-from clew.envs.base import StepResult, ensure_running
+from clew.envs.base import PickledSnapshot, StepResult, ensure_running
 from clew.tools.calculator import CalcError, evaluate, format_number
 
 USAGE = "Tools: 'calc: <expression>' returns its value; 'answer: <number>' ends the episode."
 
 
-class ToolCalc:
+class ToolCalc(PickledSnapshot):
     """Answer a question that chains ``n_ops`` arithmetic operations.
 
     Call syntax (one per turn, case-insensitive prefix):
