@@ -22,7 +22,8 @@ class Turn:
         prompt_ids: the exact token ids the policy conditioned on.
         action_ids: the exact token ids it sampled (including a sampled stop token).
         behavior_logprobs: log-probabilities of ``action_ids`` under the rollout engine.
-        action_text: the decoded action passed to the environment.
+        action_text: the decoded completion (the env receives it after the context strategy's ``take_action``,
+            which strips blocks such as ``<memory>`` or ``<subgoal>``; with the full or window context it is that).
         reward: the environment's reward for this step (never changed by shaping).
         penalty: what reward shaping charges this turn (invalid action, overlong output); credit
             subtracts it from this turn's advantage only.

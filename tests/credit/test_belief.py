@@ -199,3 +199,15 @@ def test_a2tgpo_vectorised_equals_loop(rows: dict, gamma: float) -> None:
         rows["gold_logprob"][0] = -1.0
     credit = compute("a2tgpo", CreditInput.from_arrays(**rows), gamma=gamma)
     assert credit.turn_advantage == pytest.approx(a2tgpo_loop(rows, gamma), abs=1e-9)
+
+
+def test_a2tgpo_keeps_the_clip_range_where_no_belief_was_scored() -> None:
+    """A group without a gold reply (NaN beliefs) has no information signal: its turns keep the configured range."""
+    beliefs = np.log([0.1, 0.4, 0.7, 0.1, 0.05]).tolist() + [np.nan] * 4
+    inp = CreditInput.from_arrays(
+        [0] * 5 + [1] * 4, [0, 0, 0, 1, 1, 2, 2, 3, 3], [0, 1, 2, 0, 1, 0, 1, 0, 1], [0, 0, 1, 0, 0, 0, 1, 0, 0],
+        [1, 1, 1, 0, 0, 1, 1, 0, 0], gold_logprob=beliefs,
+    )  # fmt: skip
+    scale = compute("a2tgpo", inp).clip_scale
+    assert scale is not None and scale[5:] == pytest.approx([1.0] * 4)
+    assert scale[:5] == pytest.approx([0.8546, 0.6637, 1.0, 0.8546, 1.0], abs=1e-4)

@@ -80,3 +80,19 @@ def test_the_estimator_normalises_each_level_and_broadcasts_to_tokens() -> None:
     z_high = np.zeros(5)
     z_high[starts] = (high - high.mean()) / (high.std() + 1e-8)
     assert normed.turn_advantage == pytest.approx(z_low + z_high)
+
+
+def test_rows_without_action_tokens_get_no_value() -> None:
+    inp = CreditInput.from_arrays(
+        [0, 0],
+        [0, 1],
+        [0, 0],
+        [1, 0],
+        [1, 0],
+        token_offsets=[0, 0, 0],
+        token_ids=[],
+        value=[],
+        segment_start=[True] * 2,
+    )
+    # V = 0 where nothing was sampled: A^low = r and A^high = R on each one-turn episode's only segment
+    assert compute("hiper", inp, normalize=False).turn_advantage == pytest.approx([2.0, 0.0])

@@ -90,3 +90,9 @@ def test_a_group_replays_its_branch_point_once_and_restores_it(tiny_policy: HFPo
     for episode in group.episodes:
         assert [t.action_text for t in episode.turns] == [t.action_text for t in original.turns]
         assert episode.outcome == original.outcome
+
+
+def test_spo_refuses_settings_that_cannot_branch(tiny_cfg: Make) -> None:
+    for name in ("cutpoint_interval", "rollouts"):
+        with pytest.raises(ValueError, match=rf"credit.params.{name} must be >= 1, got 0"):
+            tiny_cfg("preset=spo", f"credit.params.{name}=0")

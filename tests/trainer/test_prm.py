@@ -82,3 +82,14 @@ def test_oprl_trains_its_prm_and_resumes_bit_exact(tiny_cfg: Make, tmp_path: Pat
         assert (checkpoints(tmp_path / run)[-1] / "prm.pt").exists()
     full, split = (torch.load(checkpoints(tmp_path / r)[-1] / "prm.pt", weights_only=True) for r in ("full", "split"))
     assert all(torch.equal(a, b) for a, b in zip(full["params"], split["params"], strict=True))
+
+
+def test_a_row_without_action_tokens_leaves_the_prm_finite(tiny_policy: HFPolicy) -> None:
+    rows, episode = _rows()
+    rows[1] = (rows[1][0], [])  # a turn that sampled nothing
+    prm = ImplicitPRM(tiny_policy.model, tiny_policy.pad_id, lr=1e-3, rows_per_pass=4)
+    ref = prm.score(rows)
+    assert np.isnan(ref[1])
+    loss = prm.dpo_step(rows, episode, ref, [(0, 1), (0, 2)], 0.5, n_episodes=4)  # episode 3 has no rows
+    assert np.isfinite(loss) and all(bool(torch.isfinite(p).all()) for p in prm.params)
+    assert np.isfinite(prm.score(rows)[[0, 2, 3, 4, 5]]).all()

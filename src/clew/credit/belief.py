@@ -110,7 +110,8 @@ def a2tgpo(
     (iii) Adaptive turn-level clipping: each turn's PPO clip range is scaled by
     s_t = 2 * sigmoid(``adaptive_clip`` * (|z_t| - 1)) (``Credit.clip_scale``): a turn whose gain is typical
     among its peers (|z| = 1) keeps the configured range, an uninformative one (z near 0) gets a narrower one
-    (down to 2 sigmoid(-k)), an informative one a wider one (up to 2x); turns without a gain keep 1;
+    (down to 2 sigmoid(-k)), an informative one a wider one (up to 2x); turns without a gain (the last, or
+    either belief missing: no gold reply) keep 1;
     ``adaptive_clip`` 0 turns it off. The abstract says only "modulates each turn's clipping range based on its
     normalized IG, widening ... informative turns and narrowing ... uninformative ones"; this form is clew's.
 
@@ -133,9 +134,11 @@ def a2tgpo(
         "credit/info_gain_mean": float(gain[rows].mean()) if rows.size else 0.0,
         "credit/info_gain_abs_mean": float(np.abs(gain[rows]).mean()) if rows.size else 0.0,
     }
+    assert inp.gold_logprob is not None
+    scored = rows[~np.isnan(inp.gold_logprob[rows]) & ~np.isnan(inp.gold_logprob[rows + 1])]  # both beliefs known
     scale = np.ones(inp.n_turns)
-    scale[rows] = 2.0 / (1.0 + np.exp(-adaptive_clip * (np.abs(z[rows]) - 1.0)))
-    diagnostics["credit/clip_scale_mean"] = float(scale[rows].mean()) if rows.size else 1.0
+    scale[scored] = 2.0 / (1.0 + np.exp(-adaptive_clip * (np.abs(z[scored]) - 1.0)))
+    diagnostics["credit/clip_scale_mean"] = float(scale[scored].mean()) if scored.size else 1.0
     return Credit(
         outcome + info_gain_weight * rescaled, rewards_with_outcome(inp), diagnostics=diagnostics,
         clip_scale=scale if adaptive_clip > 0 else None,

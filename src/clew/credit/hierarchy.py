@@ -87,7 +87,8 @@ def hiper(
     """
     assert inp.token_offsets is not None and inp.value is not None and inp.segment_start is not None
     off = inp.token_offsets
-    values = np.where(np.diff(off) > 0, inp.value[np.minimum(off[:-1], max(off[-1] - 1, 0))], 0.0)
+    first = np.minimum(off[:-1], max(int(off[-1]) - 1, 0))
+    values = np.where(np.diff(off) > 0, inp.value[first], 0.0) if inp.value.size else np.zeros(inp.n_turns)
     rewards, starts = rewards_with_outcome(inp), inp.segment_start | (inp.turn == 0)
     low, high = np.zeros(inp.n_turns), np.zeros(inp.n_turns)
     bounds = np.r_[np.flatnonzero(inp.turn == 0), inp.n_turns]

@@ -197,6 +197,9 @@ class RunConfig(_Frozen):
         prompts follow from the history alone."""
         if not spec.needs_branch_values:
             return
+        for name in ("cutpoint_interval", "rollouts"):
+            if int(self.credit.params.get(name, spec.params.get(name, 1))) < 1:
+                raise ValueError(f"credit.params.{name} must be >= 1, got {self.credit.params[name]}")
         if self.harness is not None:
             raise ValueError(f"credit.name={self.credit.name} branches rollouts by replaying the env; a harness run "
                              "has no env to replay: pick an estimator without it (e.g. grpo)")  # fmt: skip

@@ -146,6 +146,8 @@ def counterfactual_gains(session: Session, table: TurnTable) -> dict[str, Any]:
     for episode_rows in table.episode_rows():
         for i, j in itertools.pairwise(episode_rows):
             turn, following = table.turns[i], table.turns[j]
+            if not (turn.env_step and following.env_step):  # a context edit in between: the observation went to it
+                continue
             prompt = masked_observation_prompt(turn, following, session.framing, PLACEHOLDER_OBSERVATION)
             if prompt is not None and following.action_ids:
                 found.append((i, following.prompt_ids, prompt, following.action_ids))
@@ -185,11 +187,13 @@ def mode_beliefs(session: Session, table: TurnTable) -> dict[str, Any]:
 
 
 def final_answer(episode: Episode) -> str | None:
-    """The text of an episode's last action when the env ended it (its final answer); None when it was cut short,
-    failed, or never acted."""
+    """An episode's final answer when the env ended it: the answer the env parsed from the last action
+    (``info["answer"]``, the convention maj@k reads), else that action's text; None when it was cut short, failed,
+    or never acted."""
     if not episode.turns or not episode.terminated or episode.error is not None:
         return None
-    return episode.turns[-1].action_text
+    parsed = episode.turns[-1].info.get("answer")
+    return str(parsed) if parsed is not None else episode.turns[-1].action_text
 
 
 def prm_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
@@ -200,9 +204,11 @@ def prm_logratios(session: Session, table: TurnTable) -> dict[str, Any]:
     rows = [(t.prompt_ids, t.action_ids) for t in table.turns]
     old = span_logprobs(policy.model, [r[0] for r in rows], [r[1] for r in rows], policy.pad_id,
                         train.microbatch_rows, train.dtype, "sum")  # fmt: skip
-    pairs = preference_pairs([e.outcome for e in table.episodes], [e.group_id for e in table.episodes])
+    acted = {int(e) for e in table.episode}  # an episode without rows has no log-prob to prefer
+    pairs = [p for p in preference_pairs([e.outcome for e in table.episodes], [e.group_id for e in table.episodes])
+             if p[0] in acted and p[1] in acted]  # fmt: skip
     beta = float(session.cfg.credit.params.get("beta", credit_lib.get("oprl").params["beta"]))
-    loss = prm.dpo_step(rows, table.episode, old, pairs, beta)
+    loss = prm.dpo_step(rows, table.episode, np.nan_to_num(old), pairs, beta, len(table.episodes))
     return {"prm_logratio": prm.score(rows) - old, "prm/dpo_loss": loss, "prm/pairs": float(len(pairs))}
 
 

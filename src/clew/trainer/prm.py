@@ -3,8 +3,9 @@ against the old policy (``clew.credit.prm.oprl``).
 
 Every iteration, before credit: the old policy (the weights that sampled the batch, before this update) scores every
 action; the PRM takes one DPO step on the group's (better, worse) episode pairs with the old policy as the reference;
-then the updated PRM scores every action. The PRM's weights and optimizer are saved with each checkpoint (``prm/``)
-and restored on resume.
+then the updated PRM scores every action. The PRM's weights and optimizer are saved with each checkpoint
+(``prm.pt``) and restored on resume. With ``rollout.max_staleness`` 1 the batch was sampled one update behind, and
+"old" is the learner's weights when credit runs (one update newer than the sampler's).
 """
 
 from __future__ import annotations
@@ -56,22 +57,24 @@ class ImplicitPRM:
         return span_logprobs(self.model, prompts, actions, self.pad_id, self.rows_per_pass, self.dtype, "sum")
 
     def dpo_step(
-        self, rows: Sequence[Row], episode: np.ndarray, ref: np.ndarray, pairs: Sequence[tuple[int, int]], beta: float
+        self, rows: Sequence[Row], episode: np.ndarray, ref: np.ndarray, pairs: Sequence[tuple[int, int]], beta: float,
+        n_episodes: int | None = None,
     ) -> float:  # fmt: skip
         """One optimizer step of trajectory DPO over ``pairs`` of episodes; returns the loss (0 without pairs).
 
-        ``episode`` maps each row to its episode, ``ref`` holds each row's summed log-prob under the reference.
+        ``episode`` maps each row to its episode (of ``n_episodes``, default the largest index + 1), ``ref`` holds
+        each row's summed log-prob under the reference; a row without action tokens counts 0 on both sides.
         Memory stays at one microbatch: the loss's gradient with respect to each episode's log-prob is taken
         first (from a scoring pass), then each microbatch back-propagates its rows' log-probs times it. Eval mode
         throughout (no dropout), so the backward pass differentiates the function the coefficients came from."""
         if not pairs:
             return 0.0
-        n_episodes = int(episode.max()) + 1
+        n_episodes = n_episodes or int(episode.max()) + 1
         per_episode = torch.zeros(n_episodes, dtype=torch.float64).index_add_(
-            0, torch.from_numpy(episode), torch.from_numpy(self.score(rows))
+            0, torch.from_numpy(episode), torch.from_numpy(np.nan_to_num(self.score(rows)))
         ).requires_grad_(True)  # fmt: skip
         ref_episode = torch.zeros(n_episodes, dtype=torch.float64).index_add_(
-            0, torch.from_numpy(episode), torch.from_numpy(ref)
+            0, torch.from_numpy(episode), torch.from_numpy(np.nan_to_num(ref))
         )  # fmt: skip
         loss = dpo_loss(per_episode, ref_episode, pairs, beta)
         (coef,) = torch.autograd.grad(loss, per_episode)
