@@ -93,8 +93,8 @@ def test_gradient_accumulation_1x8_equals_8x1(
     eight = _update(tiny_dir, rows, microbatch=1, weighting=weighting)
     start = [p.detach() for p in tiny_policy.model.parameters()]
     assert any(not torch.equal(a, b) for a, b in zip(one, start))  # the update did something
-    for a, b in zip(one, eight):
-        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+    for a, b in zip(one, eight):  # float32 sums the microbatches in another order: ~1e-6 apart on some CPUs
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
 
 
 def test_non_finite_loss_skips_the_step(tiny_dir: Path, tiny_policy: HFPolicy) -> None:
