@@ -33,7 +33,8 @@ from study import finished, train_run
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "configs" / "toolcalc-igpo.yaml"
 ESTIMATORS = {
-    "grpo": ["preset=grpo"], "gigpo": ["preset=gigpo"], "igpo": ["preset=igpo"], "a2tgpo": ["preset=igpo", "credit.name=a2tgpo"],
+    "grpo": ["preset=grpo"], "gigpo": ["preset=gigpo"], "igpo": ["preset=igpo"],
+    "a2tgpo": ["preset=igpo", "credit.name=a2tgpo"],
     "infopo": ["preset=infopo"], "pbsd": ["preset=pbsd"], "siop": ["preset=siop"], "oprl": ["preset=oprl"],
     "spo": ["preset=spo", "credit.params.cutpoint_interval=1"], "ppo": ["preset=ppo"],
 }  # fmt: skip
