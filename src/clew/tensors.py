@@ -85,6 +85,7 @@ class TokenRow:
     values: list[float] | None = None  # per action token, the value head's V when credit ran (a critic run)
     value_targets: list[float] | None = None  # per action token, the value head's regression target
     clip_scales: list[float] | None = None  # per action token, a factor on the clip range (A^2TGPO's adaptive clip)
+    loss_weights: list[float] | None = None  # per action token, 0 leaves it out of the loss and its counts (D³S)
 
     @property
     def ratio_logprobs(self) -> list[float]:
@@ -117,6 +118,13 @@ class PackedBatch:
     values: torch.Tensor | None = None  # (B, T), the value head's V when credit ran (rows with a critic)
     value_targets: torch.Tensor | None = None  # (B, T), its targets
     clip_scale: torch.Tensor | None = None  # (B, T), a factor on each token's clip range (adaptive clipping)
+    loss_weights: torch.Tensor | None = None  # (B, T), a weight on each action token's loss (token down-sampling)
+
+    @property
+    def loss_mask(self) -> torch.Tensor:
+        """The action mask times the rows' loss weights: the tokens the aggregation counts."""
+        mask = self.rows.action_mask
+        return mask if self.loss_weights is None else mask * self.loss_weights
 
     @property
     def lengths(self) -> list[int]:
@@ -137,6 +145,7 @@ class PackedBatch:
             None if self.values is None else take(self.values),
             None if self.value_targets is None else take(self.value_targets),
             None if self.clip_scale is None else take(self.clip_scale),
+            None if self.loss_weights is None else take(self.loss_weights),
         )  # fmt: skip
 
 
@@ -154,7 +163,8 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     values = _per_action(packed, [r.values for r in rows])
     targets = _per_action(packed, [r.value_targets for r in rows])
     scales = _per_action(packed, [r.clip_scales for r in rows])
-    return PackedBatch(packed, adv, old, episodes, behavior, values, targets, scales)
+    weights = _per_action(packed, [r.loss_weights for r in rows])
+    return PackedBatch(packed, adv, old, episodes, behavior, values, targets, scales, weights)
 
 
 def _per_action(packed: PackedRows, per_row: Sequence[list[float] | None]) -> torch.Tensor | None:

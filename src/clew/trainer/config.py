@@ -157,6 +157,7 @@ class RunConfig(_Frozen):
                 f"credit.params.{spec.reference_param}=0"
             )
         self._critic_served(spec)
+        self._down_sampling_served()
         if spec.needs_greedy_baseline and self.harness is not None:
             raise ValueError(
                 f"credit.name={self.credit.name} plays each task once more greedily through the env; a harness run "
@@ -182,6 +183,18 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _down_sampling_served(self) -> None:
+        samples, tokens = self.filters.d3s_samples, self.filters.d3s_tokens
+        if samples is not None and max(samples) > self.rollout.group_size:
+            raise ValueError(
+                f"filters.d3s_samples={list(samples)} keeps more episodes per group than rollout.group_size="
+                f"{self.rollout.group_size} samples"
+            )
+        if tokens is not None and self.cluster is not None:
+            raise ValueError("filters.d3s_tokens scores every kept token's entropy with the policy in the driver, "
+                             "which a cluster run (learner ranks of their own) does not do yet; drop cluster or "
+                             "filters.d3s_tokens")  # fmt: skip
 
     def _segments_served(self, spec: EstimatorSpec) -> None:
         """Subgoal segments come from the ``plan`` context's ``<subgoal>`` blocks (which it keeps from the env)."""

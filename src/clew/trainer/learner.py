@@ -291,7 +291,7 @@ class Learner:
         """
         obj = self.objective
         units = loss_units(rows, obj.weighting)
-        mask = packed.rows.action_mask
+        mask = packed.loss_mask  # the action tokens, less those a token down-sampling left out
         weights = objectives.aggregation_weights(mask, obj.aggregation, units=units, const=obj.aggregation_const)
         if obj.aggregation != "seq_sum_const":
             weights = weights * math.ceil(len(rows) / self.train_cfg.minibatch_rows)

@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from clew.rollout import derive_seed, env_turns
+from clew.rollout import env_turns
 from clew.rollout.batch import to_rows
 from clew.table import TurnTable
 from clew.trainer import reporting, stages
@@ -22,7 +22,6 @@ from clew.trainer.checkpoint import TrainerState
 from clew.trainer.config import RunConfig
 from clew.trainer.learner import SYNC_GAP
 from clew.trainer.record import Reporter, rollout_metrics
-from clew.trainer.select import cap_rows
 from clew.trainer.session import Session, close, open_session
 
 
@@ -61,9 +60,10 @@ class Trainer:
             values = (value, target) if value is not None and target is not None else None  # a critic run (GAE)
             rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values,
                            credit.clip_scale)  # fmt: skip
-            rows = cap_rows(rows, cfg.filters, derive_seed(cfg.seed, it, "cap"))  # select
+            rows, selected = stages.select(session, table, rows, it)  # filters, down-sampling, the row cap
             rollout_s = time.perf_counter() - start
             metrics, ahead = stages.update(session, rows, it)  # update (off-policy: the next rollout meanwhile)
+            metrics.update(selected)
             assert session.link is not None
             gap = metrics.get(SYNC_GAP) if staleness == 0 else None  # the engine's last sync, seen by the learner
             metrics.update(session.link.sync(it, gap))  # sync: weights to the engine, checked by the parity probe

@@ -204,6 +204,29 @@ class FilterConfig(_Frozen):
     drop_zero_variance_groups: bool = Field(False, description="DAPO dynamic sampling (with refill)")
     max_refill_rounds: int = Field(3, ge=0, description="extra rollout rounds to refill dropped groups")
     max_rows_per_iteration: int | None = Field(None, ge=1, description="cap on training rows (seeded subsample)")
+    min_abs_advantage: float | None = Field(
+        None, gt=0, description="LOOP's filter (0.01 in its code): leave out rows whose every action token has |A| "
+        "below this (None: off)"
+    )  # fmt: skip
+    d3s_samples: tuple[int, int] | None = Field(
+        None, description="D³S sample level: [N_init, N_final] episodes kept per group, those whose advantages vary "
+        "most, N moving linearly over the run (None: off; the paper gives no values)"
+    )  # fmt: skip
+    d3s_tokens: tuple[float, float] | None = Field(
+        None, description="D³S token level: [K_init, K_final] share of action tokens kept, the top by |A| * entropy "
+        "(one extra no-grad forward per iteration; None: off; the paper gives no values)"
+    )  # fmt: skip
+    d3s_scope: Literal["group", "batch"] = Field(
+        "group", description="D³S sample level within each group, or over the whole batch (N x groups)"
+    )
+
+    @model_validator(mode="after")
+    def _d3s_ranges(self) -> FilterConfig:
+        if self.d3s_samples is not None and min(self.d3s_samples) < 1:
+            raise ValueError(f"filters.d3s_samples must be >= 1 episodes per group, got {list(self.d3s_samples)}")
+        if self.d3s_tokens is not None and not all(0 < k <= 1 for k in self.d3s_tokens):
+            raise ValueError(f"filters.d3s_tokens must be shares in (0, 1], got {list(self.d3s_tokens)}")
+        return self
 
 
 class TrainConfig(_Frozen):

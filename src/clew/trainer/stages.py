@@ -1,5 +1,6 @@
-"""The loop's stages on a ``Session``: rollout (with dynamic-sampling refill and one engine retry), credit,
-and the update (overlapped with the next rollout when ``rollout.max_staleness >= 1``)."""
+"""The loop's stages on a ``Session``: rollout (with dynamic-sampling refill and one engine retry), credit, the
+selection of rows (filters, down-sampling) and the update (overlapped with the next rollout when
+``rollout.max_staleness >= 1``)."""
 
 from __future__ import annotations
 
@@ -15,10 +16,12 @@ from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.tensors import TokenRow
+from clew.trainer import downsample
 from clew.trainer.credit_inputs import credit_input
 from clew.trainer.distributed import LearnerGroup
-from clew.trainer.select import drop_env_errors, drop_zero_variance, shape
+from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
 from clew.trainer.session import Session, connect
+from clew.trainer.states import token_entropies
 from clew.types import Episode, Group
 
 Rollout = tuple[list[Group], list[Group]]  # (groups to train on, every group collected)
@@ -115,6 +118,34 @@ def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
     inp, extra = credit_input(session, table)
     out = credit_lib.compute(session.cfg.credit.name, inp, **session.cfg.credit.params)
     return dataclasses.replace(out, diagnostics={**out.diagnostics, **extra}) if extra else out
+
+
+Selected = tuple[list[TokenRow], dict[str, float]]  # (rows for the update, what the selection kept)
+
+
+def select(session: Session, table: TurnTable, rows: list[TokenRow], it: int) -> Selected:
+    """The rows the update sees, and what the selection kept: LOOP's advantage filter, D³S's sample and token
+    down-sampling on their schedule (``clew.trainer.downsample``), then the seeded row cap."""
+    cfg, filters = session.cfg, session.cfg.filters
+    before, metrics = len(rows), dict[str, float]()
+    if filters.min_abs_advantage is not None:
+        rows = downsample.drop_small_advantages(rows, filters.min_abs_advantage)
+    progress = it / max(cfg.iterations - 1, 1)
+    if filters.d3s_samples is not None:
+        n = round(downsample.schedule(*filters.d3s_samples, progress))
+        rows = downsample.select_samples(rows, [e.group_id for e in table.episodes], n, filters.d3s_scope)
+        metrics["select/d3s_samples_per_group"] = float(n)
+    if filters.d3s_tokens is not None and rows:
+        share = downsample.schedule(*filters.d3s_tokens, progress)
+        policy, train = session.policy, cfg.train
+        start = time.perf_counter()
+        entropies = token_entropies(policy.model, rows, policy.pad_id, train.microbatch_rows, train.dtype,
+                                    cfg.rollout.temperature or 1.0)  # fmt: skip
+        rows = downsample.keep_tokens(rows, entropies, share)
+        metrics.update({"select/d3s_token_share": share, "time/select_entropy_s": time.perf_counter() - start})
+    rows = cap_rows(rows, filters, derive_seed(cfg.seed, it, "cap"))
+    metrics["select/rows_kept_share"] = len(rows) / before if before else 1.0
+    return rows, metrics
 
 
 def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, float], Rollout | None]:

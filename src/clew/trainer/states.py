@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from clew.policy.scoring import action_logprobs, eval_mode, head_split
-from clew.tensors import left_pad, pack_spans, positions
+from clew.tensors import TokenRow, left_pad, pack_spans, positions
 from clew.trainer.learner import chunks, compute_dtype
 
 
@@ -78,3 +78,21 @@ def _span_logprobs(
     logp, _ = action_logprobs(model, ids, mask, span, 1.0)
     total = (logp.float() * span).sum(dim=1).cpu().numpy().astype(np.float64)
     return total, span.sum(dim=1).float().cpu().numpy().astype(np.float64)
+
+
+def token_entropies(
+    model: Any, rows: Sequence[TokenRow], pad_id: int, rows_per_pass: int, dtype: str = "float32",
+    temperature: float = 1.0,
+) -> list[list[float]]:  # fmt: skip
+    """Each row's policy entropy (of softmax(logits / ``temperature``)) at every action token, in the row's token
+    order, under ``model``'s current weights, without gradients, in eval mode, ``rows_per_pass`` rows per forward."""
+    out: list[list[float]] = [[] for _ in rows]
+    device = next(model.parameters()).device
+    with torch.no_grad(), eval_mode(model), compute_dtype(model, dtype):
+        for part in chunks(range(len(rows)), rows_per_pass):
+            packed = pack_spans([rows[i].spans for i in part], pad_id)
+            ids, mask, action = (t.to(device) for t in (packed.input_ids, packed.attention_mask, packed.action_mask))
+            _, entropy = action_logprobs(model, ids, mask, action, temperature)
+            for j, i in enumerate(part):
+                out[i] = entropy[j][action[j].bool()].float().cpu().tolist()
+    return out
