@@ -86,6 +86,7 @@ class TokenRow:
     value_targets: list[float] | None = None  # per action token, the value head's regression target
     clip_scales: list[float] | None = None  # per action token, a factor on the clip range (A^2TGPO's adaptive clip)
     loss_weights: list[float] | None = None  # per action token, 0 leaves it out of the loss and its counts (D³S)
+    teacher_logprobs: list[float] | None = None  # per action token, a distillation teacher's (NaN: not distilled)
 
     @property
     def ratio_logprobs(self) -> list[float]:
@@ -119,6 +120,7 @@ class PackedBatch:
     value_targets: torch.Tensor | None = None  # (B, T), its targets
     clip_scale: torch.Tensor | None = None  # (B, T), a factor on each token's clip range (adaptive clipping)
     loss_weights: torch.Tensor | None = None  # (B, T), a weight on each action token's loss (token down-sampling)
+    teacher_logprobs: torch.Tensor | None = None  # (B, T), a distillation teacher's log-probs (NaN: not distilled)
 
     @property
     def loss_mask(self) -> torch.Tensor:
@@ -146,6 +148,7 @@ class PackedBatch:
             None if self.value_targets is None else take(self.value_targets),
             None if self.clip_scale is None else take(self.clip_scale),
             None if self.loss_weights is None else take(self.loss_weights),
+            None if self.teacher_logprobs is None else take(self.teacher_logprobs),
         )  # fmt: skip
 
 
@@ -164,7 +167,8 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     targets = _per_action(packed, [r.value_targets for r in rows])
     scales = _per_action(packed, [r.clip_scales for r in rows])
     weights = _per_action(packed, [r.loss_weights for r in rows])
-    return PackedBatch(packed, adv, old, episodes, behavior, values, targets, scales, weights)
+    teacher = _per_action(packed, [r.teacher_logprobs for r in rows])
+    return PackedBatch(packed, adv, old, episodes, behavior, values, targets, scales, weights, teacher)
 
 
 def _per_action(packed: PackedRows, per_row: Sequence[list[float] | None]) -> torch.Tensor | None:

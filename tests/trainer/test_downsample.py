@@ -23,6 +23,7 @@ from clew.trainer.downsample import (
     episode_advantages,
     keep_tokens,
     max_variance_subset,
+    row_entropies,
     schedule,
     select_samples,
 )
@@ -70,10 +71,9 @@ def test_select_samples_per_group_and_over_the_batch() -> None:
     rows = [_row(e, [a, a]) for e, a in enumerate(advs)] + [_row(0, [1.5])]  # episode 0 has two rows
     groups = [0, 0, 0, 0, 1, 1, 1, 1]
     kept = select_samples(rows, groups, 2)
-    assert sorted({r.episode for r in kept}) == [0, 3, 5, 7]
-    assert len(kept) == 5  # both of episode 0's rows
+    assert kept == [0, 3, 5, 7, 8]  # both of episode 0's rows
     batch = select_samples(rows, groups, 2, scope="batch")  # 4 of 8 over the batch: the extremes of both groups
-    assert sorted({r.episode for r in batch}) == [0, 1, 2, 3]
+    assert sorted({rows[i].episode for i in batch}) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="scope"):
         select_samples(rows, groups, 2, scope="turn")
 
@@ -108,7 +108,15 @@ def test_loop_filter_drops_rows_of_tied_groups() -> None:
     """LOOP's worked example: returns [1, 0, 0, 1, 1, 0] give leave-one-out advantages +-0.6 (kept); a group of equal
     returns gives 0 (dropped); a row is kept if any of its tokens reaches the threshold."""
     rows = [_row(0, [0.6]), _row(1, [-0.6]), _row(2, [0.0, 0.0]), _row(3, [0.005, -0.02]), _row(4, [0.009])]
-    assert [r.episode for r in drop_small_advantages(rows, 0.01)] == [0, 1, 3]
+    assert drop_small_advantages(rows, 0.01) == [0, 1, 3]
+
+
+def test_row_entropies_slice_the_table_in_row_order() -> None:
+    rows = [_row(0, [0.1, 0.2]), _row(1, [0.3])]
+    assert row_entropies(rows, np.array([1.0, 2.0, 3.0])) == [[1.0, 2.0], [3.0]]
+    assert row_entropies(rows, None) is None
+    with pytest.raises(ValueError, match="4 entropies for rows of 3"):
+        row_entropies(rows, np.zeros(4))
 
 
 def test_loss_weights_leave_tokens_out_of_the_aggregation(tiny_policy: HFPolicy) -> None:

@@ -2,7 +2,7 @@
 
 from clew.objectives.aggregate import MODES, aggregate, aggregation_weights
 from clew.objectives.base import ObjectiveSpec, available, check_params, compute, get, register
-from clew.objectives.regularizers import entropy_bonus, kl_penalty, tis_weights, value_loss
+from clew.objectives.regularizers import entropy_bonus, kl_penalty, teacher_kl, tis_weights, value_loss
 from clew.objectives.surrogate import power_mean_ratio, span_ids
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "power_mean_ratio",
     "register",
     "span_ids",
+    "teacher_kl",
     "tis_weights",
     "value_loss",
 ]

@@ -26,6 +26,16 @@ def kl_penalty(logp: Tensor, ref_logp: Tensor, estimator: str = "k3") -> Tensor:
     raise ValueError(f"kl estimator must be one of {list(KL_ESTIMATORS)}, got {estimator!r}")
 
 
+def teacher_kl(logp: Tensor, teacher_logp: Tensor, mask: Tensor, estimator: str = "k2") -> Tensor:
+    """Per-token KL(pi || pi_teacher) estimate (``kl_penalty``) at the action tokens whose teacher log-prob is finite,
+    0 elsewhere (B, T): on-policy distillation's loss term (GKD, Agarwal et al., arXiv 2306.13649, section 3, reverse
+    KL). A NaN teacher log-prob marks a token not distilled (a quality gate left its episode out). k2's gradient,
+    (log pi - log pi_teacher) grad log pi, is the reverse KL's gradient on the student's own samples."""
+    gate = torch.isfinite(teacher_logp) & mask.bool()
+    kl = kl_penalty(logp, torch.nan_to_num(teacher_logp).to(logp.dtype), estimator)
+    return torch.where(gate, kl, torch.zeros_like(kl))
+
+
 def entropy_bonus(entropy: Tensor, coef: float) -> Tensor:
     """Per-token loss term -coef * H_t (verl ``entropy_coeff``; default 0 there)."""
     return -coef * entropy

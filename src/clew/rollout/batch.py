@@ -27,10 +27,12 @@ def to_rows(
     merge_prefix: bool = False,
     values: tuple[np.ndarray, np.ndarray] | None = None,
     clip_scale: np.ndarray | None = None,
+    teacher_logprobs: np.ndarray | None = None,
 ) -> list[TokenRow]:
     """Training rows in the table's row order; ``token_advantage`` (K,) wins over ``turn_advantage`` (N,).
     ``values``: (V, targets), (K,) each, the value head's values and regression targets (a critic run).
     ``clip_scale``: (N,), a factor on each turn's clip range (adaptive clipping), on every token of the turn.
+    ``teacher_logprobs``: (K,), a distillation teacher's log-prob of every action token (NaN: not distilled).
 
     Turns with no action tokens (an episode that ended before sampling) produce no row.
     """
@@ -50,6 +52,8 @@ def to_rows(
         table.check_aligned(clip_scale, what="clip scales")
         per_token = np.repeat(clip_scale, np.diff(off))
         rows = _with_per_token(rows, per_token, lambda row, part: replace(row, clip_scales=part))
+    if teacher_logprobs is not None:
+        rows = _with_per_token(rows, teacher_logprobs, lambda row, part: replace(row, teacher_logprobs=part))
     return rows if values is None else _with_values(rows, *values)
 
 

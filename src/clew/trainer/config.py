@@ -26,6 +26,7 @@ from clew.trainer.sections import (
     ClusterConfig,
     CreditConfig,
     CriticConfig,
+    DistillConfig,
     EnvConfig,
     EvalConfig,
     FilterConfig,
@@ -46,6 +47,7 @@ __all__ = [
     "ClusterConfig",
     "CreditConfig",
     "CriticConfig",
+    "DistillConfig",
     "EnvConfig",
     "EvalConfig",
     "FilterConfig",
@@ -92,6 +94,7 @@ class RunConfig(_Frozen):
     critic: CriticConfig = CriticConfig()
     shaping: ShapingConfig = ShapingConfig()
     filters: FilterConfig = FilterConfig()
+    distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
@@ -158,6 +161,9 @@ class RunConfig(_Frozen):
             )
         self._critic_served(spec)
         self._down_sampling_served()
+        if self.distill.teacher is not None and self.cluster is not None:
+            raise ValueError("distill.teacher scores the rollouts in the driver, which a cluster run (learner ranks "
+                             "of their own) does not do yet; drop cluster or distill.teacher")  # fmt: skip
         if spec.needs_greedy_baseline and self.harness is not None:
             raise ValueError(
                 f"credit.name={self.credit.name} plays each task once more greedily through the env; a harness run "

@@ -20,6 +20,7 @@ defaults for them: a run names them.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 from collections import defaultdict
 from collections.abc import Sequence
@@ -63,10 +64,11 @@ def episode_advantages(rows: Sequence[TokenRow]) -> dict[int, float]:
     return {e: sums[e] / counts[e] if counts[e] else 0.0 for e in sums}
 
 
-def select_samples(rows: Sequence[TokenRow], group_of: Sequence[int], n: int, scope: str = "group") -> list[TokenRow]:
-    """D³S sample level: the rows of the episodes kept by ``max_variance_subset`` of their advantages, ``n`` per group
-    (``scope="group"``), or ``n`` times the number of groups over the whole batch (``"batch"``: the paper's variant
-    across groups, advantages as the estimator normalised them, within groups). ``group_of[e]``: episode e's group."""
+def select_samples(rows: Sequence[TokenRow], group_of: Sequence[int], n: int, scope: str = "group") -> list[int]:
+    """D³S sample level: indices of the rows of the episodes kept by ``max_variance_subset`` of their advantages, ``n``
+    per group (``scope="group"``), or ``n`` times the number of groups over the whole batch (``"batch"``: the
+    paper's variant across groups, advantages as the estimator normalised them, within groups). ``group_of[e]``:
+    episode e's group."""
     if scope not in ("group", "batch"):
         raise ValueError(f"scope must be 'group' or 'batch', got {scope!r}")
     adv = episode_advantages(rows)
@@ -77,7 +79,7 @@ def select_samples(rows: Sequence[TokenRow], group_of: Sequence[int], n: int, sc
     kept: set[int] = set()
     for episodes in pools.values():
         kept.update(episodes[i] for i in max_variance_subset([adv[e] for e in episodes], per_pool))
-    return [row for row in rows if row.episode in kept]
+    return [i for i, row in enumerate(rows) if row.episode in kept]
 
 
 def keep_tokens(rows: Sequence[TokenRow], entropies: Sequence[Sequence[float]], share: float) -> list[TokenRow]:
@@ -102,12 +104,23 @@ def keep_tokens(rows: Sequence[TokenRow], entropies: Sequence[Sequence[float]], 
     return out
 
 
-def drop_small_advantages(rows: Sequence[TokenRow], threshold: float) -> list[TokenRow]:
-    """LOOP's rollout filter (Chen et al., arXiv 2502.01600, ``_filter_rollouts``; ``abs_adv_threshold`` 0.01): rows
-    whose every action token has |A| < ``threshold`` are left out (with outcome credit: the episodes of groups whose
-    returns all tie). LOOP divides each minibatch's loss by its constant size; clew's aggregation divides by the
-    episodes present, which differs only in a last, partial minibatch."""
-    return [row for row in rows if any(abs(a) >= threshold for a in row.advantages)]
+def drop_small_advantages(rows: Sequence[TokenRow], threshold: float) -> list[int]:
+    """LOOP's rollout filter (Chen et al., arXiv 2502.01600, ``_filter_rollouts``; ``abs_adv_threshold`` 0.01):
+    indices of the rows with an action token of |A| >= ``threshold`` (with outcome credit, the rows left out are the
+    episodes of groups whose returns all tie). LOOP divides each minibatch's loss by its constant size; clew's
+    aggregation divides by the episodes present, which differs only in a last, partial minibatch."""
+    return [i for i, row in enumerate(rows) if any(abs(a) >= threshold for a in row.advantages)]
+
+
+def row_entropies(rows: Sequence[TokenRow], entropy: np.ndarray | None) -> list[list[float]] | None:
+    """Each row's slice of the table's per-token entropies (``rows`` in table order covering every action token once,
+    as ``clew.rollout.batch.to_rows`` builds them); None when the engine reported none."""
+    if entropy is None:
+        return None
+    bounds = np.cumsum([0] + [len(r.advantages) for r in rows])
+    if bounds[-1] != len(entropy):
+        raise ValueError(f"{len(entropy)} entropies for rows of {bounds[-1]} action tokens")
+    return [entropy[a:b].tolist() for a, b in itertools.pairwise(bounds)]
 
 
 def schedule(start: float, end: float, progress: float) -> float:

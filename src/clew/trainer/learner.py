@@ -24,7 +24,7 @@ from clew.policy.lora import disabled_adapters, is_lora, trainable
 from clew.policy.scoring import action_logprobs, action_outputs
 from clew.rollout import derive_seed
 from clew.tensors import PackedBatch, TokenRow, loss_units, pack_batch, pack_spans
-from clew.trainer.config import CriticConfig, ObjectiveConfig, TrainConfig
+from clew.trainer.config import CriticConfig, DistillConfig, ObjectiveConfig, TrainConfig
 from clew.trainer.critic import Critic
 from clew.trainer.guard import StepGuard, hold_back
 from clew.trainer.timing import Stopwatch
@@ -97,14 +97,17 @@ class Learner:
         ranks: Ranks | None = None,
         reference_for_credit: bool = False,
         critic: CriticConfig | None = None,
+        distill: DistillConfig | None = None,
     ) -> None:
         """``reference``: a frozen model for KL (needed when ``objective.kl_coef > 0`` or
         ``reference_for_credit``, KL in the credit's rewards; defaults to a copy of the policy as it is
         now). A LoRA policy needs none: its reference is its base, adapters off.
         ``ranks``: this learner is one of several data-parallel ranks (``clew.trainer.distributed``).
         ``critic``: with ``value_coef > 0`` a value head trains beside the policy (``clew.trainer.critic``), in a
-        parameter group of its own (``critic.lr``)."""
+        parameter group of its own (``critic.lr``).
+        ``distill``: in its ``loss`` mode, rows with teacher log-probs add its KL term to the loss."""
         self.policy, self.train_cfg, self.objective = policy, train, objective
+        self.distill = distill if distill is not None and distill.mode == "loss" else None
         self.ranks = ranks
         self.model = policy.model
         self.temperature = temperature if temperature > 0 else 1.0
@@ -331,6 +334,10 @@ class Learner:
             **obj.params,
         )
         metrics["policy/entropy"] = objectives.aggregate(entropy.detach(), rows.action_mask, "token_mean")
+        if self.distill is not None and batch.teacher_logprobs is not None:  # on-policy distillation in the loss
+            kl = objectives.teacher_kl(logp, batch.teacher_logprobs, rows.action_mask, self.distill.estimator)
+            per_token = per_token + self.distill.coef * kl
+            metrics["distill/kl_loss"] = kl.detach().sum() / torch.isfinite(batch.teacher_logprobs).sum().clamp(min=1)
         if self._sync_gap:
             gap = (logp.detach().float() - batch.behavior_logprobs).abs() * rows.action_mask
             metrics[SYNC_GAP] = gap.max() if gap.numel() else torch.zeros(())

@@ -56,10 +56,11 @@ class Trainer:
             staleness = int(ahead is not None)
             table = TurnTable.from_groups(groups)  # flattened once: credit, rows and the store read it
             credit = stages.credit(session, table)  # advantages
+            credit, teacher = stages.distill(session, table, credit)  # a teacher's reverse KL (distill.teacher)
             value, target = credit.value, credit.value_target
             values = (value, target) if value is not None and target is not None else None  # a critic run (GAE)
             rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values,
-                           credit.clip_scale)  # fmt: skip
+                           credit.clip_scale, teacher)  # fmt: skip
             rows, selected = stages.select(session, table, rows, it)  # filters, down-sampling, the row cap
             rollout_s = time.perf_counter() - start
             metrics, ahead = stages.update(session, rows, it)  # update (off-policy: the next rollout meanwhile)

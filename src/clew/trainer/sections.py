@@ -229,6 +229,27 @@ class FilterConfig(_Frozen):
         return self
 
 
+class DistillConfig(_Frozen):
+    """On-policy distillation (``clew.trainer.distill``): a teacher with the student's tokenizer scores the student's
+    sampled tokens; its reverse KL enters the advantages or the loss. Off without a teacher."""
+
+    teacher: str | None = Field(
+        None, description="a model name or directory, or a clew run directory (its last checkpoint), sharing the "
+        "student's tokenizer (None: no distillation)"
+    )  # fmt: skip
+    coef: float = Field(1.0, gt=0, description="weight of the reverse KL term")
+    mode: Literal["advantage", "loss"] = Field(
+        "advantage", description="advantage: A_t -= coef (log pi - log pi_teacher) on every sampled token; loss: coef "
+        "* KL estimate beside the policy loss"
+    )  # fmt: skip
+    estimator: Literal["k1", "k2", "k3"] = Field(
+        "k2", description="the loss mode's per-token KL estimate (k2: the reverse KL's on-policy gradient)"
+    )
+    gate: float | None = Field(
+        None, description="KEPO's quality gate: only episodes whose outcome reaches this are distilled (None: all)"
+    )
+
+
 class TrainConfig(_Frozen):
     """The learner."""
 

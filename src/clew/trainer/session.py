@@ -24,6 +24,7 @@ from clew.trainer import harnessed, weights
 from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_iteration
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
+from clew.trainer.distill import load_teacher
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner
 from clew.trainer.partial import EpisodeLog
@@ -53,6 +54,7 @@ class Session:
     gateway: Gateway | None = None  # the run's engine behind the OpenAI API, for the harness
     episodes: EpisodeLog = field(init=False)  # the rollout in flight, kept as its episodes end
     prm: ImplicitPRM | None = None  # OPRL's implicit process reward model, trained beside the policy
+    teacher: HFPolicy | None = None  # the on-policy distillation teacher (``distill.teacher``), frozen
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -111,9 +113,10 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     session.learner = (
         session.cluster.learners(*parts)
         if session.cluster
-        else Learner(*parts, reference_for_credit=weights.needs_reference(cfg), critic=cfg.critic)
+        else Learner(*parts, reference_for_credit=weights.needs_reference(cfg), critic=cfg.critic, distill=cfg.distill)
     )
     session.prm = implicit_prm(session)
+    session.teacher = load_teacher(cfg.distill.teacher, session.policy) if cfg.distill.teacher else None
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)

@@ -8,6 +8,9 @@ import dataclasses
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import numpy as np
 
 from clew import credit as credit_lib
 from clew.envs import Env
@@ -16,6 +19,7 @@ from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.tensors import TokenRow
+from clew.trainer import distill as distillation
 from clew.trainer import downsample
 from clew.trainer.credit_inputs import credit_input
 from clew.trainer.distributed import LearnerGroup
@@ -120,27 +124,53 @@ def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
     return dataclasses.replace(out, diagnostics={**out.diagnostics, **extra}) if extra else out
 
 
+def distill(session: Session, table: TurnTable, credit: credit_lib.Credit) -> tuple[credit_lib.Credit, Any]:
+    """On-policy distillation (``clew.trainer.distill``): the teacher scores every sampled token; in ``advantage`` mode
+    its reverse KL joins the credit's token advantages, in ``loss`` mode its log-probs (NaN where the quality gate
+    leaves an episode out) are returned for the rows. (credit, teacher log-probs (K,) or None)."""
+    cfg = session.cfg.distill
+    if session.teacher is None:
+        return credit, None
+    start, train = time.perf_counter(), session.cfg.train
+    turns = [(t.prompt_ids, t.action_ids) for t in table.turns]
+    teacher = distillation.teacher_logprobs(session.teacher, turns, train.microbatch_rows, train.dtype,
+                                            session.cfg.rollout.temperature or 1.0)  # fmt: skip
+    gate = distillation.gate_tokens(table, cfg.gate)
+    diagnostics = {**distillation.diagnostics(table.logprob, teacher, table, cfg.gate),
+                   "time/distill_teacher_s": time.perf_counter() - start}  # fmt: skip
+    credit = dataclasses.replace(credit, diagnostics={**credit.diagnostics, **diagnostics})
+    if cfg.mode == "loss":
+        return credit, np.where(gate, teacher, np.nan)
+    term = distillation.reverse_kl_advantage(table.logprob, teacher, gate, cfg.coef)
+    return distillation.with_teacher_advantage(credit, table, term), None
+
+
 Selected = tuple[list[TokenRow], dict[str, float]]  # (rows for the update, what the selection kept)
 
 
 def select(session: Session, table: TurnTable, rows: list[TokenRow], it: int) -> Selected:
     """The rows the update sees, and what the selection kept: LOOP's advantage filter, D³S's sample and token
-    down-sampling on their schedule (``clew.trainer.downsample``), then the seeded row cap."""
+    down-sampling on their schedule (``clew.trainer.downsample``), then the seeded row cap. D³S's entropies are the
+    engine's where it reported them, else one no-grad forward of the kept rows."""
     cfg, filters = session.cfg, session.cfg.filters
     before, metrics = len(rows), dict[str, float]()
+    entropies = downsample.row_entropies(rows, table.entropy) if filters.d3s_tokens is not None else None
+    keep = list(range(len(rows)))
     if filters.min_abs_advantage is not None:
-        rows = downsample.drop_small_advantages(rows, filters.min_abs_advantage)
+        keep = downsample.drop_small_advantages(rows, filters.min_abs_advantage)
     progress = it / max(cfg.iterations - 1, 1)
     if filters.d3s_samples is not None:
         n = round(downsample.schedule(*filters.d3s_samples, progress))
-        rows = downsample.select_samples(rows, [e.group_id for e in table.episodes], n, filters.d3s_scope)
+        groups = [e.group_id for e in table.episodes]
+        keep = [keep[i] for i in downsample.select_samples([rows[i] for i in keep], groups, n, filters.d3s_scope)]
         metrics["select/d3s_samples_per_group"] = float(n)
+    rows = [rows[i] for i in keep]
     if filters.d3s_tokens is not None and rows:
         share = downsample.schedule(*filters.d3s_tokens, progress)
-        policy, train = session.policy, cfg.train
-        start = time.perf_counter()
-        entropies = token_entropies(policy.model, rows, policy.pad_id, train.microbatch_rows, train.dtype,
-                                    cfg.rollout.temperature or 1.0)  # fmt: skip
+        start, policy, train = time.perf_counter(), session.policy, cfg.train
+        entropies = [entropies[i] for i in keep] if entropies is not None else token_entropies(
+            policy.model, rows, policy.pad_id, train.microbatch_rows, train.dtype, cfg.rollout.temperature or 1.0
+        )  # fmt: skip
         rows = downsample.keep_tokens(rows, entropies, share)
         metrics.update({"select/d3s_token_share": share, "time/select_entropy_s": time.perf_counter() - start})
     rows = cap_rows(rows, filters, derive_seed(cfg.seed, it, "cap"))

@@ -96,3 +96,20 @@ def token_entropies(
             for j, i in enumerate(part):
                 out[i] = entropy[j][action[j].bool()].float().cpu().tolist()
     return out
+
+
+def token_logprobs(
+    model: Any, turns: Sequence[tuple[Sequence[int], Sequence[int]]], pad_id: int, rows_per_pass: int,
+    dtype: str = "float32", temperature: float = 1.0,
+) -> np.ndarray:  # fmt: skip
+    """(K,) float64: the log-prob (of softmax(logits / ``temperature``)) of every action token of each (prompt ids,
+    action ids) pair, concatenated in order, under ``model``'s weights, without gradients, in eval mode."""
+    parts: list[np.ndarray] = []
+    device = next(model.parameters()).device
+    with torch.no_grad(), eval_mode(model), compute_dtype(model, dtype):
+        for part in chunks(range(len(turns)), rows_per_pass):
+            packed = pack_spans([[(list(turns[i][0]), False), (list(turns[i][1]), True)] for i in part], pad_id)
+            ids, mask, action = (t.to(device) for t in (packed.input_ids, packed.attention_mask, packed.action_mask))
+            logp, _ = action_logprobs(model, ids, mask, action, temperature)
+            parts.append(logp[action.bool()].float().cpu().numpy().astype(np.float64))
+    return np.concatenate(parts) if parts else np.zeros(0)
