@@ -27,6 +27,7 @@ class TrainerState:
     iteration: int  # iterations completed
     optimizer_steps: int
     env_steps: int
+    curriculum: dict[str, Any] | None = None  # ``clew.trainer.curriculum.CurriculumState`` as JSON (None: none yet)
 
 
 def save_checkpoint(

@@ -26,6 +26,7 @@ from clew.trainer.sections import (
     ClusterConfig,
     CreditConfig,
     CriticConfig,
+    CurriculumConfig,
     DistillConfig,
     EnvConfig,
     EvalConfig,
@@ -47,6 +48,7 @@ __all__ = [
     "ClusterConfig",
     "CreditConfig",
     "CriticConfig",
+    "CurriculumConfig",
     "DistillConfig",
     "EnvConfig",
     "EvalConfig",
@@ -95,6 +97,7 @@ class RunConfig(_Frozen):
     shaping: ShapingConfig = ShapingConfig()
     filters: FilterConfig = FilterConfig()
     distill: DistillConfig = DistillConfig()
+    curriculum: CurriculumConfig = CurriculumConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()

@@ -17,7 +17,7 @@ import torch
 from clew.rollout import env_turns
 from clew.rollout.batch import to_rows
 from clew.table import TurnTable
-from clew.trainer import reporting, stages
+from clew.trainer import curriculum, reporting, stages
 from clew.trainer.checkpoint import TrainerState
 from clew.trainer.config import RunConfig
 from clew.trainer.learner import SYNC_GAP
@@ -70,8 +70,14 @@ class Trainer:
             metrics.update(session.link.sync(it, gap))  # sync: weights to the engine, checked by the parity probe
             metrics["rollout/staleness"] = staleness
             env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
-            state = TrainerState(it + 1, session.learner.steps, state.env_steps + env_steps)
             metrics.update(rollout_metrics(collected))
+            session.curriculum, level = curriculum.after_iteration(
+                cfg.curriculum, session.curriculum, it, cfg.iterations, metrics["rollout/success_rate"]
+            )  # the difficulty of the next tasks (curriculum.key)
+            metrics.update(level if cfg.curriculum.key else {})
+            state = TrainerState(
+                it + 1, session.learner.steps, state.env_steps + env_steps, session.curriculum.to_json()
+            )
             seconds = (rollout_s, time.perf_counter() - start)
             reporting.record_iteration(session, state, table, credit, metrics, len(rows), seconds, collected)
         return reporting.finish(session, state)

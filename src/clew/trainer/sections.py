@@ -229,6 +229,34 @@ class FilterConfig(_Frozen):
         return self
 
 
+class CurriculumConfig(_Frozen):
+    """A difficulty curriculum over one env keyword (``clew.trainer.curriculum``); off without a key."""
+
+    key: str | None = Field(None, description="the env keyword the levels set for training tasks (None: off)")
+    levels: tuple[Any, ...] = Field((), description="its values, easiest first; held-out evaluation keeps env.kwargs")
+    rule: Literal["schedule", "success"] = Field(
+        "success", description="schedule: levels at fixed iterations (curriculum.at, else an even split); success: "
+        "up a level once the training success of its last `window` iterations averages advance_at"
+    )  # fmt: skip
+    at: tuple[int, ...] | None = Field(None, description="schedule: the iteration each level after the first starts")
+    advance_at: float = Field(0.7, gt=0, le=1, description="success: the mean training success that moves up a level")
+    window: int = Field(2, ge=1, description="success: iterations averaged")
+    replay_share: float = Field(0.0, ge=0, lt=1, description="share of tasks drawn from an easier level")
+
+    @model_validator(mode="after")
+    def _levels(self) -> CurriculumConfig:
+        if self.key is None and self.levels:
+            raise ValueError("curriculum.levels needs curriculum.key, the env keyword they set")
+        if self.key is not None and len(self.levels) < 2:
+            raise ValueError(f"curriculum.key={self.key} needs two or more curriculum.levels, easiest first")
+        if self.at is not None and (len(self.at) != len(self.levels) - 1 or list(self.at) != sorted(set(self.at))):
+            raise ValueError(
+                f"curriculum.at={list(self.at)} must give, in increasing order, the start iteration of each level "
+                f"after the first ({len(self.levels) - 1} for {len(self.levels)} levels)"
+            )
+        return self
+
+
 class DistillConfig(_Frozen):
     """On-policy distillation (``clew.trainer.distill``): a teacher with the student's tokenizer scores the student's
     sampled tokens; its reverse KL enters the advantages or the loss. Off without a teacher."""

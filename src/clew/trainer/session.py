@@ -24,6 +24,7 @@ from clew.trainer import harnessed, weights
 from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_iteration
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
+from clew.trainer.curriculum import CurriculumState
 from clew.trainer.distill import load_teacher
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner
@@ -55,6 +56,7 @@ class Session:
     episodes: EpisodeLog = field(init=False)  # the rollout in flight, kept as its episodes end
     prm: ImplicitPRM | None = None  # OPRL's implicit process reward model, trained beside the policy
     teacher: HFPolicy | None = None  # the on-policy distillation teacher (``distill.teacher``), frozen
+    curriculum: CurriculumState = field(default_factory=CurriculumState)  # the training tasks' difficulty level
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -120,6 +122,7 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)
+    session.curriculum = CurriculumState.from_json(state.curriculum)
     if session.prm is not None:
         session.prm.load(found[-1])
     if isinstance(session.learner, Learner) and session.learner.critic is not None:
@@ -245,6 +248,8 @@ def check_env_serves(cfg: RunConfig) -> None:
     (Whether an env reports outcomes, ``needs_outcome``, shows only in its episodes: G-RA logs
     ``credit/outcome_reported``.)"""
     env = _probe_env(cfg)
+    for level in cfg.curriculum.levels:  # every level must build (the env's own check of the keyword)
+        _close(_probe_env(cfg, {str(cfg.curriculum.key): level}))
     try:
         spec = credit_lib.get(cfg.credit.name)
         if spec.needs_env_state_keys(cfg.credit.params) and not isinstance(env, HasStateKey):
@@ -269,9 +274,17 @@ def check_env_serves(cfg: RunConfig) -> None:
             env.close()
 
 
-def _probe_env(cfg: RunConfig) -> Env:
-    """One env built from the config, to check its methods; a constructor failure names the config."""
+def _probe_env(cfg: RunConfig, update: dict[str, Any] | None = None) -> Env:
+    """One env built from the config (``env.kwargs`` updated by ``update``: a curriculum level), to check its methods;
+    a constructor failure names the config."""
+    kwargs = {**cfg.env.kwargs, **(update or {})}
     try:
-        return make_env(cfg.env.id, **cfg.env.kwargs)
+        return make_env(cfg.env.id, **kwargs)
     except Exception as exc:
-        raise ValueError(f"env.id={cfg.env.id} with env.kwargs={dict(cfg.env.kwargs)} cannot be built: {exc}") from exc
+        where = f" (curriculum.key={cfg.curriculum.key})" if update else ""
+        raise ValueError(f"env.id={cfg.env.id} with env.kwargs={kwargs}{where} cannot be built: {exc}") from exc
+
+
+def _close(env: Env) -> None:
+    if isinstance(env, Closeable):
+        env.close()

@@ -19,8 +19,8 @@ from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.tensors import TokenRow
+from clew.trainer import curriculum, downsample
 from clew.trainer import distill as distillation
-from clew.trainer import downsample
 from clew.trainer.credit_inputs import credit_input
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
@@ -53,7 +53,8 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
 def task(session: Session, it: int, round_: int, i: int) -> Task:
     cfg = session.cfg
     seed = derive_seed(cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
-    return Task(cfg.env.id, seed, dict(cfg.env.kwargs))
+    kwargs = curriculum.task_kwargs(cfg.curriculum, cfg.env.kwargs, session.curriculum, it, cfg.iterations, seed)
+    return Task(cfg.env.id, seed, kwargs)
 
 
 def collect_round(
