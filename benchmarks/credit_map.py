@@ -106,6 +106,7 @@ ESTIMATORS = {  # name -> config overrides; tempo and empg sit on GRPO's objecti
     "empg": ["preset=grpo", "credit.name=empg"],
     "ppo": ["preset=ppo"],  # a value head and GAE (issue 32); dial-v0 has no gold answer, so no IGPO here
     "remax": ["preset=remax"],  # a greedy rollout of each task as the baseline (one extra episode per task)
+    "loop": ["preset=loop"],  # leave-one-out PPO, its ratio window and |A| filter (issue 33)
 }
 DEFAULT_ESTIMATORS = ("grpo", "rloo", "gigpo", "turn_returns")
 COMMON = [
