@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from clew.objectives.preference import dpo_loss
 from clew.policy import HFPolicy
 from clew.policy.scoring import action_logprobs
 from clew.store.run import read_jsonl
@@ -18,7 +19,8 @@ from clew.tensors import pack_spans
 from clew.trainer import Trainer
 from clew.trainer.checkpoint import checkpoints
 from clew.trainer.config import RunConfig
-from clew.trainer.prm import ImplicitPRM, dpo_loss, preference_pairs
+from clew.trainer.preference import preference_pairs
+from clew.trainer.prm import ImplicitPRM
 
 Make = Callable[..., RunConfig]
 MIXED = ["env.id=tests.contract_envs:Parity", "eval.every=0", "eval.at_start=false", "eval.at_end=false"]
@@ -28,7 +30,7 @@ def test_pairs_and_the_dpo_loss_by_hand() -> None:
     assert preference_pairs([1, 0, 1, 0.5], [0, 0, 1, 1]) == [(0, 1), (2, 3)]
     prm, ref = torch.tensor([-1.0, -3.0]), torch.tensor([-2.0, -2.0])
     margin = (-1.0 + 2.0) - (-3.0 + 2.0)  # 2
-    assert float(dpo_loss(prm, ref, [(0, 1)], 0.5)) == pytest.approx(math.log1p(math.exp(-0.5 * margin)))
+    assert float(dpo_loss(prm, ref, [(0, 1)], 0.5)[0]) == pytest.approx(math.log1p(math.exp(-0.5 * margin)))
 
 
 def _rows() -> tuple[list[tuple[list[int], list[int]]], np.ndarray]:
@@ -52,7 +54,7 @@ def test_the_microbatched_step_has_the_whole_batch_gradient(tiny_policy: HFPolic
     per_row = (logp.float() * packed.action_mask).sum(dim=1)
     per_episode = torch.zeros(3).index_add(0, torch.from_numpy(episode), per_row)
     ref_episode = torch.zeros(3, dtype=torch.float64).index_add(0, torch.from_numpy(episode), torch.from_numpy(ref))
-    dpo_loss(per_episode.double(), ref_episode, pairs, beta).backward()
+    dpo_loss(per_episode.double(), ref_episode, pairs, beta)[0].backward()
     torch.nn.utils.clip_grad_norm_(prm.params, 1.0)
     for got, want in zip(grads[0], [p.grad for p in prm.params], strict=True):
         torch.testing.assert_close(got, want, atol=1e-6, rtol=1e-4)

@@ -36,6 +36,7 @@ from clew.trainer.sections import (
     LoraConfig,
     ObjectiveConfig,
     PolicyConfig,
+    PreferenceConfig,
     SFTConfig,
     ShapingConfig,
     TrainConfig,
@@ -58,6 +59,7 @@ __all__ = [
     "LoraConfig",
     "ObjectiveConfig",
     "PolicyConfig",
+    "PreferenceConfig",
     "RolloutConfig",
     "RunConfig",
     "SFTConfig",
@@ -98,6 +100,7 @@ class RunConfig(_Frozen):
     filters: FilterConfig = FilterConfig()
     distill: DistillConfig = DistillConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
+    preference: PreferenceConfig = PreferenceConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
@@ -164,6 +167,9 @@ class RunConfig(_Frozen):
             )
         self._critic_served(spec)
         self._down_sampling_served()
+        if self.preference.loss is not None and (self.cluster is not None or self.harness is not None):
+            raise ValueError("preference.loss trains in the driver's learner on one process's rollouts or on a "
+                             "stored run; drop cluster/harness")  # fmt: skip
         if self.distill.teacher is not None and self.cluster is not None:
             raise ValueError("distill.teacher scores the rollouts in the driver, which a cluster run (learner ranks "
                              "of their own) does not do yet; drop cluster or distill.teacher")  # fmt: skip

@@ -21,7 +21,7 @@ from clew.rollout.context import SUBGOAL
 from clew.table import TurnTable
 from clew.trainer.counterfactuals import masked_observation_prompt, privileged_hint, privileged_prompt
 from clew.trainer.learner import Learner
-from clew.trainer.prm import preference_pairs
+from clew.trainer.preference import preference_pairs
 from clew.trainer.session import Session
 from clew.trainer.states import gold_logprobs, prompt_states, span_logprobs
 from clew.types import Episode

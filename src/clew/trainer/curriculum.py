@@ -92,7 +92,9 @@ def task_kwargs(
 def after_iteration(cfg: CurriculumConfig, state: CurriculumState, iteration: int, iterations: int,
                     success: float) -> tuple[CurriculumState, dict[str, float]]:  # fmt: skip
     """The state for the next iteration (the ``success`` rule moves it) and this iteration's ``curriculum/*``
-    metrics: the level its tasks were drawn at."""
+    metrics: the level its tasks were drawn at (none without a curriculum)."""
+    if cfg.key is None:
+        return state, {}
     level = level_now(cfg, state, iteration, iterations)
     metrics = {"curriculum/level": float(level)}
     value = cfg.levels[level]

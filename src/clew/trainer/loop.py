@@ -17,7 +17,7 @@ import torch
 from clew.rollout import env_turns
 from clew.rollout.batch import to_rows
 from clew.table import TurnTable
-from clew.trainer import curriculum, reporting, stages
+from clew.trainer import curriculum, preference, reporting, stages
 from clew.trainer.checkpoint import TrainerState
 from clew.trainer.config import RunConfig
 from clew.trainer.learner import SYNC_GAP
@@ -39,6 +39,8 @@ class Trainer:
         torch.set_num_threads(self.cfg.threads)
         self.session, state, fresh = open_session(self.cfg, self.run_dir, resume, self.report)  # SFT inside
         try:
+            if self.cfg.preference.data is not None:  # offline: passes over a stored run's episodes
+                return self._fit_offline(self.session, state, fresh, stop_after)
             return self._fit(self.session, state, fresh, stop_after)
         finally:
             close(self.session)
@@ -63,7 +65,7 @@ class Trainer:
                            credit.clip_scale, teacher)  # fmt: skip
             rows, selected = stages.select(session, table, rows, it)  # filters, down-sampling, the row cap
             rollout_s = time.perf_counter() - start
-            metrics, ahead = stages.update(session, rows, it)  # update (off-policy: the next rollout meanwhile)
+            metrics, ahead = stages.update(session, rows, it, table)  # update (off-policy: the next rollout meanwhile)
             metrics.update(selected)
             assert session.link is not None
             gap = metrics.get(SYNC_GAP) if staleness == 0 else None  # the engine's last sync, seen by the learner
@@ -74,10 +76,32 @@ class Trainer:
             session.curriculum, level = curriculum.after_iteration(
                 cfg.curriculum, session.curriculum, it, cfg.iterations, metrics["rollout/success_rate"]
             )  # the difficulty of the next tasks (curriculum.key)
-            metrics.update(level if cfg.curriculum.key else {})
+            metrics.update(level)
             state = TrainerState(
                 it + 1, session.learner.steps, state.env_steps + env_steps, session.curriculum.to_json()
             )
             seconds = (rollout_s, time.perf_counter() - start)
             reporting.record_iteration(session, state, table, credit, metrics, len(rows), seconds, collected)
+        return reporting.finish(session, state)
+
+    def _fit_offline(
+        self, session: Session, state: TrainerState, fresh: bool, stop_after: int | None
+    ) -> dict[str, Any]:
+        """Offline preference training (``preference.data``): each iteration is one pass over the stored run's
+        episodes, with the same evaluations, checkpoints, resume and summary as an RL run."""
+        cfg = self.cfg
+        if fresh and cfg.eval.at_start:
+            reporting.evaluate_held_out(session, state)
+        data = preference.offline_data(self.run_dir, cfg.preference, stages.policy_scores(session))  # the reference
+        for it in range(state.iteration, cfg.iterations):
+            if stop_after is not None and it >= stop_after:
+                break
+            start = time.perf_counter()
+            metrics = stages.preference_update(session, data, it)
+            assert session.link is not None
+            metrics.update(session.link.sync(it, None))  # the engine evaluates the new weights
+            state = TrainerState(it + 1, session.learner.steps, 0)
+            episodes = {"preference/episodes": float(len(data.group)), "time/iteration_s": time.perf_counter() - start}
+            session.log("iteration", {**metrics, **episodes}, iteration=state.iteration)
+            reporting.evaluate_and_checkpoint(session, state)
         return reporting.finish(session, state)

@@ -18,27 +18,13 @@ from typing import Any
 import numpy as np
 import torch
 
+from clew.objectives.preference import dpo_loss
 from clew.policy.lora import trainable
-from clew.policy.scoring import action_logprobs
-from clew.tensors import pack_spans
-from clew.trainer.learner import adamw, chunks, compute_dtype
+from clew.trainer.learner import adamw
+from clew.trainer.preference import preference_step
 from clew.trainer.states import span_logprobs
 
 Row = tuple[list[int], list[int]]  # (prompt ids, action ids)
-
-
-def preference_pairs(outcome: Sequence[float], group: Sequence[int]) -> list[tuple[int, int]]:
-    """Every (better, worse) pair of episodes of the same group with different outcomes, in episode order."""
-    return [(i, j) for i in range(len(outcome)) for j in range(len(outcome))
-            if group[i] == group[j] and outcome[i] > outcome[j]]  # fmt: skip
-
-
-def dpo_loss(prm: torch.Tensor, ref: torch.Tensor, pairs: Sequence[tuple[int, int]], beta: float) -> torch.Tensor:
-    """Trajectory DPO: mean over pairs of -log sigmoid(beta * [(prm_w - ref_w) - (prm_l - ref_l)]), where
-    ``prm`` and ``ref`` hold each episode's summed action log-prob under the PRM and the reference."""
-    better, worse = (torch.tensor([p[k] for p in pairs], dtype=torch.long) for k in (0, 1))
-    margin = (prm[better] - ref[better]) - (prm[worse] - ref[worse])
-    return -torch.nn.functional.logsigmoid(beta * margin).mean()
 
 
 class ImplicitPRM:
@@ -60,35 +46,20 @@ class ImplicitPRM:
         self, rows: Sequence[Row], episode: np.ndarray, ref: np.ndarray, pairs: Sequence[tuple[int, int]], beta: float,
         n_episodes: int | None = None,
     ) -> float:  # fmt: skip
-        """One optimizer step of trajectory DPO over ``pairs`` of episodes; returns the loss (0 without pairs).
-
-        ``episode`` maps each row to its episode (of ``n_episodes``, default the largest index + 1), ``ref`` holds
-        each row's summed log-prob under the reference; a row without action tokens counts 0 on both sides.
-        Memory stays at one microbatch: the loss's gradient with respect to each episode's log-prob is taken
-        first (from a scoring pass), then each microbatch back-propagates its rows' log-probs times it. Eval mode
-        throughout (no dropout), so the backward pass differentiates the function the coefficients came from."""
+        """One optimizer step of trajectory DPO over ``pairs`` of episodes (``clew.trainer.preference.preference_step``,
+        memory of one microbatch); returns the loss (0 without pairs). ``episode`` maps each row to its episode (of
+        ``n_episodes``, default the largest index + 1), ``ref`` holds each row's summed log-prob under the reference;
+        a row without action tokens counts 0 on both sides."""
         if not pairs:
             return 0.0
         n_episodes = n_episodes or int(episode.max()) + 1
-        per_episode = torch.zeros(n_episodes, dtype=torch.float64).index_add_(
-            0, torch.from_numpy(episode), torch.from_numpy(np.nan_to_num(self.score(rows)))
-        ).requires_grad_(True)  # fmt: skip
         ref_episode = torch.zeros(n_episodes, dtype=torch.float64).index_add_(
             0, torch.from_numpy(episode), torch.from_numpy(np.nan_to_num(ref))
         )  # fmt: skip
-        loss = dpo_loss(per_episode, ref_episode, pairs, beta)
-        (coef,) = torch.autograd.grad(loss, per_episode)
-        for micro in chunks(range(len(rows)), self.rows_per_pass):
-            packed = pack_spans([[(rows[i][0], False), (rows[i][1], True)] for i in micro], self.pad_id)
-            with compute_dtype(self.model, self.dtype):
-                logp, _ = action_logprobs(self.model, packed.input_ids, packed.attention_mask, packed.action_mask)
-            row_logp = (logp.float() * packed.action_mask).sum(dim=1)
-            weights = coef[torch.from_numpy(episode[micro])].float()
-            (row_logp * weights).sum().backward()
-        torch.nn.utils.clip_grad_norm_(self.params, 1.0)
-        self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
-        return float(loss.detach())
+        loss = lambda logp: dpo_loss(logp, ref_episode, pairs, beta)  # noqa: E731
+        metrics = preference_step(self.model, self.optimizer, rows, episode, n_episodes, loss, self.pad_id,
+                                  self.rows_per_pass, self.dtype)  # fmt: skip
+        return metrics["preference/loss"]
 
     def save(self, folder: Path) -> None:
         """The PRM's trained weights and optimizer state into ``folder/prm.pt``."""

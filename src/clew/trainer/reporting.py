@@ -33,7 +33,7 @@ def record_iteration(
 ) -> None:  # fmt: skip
     """Log the iteration, write its trajectories, evaluate and checkpoint when they are due; ``seconds``: (rollout
     through row selection, the whole iteration)."""
-    cfg, it = session.cfg, state.iteration
+    it = state.iteration
     record = {
         **metrics, **credit.diagnostics,
         "rollout/env_steps_total": state.env_steps, "train/rows": n_rows, "train/groups": len(set(table.group)),
@@ -43,6 +43,13 @@ def record_iteration(
         record["engine/worker_restarts"] = session.link.engine.restarts
     write_iteration(session.run_dir / "trajectories" / f"iter_{it:06d}.parquet", it, table, credit, collected)
     session.log("iteration", record, iteration=it)
+    evaluate_and_checkpoint(session, state)
+    session.episodes.drop(it - 1)  # the rollout's episodes, kept as they ended, are recorded now
+
+
+def evaluate_and_checkpoint(session: Session, state: TrainerState) -> None:
+    """The held-out evaluation and the checkpoint of iteration ``state.iteration``, when they are due."""
+    cfg, it = session.cfg, state.iteration
     if cfg.eval.every and it % cfg.eval.every == 0 and it < cfg.iterations:
         evaluate_held_out(session, state)
     if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
@@ -53,7 +60,6 @@ def record_iteration(
             session.run_dir, state, policy.model, policy.tokenizer, learner.optimizer, cfg.keep_checkpoints,
             learner.guard_rows(), _saving_all(extras) if extras else None,
         )  # fmt: skip
-    session.episodes.drop(it - 1)  # the rollout's episodes, kept as they ended, are recorded now
 
 
 def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:

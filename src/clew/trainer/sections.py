@@ -4,6 +4,7 @@ values."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -226,6 +227,30 @@ class FilterConfig(_Frozen):
             raise ValueError(f"filters.d3s_samples must be >= 1 episodes per group, got {list(self.d3s_samples)}")
         if self.d3s_tokens is not None and not all(0 < k <= 1 for k in self.d3s_tokens):
             raise ValueError(f"filters.d3s_tokens must be shares in (0, 1], got {list(self.d3s_tokens)}")
+        return self
+
+
+class PreferenceConfig(_Frozen):
+    """Trajectory preference training (``clew.trainer.preference``): DPO on each group's (better, worse) episode pairs
+    or KTO on its successes and failures, instead of the policy-gradient update. Off without a loss."""
+
+    loss: Literal["dpo", "kto"] | None = Field(None, description="dpo | kto (None: policy-gradient RL)")
+    data: str | None = Field(
+        None, description="offline: a run directory whose stored episodes are the data (iterations = passes over "
+        "them); None: online, on each iteration's rollouts"
+    )  # fmt: skip
+    beta: float = Field(0.1, gt=0, description="the implicit reward's scale (DPO's and KTO's beta)")
+    groups_per_step: int = Field(8, ge=1, description="groups (tasks) per optimizer step")
+    desirable_weight: float = Field(1.0, gt=0, description="KTO's lambda_D")
+    undesirable_weight: float = Field(1.0, gt=0, description="KTO's lambda_U")
+
+    @model_validator(mode="after")
+    def _data(self) -> PreferenceConfig:
+        if self.data is not None and self.loss is None:
+            raise ValueError("preference.data trains on a run's episodes with a preference loss: set preference.loss "
+                             "(dpo or kto)")  # fmt: skip
+        if self.data is not None and not (Path(self.data) / "trajectories").is_dir():
+            raise ValueError(f"preference.data={self.data} is not a clew run directory with stored trajectories")
         return self
 
 

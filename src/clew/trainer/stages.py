@@ -21,11 +21,13 @@ from clew.table import TurnTable
 from clew.tensors import TokenRow
 from clew.trainer import curriculum, downsample
 from clew.trainer import distill as distillation
+from clew.trainer import preference as prefer
 from clew.trainer.credit_inputs import credit_input
 from clew.trainer.distributed import LearnerGroup
+from clew.trainer.learner import Learner
 from clew.trainer.select import cap_rows, drop_env_errors, drop_zero_variance, shape
 from clew.trainer.session import Session, connect
-from clew.trainer.states import token_entropies
+from clew.trainer.states import span_logprobs, token_entropies
 from clew.types import Episode, Group
 
 Rollout = tuple[list[Group], list[Group]]  # (groups to train on, every group collected)
@@ -179,12 +181,18 @@ def select(session: Session, table: TurnTable, rows: list[TokenRow], it: int) ->
     return rows, metrics
 
 
-def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, float], Rollout | None]:
+def update(
+    session: Session, rows: list[TokenRow], it: int, table: TurnTable | None = None
+) -> tuple[dict[str, float], Rollout | None]:
     """The learner's update. With ``rollout.max_staleness >= 1`` the next iteration's rollout runs meanwhile,
     sampled by the weights before this update (one update behind): the update on the learner ranks of a
-    cluster, or in one process in a thread of its own (the engine then samples from its own weights)."""
+    cluster, or in one process in a thread of its own (the engine then samples from its own weights). With
+    ``preference.loss`` the update is preference steps on the ``table``'s episodes instead."""
     cfg, learner = session.cfg, session.learner
     seed = derive_seed(cfg.seed, it, "update")
+    if cfg.preference.loss is not None and table is not None:
+        data = prefer.from_episodes(table.episodes, [e.group_id for e in table.episodes], policy_scores(session))
+        return preference_update(session, data, it), None
     if not (cfg.rollout.max_staleness > 0 and it + 1 < cfg.iterations):
         return learner.update(rows, seed), None
     start = time.perf_counter()
@@ -197,3 +205,23 @@ def update(session: Session, rows: list[TokenRow], it: int) -> tuple[dict[str, f
         ahead = rollout(session, it + 1, keep=False)
         ahead_s = time.perf_counter() - start
         return {**done.result(), "time/rollout_ahead_s": ahead_s}, ahead
+
+
+def policy_scores(session: Session) -> Callable[[list[prefer.Row]], np.ndarray]:
+    """Each (prompt, action) row's summed action log-prob under the policy's current weights (temperature 1)."""
+    policy, train = session.policy, session.cfg.train
+    return lambda rows: span_logprobs(policy.model, [r[0] for r in rows], [r[1] for r in rows], policy.pad_id,
+                                      train.microbatch_rows, train.dtype, "sum")  # fmt: skip
+
+
+def preference_update(session: Session, data: prefer.Episodes, it: int) -> dict[str, float]:
+    """One pass of preference steps over ``data`` with the learner's model and optimizer (its learning rate)."""
+    learner, cfg = session.learner, session.cfg
+    assert isinstance(learner, Learner)  # the config refuses preference training on a cluster
+    for group in learner.optimizer.param_groups:
+        group["lr"] = learner.lr() * group.get("lr_scale", 1.0)
+    metrics = prefer.train_on(data, cfg.preference, learner.model, learner.optimizer, session.policy.pad_id,
+                              cfg.train.microbatch_rows, cfg.train.dtype, cfg.train.max_grad_norm,
+                              derive_seed(cfg.seed, it, "preference"))  # fmt: skip
+    learner.steps += int(metrics["train/optimizer_steps"])
+    return metrics
