@@ -37,6 +37,7 @@ from clew.trainer.sections import (
     ObjectiveConfig,
     PolicyConfig,
     PreferenceConfig,
+    ReplayConfig,
     SFTConfig,
     ShapingConfig,
     TrainConfig,
@@ -60,6 +61,7 @@ __all__ = [
     "ObjectiveConfig",
     "PolicyConfig",
     "PreferenceConfig",
+    "ReplayConfig",
     "RolloutConfig",
     "RunConfig",
     "SFTConfig",
@@ -101,6 +103,7 @@ class RunConfig(_Frozen):
     distill: DistillConfig = DistillConfig()
     curriculum: CurriculumConfig = CurriculumConfig()
     preference: PreferenceConfig = PreferenceConfig()
+    replay: ReplayConfig = ReplayConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
@@ -269,6 +272,11 @@ class RunConfig(_Frozen):
                 )
 
     def _staleness_served(self) -> None:
+        if self.replay.capacity > 0 and self.objective.tis_cap is None:
+            raise ValueError(
+                f"replay.capacity={self.replay.capacity} trains on episodes sampled by older weights; set "
+                f"objective.tis_cap (e.g. {DEFAULT_TIS_CAP}) so truncated importance sampling corrects the mismatch"
+            )
         if self.rollout.max_staleness == 0:
             return
         if self.objective.tis_cap is None:

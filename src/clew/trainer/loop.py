@@ -64,6 +64,8 @@ class Trainer:
             rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values,
                            credit.clip_scale, teacher)  # fmt: skip
             rows, selected = stages.select(session, table, rows, it)  # filters, down-sampling, the row cap
+            imitated = stages.imitation(session, table, it)  # stored successes, replayed (replay.mode=sil)
+            rows += imitated
             rollout_s = time.perf_counter() - start
             metrics, ahead = stages.update(session, rows, it, table)  # update (off-policy: the next rollout meanwhile)
             metrics.update(selected)
@@ -73,6 +75,7 @@ class Trainer:
             metrics["rollout/staleness"] = staleness
             env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
             metrics.update(rollout_metrics(collected))
+            metrics.update(stages.remember(session, groups, collected, len(imitated)))  # the replay store
             session.curriculum, level = curriculum.after_iteration(
                 cfg.curriculum, session.curriculum, it, cfg.iterations, metrics["rollout/success_rate"]
             )  # the difficulty of the next tasks (curriculum.key)

@@ -94,6 +94,10 @@ class EnvConfig(_Frozen):
 
     id: str = Field("keydoor-v0", description="registered env id or module:Class")
     kwargs: dict[str, Any] = Field(default_factory=dict, description="env constructor kwargs")
+    train_seeds: int | None = Field(
+        None, ge=1, le=500_000, description="training tasks drawn from seeds 0..N-1, a fixed task set as a "
+        "dataset's (None: a fresh seed per task); held-out evaluation seeds stay apart"
+    )  # fmt: skip
 
     @field_validator("id")
     @classmethod
@@ -228,6 +232,17 @@ class FilterConfig(_Frozen):
         if self.d3s_tokens is not None and not all(0 < k <= 1 for k in self.d3s_tokens):
             raise ValueError(f"filters.d3s_tokens must be shares in (0, 1], got {list(self.d3s_tokens)}")
         return self
+
+
+class ReplayConfig(_Frozen):
+    """Experience replay of the run's successful episodes (``clew.trainer.replay``); off with capacity 0."""
+
+    capacity: int = Field(0, ge=0, description="successful episodes kept, newest first out last (0: off)")
+    mode: Literal["arpo", "sil"] = Field(
+        "sil", description="arpo: a stored success of the task joins each all-failure group; sil: stored successes "
+        "join each update with advantage max(R - batch mean, 0)"
+    )  # fmt: skip
+    per_iteration: int = Field(4, ge=1, description="sil: stored episodes replayed per update")
 
 
 class PreferenceConfig(_Frozen):

@@ -31,6 +31,7 @@ from clew.trainer.learner import Learner
 from clew.trainer.partial import EpisodeLog
 from clew.trainer.prm import ImplicitPRM
 from clew.trainer.record import Recorder, Reporter
+from clew.trainer.replay import ReplayBuffer
 from clew.trainer.sft import sft
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 
@@ -57,6 +58,7 @@ class Session:
     prm: ImplicitPRM | None = None  # OPRL's implicit process reward model, trained beside the policy
     teacher: HFPolicy | None = None  # the on-policy distillation teacher (``distill.teacher``), frozen
     curriculum: CurriculumState = field(default_factory=CurriculumState)  # the training tasks' difficulty level
+    replay: ReplayBuffer | None = None  # the run's stored successes (``replay.capacity``)
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -119,12 +121,14 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     )
     session.prm = implicit_prm(session)
     session.teacher = load_teacher(cfg.distill.teacher, session.policy) if cfg.distill.teacher else None
+    session.replay = ReplayBuffer(cfg.replay.capacity) if cfg.replay.capacity else None
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)
     session.curriculum = CurriculumState.from_json(state.curriculum)
-    if session.prm is not None:
-        session.prm.load(found[-1])
+    for part in (session.prm, session.replay):
+        if part is not None:
+            part.load(found[-1])
     if isinstance(session.learner, Learner) and session.learner.critic is not None:
         session.learner.critic.load(found[-1])
     probe = load_probe(found[-1])

@@ -19,7 +19,7 @@ from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.tensors import TokenRow
-from clew.trainer import curriculum, downsample
+from clew.trainer import curriculum, downsample, replay
 from clew.trainer import distill as distillation
 from clew.trainer import preference as prefer
 from clew.trainer.credit_inputs import credit_input
@@ -46,6 +46,8 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
         collected += groups
         groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
+        if session.replay is not None and cfg.replay.mode == "arpo":  # a stored success into all-failure groups
+            groups, _ = replay.inject(groups, session.replay)
         kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
         if len(kept) >= cfg.tasks_per_iteration:
             break
@@ -54,7 +56,7 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
 
 def task(session: Session, it: int, round_: int, i: int) -> Task:
     cfg = session.cfg
-    seed = derive_seed(cfg.seed, it, round_, i) % 500_000  # training seeds < 500k (SFT, eval above)
+    seed = derive_seed(cfg.seed, it, round_, i) % (cfg.env.train_seeds or 500_000)  # < 500k (SFT, eval above)
     kwargs = curriculum.task_kwargs(cfg.curriculum, cfg.env.kwargs, session.curriculum, it, cfg.iterations, seed)
     return Task(cfg.env.id, seed, kwargs)
 
@@ -225,3 +227,26 @@ def preference_update(session: Session, data: prefer.Episodes, it: int) -> dict[
                               derive_seed(cfg.seed, it, "preference"))  # fmt: skip
     learner.steps += int(metrics["train/optimizer_steps"])
     return metrics
+
+
+def imitation(session: Session, table: TurnTable, it: int) -> list[TokenRow]:
+    """Self-imitation rows (``replay.mode=sil``): stored successes with advantage max(R - the batch's mean outcome,
+    0), episode ids after the table's."""
+    cfg = session.cfg
+    if session.replay is None or cfg.replay.mode != "sil" or not table.episodes:
+        return []
+    stored = session.replay.sample(cfg.replay.per_iteration, derive_seed(cfg.seed, it, "replay"))
+    baseline = float(np.mean([e.outcome for e in table.episodes]))
+    return replay.imitation_rows(stored, baseline, len(table.episodes), cfg.train.merge_prefix)
+
+
+def remember(session: Session, groups: list[Group], collected: list[Group], imitation_rows: int) -> dict[str, float]:
+    """Store the fresh successes of ``collected``; the replay's metrics (the replayed episodes in ``groups`` are those
+    that were not collected this iteration)."""
+    if session.replay is None:
+        return {}
+    fresh = {id(e) for g in collected for e in g.episodes}
+    injected = sum(id(e) not in fresh for g in groups for e in g.episodes)
+    added = session.replay.add(collected)
+    return {"replay/injected": float(injected), "replay/imitation_rows": float(imitation_rows),
+            "replay/added": float(added), "replay/stored": float(len(session.replay.episodes))}  # fmt: skip
