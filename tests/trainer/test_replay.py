@@ -10,12 +10,13 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from clew.credit import CreditInput, compute
 from clew.store.run import read_jsonl
 from clew.store.trajectories import read_trajectories
 from clew.trainer import Trainer
 from clew.trainer.checkpoint import checkpoints
 from clew.trainer.config import RunConfig
-from clew.trainer.replay import REPLAY_FILE, ReplayBuffer, imitation_rows, inject
+from clew.trainer.replay import REPLAY_FILE, ReplayBuffer, all_failed, imitation_rows, inject
 from clew.types import Episode, Group, Turn
 
 Make = Callable[..., RunConfig]
@@ -32,7 +33,7 @@ def test_the_store_keeps_the_newest_successes(tmp_path: Path) -> None:
     assert store.add([Group(0, "parity", 1, [_episode(1, True), _episode(1, False)])]) == 1
     store.add([Group(1, "parity", 2, [_episode(2, True), _episode(3, True)])])
     assert [e.seed for e in store.episodes] == [2, 3]  # the first success fell out
-    assert store.success_of("parity", 3) is store.episodes[1] and store.success_of("parity", 1) is None
+    assert store.successes_of("parity", 3) == [store.episodes[1]] and store.successes_of("parity", 1) == []
     assert sorted(e.seed for e in store.sample(5, 0)) == [2, 3] and len(store.sample(1, 0)) == 1
     store.save(tmp_path)
     again = ReplayBuffer(capacity=2)
@@ -42,15 +43,30 @@ def test_the_store_keeps_the_newest_successes(tmp_path: Path) -> None:
 
 
 def test_arpo_puts_a_stored_success_into_an_all_failure_group() -> None:
-    store = ReplayBuffer(4, [_episode(7, True, group=99)])
-    failed = Group(3, "parity", 7, [_episode(7, False, group=3), _episode(7, False, group=3)])
+    store = ReplayBuffer(16, [_episode(7, True, group=99), _episode(9, True)], per_task=8)
+    failed = Group(3, "parity", 7, [_episode(7, False, group=3) for _ in range(8)])
     mixed = Group(4, "parity", 7, [_episode(7, True, group=4), _episode(7, False, group=4)])
     other = Group(5, "parity", 8, [_episode(8, False, group=5)])
-    groups, injected = inject([failed, mixed, other], store)
+    groups, injected = inject([failed, mixed, other], store, seed=0)
     assert injected == 1
-    assert groups[0].episodes[0] is failed.episodes[0] and groups[0].episodes[1].success
-    assert groups[0].episodes[1].group_id == 3 and store.episodes[0].group_id == 99  # a copy, the store unchanged
+    assert groups[0].episodes[0].success and groups[0].episodes[1:] == failed.episodes[1:]  # the first replaced
+    assert groups[0].episodes[0].group_id == 3 and store.episodes[0].group_id == 99  # a copy, the store unchanged
     assert groups[1] is mixed and groups[2] is other
+    # objectives.md section 22: [0 x 8] with a stored success -> [1, 0 x 7]: GRPO's A = [2.47487, -0.35355 x 7]
+    outcomes = [e.outcome for e in groups[0].episodes]
+    inp = CreditInput.from_arrays(group=[0] * 8, episode=list(range(8)), turn=[0] * 8, reward=outcomes,
+                                  outcome=outcomes)  # fmt: skip
+    advantage = compute("grpo", inp).turn_advantage
+    assert advantage[0] == pytest.approx(2.47487, abs=1e-5) and advantage[1:] == pytest.approx([-0.35355] * 7, abs=1e-5)
+
+
+def test_arpo_draws_among_a_tasks_newest_successes() -> None:
+    store = ReplayBuffer(16, [_episode(7, True, turns=n) for n in (1, 2, 3)], per_task=2)
+    assert [len(e.turns) for e in store.successes_of("parity", 7)] == [2, 3]
+    drawn = {len(inject([Group(0, "parity", 7, [_episode(7, False)])], store, seed=s)[0][0].episodes[0].turns)
+             for s in range(20)}  # fmt: skip
+    assert drawn == {2, 3}
+    assert not all_failed(Group(0, "parity", 7, [_episode(7, False), _episode(7, True)]))
 
 
 def test_imitation_rows_by_hand() -> None:

@@ -1,11 +1,13 @@
 """Experience replay: a store of the run's successful episodes, with the behaviour log-probs they were sampled with,
 used off-policy (truncated importance sampling corrects the drift: ``objective.tis_cap`` is required).
 
-- ``arpo``: a group whose fresh episodes all failed gets one stored success of the same task (env and seed) in place
-  of its last episode, so that a task the policy cannot solve yet still has a contrast (ARPO, "End-to-End Policy
-  Optimization for GUI Agents with Experience Replay": a per-task replay buffer injected into all-failure groups;
-  only its abstract is in the seed list, so the details are unconfirmed). Tasks recur only where the training tasks
-  are a fixed set (``env.train_seeds``).
+- ``arpo``: a group whose fresh episodes all failed (outcome std < 0.05 and mean < 0.2) gets one stored success of
+  the same task (env and seed), drawn uniformly among the task's newest ``replay.per_task``, in place of its first
+  episode, so that a task the policy cannot solve yet still has a contrast ("ARPO: End-to-End Policy Optimization for
+  GUI Agents with Experience Replay", code ``verl/trainer/replay_buffer.py``, ``apply_replay``, per
+  ``shared/reference/objectives.md`` section 22: a per-task FIFO of 8 successes; any importance weighting beyond PPO
+  there is unconfirmed, clew's is TIS). Tasks recur only where the training tasks are a fixed set
+  (``env.train_seeds``).
 - ``sil``: self-imitation. ``replay.per_iteration`` stored successes join each update with the advantage
   max(R - b, 0), b the mean outcome of the fresh batch: the advantage is recomputed against the current policy's
   performance every time an episode is replayed (SPEAR, "Learn the Ropes, Then Trust the Wins: Self-imitation with
@@ -43,6 +45,7 @@ class ReplayBuffer:
 
     capacity: int
     episodes: list[Episode] = field(default_factory=list)
+    per_task: int = 8  # ARPO draws among a task's newest ``per_task`` successes
 
     def add(self, groups: Sequence[Group]) -> int:
         """Store the successful episodes of ``groups`` (without errors); returns how many were added."""
@@ -50,9 +53,10 @@ class ReplayBuffer:
         self.episodes = (self.episodes + new)[-self.capacity :] if self.capacity else []
         return len(new)
 
-    def success_of(self, task_id: str, seed: int) -> Episode | None:
-        """The newest stored success of the task (``task_id``, ``seed``), or None."""
-        return next((e for e in reversed(self.episodes) if e.task_id == task_id and e.seed == seed), None)
+    def successes_of(self, task_id: str, seed: int) -> list[Episode]:
+        """The stored successes of the task (``task_id``, ``seed``), oldest first, at most ``per_task``."""
+        found = [e for e in self.episodes if e.task_id == task_id and e.seed == seed]
+        return found[-self.per_task :]
 
     def sample(self, n: int, seed: int) -> list[Episode]:
         """``n`` stored episodes drawn without replacement (all of them when fewer), seeded."""
@@ -70,17 +74,23 @@ class ReplayBuffer:
             self.episodes = [Episode.from_dict(d) for d in json.loads(path.read_text())][-self.capacity :]
 
 
-def inject(groups: Sequence[Group], buffer: ReplayBuffer) -> tuple[list[Group], int]:
-    """ARPO: each group whose episodes all failed gets the store's success of its task in place of its last episode
-    (its group id set to the group's). Returns the groups and how many received one."""
-    out, injected = [], 0
+def all_failed(group: Group) -> bool:
+    """ARPO's test for a group without signal to learn from: outcome std < 0.05 and mean < 0.2."""
+    outcomes = np.asarray(group.outcomes, dtype=np.float64)
+    return bool(outcomes.size) and float(outcomes.std()) < 0.05 and float(outcomes.mean()) < 0.2
+
+
+def inject(groups: Sequence[Group], buffer: ReplayBuffer, seed: int) -> tuple[list[Group], int]:
+    """ARPO: each all-failure group (``all_failed``) with a stored success of its task gets one, drawn uniformly
+    (seeded), in place of its first episode, with the group's id. Returns the groups and how many received one."""
+    rng, out, injected = random.Random(seed), [], 0
     for group in groups:
-        stored = buffer.success_of(group.task_id, group.seed)
-        if stored is None or any(e.success for e in group.episodes) or not group.episodes:
+        stored = buffer.successes_of(group.task_id, group.seed)
+        if not stored or not all_failed(group):
             out.append(group)
             continue
-        replayed = dataclasses.replace(stored, group_id=group.group_id)
-        out.append(dataclasses.replace(group, episodes=[*group.episodes[:-1], replayed]))
+        replayed = dataclasses.replace(rng.choice(stored), group_id=group.group_id)
+        out.append(dataclasses.replace(group, episodes=[replayed, *group.episodes[1:]]))
         injected += 1
     return out, injected
 

@@ -243,6 +243,7 @@ class ReplayConfig(_Frozen):
         "join each update with advantage max(R - batch mean, 0)"
     )  # fmt: skip
     per_iteration: int = Field(4, ge=1, description="sil: stored episodes replayed per update")
+    per_task: int = Field(8, ge=1, description="arpo: a task's newest stored successes drawn from (ARPO's 8)")
 
 
 class PreferenceConfig(_Frozen):

@@ -121,7 +121,7 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     )
     session.prm = implicit_prm(session)
     session.teacher = load_teacher(cfg.distill.teacher, session.policy) if cfg.distill.teacher else None
-    session.replay = ReplayBuffer(cfg.replay.capacity) if cfg.replay.capacity else None
+    session.replay = ReplayBuffer(cfg.replay.capacity, per_task=cfg.replay.per_task) if cfg.replay.capacity else None
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)

@@ -47,7 +47,7 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         collected += groups
         groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
         if session.replay is not None and cfg.replay.mode == "arpo":  # a stored success into all-failure groups
-            groups, _ = replay.inject(groups, session.replay)
+            groups, _ = replay.inject(groups, session.replay, derive_seed(cfg.seed, it, round_, "arpo"))
         kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
         if len(kept) >= cfg.tasks_per_iteration:
             break
