@@ -193,6 +193,16 @@ class ShapingConfig(_Frozen):
         "0 turns the soft punishment off",
     )
 
+    turn_cost: float = Field(0.0, ge=0, description="charged to every env action (a cost per step)")
+    tool_call_cost: float = Field(0.0, ge=0, description="charged to every tool call (a turn with info['tool_call'])")
+    token_cost: float = Field(0.0, ge=0, description="charged per action token (a cost per generated token)")
+    turn_budget: int | None = Field(None, ge=1, description="env actions free of over_budget_cost (None: no budget)")
+    over_budget_cost: float = Field(0.0, ge=0, description="charged to each env action past turn_budget")
+    hapo_weight: float = Field(
+        0.0, ge=0, description="HAPO's history-aware length reward (arXiv 2505.11225) at this weight, on each "
+        "episode's last turn: its generated tokens against the shortest success of the same task so far (0: off)"
+    )  # fmt: skip
+
     @model_validator(mode="after")
     def _soft_needs_buffer(self) -> ShapingConfig:
         if self.overlong_soft > 0 and self.overlong_buffer == 0:

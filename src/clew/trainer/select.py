@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from clew.tensors import TokenRow
 from clew.trainer.config import FilterConfig, ShapingConfig
+from clew.trainer.costs import turn_cost
 from clew.types import Group
 
 
@@ -17,18 +18,22 @@ def shape(groups: Sequence[Group], cfg: ShapingConfig, max_new_tokens: int) -> N
     Invalid actions (``info["invalid_action"]``), env actions cut at ``max_new_tokens``
     (``Turn.cut``, whether or not the env then ended the episode) and, with DAPO's soft overlong
     punishment, env actions longer than ``max_new_tokens - L_cache`` become penalised turns of a
-    recorded episode, never exceptions. Where credit charges a penalty is the estimator's
+    recorded episode, never exceptions. Costs (``clew.trainer.costs.turn_cost``: per step, tool call, token and step
+    past the turn budget) are charged to env actions. Where credit charges a penalty is the estimator's
     ``penalty_placement`` (``clew.credit.compute``). Idempotent.
     """
     buffer = round(cfg.overlong_buffer * max_new_tokens)
     for group in groups:
         for episode in group.episodes:
+            step = 0
             for turn in episode.turns:
                 turn.penalty = cfg.invalid_action_penalty if turn.info.get("invalid_action") else 0.0
                 if not turn.env_step:
                     continue  # a cut summary is kept as written; length shaping is for env actions
                 turn.penalty += cfg.overlong_penalty if turn.cut else 0.0
                 turn.penalty += soft_overlong_penalty(len(turn.action_ids), max_new_tokens, buffer, cfg.overlong_soft)
+                turn.penalty += turn_cost(turn, step, cfg)  # per step, tool call, token, past the budget
+                step += 1
 
 
 def soft_overlong_penalty(length: int, max_tokens: int, buffer_tokens: int, factor: float = 1.0) -> float:

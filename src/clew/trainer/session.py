@@ -24,6 +24,7 @@ from clew.trainer import harnessed, weights
 from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_iteration
 from clew.trainer.cluster import Cluster
 from clew.trainer.config import RunConfig, dump_config
+from clew.trainer.costs import LengthHistory
 from clew.trainer.curriculum import CurriculumState
 from clew.trainer.distill import load_teacher
 from clew.trainer.distributed import LearnerGroup
@@ -59,6 +60,7 @@ class Session:
     teacher: HFPolicy | None = None  # the on-policy distillation teacher (``distill.teacher``), frozen
     curriculum: CurriculumState = field(default_factory=CurriculumState)  # the training tasks' difficulty level
     replay: ReplayBuffer | None = None  # the run's stored successes (``replay.capacity``)
+    lengths: LengthHistory | None = None  # HAPO's shortest success per task (``shaping.hapo_weight``)
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -122,11 +124,12 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     session.prm = implicit_prm(session)
     session.teacher = load_teacher(cfg.distill.teacher, session.policy) if cfg.distill.teacher else None
     session.replay = ReplayBuffer(cfg.replay.capacity, per_task=cfg.replay.per_task) if cfg.replay.capacity else None
+    session.lengths = LengthHistory() if cfg.shaping.hapo_weight > 0 else None
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)
     session.curriculum = CurriculumState.from_json(state.curriculum)
-    for part in (session.prm, session.replay):
+    for part in (session.prm, session.replay, session.lengths):
         if part is not None:
             part.load(found[-1])
     if isinstance(session.learner, Learner) and session.learner.critic is not None:

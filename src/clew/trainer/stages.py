@@ -44,6 +44,8 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         tasks = [task(session, it, round_, i) for i in range(need)]
         groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(kept), it, keep)
         shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
+        if session.lengths is not None:  # HAPO's length reward against each task's shortest success so far
+            session.lengths.shape(groups, cfg.shaping.hapo_weight)
         collected += groups
         groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
         if session.replay is not None and cfg.replay.mode == "arpo":  # a stored success into all-failure groups
