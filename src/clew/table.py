@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from clew.types import Episode, Group, Turn
+from clew.types import REPLAYED, Episode, Group, Turn
 
 Array = np.ndarray
 
@@ -103,6 +103,13 @@ class TurnTable:
         n_tokens = int(self.token_offsets[-1])
         if token_values is not None and token_values.shape != (n_tokens,):
             raise ValueError(f"{what}: {token_values.shape[0]} per-token values for {n_tokens} action tokens")
+
+    @property
+    def trained_tokens(self) -> np.ndarray:
+        """(K,) bool: the action tokens that make training rows, all but those of a branch's replayed prefix (turns
+        marked ``info["replayed"]``, which their root episode trains on)."""
+        kept = np.array([not t.info.get(REPLAYED) for t in self.turns], dtype=bool)
+        return np.repeat(kept, np.diff(self.token_offsets))
 
     def episode_rows(self) -> list[range]:
         """For each episode (also those without turns), the range of its rows."""

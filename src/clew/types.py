@@ -14,6 +14,9 @@ FailureType = Literal["infra", "policy"]
 """Who a failure is charged to: ``infra`` (out of credit and baselines) or ``policy`` (kept, scored as a failure)."""
 
 
+REPLAYED = "replayed"  # Turn.info key: a turn of a branch's replayed prefix (Task.prefix), not a sample of its rollout
+
+
 @dataclass
 class Turn:
     """One decision of the agent.

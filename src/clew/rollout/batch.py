@@ -17,7 +17,7 @@ import numpy as np
 
 from clew.table import TurnTable
 from clew.tensors import TokenRow
-from clew.types import Turn
+from clew.types import REPLAYED, Turn
 
 
 def to_rows(
@@ -34,7 +34,8 @@ def to_rows(
     ``clip_scale``: (N,), a factor on each turn's clip range (adaptive clipping), on every token of the turn.
     ``teacher_logprobs``: (K,), a distillation teacher's log-prob of every action token (NaN: not distilled).
 
-    Turns with no action tokens (an episode that ended before sampling) produce no row.
+    Turns with no action tokens (an episode that ended before sampling) and the replayed prefix of a branched episode
+    (``info["replayed"]``, trained in its root episode) produce no row.
     """
     table.check_aligned(turn_advantage, token_advantage)
     off = table.token_offsets
@@ -42,19 +43,22 @@ def to_rows(
     for episode_id, span in enumerate(table.episode_rows()):
         pieces = []
         for i in span:
+            if table.turns[i].info.get(REPLAYED):  # a branch's replayed prefix: its root episode trains on it
+                continue
             if token_advantage is not None:
                 adv = [float(x) for x in token_advantage[off[i] : off[i + 1]]]
             else:
                 adv = [float(turn_advantage[i])] * int(off[i + 1] - off[i])
             pieces.append((table.turns[i], adv))
         rows += _episode_rows(pieces, episode_id, merge_prefix)
+    trained = table.trained_tokens  # the per-token arrays' slice that the rows hold
     if clip_scale is not None:
         table.check_aligned(clip_scale, what="clip scales")
-        per_token = np.repeat(clip_scale, np.diff(off))
+        per_token = np.repeat(clip_scale, np.diff(off))[trained]
         rows = _with_per_token(rows, per_token, lambda row, part: replace(row, clip_scales=part))
     if teacher_logprobs is not None:
-        rows = _with_per_token(rows, teacher_logprobs, lambda row, part: replace(row, teacher_logprobs=part))
-    return rows if values is None else _with_values(rows, *values)
+        rows = _with_per_token(rows, teacher_logprobs[trained], lambda row, part: replace(row, teacher_logprobs=part))
+    return rows if values is None else _with_values(rows, values[0][trained], values[1][trained])
 
 
 def _with_per_token(

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -77,6 +77,15 @@ class RolloutConfig(BaseModel):
         "loop, so runs repeat bit for bit); a few ms lets fast episodes pass a slow env. Continuous-batching "
         "engines (vllm) never wait",
     )
+    branch_roots: int = Field(
+        0, ge=0, description="branching rollouts: episodes per group that k continuations branch from, at one turn "
+        "each (0: off); every branch point's continuations form a group of their own"
+    )  # fmt: skip
+    branch_k: int = Field(4, ge=2, description="continuations per branch point (its group's size)")
+    branch_at: Literal["uniform", "entropy"] = Field(
+        "uniform", description="the branch turn: uniform over the episode's env actions (SLATE's step-level "
+        "sampling) or the one with the highest mean token entropy (LATR's high-uncertainty branching)"
+    )  # fmt: skip
     engine: str = Field("hf", description=f"rollout engine, a registered name: {', '.join(engines())}")
     engine_tolerance: float = Field(
         1e-3, gt=0, description="max |engine - learner| log-prob on the parity probe after each sync"

@@ -40,7 +40,7 @@ from clew.rollout.config import RolloutConfig
 from clew.rollout.context import ContextStrategy, Framing, History
 from clew.rollout.envsteps import EnvSteps
 from clew.rollout.tasks import Task, derive_seed
-from clew.types import Episode, FailureType, Group, Turn
+from clew.types import REPLAYED, Episode, FailureType, Group, Turn
 
 
 @dataclass
@@ -137,7 +137,8 @@ def _reach_branch_point(
     branch_points: dict[int, bytes] | None,
 ) -> None:  # fmt: skip
     """Put ``env`` where ``prefix`` left it (``Task.prefix``): restore the group's snapshot of that point, or step the
-    recorded actions again (then snapshot it for the group's other members). The prefix's turns open the episode."""
+    recorded actions again (then snapshot it for the group's other members). The prefix's turns open the episode,
+    marked ``info["replayed"]``: they are not this rollout's samples (no training rows, no env steps)."""
     saved = branch_points.get(key) if branch_points is not None and prefix else None
     if saved is not None and isinstance(env, HasSnapshot):
         env.restore(saved)
@@ -148,7 +149,7 @@ def _reach_branch_point(
             result = env.step(turn.action_text)
             if result.observation != turn.observation or result.terminated or result.truncated:
                 raise RuntimeError(f"replaying turn {len(episode.turns)} diverged from the recorded episode")
-        episode.turns.append(dataclasses.replace(turn, info=dict(turn.info)))
+        episode.turns.append(dataclasses.replace(turn, info={**turn.info, REPLAYED: True}))
         _record_outcome(episode, float(turn.reward), None)
         history.add(turn.action_ids, turn.observation, framing)
     if prefix and saved is None and branch_points is not None and isinstance(env, HasSnapshot):
@@ -306,8 +307,8 @@ def _edit_turn(item: _Live, completion: Completion, state: str | None) -> Turn:
 
 
 def env_turns(episode: Episode) -> int:
-    """Turns that were env actions (context edits such as summaries do not count against ``max_turns``)."""
-    return sum(t.env_step for t in episode.turns)
+    """Env actions the rollout took: context edits (summaries) and the replayed prefix of a branch are not."""
+    return sum(t.env_step and not t.info.get(REPLAYED) for t in episode.turns)
 
 
 def _apply_step(episode: Episode, result: StepResult, action: Completion) -> None:

@@ -170,6 +170,7 @@ class RunConfig(_Frozen):
             )
         self._critic_served(spec)
         self._down_sampling_served()
+        self._branching_served()
         if self.preference.loss is not None and (self.cluster is not None or self.harness is not None):
             raise ValueError("preference.loss trains in the driver's learner on one process's rollouts or on a "
                              "stored run; drop cluster/harness")  # fmt: skip
@@ -201,6 +202,18 @@ class RunConfig(_Frozen):
                 f"credit.name={self.credit.name} needs the entropies of sampled tokens; set rollout.temperature > 0"
             )
         return self
+
+    def _branching_served(self) -> None:
+        """Branching rollouts replay a root episode's actions and rebuild its prompts (as SPO's branches do)."""
+        if not self.rollout.branch_roots:
+            return
+        if self.harness is not None:
+            raise ValueError("rollout.branch_roots replays episodes through the env; a harness run has none")
+        if self.rollout.context.name not in REPLAYABLE_CONTEXTS:
+            raise ValueError(
+                f"rollout.branch_roots branches from replayed histories, which rollout.context="
+                f"{self.rollout.context.name} cannot rebuild; use one of {list(REPLAYABLE_CONTEXTS)}"
+            )
 
     def _down_sampling_served(self) -> None:
         samples, tokens = self.filters.d3s_samples, self.filters.d3s_tokens

@@ -112,11 +112,15 @@ def drop_small_advantages(rows: Sequence[TokenRow], threshold: float) -> list[in
     return [i for i, row in enumerate(rows) if any(abs(a) >= threshold for a in row.advantages)]
 
 
-def row_entropies(rows: Sequence[TokenRow], entropy: np.ndarray | None) -> list[list[float]] | None:
-    """Each row's slice of the table's per-token entropies (``rows`` in table order covering every action token once,
-    as ``clew.rollout.batch.to_rows`` builds them); None when the engine reported none."""
+def row_entropies(
+    rows: Sequence[TokenRow], entropy: np.ndarray | None, trained: np.ndarray | None = None
+) -> list[list[float]] | None:
+    """Each row's slice of the table's per-token entropies (``rows`` in table order covering every trained action
+    token once, as ``clew.rollout.batch.to_rows`` builds them; ``trained``: the table's mask of those tokens); None
+    when the engine reported none."""
     if entropy is None:
         return None
+    entropy = entropy if trained is None else entropy[trained]
     bounds = np.cumsum([0] + [len(r.advantages) for r in rows])
     if bounds[-1] != len(entropy):
         raise ValueError(f"{len(entropy)} entropies for rows of {bounds[-1]} action tokens")

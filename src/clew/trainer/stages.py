@@ -19,7 +19,7 @@ from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
 from clew.table import TurnTable
 from clew.tensors import TokenRow
-from clew.trainer import curriculum, downsample, replay
+from clew.trainer import branching, curriculum, downsample, replay
 from clew.trainer import distill as distillation
 from clew.trainer import preference as prefer
 from clew.trainer.credit_inputs import credit_input
@@ -53,14 +53,42 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
         if len(kept) >= cfg.tasks_per_iteration:
             break
-    return kept[: cfg.tasks_per_iteration], collected
+    kept = kept[: cfg.tasks_per_iteration]
+    branched = branch(session, kept, it) if cfg.rollout.branch_roots else []  # continuations from shared prefixes
+    return kept + branched, collected + branched
+
+
+def branch(session: Session, groups: list[Group], it: int) -> list[Group]:
+    """Branching rollouts (``clew.trainer.branching``): ``rollout.branch_k`` continuations from a cut of
+    ``rollout.branch_roots`` episodes per group, one new group per branch point (ids after the batch's), shaped and
+    with infra failures (a replay that diverged) left out."""
+    cfg, actor = session.cfg, session.actor
+    assert actor is not None  # an env run (the config refuses harness runs)
+    rollout = cfg.rollout
+    points = branching.branch_points(
+        groups, rollout.branch_roots, rollout.branch_at, derive_seed(cfg.seed, it, "branch")
+    )
+    if not points:
+        return []
+    tasks = [Task(cfg.env.id, root.seed, _task_kwargs(session, it, root.seed), tuple(root.turns[:t]))
+             for root, t in points]  # fmt: skip
+    envs = session.env_hosts.make if session.env_hosts else None
+    many = rollout.model_copy(update={"group_size": rollout.branch_k})
+    offset = 1 + max(g.group_id for g in groups)
+    new = collect(actor, tasks, many, derive_seed(cfg.seed, it, "branches"), session.framing, offset, env_factory=envs)
+    shape(new, cfg.shaping, rollout.max_new_tokens)
+    return drop_env_errors(new)
+
+
+def _task_kwargs(session: Session, it: int, seed: int) -> dict[str, Any]:
+    cfg = session.cfg
+    return curriculum.task_kwargs(cfg.curriculum, cfg.env.kwargs, session.curriculum, it, cfg.iterations, seed)
 
 
 def task(session: Session, it: int, round_: int, i: int) -> Task:
     cfg = session.cfg
     seed = derive_seed(cfg.seed, it, round_, i) % (cfg.env.train_seeds or 500_000)  # < 500k (SFT, eval above)
-    kwargs = curriculum.task_kwargs(cfg.curriculum, cfg.env.kwargs, session.curriculum, it, cfg.iterations, seed)
-    return Task(cfg.env.id, seed, kwargs)
+    return Task(cfg.env.id, seed, _task_kwargs(session, it, seed))
 
 
 def collect_round(
@@ -161,7 +189,7 @@ def select(session: Session, table: TurnTable, rows: list[TokenRow], it: int) ->
     engine's where it reported them, else one no-grad forward of the kept rows."""
     cfg, filters = session.cfg, session.cfg.filters
     before, metrics = len(rows), dict[str, float]()
-    entropies = downsample.row_entropies(rows, table.entropy) if filters.d3s_tokens is not None else None
+    entropies = downsample.row_entropies(rows, table.entropy, table.trained_tokens) if filters.d3s_tokens else None
     keep = list(range(len(rows)))
     if filters.min_abs_advantage is not None:
         keep = downsample.drop_small_advantages(rows, filters.min_abs_advantage)
