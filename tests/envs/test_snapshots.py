@@ -12,9 +12,13 @@ from clew.envs.checker import EnvCheckError
 from clew.envs.pool import make_pooled
 
 
-@pytest.mark.parametrize("env_id", ["keydoor-v0", "toolcalc-v0", "dial-v0", "bifurcation-v0"])
-def test_library_envs_restore_exactly(env_id: str) -> None:
-    env = make(env_id)
+@pytest.mark.parametrize(
+    ("env_id", "kwargs"),
+    [("keydoor-v0", {}), ("toolcalc-v0", {}), ("dial-v0", {}), ("bifurcation-v0", {}), ("gym/Taxi-v4", {}),
+     ("gym/FrozenLake-v1", {"is_slippery": True}), ("gym/CliffWalkingSlippery-v1", {})],
+)  # fmt: skip
+def test_envs_restore_exactly(env_id: str, kwargs: dict[str, object]) -> None:
+    env = make(env_id, **kwargs)
     assert isinstance(env, HasSnapshot)
     assert check_env(env).snapshots  # the halfway snapshot / other seed / restore / replay check ran
 

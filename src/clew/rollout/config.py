@@ -83,8 +83,8 @@ class RolloutConfig(BaseModel):
     )  # fmt: skip
     branch_k: int = Field(4, ge=2, description="continuations per branch point (its group's size)")
     branch_at: Literal["uniform", "entropy"] = Field(
-        "uniform", description="the branch turn: uniform over the episode's env actions (SLATE's step-level "
-        "sampling) or the one with the highest mean token entropy (LATR's high-uncertainty branching)"
+        "uniform", description="the branch turn: uniform over the episode's turns after the first, or the one whose "
+        "tokens had the highest mean entropy (LATR's branching where the policy is least sure)"
     )  # fmt: skip
     engine: str = Field("hf", description=f"rollout engine, a registered name: {', '.join(engines())}")
     engine_tolerance: float = Field(

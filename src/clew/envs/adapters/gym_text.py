@@ -24,7 +24,9 @@ recorded step flagged ``info["invalid_action"]`` that leaves the state unchanged
 ``info["success"]``: the goal was reached (FrozenLake's G, Taxi's delivery, CliffWalking's end).
 Expert: value iteration on ``env.unwrapped.P`` (probability of reaching the goal, discounted 0.99),
 which is the shortest path when the env is deterministic and the most reliable route when slippery.
-State key: the discrete state (``env.unwrapped.s``). Valid actions: every action word.
+State key: the discrete state (``env.unwrapped.s``). Valid actions: every action word. Snapshots
+(``clew.envs.HasSnapshot``): the adapter with its gymnasium env pickled whole, the slippery envs' random generator
+included, so a restored env continues exactly (``clew check-env`` verifies it).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from clew.envs.base import StepResult, ensure_running, normalize_action
+from clew.envs.base import PickledSnapshot, StepResult, ensure_running, normalize_action
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
 _GAMMA = 0.99
@@ -98,7 +100,7 @@ def _q(values: list[float] | tuple[float, ...], outcomes: tuple[tuple[float, int
     return total
 
 
-class GymText:
+class GymText(PickledSnapshot):
     """A gymnasium toy-text env as text: words in, stripped ANSI board out.
 
     Args:
