@@ -166,17 +166,22 @@ def pack_batch(rows: Sequence[TokenRow], pad_id: int) -> PackedBatch:
     values = _per_action(packed, [r.values for r in rows])
     targets = _per_action(packed, [r.value_targets for r in rows])
     scales = _per_action(packed, [r.clip_scales for r in rows])
-    weights = _per_action(packed, [r.loss_weights for r in rows])
-    teacher = _per_action(packed, [r.teacher_logprobs for r in rows])
+    weights = _per_action(packed, [r.loss_weights for r in rows], missing=1.0)  # rows not down-sampled count whole
+    teacher = _per_action(packed, [r.teacher_logprobs for r in rows], missing=float("nan"))  # others: not distilled
     return PackedBatch(packed, adv, old, episodes, behavior, values, targets, scales, weights, teacher)
 
 
-def _per_action(packed: PackedRows, per_row: Sequence[list[float] | None]) -> torch.Tensor | None:
-    """(B, T) with each row's per-action-token values at its action positions; None unless every row has them."""
-    if not per_row or any(v is None for v in per_row):
+def _per_action(
+    packed: PackedRows, per_row: Sequence[list[float] | None], missing: float | None = None
+) -> torch.Tensor | None:
+    """(B, T) with each row's per-action-token values at its action positions. A row without them: None for the
+    batch, or with ``missing`` the value ``missing`` at its tokens (None where no row has them)."""
+    if not per_row or all(v is None for v in per_row) or (missing is None and any(v is None for v in per_row)):
         return None
+    lengths = packed.action_mask.sum(dim=1).long().tolist()
+    values = [x for v, n in zip(per_row, lengths) for x in (v if v is not None else [missing] * n)]
     out = torch.zeros_like(packed.action_mask)
-    out[packed.action_mask.bool()] = torch.tensor([x for v in per_row for x in v or []], dtype=out.dtype)
+    out[packed.action_mask.bool()] = torch.tensor(values, dtype=out.dtype)
     return out
 
 

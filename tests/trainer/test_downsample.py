@@ -3,6 +3,7 @@ the entropies, the loop."""
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Callable
 from pathlib import Path
@@ -179,3 +180,17 @@ def test_loop_preset_trains_with_its_filter(tiny_cfg: Make, tmp_path: Path) -> N
 def test_down_sampling_config_errors(tiny_cfg: Make, override: str, match: str) -> None:
     with pytest.raises(ValueError, match=match):
         tiny_cfg(override)
+
+
+def test_rows_without_loss_weights_count_whole_beside_down_sampled_ones(tiny_policy: HFPolicy) -> None:
+    """Self-imitation rows join after down-sampling: their tokens count whole, the others' weights stay; a row
+    without teacher log-probs is not distilled (NaN)."""
+    kept = keep_tokens([_row(0, [1.0, 2.0])], [[1.0, 1.0]], 0.5)[0]
+    plain = _row(1, [0.5, 0.5, 0.5])
+    packed = pack_batch([kept, plain], tiny_policy.pad_id)
+    assert packed.loss_mask[0].tolist()[2:4] == [0.0, 1.0] and packed.loss_mask[1].tolist()[2:5] == [1.0, 1.0, 1.0]
+    taught = pack_batch([dataclasses.replace(plain, teacher_logprobs=[-1.0, -2.0, -3.0]), kept], tiny_policy.pad_id)
+    assert taught.teacher_logprobs is not None
+    assert taught.teacher_logprobs[0, 2:5].tolist() == [-1.0, -2.0, -3.0]
+    assert torch.isnan(taught.teacher_logprobs[1, 2:4]).all()
+    assert pack_batch([plain], tiny_policy.pad_id).loss_weights is None
