@@ -34,6 +34,7 @@ from clew.trainer.sections import (
     HarnessConfig,
     LoggingConfig,
     LoraConfig,
+    MonitorConfig,
     ObjectiveConfig,
     PolicyConfig,
     PreferenceConfig,
@@ -58,6 +59,7 @@ __all__ = [
     "HarnessConfig",
     "LoggingConfig",
     "LoraConfig",
+    "MonitorConfig",
     "ObjectiveConfig",
     "PolicyConfig",
     "PreferenceConfig",
@@ -104,6 +106,7 @@ class RunConfig(_Frozen):
     curriculum: CurriculumConfig = CurriculumConfig()
     preference: PreferenceConfig = PreferenceConfig()
     replay: ReplayConfig = ReplayConfig()
+    monitor: MonitorConfig = MonitorConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()

@@ -83,8 +83,11 @@ class Trainer:
             state = TrainerState(
                 it + 1, session.learner.steps, state.env_steps + env_steps, session.curriculum.to_json()
             )
+            metrics.update(stages.watch(session, metrics, state.iteration))  # the reward-hacking monitor's flags
             seconds = (rollout_s, time.perf_counter() - start)
             reporting.record_iteration(session, state, table, credit, metrics, len(rows), seconds, collected)
+            if session.monitor is not None and session.monitor.stops():  # monitor.stop_on
+                break
         return reporting.finish(session, state)
 
     def _fit_offline(

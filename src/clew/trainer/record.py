@@ -14,6 +14,7 @@ import numpy as np
 
 from clew.credit import Credit
 from clew.eval import ending_shares, summarize
+from clew.eval.trajectory import episode_metrics
 from clew.rollout import env_turns
 from clew.store.run import append_jsonl, atomic_write_text, read_jsonl
 from clew.store.trajectories import turn_records, write_trajectories
@@ -115,7 +116,10 @@ def rollout_metrics(groups: Sequence[Group]) -> dict[str, float]:
         "rollout/error_rate_infra": sum(e.error is not None and e.failure != "policy" for e in episodes) / n,
         "rollout/error_rate_policy": sum(e.failure == "policy" for e in episodes) / n,
         "rollout/env_steps": float(sum(env_turns(e) for e in episodes)),
+        "rollout/zero_variance_share": sum(len(set(g.outcomes)) == 1 for g in groups if g.episodes)
+        / max(len(groups), 1),
         **{f"rollout/ended_{reason}": share for reason, share in ending_shares(episodes).items()},
+        **episode_metrics(episodes),  # repetition, tool errors, steps over the optimum, action lengths
     }
 
 

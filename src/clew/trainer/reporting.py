@@ -103,6 +103,8 @@ def finish(session: Session, state: TrainerState) -> dict[str, Any]:
     if evals:
         summary["first_eval"], summary["last_eval"] = evals[0], evals[-1]
     summary["diagnosis"] = diagnosis(session)
+    if session.monitor is not None:
+        summary["monitor"] = {"tripped": sorted(session.monitor.tripped), "stopped_by": session.monitor.stops()}
     atomic_write_text(run_dir / "summary.json", json.dumps(summary, indent=2))
     try:
         session.recorder.image("curves", plot_run(run_dir))

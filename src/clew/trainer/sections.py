@@ -244,6 +244,36 @@ class FilterConfig(_Frozen):
         return self
 
 
+MONITOR_DETECTORS = ("length_drift", "repetition", "zero_variance", "invalid_rise", "entropy_collapse",
+                     "reward_without_heldout")  # fmt: skip
+
+
+class MonitorConfig(_Frozen):
+    """The reward-hacking and degeneracy monitor (``clew.trainer.monitor``): thresholds of its detectors."""
+
+    enabled: bool = Field(True, description="run the detectors every iteration (monitor/* metrics)")
+    window: int = Field(5, ge=1, description="iterations per window: the last window against the first")
+    length_drift: float = Field(1.0, gt=0, description="tokens per env action grew by more than this share")
+    repetition: float = Field(0.3, gt=0, le=1, description="repeated word 3-grams within actions above this share")
+    zero_variance: float = Field(0.95, gt=0, le=1, description="groups with a single outcome above this share")
+    invalid_rise: float = Field(0.2, gt=0, description="the invalid-action rate rose by more than this")
+    entropy_collapse: float = Field(0.1, gt=0, lt=1, description="entropy fell below this share of its start")
+    reward_without_heldout: float = Field(
+        0.2, gt=0, description="training success rose by more than this while held-out success did not rise"
+    )
+    stop_on: tuple[str, ...] = Field((), description=f"detectors that stop the run: {', '.join(MONITOR_DETECTORS)}")
+
+    @field_validator("stop_on")
+    @classmethod
+    def _known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        unknown = [n for n in names if n not in MONITOR_DETECTORS]
+        if unknown:
+            raise ValueError(
+                f"monitor.stop_on: unknown detectors {unknown}; the detectors are {list(MONITOR_DETECTORS)}"
+            )
+        return names
+
+
 class ReplayConfig(_Frozen):
     """Experience replay of the run's successful episodes (``clew.trainer.replay``); off with capacity 0."""
 

@@ -19,7 +19,7 @@ from clew.gateway.harness import Harness
 from clew.gateway.template import prefix_safe
 from clew.policy import Engine, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
 from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
-from clew.store.run import checkpoints, clean_partials
+from clew.store.run import checkpoints, clean_partials, read_jsonl
 from clew.trainer import harnessed, weights
 from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_iteration
 from clew.trainer.cluster import Cluster
@@ -29,6 +29,7 @@ from clew.trainer.curriculum import CurriculumState
 from clew.trainer.distill import load_teacher
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.learner import Learner
+from clew.trainer.monitor import Monitor
 from clew.trainer.partial import EpisodeLog
 from clew.trainer.prm import ImplicitPRM
 from clew.trainer.record import Recorder, Reporter
@@ -61,6 +62,7 @@ class Session:
     curriculum: CurriculumState = field(default_factory=CurriculumState)  # the training tasks' difficulty level
     replay: ReplayBuffer | None = None  # the run's stored successes (``replay.capacity``)
     lengths: LengthHistory | None = None  # HAPO's shortest success per task (``shaping.hapo_weight``)
+    monitor: Monitor | None = None  # the reward-hacking and degeneracy detectors (``monitor``)
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -87,6 +89,8 @@ def open_session(
     session.harness = harnessed.load_harness(cfg.harness) if cfg.harness else None
     try:
         state, fresh = _restore_or_start(session, resume)
+        if cfg.monitor.enabled:  # it has seen what the run recorded (a resumed run's records, cut to its iteration)
+            session.monitor = Monitor.from_records(cfg.monitor, read_jsonl(run_dir / "metrics.jsonl"))
     except BaseException:
         close(session)
         raise

@@ -17,6 +17,7 @@ from clew.envs import Env
 from clew.envs.pool import EnvWorkerError
 from clew.policy import EngineError
 from clew.rollout import Task, collect, derive_seed
+from clew.store.run import read_jsonl
 from clew.table import TurnTable
 from clew.tensors import TokenRow
 from clew.trainer import branching, curriculum, downsample, replay
@@ -280,3 +281,18 @@ def remember(session: Session, groups: list[Group], collected: list[Group], imit
     added = session.replay.add(collected)
     return {"replay/injected": float(injected), "replay/imitation_rows": float(imitation_rows),
             "replay/added": float(added), "replay/stored": float(len(session.replay.episodes))}  # fmt: skip
+
+
+def watch(session: Session, metrics: dict[str, float], iteration: int) -> dict[str, float]:
+    """The monitor's ``monitor/*`` flags for this iteration (``clew.trainer.monitor``); a detector that trips now is
+    logged as a ``monitor`` record. It reads the evaluations the run has logged since it last looked."""
+    monitor = session.monitor
+    if monitor is None:
+        return {}
+    seen = {e.get("iteration") for e in monitor.evals}
+    records = read_jsonl(session.run_dir / "metrics.jsonl")
+    evals = [r for r in records if r.get("kind") == "eval" and r.get("iteration") not in seen]
+    flags, fresh = monitor.observe({**metrics, "iteration": iteration}, evals)
+    for name in fresh:
+        session.log("monitor", {"detector": name, "stops_run": name in monitor.cfg.stop_on}, iteration=iteration)
+    return flags
