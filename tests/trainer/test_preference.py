@@ -34,7 +34,7 @@ def test_dpo_by_hand() -> None:
     assert float(loss) == pytest.approx(math.log1p(math.exp(-0.5))) == pytest.approx(0.474077, abs=1e-6)
     assert float(metrics["preference/margin"]) == pytest.approx(0.5) and float(metrics["preference/accuracy"]) == 1.0
     empty, _ = dpo_loss(policy.requires_grad_(True), ref, [], 0.1)
-    assert float(empty) == 0.0
+    assert float(empty.detach()) == 0.0
 
 
 def test_kto_by_hand() -> None:
@@ -101,7 +101,7 @@ def test_offline_dpo_reads_a_run_and_resumes_bit_exact(tiny_cfg: Make, tmp_path:
     records = [r for r in read_jsonl(tmp_path / "whole" / "metrics.jsonl") if r["kind"] == "iteration"]
     assert [r["iteration"] for r in records] == [1, 2, 3] and all(r["preference/episodes"] == 32 for r in records)
     assert records[-1]["preference/loss"] < records[0]["preference/loss"]  # the data set's own pairs, learned
-    assert (tmp_path / "whole" / REFERENCE_FILE).exists()
+    assert (tmp_path / "whole" / REFERENCE_FILE).exists() and (tmp_path / "whole" / "curves.png").exists()
     Trainer(cfg, tmp_path / "split").fit(stop_after=1)
     Trainer(cfg, tmp_path / "split").fit(resume=True)
     whole, split = (load_file(str(checkpoints(tmp_path / r)[-1] / "policy" / "model.safetensors"))

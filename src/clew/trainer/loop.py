@@ -107,7 +107,8 @@ class Trainer:
             assert session.link is not None
             metrics.update(session.link.sync(it, None))  # the engine evaluates the new weights
             state = TrainerState(it + 1, session.learner.steps, 0)
-            episodes = {"preference/episodes": float(len(data.group)), "time/iteration_s": time.perf_counter() - start}
-            session.log("iteration", {**metrics, **episodes}, iteration=state.iteration)
+            passed = {"preference/episodes": float(len(data.group)), "rollout/env_steps_total": 0.0,
+                      "time/iteration_s": time.perf_counter() - start}  # fmt: skip
+            session.log("iteration", {**metrics, **passed}, iteration=state.iteration)
             reporting.evaluate_and_checkpoint(session, state)
         return reporting.finish(session, state)
