@@ -21,7 +21,7 @@ from clew.trainer.curriculum import (
     task_kwargs,
     task_level,
 )
-from clew.trainer.sections import CurriculumConfig
+from clew.trainer.data_sections import CurriculumConfig
 
 Make = Callable[..., RunConfig]
 

@@ -22,8 +22,8 @@ from clew.eval.trajectory import (
 from clew.store.run import read_jsonl
 from clew.trainer import Trainer
 from clew.trainer.config import RunConfig
+from clew.trainer.data_sections import MonitorConfig
 from clew.trainer.monitor import Monitor
-from clew.trainer.sections import MonitorConfig
 from clew.types import REPLAYED, Episode, Turn
 
 Make = Callable[..., RunConfig]

@@ -20,8 +20,8 @@ from clew.tensors import pack_spans
 from clew.trainer import Trainer
 from clew.trainer.checkpoint import checkpoints
 from clew.trainer.config import RunConfig
+from clew.trainer.data_sections import PreferenceConfig
 from clew.trainer.preference import REFERENCE_FILE, Episodes, load_run_episodes, preference_step
-from clew.trainer.sections import PreferenceConfig
 
 Make = Callable[..., RunConfig]
 MIXED = ["env.id=tests.contract_envs:Parity", "eval.every=0", "eval.at_start=false", "eval.at_end=false"]

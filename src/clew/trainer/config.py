@@ -20,25 +20,21 @@ from clew.credit import EstimatorSpec
 from clew.plugins import load_plugins
 from clew.policy.base import EngineSpec, engine_spec, engines
 from clew.rollout import RolloutConfig
+from clew.trainer.data_sections import CurriculumConfig, DistillConfig, MonitorConfig, PreferenceConfig, ReplayConfig
 from clew.trainer.sections import (
     DEFAULT_TIS_CAP,
     TINY_LINEAR,
     ClusterConfig,
     CreditConfig,
     CriticConfig,
-    CurriculumConfig,
-    DistillConfig,
     EnvConfig,
     EvalConfig,
     FilterConfig,
     HarnessConfig,
     LoggingConfig,
     LoraConfig,
-    MonitorConfig,
     ObjectiveConfig,
     PolicyConfig,
-    PreferenceConfig,
-    ReplayConfig,
     SFTConfig,
     ShapingConfig,
     TrainConfig,

@@ -25,7 +25,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from clew.trainer.sections import CurriculumConfig
+from clew.trainer.data_sections import CurriculumConfig
 
 
 @dataclass(frozen=True)

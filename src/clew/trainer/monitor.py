@@ -25,8 +25,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from clew.trainer.sections import MONITOR_DETECTORS as DETECTORS
-from clew.trainer.sections import MonitorConfig
+from clew.trainer.data_sections import MONITOR_DETECTORS as DETECTORS
+from clew.trainer.data_sections import MonitorConfig
 
 Record = dict[str, Any]
 

@@ -31,8 +31,8 @@ from clew.policy.scoring import action_logprobs, eval_mode
 from clew.store.run import atomic_write_text
 from clew.store.trajectories import read_trajectories
 from clew.tensors import pack_spans
+from clew.trainer.data_sections import PreferenceConfig
 from clew.trainer.learner import chunks, compute_dtype
-from clew.trainer.sections import PreferenceConfig
 from clew.trainer.states import span_logprobs
 from clew.types import Episode
 

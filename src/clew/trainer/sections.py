@@ -4,7 +4,6 @@ values."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -242,121 +241,6 @@ class FilterConfig(_Frozen):
         if self.d3s_tokens is not None and not all(0 < k <= 1 for k in self.d3s_tokens):
             raise ValueError(f"filters.d3s_tokens must be shares in (0, 1], got {list(self.d3s_tokens)}")
         return self
-
-
-MONITOR_DETECTORS = ("length_drift", "repetition", "zero_variance", "invalid_rise", "entropy_collapse",
-                     "reward_without_heldout")  # fmt: skip
-
-
-class MonitorConfig(_Frozen):
-    """The reward-hacking and degeneracy monitor (``clew.trainer.monitor``): thresholds of its detectors."""
-
-    enabled: bool = Field(True, description="run the detectors every iteration (monitor/* metrics)")
-    window: int = Field(5, ge=1, description="iterations per window: the last window against the first")
-    length_drift: float = Field(1.0, gt=0, description="tokens per env action grew by more than this share")
-    repetition: float = Field(0.3, gt=0, le=1, description="repeated word 3-grams within actions above this share")
-    zero_variance: float = Field(0.95, gt=0, le=1, description="groups with a single outcome above this share")
-    invalid_rise: float = Field(0.2, gt=0, description="the invalid-action rate rose by more than this")
-    entropy_collapse: float = Field(0.1, gt=0, lt=1, description="entropy fell below this share of its start")
-    reward_without_heldout: float = Field(
-        0.2, gt=0, description="training success rose by more than this while held-out success did not rise"
-    )
-    stop_on: tuple[str, ...] = Field((), description=f"detectors that stop the run: {', '.join(MONITOR_DETECTORS)}")
-
-    @field_validator("stop_on")
-    @classmethod
-    def _known(cls, names: tuple[str, ...]) -> tuple[str, ...]:
-        unknown = [n for n in names if n not in MONITOR_DETECTORS]
-        if unknown:
-            raise ValueError(
-                f"monitor.stop_on: unknown detectors {unknown}; the detectors are {list(MONITOR_DETECTORS)}"
-            )
-        return names
-
-
-class ReplayConfig(_Frozen):
-    """Experience replay of the run's successful episodes (``clew.trainer.replay``); off with capacity 0."""
-
-    capacity: int = Field(0, ge=0, description="successful episodes kept, newest first out last (0: off)")
-    mode: Literal["arpo", "sil"] = Field(
-        "sil", description="arpo: a stored success of the task joins each all-failure group; sil: stored successes "
-        "join each update with advantage max(R - batch mean, 0)"
-    )  # fmt: skip
-    per_iteration: int = Field(4, ge=1, description="sil: stored episodes replayed per update")
-    per_task: int = Field(8, ge=1, description="arpo: a task's newest stored successes drawn from (ARPO's 8)")
-
-
-class PreferenceConfig(_Frozen):
-    """Trajectory preference training (``clew.trainer.preference``): DPO on each group's (better, worse) episode pairs
-    or KTO on its successes and failures, instead of the policy-gradient update. Off without a loss."""
-
-    loss: Literal["dpo", "kto"] | None = Field(None, description="dpo | kto (None: policy-gradient RL)")
-    data: str | None = Field(
-        None, description="offline: a run directory whose stored episodes are the data (iterations = passes over "
-        "them); None: online, on each iteration's rollouts"
-    )  # fmt: skip
-    beta: float = Field(0.1, gt=0, description="the implicit reward's scale (DPO's and KTO's beta)")
-    groups_per_step: int = Field(8, ge=1, description="groups (tasks) per optimizer step")
-    desirable_weight: float = Field(1.0, gt=0, description="KTO's lambda_D")
-    undesirable_weight: float = Field(1.0, gt=0, description="KTO's lambda_U")
-
-    @model_validator(mode="after")
-    def _data(self) -> PreferenceConfig:
-        if self.data is not None and self.loss is None:
-            raise ValueError("preference.data trains on a run's episodes with a preference loss: set preference.loss "
-                             "(dpo or kto)")  # fmt: skip
-        if self.data is not None and not (Path(self.data) / "trajectories").is_dir():
-            raise ValueError(f"preference.data={self.data} is not a clew run directory with stored trajectories")
-        return self
-
-
-class CurriculumConfig(_Frozen):
-    """A difficulty curriculum over one env keyword (``clew.trainer.curriculum``); off without a key."""
-
-    key: str | None = Field(None, description="the env keyword the levels set for training tasks (None: off)")
-    levels: tuple[Any, ...] = Field((), description="its values, easiest first; held-out evaluation keeps env.kwargs")
-    rule: Literal["schedule", "success"] = Field(
-        "success", description="schedule: levels at fixed iterations (curriculum.at, else an even split); success: "
-        "up a level once the training success of its last `window` iterations averages advance_at"
-    )  # fmt: skip
-    at: tuple[int, ...] | None = Field(None, description="schedule: the iteration each level after the first starts")
-    advance_at: float = Field(0.7, gt=0, le=1, description="success: the mean training success that moves up a level")
-    window: int = Field(2, ge=1, description="success: iterations averaged")
-    replay_share: float = Field(0.0, ge=0, lt=1, description="share of tasks drawn from an easier level")
-
-    @model_validator(mode="after")
-    def _levels(self) -> CurriculumConfig:
-        if self.key is None and self.levels:
-            raise ValueError("curriculum.levels needs curriculum.key, the env keyword they set")
-        if self.key is not None and len(self.levels) < 2:
-            raise ValueError(f"curriculum.key={self.key} needs two or more curriculum.levels, easiest first")
-        if self.at is not None and (len(self.at) != len(self.levels) - 1 or list(self.at) != sorted(set(self.at))):
-            raise ValueError(
-                f"curriculum.at={list(self.at)} must give, in increasing order, the start iteration of each level "
-                f"after the first ({len(self.levels) - 1} for {len(self.levels)} levels)"
-            )
-        return self
-
-
-class DistillConfig(_Frozen):
-    """On-policy distillation (``clew.trainer.distill``): a teacher with the student's tokenizer scores the student's
-    sampled tokens; its reverse KL enters the advantages or the loss. Off without a teacher."""
-
-    teacher: str | None = Field(
-        None, description="a model name or directory, or a clew run directory (its last checkpoint), sharing the "
-        "student's tokenizer (None: no distillation)"
-    )  # fmt: skip
-    coef: float = Field(1.0, gt=0, description="weight of the reverse KL term")
-    mode: Literal["advantage", "loss"] = Field(
-        "advantage", description="advantage: A_t -= coef (log pi - log pi_teacher) on every sampled token; loss: coef "
-        "* KL estimate beside the policy loss"
-    )  # fmt: skip
-    estimator: Literal["k1", "k2", "k3"] = Field(
-        "k2", description="the loss mode's per-token KL estimate (k2: the reverse KL's on-policy gradient)"
-    )
-    gate: float | None = Field(
-        None, description="KEPO's quality gate: only episodes whose outcome reaches this are distilled (None: all)"
-    )
 
 
 class TrainConfig(_Frozen):
