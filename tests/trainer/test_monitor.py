@@ -103,6 +103,10 @@ def test_ordinary_learning_stays_quiet() -> None:
         ("entropy_collapse", {"policy/entropy": [0.5, 0.5, 0.5, 0.3, 0.1, 0.04, 0.02, 0.02, 0.01]}),
         ("invalid_rise", {"rollout/invalid_action_rate": [0.02, 0.02, 0.02, 0.1, 0.2, 0.3, 0.3, 0.35, 0.4]}),
         ("zero_variance", {"rollout/zero_variance_share": [0.3, 0.3, 0.3, 0.6, 0.9, 1.0, 1.0, 1.0, 1.0]}),
+        # a policy that pleases its judge: the judge says good where the verifier says failed, more and more
+        ("source_disagreement", {"rewards/disagreement": [0.1, 0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.6]}),
+        # a policy that learns to break its judge: failed judgements per policy version
+        ("judge_failures", {"rewards/judge_failed_share": [0, 0, 0, 0, 0, 0, 0.2, 0.3, 0.3]}),
     ],
 )
 def test_a_planted_hack_trips_its_detector(detector: str, series: dict[str, list[float]]) -> None:

@@ -160,6 +160,11 @@ register(
     description="credit probe with independent dials: horizon, decisive steps, state repeats, reward density",
 )
 register(
+    "instruct-v0",
+    "clew.envs.library.instruct:Instruct",
+    description="open-ended instructions, no verifier: a judge (rewards) scores the reply; JSONL tasks via path",
+)
+register(
     "toolcalc-v0",
     "clew.envs.library.toolcalc:ToolCalc",
     description="multi-step arithmetic with a calculator tool, then an answer",

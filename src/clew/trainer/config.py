@@ -20,7 +20,16 @@ from clew.credit import EstimatorSpec
 from clew.plugins import load_plugins
 from clew.policy.base import EngineSpec, engine_spec, engines
 from clew.rollout import RolloutConfig
-from clew.trainer.data_sections import CurriculumConfig, DistillConfig, MonitorConfig, PreferenceConfig, ReplayConfig
+from clew.trainer.data_sections import (
+    CurriculumConfig,
+    DistillConfig,
+    JudgingConfig,
+    MonitorConfig,
+    PreferenceConfig,
+    ReplayConfig,
+    RewardSourceConfig,
+    check_rewards,
+)
 from clew.trainer.sections import (
     DEFAULT_TIS_CAP,
     TINY_LINEAR,
@@ -103,6 +112,10 @@ class RunConfig(_Frozen):
     preference: PreferenceConfig = PreferenceConfig()
     replay: ReplayConfig = ReplayConfig()
     monitor: MonitorConfig = MonitorConfig()
+    rewards: tuple[RewardSourceConfig, ...] = Field(
+        (), description="reward sources (clew.rewards): verifier, judge, rank, process (empty: the env's reward)"
+    )
+    judging: JudgingConfig = JudgingConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
@@ -153,6 +166,7 @@ class RunConfig(_Frozen):
     @model_validator(mode="after")
     def _consistent(self) -> RunConfig:
         self._engine_serves()
+        check_rewards(self.rewards, self.rollout.group_size)
         self._harness_served()
         self._staleness_served()
         spec = credit.get(self.credit.name)

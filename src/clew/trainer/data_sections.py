@@ -11,7 +11,7 @@ from pydantic import Field, field_validator, model_validator
 from clew.trainer.sections import _Frozen
 
 MONITOR_DETECTORS = ("length_drift", "repetition", "zero_variance", "invalid_rise", "entropy_collapse",
-                     "reward_without_heldout")  # fmt: skip
+                     "reward_without_heldout", "source_disagreement", "judge_failures")  # fmt: skip
 
 
 class MonitorConfig(_Frozen):
@@ -27,6 +27,10 @@ class MonitorConfig(_Frozen):
     reward_without_heldout: float = Field(
         0.2, gt=0, description="training success rose by more than this while held-out success did not rise"
     )
+    source_disagreement: float = Field(
+        0.2, gt=0, le=1, description="the share of episodes where a judge and the verifier disagree rose by more"
+    )
+    judge_failures: float = Field(0.1, gt=0, le=1, description="failed judgements above this share in the last window")
     stop_on: tuple[str, ...] = Field((), description=f"detectors that stop the run: {', '.join(MONITOR_DETECTORS)}")
 
     @field_validator("stop_on")
@@ -123,3 +127,57 @@ class DistillConfig(_Frozen):
     gate: float | None = Field(
         None, description="KEPO's quality gate: only episodes whose outcome reaches this are distilled (None: all)"
     )
+
+
+class RewardSourceConfig(_Frozen):
+    """One reward source (``clew.rewards.sources``): ``name`` (its kind), ``weight`` and ``params``."""
+
+    name: Literal["verifier", "judge", "rank", "process"] = Field(
+        ..., description="verifier (the env's reward) | judge (a rubric score per episode) | rank (the group scored "
+        "together) | process (a score per env step, as step rewards)"
+    )  # fmt: skip
+    weight: float = Field(1.0, description="its score's weight in the outcome (process: in the step rewards)")
+    label: str | None = Field(None, description="its name in logs and info (default: name; unique)")
+    params: dict[str, Any] = Field(default_factory=dict, description="the source's params (clew.rewards.sources)")
+
+    @model_validator(mode="after")
+    def _params_known(self) -> RewardSourceConfig:
+        from clew.rewards.sources import parse_params
+
+        try:
+            parse_params(self.name, self.params)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"rewards[{self.label or self.name}].params: {exc}") from None
+        return self
+
+    @property
+    def parsed(self) -> Any:
+        from clew.rewards.sources import parse_params
+
+        return parse_params(self.name, self.params)
+
+
+class JudgingConfig(_Frozen):
+    """How judge sources run: their services' threads, deadlines, cache and sampling, and the success verdict of a
+    task whose env gives none."""
+
+    concurrency: int = Field(4, ge=1, description="judgements in flight per judge (a local engine batches instead)")
+    timeout_s: float = Field(300.0, gt=0, description="a judgement not done this long after submission failed (infra)")
+    cache_entries: int = Field(100_000, ge=0, description="judgements kept by content (least recently used go first)")
+    temperature: float = Field(0.0, ge=0, description="the judge's sampling temperature (0: greedy)")
+    retry_temperature: float = Field(0.7, gt=0, description="the one retry of an unparsable reply samples at this")
+    success_threshold: float | None = Field(
+        None, description="an episode whose env gives no success verdict succeeds when its outcome reaches this"
+    )
+
+
+def check_rewards(sources: tuple[RewardSourceConfig, ...], group_size: int) -> None:
+    """Labels unique, at most one verifier, a ranking's group within its letters."""
+    labels = [s.label or s.name for s in sources]
+    twice = sorted({x for x in labels if labels.count(x) > 1})
+    if twice:
+        raise ValueError(f"rewards: labels {twice} appear twice; give each source its own label")
+    if sum(s.name == "verifier" for s in sources) > 1:
+        raise ValueError("rewards: at most one verifier source (the env has one reward)")
+    if any(s.name == "rank" for s in sources) and group_size > 26:
+        raise ValueError(f"rewards: a rank source compares at most 26 episodes; rollout.group_size is {group_size}")

@@ -15,7 +15,10 @@ the last ``window`` iterations with the first ``window`` (so they need 2 x windo
 - ``reward_without_heldout``: training success rose by more than ``reward_without_heldout`` while the held-out
   success of the last evaluation is no higher than the first's (needs two evaluations).
 
-Disagreement between reward sources (a judge against the verifier) needs the reward sources of issue 31, not built.
+- ``source_disagreement``: the share of episodes where a judge's verdict (score >= 0.5) and the verifier's success
+  disagree (``rewards/disagreement``) rose by more than ``source_disagreement`` (a policy pleasing its judge);
+- ``judge_failures``: more than ``judge_failures`` of the last window's judgements failed (timeouts, crashes,
+  unparsable twice: a policy that learns to break its judge shows up here, per policy version).
 """
 
 from __future__ import annotations
@@ -82,6 +85,16 @@ def reward_without_heldout(records: Sequence[Record], evals: Sequence[Record], c
     rise = _rose(records, cfg.window, "rollout/success_rate")
     held = [float(e["eval/success_rate"]) for e in evals if e.get("eval/success_rate") is not None]
     return rise is not None and len(held) >= 2 and rise > cfg.reward_without_heldout and held[-1] <= held[0]
+
+
+def source_disagreement(records: Sequence[Record], evals: Sequence[Record], cfg: MonitorConfig) -> bool:
+    rise = _rose(records, cfg.window, "rewards/disagreement")
+    return rise is not None and rise > cfg.source_disagreement
+
+
+def judge_failures(records: Sequence[Record], evals: Sequence[Record], cfg: MonitorConfig) -> bool:
+    share = _mean(records[-cfg.window :], "rewards/judge_failed_share") if len(records) >= cfg.window else None
+    return share is not None and share > cfg.judge_failures
 
 
 CHECKS: dict[str, Callable[[Sequence[Record], Sequence[Record], MonitorConfig], bool]] = {

@@ -77,7 +77,13 @@ def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
         actor = PolicyActor(session.link.engine, session.sampling(cfg.eval.temperature))
         rollout = cfg.rollout.model_copy(update={"group_size": 1})
         result, groups = evaluate(actor, tasks, rollout, seed, session.framing)
+    judged: dict[str, float] = {}
+    if session.judging is not None:  # held-out episodes scored by the run's reward sources too
+        session.judging.score(groups)
+        result = summarize([e for g in groups for e in g.episodes])
+        judged = {k: v for k, v in session.judging.metrics().items() if k.startswith("rewards/")}
     record = {f"eval/{k}": v for k, v in result.as_dict().items()}
+    record.update({f"eval/{k}": v for k, v in judged.items()})
     record.update({f"eval/ended_{k}": v for k, v in ending_shares([e for g in groups for e in g.episodes]).items()})
     record["rollout/env_steps_total"] = state.env_steps
     session.log("eval", record, iteration=state.iteration)

@@ -28,6 +28,7 @@ from clew.trainer.costs import LengthHistory
 from clew.trainer.curriculum import CurriculumState
 from clew.trainer.distill import load_teacher
 from clew.trainer.distributed import LearnerGroup
+from clew.trainer.judging import Judging
 from clew.trainer.learner import Learner
 from clew.trainer.monitor import Monitor
 from clew.trainer.partial import EpisodeLog
@@ -63,6 +64,7 @@ class Session:
     replay: ReplayBuffer | None = None  # the run's stored successes (``replay.capacity``)
     lengths: LengthHistory | None = None  # HAPO's shortest success per task (``shaping.hapo_weight``)
     monitor: Monitor | None = None  # the reward-hacking and degeneracy detectors (``monitor``)
+    judging: Judging | None = None  # the reward sources and their judges (``rewards``)
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -89,6 +91,7 @@ def open_session(
     session.harness = harnessed.load_harness(cfg.harness) if cfg.harness else None
     try:
         state, fresh = _restore_or_start(session, resume)
+        session.judging = Judging.open(cfg.rewards, cfg.judging) if cfg.rewards else None  # judges load here
         if cfg.monitor.enabled:  # it has seen what the run recorded (a resumed run's records, cut to its iteration)
             session.monitor = Monitor.from_records(cfg.monitor, read_jsonl(run_dir / "metrics.jsonl"))
     except BaseException:
@@ -186,6 +189,8 @@ def connect(session: Session) -> None:
 def close(session: Session) -> None:
     """End the trackers, the engine and, on a cluster, every actor (and a Ray instance the run started)."""
     session.recorder.close()
+    if session.judging is not None:
+        session.judging.close()
     if session.gateway is not None:
         session.gateway.close()
     if session.cluster is not None:

@@ -44,6 +44,8 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         need = cfg.tasks_per_iteration - len(kept)
         tasks = [task(session, it, round_, i) for i in range(need)]
         groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(kept), it, keep)
+        if session.judging is not None:  # reward sources: judges' verdicts into outcomes and step rewards
+            session.judging.score(groups)
         shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
         if session.lengths is not None:  # HAPO's length reward against each task's shortest success so far
             session.lengths.shape(groups, cfg.shaping.hapo_weight)
@@ -77,6 +79,8 @@ def branch(session: Session, groups: list[Group], it: int) -> list[Group]:
     many = rollout.model_copy(update={"group_size": rollout.branch_k})
     offset = 1 + max(g.group_id for g in groups)
     new = collect(actor, tasks, many, derive_seed(cfg.seed, it, "branches"), session.framing, offset, env_factory=envs)
+    if session.judging is not None:
+        session.judging.score(new)
     shape(new, cfg.shaping, rollout.max_new_tokens)
     return drop_env_errors(new)
 
@@ -148,8 +152,21 @@ def _collect(
     assert session.actor is not None
     return collect(
         session.actor, tasks, cfg.rollout, seed, session.framing, offset, env_factory=envs,
-        finished=kept.finished() if kept else None, on_episode=kept.record if kept else None,
+        finished=kept.finished() if kept else None, on_episode=_on_episode(session, kept),
     )  # fmt: skip
+
+
+def _on_episode(session: Session, kept: _Kept | None) -> Callable[[Episode, int], None] | None:
+    """What happens as an episode ends: it is kept (a kill does not lose it) and its judgements start."""
+    hooks = [h for h in (kept.record if kept else None, session.judging.on_episode if session.judging else None) if h]
+    if len(hooks) <= 1:
+        return hooks[0] if hooks else None
+
+    def both(episode: Episode, member: int) -> None:
+        for hook in hooks:
+            hook(episode, member)
+
+    return both
 
 
 def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
