@@ -98,7 +98,7 @@ def test_a_forged_fence_stays_inside_the_transcript() -> None:
     content = user["content"]
     tag = content.split()[1].rstrip(">")
     assert content.count("<<<") == 2 and content.startswith(f"<<<TRANSCRIPT {tag}>>>")
-    assert content.endswith(f"<<<END {tag}>>>") and "‹‹‹END 000000000000>>>" in content
+    assert content.split("\n\nGrade it")[0].endswith(f"<<<END {tag}>>>") and "‹‹‹END 000000000000>>>" in content
     assert tag in system["content"] and tag != "000000000000"
 
 

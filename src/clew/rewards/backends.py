@@ -36,7 +36,7 @@ class JudgeBackend(Protocol):
     def count(self, text: str) -> int: ...
 
     def complete(self, requests: Sequence[Messages], temperature: float, max_tokens: int,
-                 seeds: Sequence[int]) -> list[str]: ...  # fmt: skip
+                 seeds: Sequence[int], prefix: str = "") -> list[str]: ...  # fmt: skip
 
     def close(self) -> None: ...
 
@@ -73,13 +73,16 @@ class EngineJudge:
         return list(self.tokenizer.encode(str(text), add_special_tokens=False))
 
     def complete(self, requests: Sequence[Messages], temperature: float, max_tokens: int,
-                 seeds: Sequence[int]) -> list[str]:  # fmt: skip
-        prompts = [self.render(m) for m in requests]
+                 seeds: Sequence[int], prefix: str = "") -> list[str]:  # fmt: skip
+        """Replies to ``requests``; ``prefix`` starts each reply (the judge continues it: ``"SCORE:"`` keeps a small
+        model to the format) and is part of the returned text."""
+        start = list(self.tokenizer.encode(prefix, add_special_tokens=False)) if prefix else []
+        prompts = [self.render(m) + start for m in requests]
         eos = getattr(self.tokenizer, "eos_token_id", None)
         params = SamplingParams(temperature, 1.0, max_tokens, (eos,) if eos is not None else ())
         with self._lock:
             out = self.engine.generate(prompts, params, list(seeds))
-        return [str(self.tokenizer.decode(c.token_ids, skip_special_tokens=True)) for c in out]
+        return [prefix + str(self.tokenizer.decode(c.token_ids, skip_special_tokens=True)) for c in out]
 
     def close(self) -> None:
         self.engine.close()
@@ -108,7 +111,9 @@ class OpenAIJudge:
         return approximate_count(text)
 
     def complete(self, requests: Sequence[Messages], temperature: float, max_tokens: int,
-                 seeds: Sequence[int]) -> list[str]:  # fmt: skip
+                 seeds: Sequence[int], prefix: str = "") -> list[str]:  # fmt: skip
+        """Replies to ``requests``; a chat endpoint cannot be made to continue a ``prefix``, so it is not sent (the
+        parser finds the verdict anywhere in the reply)."""
         return [self._one(m, temperature, max_tokens, s) for m, s in zip(requests, seeds)]
 
     def _one(self, messages: Messages, temperature: float, max_tokens: int, seed: int) -> str:

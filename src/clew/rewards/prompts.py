@@ -118,9 +118,11 @@ def pointwise(rubric: str, judged: str, scale: tuple[int, int], context: int, re
     judged = defang(judged, special_tokens)
     tag = nonce(rubric, judged)
     system = template.format(rubric=rubric, nonce=tag, lo=lo, hi=hi)
-    frame = f"<<<TRANSCRIPT {tag}>>>\n\n<<<END {tag}>>>"
+    what = "its last step" if template == PROCESS else "it"
+    close = f"\n\nGrade {what} by the rubric. Reply SCORE: <integer from {lo} to {hi}>."  # small judges need it last
+    frame = f"<<<TRANSCRIPT {tag}>>>\n\n<<<END {tag}>>>{close}"
     budget = context - count(system) - count(frame) - reply_tokens - 32  # 32: the chat template's own tokens
-    user = f"<<<TRANSCRIPT {tag}>>>\n{truncate(judged, budget, count)}\n<<<END {tag}>>>"
+    user = f"<<<TRANSCRIPT {tag}>>>\n{truncate(judged, budget, count)}\n<<<END {tag}>>>{close}"
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]
 
 
@@ -135,10 +137,14 @@ def ranked(rubric: str, judged: Sequence[str], scale: tuple[int, int], context: 
     tag = nonce(rubric, *texts)
     system = RANK.format(n=len(texts), rubric=rubric, nonce=tag, lo=lo, hi=hi)
     frames = [f"<<<TRANSCRIPT {tag} {c}>>>\n\n<<<END {tag} {c}>>>" for c in CANDIDATES[: len(texts)]]
-    budget = context - count(system) - sum(count(f) for f in frames) - reply_tokens - 32
+    close = f"\n\nScore each transcript by the rubric, one line per letter: <letter>: <integer from {lo} to {hi}>."
+    budget = context - count(system) - sum(count(f) for f in frames) - count(close) - reply_tokens - 32
     share = budget // len(texts)
-    user = "\n\n".join(
-        f"<<<TRANSCRIPT {tag} {c}>>>\n{truncate(t, share, count)}\n<<<END {tag} {c}>>>"
-        for c, t in zip(CANDIDATES, texts)
+    user = (
+        "\n\n".join(
+            f"<<<TRANSCRIPT {tag} {c}>>>\n{truncate(t, share, count)}\n<<<END {tag} {c}>>>"
+            for c, t in zip(CANDIDATES, texts)
+        )
+        + close
     )
     return [{"role": "system", "content": system}, {"role": "user", "content": user}]

@@ -50,6 +50,7 @@ class _Job:
     parse: Parser
     seed: int
     deadline: float
+    prefix: str = ""
     future: Future[Verdict] = field(default_factory=Future)
     attempt: int = 1
 
@@ -89,13 +90,15 @@ class JudgeService:
         for thread in self._threads:
             thread.start()
 
-    def key(self, kind: str, messages: Messages) -> str:
-        blob = json.dumps([self.backend.name, kind, self.temperature, self.max_tokens, messages], sort_keys=True)
+    def key(self, kind: str, messages: Messages, prefix: str = "") -> str:
+        blob = json.dumps([self.backend.name, kind, self.temperature, self.max_tokens, prefix, messages],
+                          sort_keys=True)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def submit(self, kind: str, messages: Messages, parse: Parser, seed: int) -> Future[Verdict]:
-        """Judge ``messages``; the future resolves to a ``Verdict`` (a cached one at once)."""
-        key = self.key(kind, messages)
+    def submit(self, kind: str, messages: Messages, parse: Parser, seed: int, prefix: str = "") -> Future[Verdict]:
+        """Judge ``messages`` (the reply starting with ``prefix`` where the backend can continue one); the future
+        resolves to a ``Verdict`` (a cached one at once)."""
+        key = self.key(kind, messages, prefix)
         with self._lock:
             self.stats.submitted += 1
             hit = self.cache.get(key)
@@ -106,7 +109,7 @@ class JudgeService:
             done: Future[Verdict] = Future()
             done.set_result(Verdict(hit[0], cached=True, reply=hit[1]))
             return done
-        job = _Job(key, kind, messages, parse, seed, time.monotonic() + self.timeout_s)
+        job = _Job(key, kind, messages, parse, seed, time.monotonic() + self.timeout_s, prefix)
         self._queue.put(job)
         return job.future
 
@@ -153,8 +156,8 @@ class JudgeService:
             for job in late:  # its caller has given up: no compute for it
                 job.future.set_result(Verdict(None, TIMEOUT, job.attempt))
             live = [j for j in jobs if j.deadline > now]
-            if live:
-                self._run(live)
+            for how in dict.fromkeys((j.attempt, j.prefix) for j in live):  # one sampling and prefix per call
+                self._run([j for j in live if (j.attempt, j.prefix) == how])
 
     def _run(self, jobs: list[_Job]) -> None:
         with self._lock:
@@ -164,8 +167,9 @@ class JudgeService:
         start = time.perf_counter()
         try:
             temperature = self.temperature if jobs[0].attempt == 1 else max(self.temperature, self.retry_temperature)
-            replies = self.backend.complete([j.messages for j in jobs], temperature, self.max_tokens,
-                                            [j.seed + 7919 * (j.attempt - 1) for j in jobs])  # fmt: skip
+            seeds = [j.seed + 7919 * (j.attempt - 1) for j in jobs]
+            replies = self.backend.complete([j.messages for j in jobs], temperature, self.max_tokens, seeds,
+                                            jobs[0].prefix)  # fmt: skip
         except Exception as exc:  # the judge crashed: every judgement of the call failed
             with self._lock:
                 self.stats.errors += len(jobs)

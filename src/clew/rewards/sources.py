@@ -12,7 +12,9 @@ Sources (``name``):
 - ``rank``: the group's episodes scored together, relative to each other (RULER-style), each in [0, 1].
 - ``process``: a score in [0, 1] of each judged env step (every ``params.every``-th one and the last), the judge
   reading the transcript up to that step; it becomes that turn's step reward (times the weight), which step-level
-  estimators (``turn_returns``, PURE, G-RA, MatchTIR) read.
+  estimators (``turn_returns``, PURE, G-RA, MatchTIR) read. A judge source's ``params.offset`` is subtracted from
+  its scores before weighting: with 0.5 an indifferent step is worth nothing, so a judge that likes every step does
+  not pay the policy for taking more of them (the scores are logged as the judge gave them).
 
 The episode's outcome becomes ``sum(weight * score)`` over the episode-level sources (verifier, judge, rank) and is
 marked reported (``outcome_explicit``), so credit sees the return ``outcome + sum of step rewards`` with every
@@ -57,6 +59,8 @@ class JudgeParams:
     max_tokens: int = 16
     reference: bool = False
     every: int = 1
+    offset: float = 0.0
+    engine_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
@@ -68,9 +72,9 @@ class JudgeParams:
             raise ValueError("max_tokens must be >= 1 and max_context >= 0 (0: the judge's own)")
 
     @property
-    def backend_key(self) -> tuple[str, str, str | None, int]:
+    def backend_key(self) -> tuple[str, str, str | None, int, str]:
         """Sources with the same key share one loaded judge."""
-        return (self.model, self.engine, self.url, self.max_context)
+        return (self.model, self.engine, self.url, self.max_context, repr(sorted(self.engine_params.items())))
 
 
 @dataclass(frozen=True)
@@ -133,6 +137,10 @@ def verifier_score(episode: Episode, params: VerifierParams) -> float:
     return episode.outcome
 
 
+def _offset(source: Source) -> float:
+    return source.params.offset if isinstance(source.params, JudgeParams) else 0.0
+
+
 def apply(episode: Episode, sources: Sequence[Source], scores: Scores, success_threshold: float | None) -> None:
     """Rewrite ``episode``'s outcome and step rewards from its ``scores`` (module docstring), in place; a failed
     judgement marks it an ``infra`` failure and leaves its rewards as the env gave them."""
@@ -149,9 +157,11 @@ def apply(episode: Episode, sources: Sequence[Source], scores: Scores, success_t
     for source in sources:
         for index, score in scores.steps.get(source.label, {}).items():
             turn = episode.turns[index]
-            turn.reward += source.weight * score
+            turn.reward += source.weight * (score - _offset(source))
             turn.info.setdefault("process", {})[source.label] = score
-    episode.outcome = sum(s.weight * scores.episode[s.label] for s in sources if s.label in scores.episode)
+    episode.outcome = sum(
+        s.weight * (scores.episode[s.label] - _offset(s)) for s in sources if s.label in scores.episode
+    )
     episode.outcome_explicit = True
     if episode.turns:
         episode.turns[-1].info["rewards"] = dict(scores.episode)

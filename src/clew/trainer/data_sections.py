@@ -166,6 +166,7 @@ class JudgingConfig(_Frozen):
     cache_entries: int = Field(100_000, ge=0, description="judgements kept by content (least recently used go first)")
     temperature: float = Field(0.0, ge=0, description="the judge's sampling temperature (0: greedy)")
     retry_temperature: float = Field(0.7, gt=0, description="the one retry of an unparsable reply samples at this")
+    on_eval: bool = Field(True, description="held-out episodes are scored by the reward sources too (eval/rewards/*)")
     success_threshold: float | None = Field(
         None, description="an episode whose env gives no success verdict succeeds when its outcome reaches this"
     )

@@ -29,6 +29,7 @@ from clew.trainer.data_sections import JudgingConfig
 from clew.types import Episode, Group
 
 Key = tuple[int, int]  # (group id, member)
+SCORE_PREFIX = "SCORE:"  # a local judge's reply starts here (it continues the format instead of chatting)
 
 
 def build_backend(params: JudgeParams) -> JudgeBackend:
@@ -39,9 +40,9 @@ def build_backend(params: JudgeParams) -> JudgeBackend:
     policy = HFPolicy.from_pretrained(folder)
     policy.model.eval()
     if engine_spec(params.engine).shares_learner_weights:
-        engine = make_engine(params.engine, policy.model, tokenizer=policy.tokenizer)
+        engine = make_engine(params.engine, policy.model, tokenizer=policy.tokenizer, **params.engine_params)
     else:
-        engine = make_engine(params.engine, folder)
+        engine = make_engine(params.engine, folder, **params.engine_params)
     return EngineJudge(engine, policy.tokenizer, f"{params.engine}:{Path(folder).name}",
                        context_tokens=params.max_context)  # fmt: skip
 
@@ -101,11 +102,13 @@ class Judging:
                 text = prompts.transcript(episode, reference=params.reference)
                 msgs = prompts.pointwise(params.rubric, text, params.scale, backend.context_tokens, params.max_tokens,
                                          backend.count, backend.special_tokens)  # fmt: skip
-                mine[source.label] = [(-1, service.submit("judge", msgs, self._one(params), episode.seed))]
+                mine[source.label] = [
+                    (-1, service.submit("judge", msgs, self._one(params), episode.seed, SCORE_PREFIX))
+                ]
                 continue
             mine[source.label] = [
                 (i, service.submit("process", self._process(episode, i, params, backend), self._one(params),
-                                   episode.seed + i))
+                                   episode.seed + i, SCORE_PREFIX))
                 for i in judged_steps(episode, params.every)
             ]  # fmt: skip
         self._pending[(episode.group_id, member)] = mine
@@ -133,7 +136,7 @@ class Judging:
             msgs = prompts.ranked(params.rubric, texts, params.scale, backend.context_tokens, params.max_tokens,
                                   backend.count, backend.special_tokens)  # fmt: skip
             parse = functools.partial(_ranking, n=len(members), scale=params.scale)
-            out[source.label] = (members, service.submit("rank", msgs, parse, group.seed))
+            out[source.label] = (members, service.submit("rank", msgs, parse, group.seed, "A:"))
         return out
 
     # --- scoring -------------------------------------------------------------------------------------

@@ -78,7 +78,7 @@ def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
         rollout = cfg.rollout.model_copy(update={"group_size": 1})
         result, groups = evaluate(actor, tasks, rollout, seed, session.framing)
     judged: dict[str, float] = {}
-    if session.judging is not None:  # held-out episodes scored by the run's reward sources too
+    if session.judging is not None and cfg.judging.on_eval:  # held-out episodes scored by the reward sources too
         session.judging.score(groups)
         result = summarize([e for g in groups for e in g.episodes])
         judged = {k: v for k, v in session.judging.metrics().items() if k.startswith("rewards/")}

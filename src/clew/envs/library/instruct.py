@@ -4,7 +4,8 @@
 Tasks come from a JSONL file (``path``: one ``{"prompt": ..., "reference": ...}`` per line, ``reference``
 optional) or from the built-in set: short questions about capitals, opposites, plurals and colours, each with a
 reference answer. The reference is never shown to the policy: it is the task's gold reply (``HasGoldReply``),
-which a judge reads with ``params.reference: true``, and the scripted expert's answer (SFT warm starts).
+which a judge reads with ``params.reference: true``, and the scripted expert's answer (SFT warm starts; with noise, a
+random task's reference instead).
 """
 
 from __future__ import annotations
@@ -86,3 +87,7 @@ class Instruct(PickledSnapshot):
 
     def gold_reply(self) -> str | None:
         return self.reference
+
+    def valid_actions(self) -> list[str]:
+        """Every task's reference answer (noisy expert demonstrations pick among them: plausible, mostly wrong)."""
+        return sorted({r for _, r in self.tasks if r})
