@@ -118,6 +118,7 @@ def build_run(run_dir: Path) -> Path:
          "rollout/env_steps_total": 14},
         {"kind": "eval", "iteration": 2, "eval/success_rate": 0.5, "eval/success_low": 0.3, "eval/success_high": 0.7,
          "eval/mean_return": 0.5, "rollout/env_steps_total": 14},
+        {"kind": "monitor", "iteration": 2, "detector": "length_drift", "stops_run": False},
     ]  # fmt: skip
     (run_dir / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics))
     return run_dir

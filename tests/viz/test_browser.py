@@ -67,6 +67,8 @@ def test_runs_page_draws_curves_and_eval_intervals(page: Any, base_url: str) -> 
     assert page.locator("tr[data-run='small-run']").count() == 1
     assert page.locator("figure[data-panel='success rate'] polyline.series").count() == 1
     assert page.locator("figure[data-panel='success rate'] line.interval").count() == 2
+    marker = page.locator("figure[data-panel='success rate'] line.monitor-marker")  # the monitor tripped here
+    assert marker.count() == 1 and marker.get_attribute("data-detector") == "length_drift"
 
 
 def test_groups_page_lists_episodes_and_filters(page: Any, base_url: str) -> None:

@@ -138,6 +138,7 @@ def test_first_divergence() -> None:
 def test_curves_mix_version_1_and_2_files(run: RunData) -> None:
     curves = run.curves()
     assert curves.series["rollout/success_rate"] == [(7.0, 0.5), (14.0, 0.75)]
+    assert [(m.iteration, m.env_steps, m.detector) for m in curves.markers] == [(2, 14.0, "length_drift")]
     # action tokens per turn: 11 tokens / 8 turns in both files (union_by_name over v1 + v2)
     assert curves.series["lengths/action_tokens"] == [(7.0, pytest.approx(11 / 8)), (14.0, pytest.approx(11 / 8))]
     assert [(p.env_steps, p.success, p.low, p.high) for p in curves.evals] == [

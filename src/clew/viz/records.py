@@ -29,12 +29,24 @@ class EvalPoint:
 
 
 @dataclass(frozen=True)
+class MonitorMarker:
+    """A monitor detector that tripped (``clew.trainer.monitor``) at ``iteration``, drawn at ``env_steps``."""
+
+    iteration: int
+    env_steps: float
+    detector: str
+    stops_run: bool
+
+
+@dataclass(frozen=True)
 class RunCurves:
-    """A run's training curves: ``series[key]`` is a list of ``(env_steps, value)`` points."""
+    """A run's training curves: ``series[key]`` is a list of ``(env_steps, value)`` points; ``markers`` the
+    monitor's trips."""
 
     run: str
     series: dict[str, list[tuple[float, float]]]
     evals: tuple[EvalPoint, ...]
+    markers: tuple[MonitorMarker, ...] = ()
 
 
 @dataclass(frozen=True)

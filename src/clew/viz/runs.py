@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from clew.store.run import read_jsonl
-from clew.viz.records import EvalPoint, RunCurves, RunInfo
+from clew.viz.records import EvalPoint, MonitorMarker, RunCurves, RunInfo
 
 TRAJECTORIES = "trajectories"
 STEPS_KEY = "rollout/env_steps_total"
@@ -73,7 +73,18 @@ def curves(name: str, run_dir: Path, extra: dict[str, list[tuple[float, float]]]
                 series.setdefault(key, []).append((steps, number))
     series.update(extra or {})
     points = (eval_point(r) for r in records if r.get("kind") == "eval")
-    return RunCurves(run=name, series=series, evals=tuple(p for p in points if p is not None))
+    return RunCurves(run=name, series=series, evals=tuple(p for p in points if p is not None),
+                     markers=monitor_markers(records))  # fmt: skip
+
+
+def monitor_markers(records: list[dict[str, Any]]) -> tuple[MonitorMarker, ...]:
+    """The ``monitor`` records (a detector tripping) at the env steps of their iteration."""
+    steps = {r.get("iteration"): float(r[STEPS_KEY]) for r in records if r.get("kind") == "iteration" and STEPS_KEY in r}
+    return tuple(
+        MonitorMarker(int(r["iteration"]), steps[r["iteration"]], str(r.get("detector")), bool(r.get("stops_run")))
+        for r in records
+        if r.get("kind") == "monitor" and r.get("iteration") in steps
+    )
 
 
 def steps_by_iteration(run_dir: Path) -> dict[int, float]:

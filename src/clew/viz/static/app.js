@@ -146,24 +146,29 @@
     { title: "action tokens per turn", keys: ["lengths/action_tokens"] },
     { title: "prompt tokens per turn", keys: ["lengths/prompt_tokens"] },
     { title: "seconds per iteration", keys: ["time/iteration_s", "time/rollout_s"] },
+    { title: "reward sources (mean score)", match: /^rewards\/[^/]+\/mean$/ },
+    { title: "judges: failed judgements and disagreement", keys: ["rewards/judge_failed_share", "rewards/disagreement"] },
+    { title: "monitor flags", match: /^monitor\// },
   ];
 
   function chartPanels(curves) {
     const out = [];
     for (const spec of PANELS) {
-      const lines = [], intervals = [];
+      const lines = [], intervals = [], markers = [];
       curves.forEach((c, i) => {
         const color = ClewCharts.COLORS[i % ClewCharts.COLORS.length];
-        spec.keys.forEach((k, j) => { if (c.series[k]) lines.push({ label: `${c.run} ${k}`, color, dash: ClewCharts.DASHES[j % 4], points: c.series[k] }); });
+        const keys = spec.match ? Object.keys(c.series).filter((k) => spec.match.test(k)).sort() : spec.keys;
+        for (const m of c.markers || []) markers.push({ x: m.env_steps, label: m.detector, color });
+        keys.forEach((k, j) => { if (c.series[k]) lines.push({ label: `${c.run} ${k}`, color, dash: ClewCharts.DASHES[j % 4], points: c.series[k] }); });
         for (const p of spec.eval ? c.evals : []) {
           const y = spec.eval === "success" ? p.success : p.mean_return;
           if (y !== null) intervals.push({ color, x: p.env_steps, y, low: spec.eval === "success" ? p.low : y, high: spec.eval === "success" ? p.high : y });
         }
       });
       if (!lines.length && !intervals.length) continue;
-      const keys = spec.keys.map((k, j) => `${["solid", "dashed", "dotted"][j] || ""} ${k}`).join(", ");
+      const keys = (spec.keys || [spec.match.source]).map((k, j) => `${["solid", "dashed", "dotted"][j] || ""} ${k}`).join(", ");
       const note = spec.eval ? `lines: training rollouts (${keys}); points: held-out eval${spec.eval === "success" ? " with 95% interval" : ""}` : keys;
-      out.push(el("figure", { class: "panel", "data-panel": spec.title }, ClewCharts.lineChart({ title: spec.title, lines, intervals }), el("figcaption", {}, note)));
+      out.push(el("figure", { class: "panel", "data-panel": spec.title }, ClewCharts.lineChart({ title: spec.title, lines, intervals, markers }), el("figcaption", {}, note)));
     }
     return out;
   }

@@ -60,6 +60,14 @@
       svg.appendChild(node("polyline", { points: pts, fill: "none", stroke: line.color, "stroke-width": 1.6,
         "stroke-dasharray": line.dash, class: "series" }));
     }
+    for (const m of panel.markers || []) {  // a monitor detector tripped here
+      const mark = node("line", { x1: sx(m.x), x2: sx(m.x), y1: M.top, y2: H - M.bottom, stroke: m.color,
+        "stroke-width": 1.2, "stroke-dasharray": "2 3", class: "monitor-marker", "data-detector": m.label });
+      const tip = node("title", {});
+      tip.textContent = `monitor: ${m.label}`;
+      mark.appendChild(tip);
+      svg.appendChild(mark);
+    }
     for (const p of panel.intervals || []) {
       svg.appendChild(node("line", { x1: sx(p.x), x2: sx(p.x), y1: sy(p.low), y2: sy(p.high), stroke: p.color,
         "stroke-width": 2, class: "interval" }));
