@@ -79,7 +79,8 @@ def curves(name: str, run_dir: Path, extra: dict[str, list[tuple[float, float]]]
 
 def monitor_markers(records: list[dict[str, Any]]) -> tuple[MonitorMarker, ...]:
     """The ``monitor`` records (a detector tripping) at the env steps of their iteration."""
-    steps = {r.get("iteration"): float(r[STEPS_KEY]) for r in records if r.get("kind") == "iteration" and STEPS_KEY in r}
+    steps = {r.get("iteration"): float(r[STEPS_KEY]) for r in records
+             if r.get("kind") == "iteration" and STEPS_KEY in r}  # fmt: skip
     return tuple(
         MonitorMarker(int(r["iteration"]), steps[r["iteration"]], str(r.get("detector")), bool(r.get("stops_run")))
         for r in records
