@@ -51,6 +51,7 @@ class _Job:
     seed: int
     deadline: float
     prefix: str = ""
+    temperature: float = 0.0
     future: Future[Verdict] = field(default_factory=Future)
     attempt: int = 1
 
@@ -90,15 +91,18 @@ class JudgeService:
         for thread in self._threads:
             thread.start()
 
-    def key(self, kind: str, messages: Messages, prefix: str = "") -> str:
-        blob = json.dumps([self.backend.name, kind, self.temperature, self.max_tokens, prefix, messages],
+    def key(self, kind: str, messages: Messages, prefix: str = "", temperature: float = 0.0, sample: int = 0) -> str:
+        blob = json.dumps([self.backend.name, kind, temperature, self.max_tokens, prefix, sample, messages],
                           sort_keys=True)  # fmt: skip
         return hashlib.sha256(blob.encode()).hexdigest()
 
-    def submit(self, kind: str, messages: Messages, parse: Parser, seed: int, prefix: str = "") -> Future[Verdict]:
-        """Judge ``messages`` (the reply starting with ``prefix`` where the backend can continue one); the future
-        resolves to a ``Verdict`` (a cached one at once)."""
-        key = self.key(kind, messages, prefix)
+    def submit(self, kind: str, messages: Messages, parse: Parser, seed: int, prefix: str = "",
+               temperature: float | None = None, sample: int = 0) -> Future[Verdict]:  # fmt: skip
+        """Judge ``messages`` (the reply starting with ``prefix`` where the backend can continue one) at
+        ``temperature`` (None: the service's); ``sample`` tells apart several sampled judgements of the same content
+        (each cached on its own). The future resolves to a ``Verdict`` (a cached one at once)."""
+        temperature = self.temperature if temperature is None else temperature
+        key = self.key(kind, messages, prefix, temperature, sample)
         with self._lock:
             self.stats.submitted += 1
             hit = self.cache.get(key)
@@ -109,7 +113,7 @@ class JudgeService:
             done: Future[Verdict] = Future()
             done.set_result(Verdict(hit[0], cached=True, reply=hit[1]))
             return done
-        job = _Job(key, kind, messages, parse, seed, time.monotonic() + self.timeout_s, prefix)
+        job = _Job(key, kind, messages, parse, seed, time.monotonic() + self.timeout_s, prefix, temperature)
         self._queue.put(job)
         return job.future
 
@@ -156,8 +160,8 @@ class JudgeService:
             for job in late:  # its caller has given up: no compute for it
                 job.future.set_result(Verdict(None, TIMEOUT, job.attempt))
             live = [j for j in jobs if j.deadline > now]
-            for how in dict.fromkeys((j.attempt, j.prefix) for j in live):  # one sampling and prefix per call
-                self._run([j for j in live if (j.attempt, j.prefix) == how])
+            for how in dict.fromkeys((j.attempt, j.prefix, j.temperature) for j in live):  # one sampling per call
+                self._run([j for j in live if (j.attempt, j.prefix, j.temperature) == how])
 
     def _run(self, jobs: list[_Job]) -> None:
         with self._lock:
@@ -166,7 +170,8 @@ class JudgeService:
             self.stats.max_in_flight = max(self.stats.max_in_flight, self._in_flight)
         start = time.perf_counter()
         try:
-            temperature = self.temperature if jobs[0].attempt == 1 else max(self.temperature, self.retry_temperature)
+            first = jobs[0]
+            temperature = first.temperature if first.attempt == 1 else max(first.temperature, self.retry_temperature)
             seeds = [j.seed + 7919 * (j.attempt - 1) for j in jobs]
             replies = self.backend.complete([j.messages for j in jobs], temperature, self.max_tokens, seeds,
                                             jobs[0].prefix)  # fmt: skip

@@ -48,7 +48,13 @@ RUBRICS = {
 class JudgeParams:
     """How a ``judge``, ``rank`` or ``process`` source judges: its rubric and scale, which model (a registered or
     local model on a clew engine, or ``url`` with ``model`` the endpoint's model name), the request budget, and
-    (process) which steps."""
+    (process) which steps.
+
+    ``samples`` > 1 (judge and process): the score is the mean of that many judgements sampled at ``temperature``
+    (G-Eval's estimate of the expected score when the judge's probabilities are not at hand: Liu et al., "G-Eval:
+    NLG Evaluation using GPT-4 with Better Human Alignment", arXiv 2303.16634, section 2.3, n = 20 there). It turns
+    a judge whose greedy verdict barely moves into a graded one; the judgement fails when fewer than half of the
+    samples parse. With prefix caching (vLLM) the samples share one prefill."""
 
     rubric: str = ""
     model: str = "smollm2-135m-instruct"
@@ -60,14 +66,18 @@ class JudgeParams:
     reference: bool = False
     every: int = 1
     offset: float = 0.0
+    samples: int = 1
+    temperature: float | None = None
     engine_params: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         lo, hi = self.scale
         if hi <= lo:
             raise ValueError(f"scale must be (low, high) with high > low, got {self.scale}")
-        if self.every < 1:
-            raise ValueError(f"every must be >= 1, got {self.every}")
+        if self.every < 1 or self.samples < 1:
+            raise ValueError(f"every and samples must be >= 1, got {self.every} and {self.samples}")
+        if self.temperature is not None and self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0 (None: judging.temperature), got {self.temperature}")
         if self.max_tokens < 1 or self.max_context < 0:
             raise ValueError("max_tokens must be >= 1 and max_context >= 0 (0: the judge's own)")
 

@@ -52,6 +52,23 @@ def sources(cfg: Sequence[Any]) -> list[Source]:
     return [Source(r.label or r.name, r.name, r.weight, r.parsed) for r in cfg]
 
 
+def _combined(verdicts: list[tuple[int, Verdict]]) -> list[tuple[int, Verdict]]:
+    """One verdict per judged index: the mean of its sampled scores, failed when fewer than half of them parsed."""
+    by_index: dict[int, list[Verdict]] = {}
+    for index, verdict in verdicts:
+        by_index.setdefault(index, []).append(verdict)
+    out = []
+    for index, group in by_index.items():
+        ok = [v.scores for v in group if v.scores is not None]
+        if 2 * len(ok) < len(group):
+            failure = next(v for v in group if v.scores is None)
+            out.append((index, failure))
+        else:
+            mean = tuple(sum(col) / len(ok) for col in zip(*ok))
+            out.append((index, Verdict(mean, attempts=len(group))))
+    return out
+
+
 def _ranking(reply: str, n: int, scale: tuple[int, int]) -> list[float] | None:
     return parse_ranking(reply, n, scale)
 
@@ -102,16 +119,21 @@ class Judging:
                 text = prompts.transcript(episode, reference=params.reference)
                 msgs = prompts.pointwise(params.rubric, text, params.scale, backend.context_tokens, params.max_tokens,
                                          backend.count, backend.special_tokens)  # fmt: skip
-                mine[source.label] = [
-                    (-1, service.submit("judge", msgs, self._one(params), episode.seed, SCORE_PREFIX))
-                ]
+                mine[source.label] = [(-1, f) for f in self._sampled(service, "judge", msgs, params, episode.seed)]
                 continue
             mine[source.label] = [
-                (i, service.submit("process", self._process(episode, i, params, backend), self._one(params),
-                                   episode.seed + i, SCORE_PREFIX))
+                (i, f)
                 for i in judged_steps(episode, params.every)
+                for f in self._sampled(service, "process", self._process(episode, i, params, backend), params,
+                                       episode.seed + i)
             ]  # fmt: skip
         self._pending[(episode.group_id, member)] = mine
+
+    def _sampled(self, service: JudgeService, kind: str, msgs: prompts.Messages, params: JudgeParams,
+                 seed: int) -> list[Future[Verdict]]:  # fmt: skip
+        """``params.samples`` judgements of ``msgs`` (one unless the score is a mean of samples)."""
+        return [service.submit(kind, msgs, self._one(params), seed + 104_729 * k, SCORE_PREFIX, params.temperature, k)
+                for k in range(params.samples)]  # fmt: skip
 
     @staticmethod
     def _one(params: JudgeParams) -> Any:
@@ -186,7 +208,7 @@ class Judging:
             else:
                 verdicts = list(zip([i for i, _ in mine[source.label]],
                                     service.results([f for _, f in mine[source.label]])))  # fmt: skip
-            for index, verdict in verdicts:
+            for index, verdict in _combined(verdicts):
                 counts["judgements"] += 1
                 if verdict.scores is None:
                     counts["failed"] += 1
