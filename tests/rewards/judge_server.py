@@ -1,7 +1,7 @@
 """A real OpenAI-compatible HTTP judge for tests, with a stated rule instead of a model: ``length`` scores the
 agent's words in the last transcript (a length-biased judge, 0-10), ``ranks`` scores each ranked candidate by its
-words, ``garbage`` never follows the format, ``sleep`` answers after ``delay`` seconds, ``error`` answers 500. It
-counts requests and the most it served at once."""
+words, ``seeded`` answers the request's seed mod 11, ``garbage`` never follows the format, ``sleep`` answers after
+``delay`` seconds, ``error`` answers 500. It counts requests and the most it served at once."""
 
 from __future__ import annotations
 
@@ -34,6 +34,8 @@ class JudgeServer:
         user = body["messages"][-1]["content"]
         if self.mode == "garbage":
             return "It looks fine to me."
+        if self.mode == "seeded":  # a verdict that depends on the request's seed only
+            return f"SCORE: {body['seed'] % 11}"
         if self.mode == "ranks":
             return "\n".join(f"{c}: {words(t)}" for c, t in BLOCK.findall(user))
         return f"SCORE: {words(user)}"

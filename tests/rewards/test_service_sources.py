@@ -9,10 +9,10 @@ import pytest
 from clew.rewards import prompts
 from clew.rewards.backends import OpenAIJudge
 from clew.rewards.parse import parse_score
-from clew.rewards.service import JudgeService
+from clew.rewards.service import JudgeService, Verdict
 from clew.rewards.sources import Scores, Source, VerifierParams, apply, judged_steps, parse_params
-from clew.trainer.data_sections import JudgingConfig
-from clew.trainer.judging import Judging
+from clew.trainer.data_sections import JudgingConfig, RewardSourceConfig
+from clew.trainer.judging import Judging, _combined
 from clew.types import Episode, Group, Turn
 from tests.rewards.judge_server import serve
 
@@ -169,3 +169,42 @@ def _cfg(name: str, url: str, weight: float):  # type: ignore[no-untyped-def]
     from clew.trainer.data_sections import RewardSourceConfig
 
     return RewardSourceConfig(name=name, weight=weight, params={"url": url, "model": "judge"})
+
+
+def test_an_offset_centres_process_scores() -> None:
+    """A process score s of weight 0.5 and offset 0.5 pays 0.5 x (s - 0.5): an indifferent step (0.5) is worth 0."""
+    episode = _two_step_episode()
+    process = Source("process", "process", 0.5, parse_params("process", {"offset": 0.5}))  # type: ignore[arg-type]
+    apply(episode, [process], Scores({}, {"process": {0: 0.5, 1: 0.9}}), None)
+    assert [t.reward for t in episode.turns] == pytest.approx([0.0, 0.2])
+    assert episode.turns[1].info["process"] == {"process": 0.9}  # logged as the judge gave it
+
+
+def test_a_score_is_the_mean_of_its_samples_each_cached_apart() -> None:
+    """Three sampled verdicts per episode (seeds s + 104729 k); the judge answers seed mod 11: the score is their mean.
+    Judging the same episodes again costs no request."""
+    with serve("seeded") as server:
+        rewards = [RewardSourceConfig(name="judge", params={"url": server.url, "model": "j", "samples": 3,
+                                                             "temperature": 1.0})]  # fmt: skip
+        judging = Judging.open(rewards, JudgingConfig())
+        groups = [_group(5, ["a", "b"])]
+        judging.score(groups)
+        first = server.requests
+        again = [_group(5, ["a", "b"])]
+        judging.score(again)
+        judging.close()
+    expected = sum((5 + 104_729 * k) % 11 for k in range(3)) / 3 / 10
+    assert [e.outcome for e in groups[0].episodes] == pytest.approx([expected, expected])
+    assert first == 6 and server.requests == 6  # 2 episodes x 3 samples, then all from the cache
+    assert all(b["temperature"] == 1.0 for b in server.bodies)
+    assert [e.outcome for e in again[0].episodes] == pytest.approx([expected, expected])
+
+
+def test_fewer_than_half_parsed_samples_fail_the_judgement() -> None:
+    ok, bad = Verdict((0.2,)), Verdict(None, "unparsable")
+    assert _combined([(0, ok), (0, bad)])[0][1].scores == (0.2,)
+    assert _combined([(0, ok), (0, bad), (0, bad)])[0][1].failure == "unparsable"
+    assert _combined([(0, ok), (1, Verdict((0.6,))), (0, Verdict((0.4,)))]) == [
+        (0, Verdict((pytest.approx(0.3),), attempts=2)),
+        (1, Verdict((0.6,), attempts=1)),
+    ]
