@@ -129,11 +129,15 @@ class JudgeService:
                 out.append(Verdict(None, TIMEOUT))
         return out
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """End the worker threads (the backend stays open)."""
         for _ in self._threads:
             self._queue.put(None)
         for thread in self._threads:
             thread.join(timeout=5.0)
+
+    def close(self) -> None:
+        self.stop()
         self.backend.close()
 
     # --- workers -----------------------------------------------------------------------------------
