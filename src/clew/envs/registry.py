@@ -171,6 +171,11 @@ register(
 )
 
 register_family(
+    "search", "clew.envs.library.search:SearchEnv", extra="search", requires="bm25s",
+    description="multi-hop questions over a local corpus: search (BM25), open documents, answer (EM / F1)",
+    examples=("synthetic", "jsonl"),
+)  # fmt: skip
+register_family(
     "rg", "clew.envs.adapters.reasoning_gym:ReasoningGym", extra="rg", requires="reasoning_gym",
     description="reasoning-gym datasets: answer, read the verifier's feedback, retry (max_attempts)",
     examples=("chain_sum", "basic_arithmetic", "leg_counting", "word_sorting", "simple_equations", "maze"),
