@@ -208,3 +208,44 @@ def test_fewer_than_half_parsed_samples_fail_the_judgement() -> None:
         (0, Verdict((pytest.approx(0.3),), attempts=2)),
         (1, Verdict((0.6,), attempts=1)),
     ]
+
+
+class _Garbage:
+    """A local backend (batch 8) that never follows the format; its first call waits until released."""
+
+    name, context_tokens, batch, special_tokens = "garbage", 4096, 8, ()
+
+    def __init__(self) -> None:
+        import threading
+
+        self.release, self.requests = threading.Event(), 0
+
+    def count(self, text: str) -> int:
+        return len(text)
+
+    def complete(self, requests, temperature, max_tokens, seeds, prefix=""):  # type: ignore[no-untyped-def]
+        first = self.requests == 0
+        self.requests += len(requests)
+        if first:
+            self.release.wait(5)
+        return ["no verdict"] * len(requests)
+
+    def close(self) -> None:
+        return None
+
+
+def test_a_retry_and_a_fresh_judgement_in_one_batch_each_run_once() -> None:
+    """A's retry and B's first try come out of the queue together: B's retry must wait for the next take, not join
+    A's call (it did once, and its verdict was set twice, killing the worker)."""
+    backend = _Garbage()
+    service = JudgeService(backend, concurrency=1, timeout_s=10)  # type: ignore[arg-type]
+    a = service.submit("judge", _messages("a"), _parse, 0)
+    while backend.requests == 0:
+        pass
+    b = service.submit("judge", _messages("b"), _parse, 1)
+    backend.release.set()
+    verdicts = service.results([a, b])
+    alive = all(t.is_alive() for t in service._threads)
+    service.close()
+    assert [v.failure for v in verdicts] == ["unparsable", "unparsable"] and alive
+    assert backend.requests == 4  # A, then A's retry with B, then B's retry

@@ -159,13 +159,24 @@ class JudgeService:
 
     def _work(self) -> None:
         while (jobs := self._take()) is not None:
-            now = time.monotonic()
-            late = [j for j in jobs if j.deadline <= now]
-            for job in late:  # its caller has given up: no compute for it
-                job.future.set_result(Verdict(None, TIMEOUT, job.attempt))
-            live = [j for j in jobs if j.deadline > now]
-            for how in dict.fromkeys((j.attempt, j.prefix, j.temperature) for j in live):  # one sampling per call
-                self._run([j for j in live if (j.attempt, j.prefix, j.temperature) == how])
+            try:
+                self._serve(jobs)
+            except Exception as exc:  # a bug here must not kill the worker and leave judgements hanging
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_result(Verdict(None, f"{ERROR}: {exc!r}"[:300], job.attempt))
+
+    def _serve(self, jobs: list[_Job]) -> None:
+        now = time.monotonic()
+        late = [j for j in jobs if j.deadline <= now]
+        for job in late:  # its caller has given up: no compute for it
+            job.future.set_result(Verdict(None, TIMEOUT, job.attempt))
+        live = [j for j in jobs if j.deadline > now]
+        calls: dict[tuple[int, str, float], list[_Job]] = {}  # one sampling per call, split before any runs
+        for job in live:  # (a run re-queues an unparsable job with attempt 2: it must not join a later call here)
+            calls.setdefault((job.attempt, job.prefix, job.temperature), []).append(job)
+        for batch in calls.values():
+            self._run(batch)
 
     def _run(self, jobs: list[_Job]) -> None:
         with self._lock:
