@@ -26,6 +26,8 @@ ENVS: list[tuple[str, dict[str, object]]] = [
     ("twx/arithmetic", {}),
     ("textworld/coin_collector", {}),
     ("scienceworld/find-living-thing", {"step_limit": 50}),
+    ("crafter/collect_wood", {}),
+    ("crafter/make_wood_pickaxe", {}),
     ("search/synthetic", {"hops": 2}),
     ("search/synthetic", {"hops": 4}),
 ]

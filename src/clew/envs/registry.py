@@ -171,6 +171,11 @@ register(
 )
 
 register_family(
+    "crafter", "clew.envs.adapters.crafter_text:CrafterText", extra="crafter", requires="crafter",
+    description="Crafter as text: local view in words, status, inventory, 17 named actions, 22 achievements",
+    examples=("default", "collect_wood", "place_table", "make_wood_pickaxe", "collect_stone"),
+)  # fmt: skip
+register_family(
     "search", "clew.envs.library.search:SearchEnv", extra="search", requires="bm25s",
     description="multi-hop questions over a local corpus: search (BM25), open documents, answer (EM / F1)",
     examples=("synthetic", "jsonl"),
