@@ -28,6 +28,9 @@ ENVS: list[tuple[str, dict[str, object]]] = [
     ("scienceworld/find-living-thing", {"step_limit": 50}),
     ("crafter/collect_wood", {}),
     ("crafter/make_wood_pickaxe", {}),
+    ("minihack/Room-Random-5x5-v0", {}),
+    ("minihack/Room-15x15-v0", {}),
+    ("minihack/Corridor-R2-v0", {}),
     ("search/synthetic", {"hops": 2}),
     ("search/synthetic", {"hops": 4}),
 ]

@@ -176,6 +176,16 @@ register_family(
     examples=("default", "collect_wood", "place_table", "make_wood_pickaxe", "collect_stone"),
 )  # fmt: skip
 register_family(
+    "minihack", "clew.envs.adapters.nle_text:MiniHackText", extra="nethack", requires="minihack",
+    description="MiniHack tasks on NLE as text: message, map, legend, status; named actions (run in env workers)",
+    examples=("Room-5x5-v0", "Room-Random-5x5-v0", "Corridor-R2-v0", "MazeWalk-9x9-v0", "KeyRoom-S5-v0"),
+)  # fmt: skip
+register_family(
+    "nethack", "clew.envs.adapters.nle_text:NetHackText", extra="nethack", requires="nle",
+    description="NetHack (NLE) as text: the full game and its score, staircase, gold, eat, oracle tasks",
+    examples=("score", "staircase", "gold", "challenge"),
+)  # fmt: skip
+register_family(
     "search", "clew.envs.library.search:SearchEnv", extra="search", requires="bm25s",
     description="multi-hop questions over a local corpus: search (BM25), open documents, answer (EM / F1)",
     examples=("synthetic", "jsonl"),
