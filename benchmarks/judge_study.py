@@ -1,7 +1,8 @@
 """Judges in the loop (issue 31): two studies with SmolLM2-135M-Instruct as the local judge, on 2 CPU cores.
 
 A. **A judge as the only reward** (``configs/judge-instruct.yaml``): instruct-v0 has no verifier; the tiny policy
-   (after SFT on noisy reference answers) is trained on the judge's scores alone. Reported per run: the judge's mean
+   (after SFT on noisy reference answers), and SmolLM2 itself as the policy (LoRA, no SFT: it can answer such
+   questions), are trained on the judge's scores alone. Reported per run: the judge's mean
    score per iteration, the exact-match rate of the very replies it scored (recomputed here from the stored
    trajectories against each task's reference, which training never used as a reward), and held-out judged success
    (score >= 5/10) at the start and the end.
@@ -44,6 +45,9 @@ PROCESS = ("{name: verifier}, {name: process, weight: 0.5, params: {offset: 0.5,
 TOOLCALC = ["tasks_per_iteration=4", "eval.every=0", "eval.episodes=128", "judging.on_eval=false"]
 ARMS: dict[str, tuple[Path, list[str]]] = {
     "A/judge-only": (ROOT / "configs/judge-instruct.yaml", []),
+    "A/judge-only-smollm2-policy": (ROOT / "configs/judge-instruct.yaml", [
+        "policy.model=smollm2-135m-instruct", "policy.lora={r: 16, alpha: 32, target_modules: all-linear}",
+        "sft.enabled=false", "rollout.max_new_tokens=12", "train.lr=0.0002", "train.microbatch_rows=8"]),
     "B/grpo": (ROOT / "configs/toolcalc-igpo.yaml", ["preset=grpo", *TOOLCALC]),
     "B/turn_returns+process": (ROOT / "configs/toolcalc-igpo.yaml",
                                ["preset=turn_returns", f"rewards=[{PROCESS}]", *TOOLCALC]),
