@@ -42,7 +42,15 @@ from study import finished, study_key, train_run
 ROOT = Path(__file__).resolve().parent.parent
 PROCESS = ("{name: verifier}, {name: process, weight: 0.5, params: {offset: 0.5, engine: vllm, "
            "engine_params: {max_model_len: 2048}, max_tokens: 3}}")  # fmt: skip
-TOOLCALC = ["tasks_per_iteration=4", "eval.every=0", "eval.episodes=128", "judging.on_eval=false"]
+TOOLCALC = [
+    "tasks_per_iteration=4",
+    "eval.every=0",
+    "eval.episodes=128",
+    "judging.on_eval=false",
+    "sft.enabled=false",
+    "eval.at_start=false",
+]  # every B run starts from one shared SFT policy (B-sft-start: its held-out eval)
+SFT_START = "B-sft-start"
 ARMS: dict[str, tuple[Path, list[str]]] = {
     "A/judge-only": (ROOT / "configs/judge-instruct.yaml", []),
     "A/judge-only-smollm2-policy": (ROOT / "configs/judge-instruct.yaml", [
@@ -93,14 +101,32 @@ def summarise(run: Path, arm: str) -> dict[str, Any]:
     return out
 
 
-def run_arm(out: Path, arm: str, seed: int, threads: int) -> Path:
-    config, overrides = ARMS[arm]
-    run = out / arm.replace("/", "-") / f"seed{seed}"
-    overrides = [*overrides, f"seed={seed}"]
+def _train(run: Path, overrides: list[str], threads: int, config: Path) -> None:
     if not finished(run, overrides):
         context = multiprocessing.get_context("spawn")  # a fresh process per run: its own vLLM judge
         with ProcessPoolExecutor(1, mp_context=context) as pool:
             pool.submit(train_run, run, overrides, threads, config).result()
+
+
+def sft_start(out: Path, threads: int) -> Path:
+    """Part B's shared start: the toolcalc config's SFT, its held-out evaluation, no RL."""
+    run = out / SFT_START
+    _train(
+        run,
+        ["iterations=0", "eval.episodes=128", "tasks_per_iteration=4"],
+        threads,
+        ROOT / "configs/toolcalc-igpo.yaml",
+    )
+    return run / "sft" / "policy"
+
+
+def run_arm(out: Path, arm: str, seed: int, threads: int) -> Path:
+    config, overrides = ARMS[arm]
+    run = out / arm.replace("/", "-") / f"seed{seed}"
+    overrides = [*overrides, f"seed={seed}"]
+    if arm.startswith("B/"):
+        overrides.append(f"policy.model={sft_start(out, threads)}")
+    _train(run, overrides, threads, config)
     return run
 
 
@@ -111,7 +137,7 @@ def markdown(results: dict[str, list[dict[str, Any]]]) -> str:
         for seed, r in enumerate(runs):
             ev = r["evals"]
             fmt = lambda e: f"{100 * e['success']:.1f} % [{100 * e['interval'][0]:.1f}, {100 * e['interval'][1]:.1f}]"  # noqa: E731
-            start = fmt(ev[0]) if len(ev) > 1 else "—"
+            start = fmt(ev[0]) if len(ev) > 1 else (fmt(r["start"]) if r.get("start") else "—")
             end = fmt(ev[-1]) if ev else "—"
             judge = [x for x in r["judge_mean"] if x is not None]
             em = r.get("exact_match") or []
@@ -147,6 +173,8 @@ def main() -> None:
                 run = run_arm(out, arm, seed, args.threads)
             if (run / "summary.json").exists():
                 results.setdefault(arm, []).append(summarise(run, arm))
+                if arm.startswith("B/") and (out / SFT_START / "summary.json").exists():
+                    results[arm][-1]["start"] = summarise(out / SFT_START, arm)["evals"][0]
                 atomic_write_text(out / "judge_study.json", json.dumps(results, indent=1, default=float))
                 atomic_write_text(out / "judge_study.md", markdown(results) + "\n")
     print(markdown(results))
