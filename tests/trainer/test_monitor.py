@@ -107,12 +107,26 @@ def test_ordinary_learning_stays_quiet() -> None:
         ("source_disagreement", {"rewards/disagreement": [0.1, 0.1, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5, 0.6]}),
         # a policy that learns to break its judge: failed judgements per policy version
         ("judge_failures", {"rewards/judge_failed_share": [0, 0, 0, 0, 0, 0, 0.2, 0.3, 0.3]}),
+        # a policy paid per step by a process judge: more steps, no more successes (the judge study's process arm)
+        (
+            "turn_drift",
+            {
+                "rollout/mean_turns": [2.4, 2.2, 2.5, 2.5, 3.4, 4.5, 4.4, 4.6, 4.5],
+                "rollout/success_rate": [0.34, 0.34, 0.47, 0.44, 0.41, 0.09, 0.2, 0.25, 0.3],
+            },
+        ),
     ],
 )
 def test_a_planted_hack_trips_its_detector(detector: str, series: dict[str, list[float]]) -> None:
     flags, tripped = _run(_records(9, **series))
     assert tripped == [detector]
     assert flags[-1][f"monitor/{detector}"] == 1.0 and flags[0][f"monitor/{detector}"] == 0.0
+
+
+def test_longer_episodes_that_succeed_more_are_not_turn_drift() -> None:
+    turns = [2.0, 2.0, 2.0, 3.0, 4.0, 5.0, 5.0, 5.0, 5.0]
+    rising = [0.2, 0.2, 0.2, 0.4, 0.5, 0.6, 0.7, 0.7, 0.8]
+    assert _run(_records(9, **{"rollout/mean_turns": turns, "rollout/success_rate": rising}))[1] == []
 
 
 def test_a_verifier_reward_rising_while_held_out_success_falls() -> None:

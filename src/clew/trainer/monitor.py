@@ -17,6 +17,8 @@ the last ``window`` iterations with the first ``window`` (so they need 2 x windo
 
 - ``source_disagreement``: the share of episodes where a judge's verdict (score >= 0.5) and the verifier's success
   disagree (``rewards/disagreement``) rose by more than ``source_disagreement`` (a policy pleasing its judge);
+- ``turn_drift``: turns per episode grew by more than ``turn_drift`` (a share) while training success did not rise
+  (a policy paid per step by a process judge that likes its steps takes more of them: measured in the judge study);
 - ``judge_failures``: more than ``judge_failures`` of the last window's judgements failed (timeouts, crashes,
   unparsable twice: a policy that learns to break its judge shows up here, per policy version).
 """
@@ -95,6 +97,15 @@ def source_disagreement(records: Sequence[Record], evals: Sequence[Record], cfg:
 def judge_failures(records: Sequence[Record], evals: Sequence[Record], cfg: MonitorConfig) -> bool:
     share = _mean(records[-cfg.window :], "rewards/judge_failed_share") if len(records) >= cfg.window else None
     return share is not None and share > cfg.judge_failures
+
+
+def turn_drift(records: Sequence[Record], evals: Sequence[Record], cfg: MonitorConfig) -> bool:
+    halves = _halves(records, cfg.window)
+    first = _mean(halves[0], "rollout/mean_turns") if halves else None
+    last = _mean(halves[1], "rollout/mean_turns") if halves else None
+    success = _rose(records, cfg.window, "rollout/success_rate")
+    grew = bool(first and last is not None and last / first - 1 > cfg.turn_drift)
+    return grew and (success is None or success <= 0)
 
 
 CHECKS: dict[str, Callable[[Sequence[Record], Sequence[Record], MonitorConfig], bool]] = {
