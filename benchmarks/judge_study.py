@@ -9,7 +9,8 @@ A. **A judge as the only reward** (``configs/judge-instruct.yaml``): instruct-v0
 B. **Process scores for a step-level estimator vs outcome-only GRPO** on toolcalc-v0 (one operation, 2-8 turns;
    ``configs/toolcalc-igpo.yaml``'s task, SFT and budget, 4 tasks x 8 episodes per iteration): ``grpo`` on the
    verifier's outcome vs ``turn_returns`` on the verifier's outcome plus SmolLM2's score of every step (weight 0.5,
-   offset 0.5: an indifferent step is worth nothing). Held-out success is the verifier's (128 episodes, the judge
+   offset 0.5: an indifferent step is worth nothing), and ``turn_returns`` on the outcome alone (the estimator
+   without the judge). Held-out success is the verifier's (128 episodes, the judge
    is not asked), Wilson intervals per run and a bootstrap over seeds of the mean.
 
 Each run trains in a process of its own (a vLLM judge per run), cached by the overrides it was given
@@ -57,6 +58,7 @@ ARMS: dict[str, tuple[Path, list[str]]] = {
         "policy.model=smollm2-135m-instruct", "policy.lora={r: 16, alpha: 32, target_modules: all-linear}",
         "sft.enabled=false", "rollout.max_new_tokens=12", "train.lr=0.0002", "train.microbatch_rows=8"]),
     "B/grpo": (ROOT / "configs/toolcalc-igpo.yaml", ["preset=grpo", *TOOLCALC]),
+    "B/turn_returns": (ROOT / "configs/toolcalc-igpo.yaml", ["preset=turn_returns", *TOOLCALC]),  # the estimator alone
     "B/turn_returns+process": (ROOT / "configs/toolcalc-igpo.yaml",
                                ["preset=turn_returns", f"rewards=[{PROCESS}]", *TOOLCALC]),
 }  # fmt: skip
