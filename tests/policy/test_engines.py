@@ -161,3 +161,19 @@ def test_seeded_long_prompts_beyond_one_step_budget(engine: Engine, tiny_policy:
     outs = engine.generate(prompts, SamplingParams(max_new_tokens=4), list(range(12)))
     assert all(len(o.token_ids) > 0 for o in outs)
     assert gap(tiny_policy, prompts[:2], outs[:2], 1.0) < TOL
+
+
+def test_vllm_loads_after_numba_was_imported(tiny_dir: Path) -> None:
+    """A search or Crafter env imports numba (bm25s, opensimplex): vLLM's kernel scan then met llvmlite's ffi.lib,
+    whose ``vars()`` is not a dict, and the engine failed to load in that process."""
+    pytest.importorskip("vllm")
+    pytest.importorskip("numba")
+    import llvmlite.binding.ffi
+
+    engine = make_engine("vllm", tiny_dir)  # loads (it failed here once numba was in the process)
+    try:
+        assert engine.generate([[1, 2, 3]], SamplingParams(max_new_tokens=2), [0])[0].token_ids
+    finally:
+        engine.close()
+    assert vars(llvmlite.binding.ffi.lib) == {}  # what vLLM's scan reads
+    assert llvmlite.binding.ffi.lib.LLVMPY_GetVersionInfo is not None  # its C functions are still served

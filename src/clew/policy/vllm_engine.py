@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,32 @@ def import_vllm() -> Any:
     return vllm
 
 
+def scan_safe_llvmlite() -> None:
+    """Let vLLM's CPU kernel registration scan a process that has imported numba.
+
+    vLLM (``vllm.triton_utils.dispatcher``) walks every loaded module and calls ``vars(value).get("kernel")`` on each
+    attribute that has a ``__dict__``. llvmlite's ``ffi.lib`` (loaded by numba, which ``bm25s`` and Crafter's
+    ``opensimplex`` import) answers any attribute by a C-function lookup, ``__dict__`` included, so ``vars(lib)`` is
+    not a dict and the engine failed to load ("'_lib_fn_wrapper' object has no attribute 'get'") in any process that
+    had used a search or Crafter env first. ``lib`` gets a subclass whose ``__dict__`` is empty; every C function it
+    serves is unchanged (numba still compiles). Idempotent; nothing to do before llvmlite is imported.
+    """
+    ffi = sys.modules.get("llvmlite.binding.ffi")
+    lib = getattr(ffi, "lib", None) if ffi is not None else None
+    if lib is None or getattr(type(lib), "_clew_scan_safe", False):
+        return
+
+    class ScanSafe(type(lib)):  # type: ignore[misc]
+        __slots__ = ()
+        _clew_scan_safe = True
+
+        @property
+        def __dict__(self) -> dict[str, Any]:  # type: ignore[override]
+            return {}
+
+    lib.__class__ = ScanSafe
+
+
 class VLLMEngine:
     """``make_engine("vllm", model_dir, kv_cache_gib=1, compile=False, dtype="float32")``."""
 
@@ -73,6 +100,7 @@ class VLLMEngine:
         if not isinstance(model, str | Path):
             raise ValueError("the vllm engine loads a model directory (or HF name), not a model object")
         vllm = self._vllm = import_vllm()
+        scan_safe_llvmlite()
         model = resolve_model(str(model))  # a registered name (clew models) -> its materialised folder
         self.max_model_len = max_model_len or _max_positions(model)
         threads, set_threads = torch.get_num_threads(), torch.set_num_threads
