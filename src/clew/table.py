@@ -36,7 +36,8 @@ class TurnTable:
         observation: (N,) int, dense id of the observation the turn answered.
         observation_text: (N,) that observation's text (a context edit's marked ``[edit] ...``).
         env_step: (N,) bool, False for a context-edit turn (a summary): no env step followed it.
-        agent: (N,) int or None, ``info["agent"]`` when every turn has one.
+        agent: (N,) int or None: the seat that acted (``info["agent"]``, else its episode's ``agent``), when every
+            turn has one.
         token_offsets: (N + 1,) int; token_ids, logprob: (K,); entropy: (K,) or None.
     """
 
@@ -74,7 +75,7 @@ class TurnTable:
         lengths = [len(t.action_ids) for t in turns]
         entropies = [t.token_entropies for t in turns]
         has_entropy = bool(turns) and all(e is not None and len(e) == n for e, n in zip(entropies, lengths))
-        agents = [t.info.get("agent") for t in turns]
+        agents = [turn.info.get("agent", episodes[i].agent) for _, i, _, turn in rows]
         return cls(
             turns=turns,
             episodes=episodes,

@@ -107,6 +107,9 @@ class Episode:
     An error without a type (a record from before failures were typed) is ``infra``, the rule it ran under.
     ``gold_reply`` is the reply that answers the task correctly when the env knows one (``HasGoldReply``):
     the policy never sees it; estimators that score the policy's belief in the answer (IGPO) read it.
+    ``agent`` is the seat this episode played in a game whose every seat the policy played (self-play,
+    ``clew.envs.HasSeats``), and ``match`` that game's id, shared by its seats' episodes; both None otherwise.
+    Each seat's episode holds its own turns and its outcome from its own side.
     """
 
     task_id: str
@@ -122,6 +125,8 @@ class Episode:
     outcome_explicit: bool = False
     failure: FailureType | None = None
     gold_reply: str | None = None
+    agent: int | None = None
+    match: str | None = None
 
     def __post_init__(self) -> None:
         if self.error is not None and self.failure is None:
@@ -157,6 +162,8 @@ class Episode:
             "failure": self.failure,
             "first_observation": self.first_observation,
             "gold_reply": self.gold_reply,
+            "agent": self.agent,
+            "match": self.match,
         }
 
     @classmethod

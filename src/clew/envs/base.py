@@ -135,6 +135,26 @@ class PickledSnapshot:
 
 
 @runtime_checkable
+class HasSeats(Protocol):
+    """A game whose seats all act through the env (self-play: the policy plays every seat).
+
+    ``seats()`` is how many seats act through ``step`` (1: the env plays the others itself, an ordinary env).
+    With more, ``to_act()`` names the seat whose move the next ``step`` plays (the same seat again after an
+    invalid move, where the game says so); ``reset`` and every ``step`` that does not end the game return that
+    seat's view (the messages it has not seen yet: the others' moves, its board); the ending step's observation
+    is the final message every seat reads. ``verdicts()`` is each seat's outcome from its own side once the game
+    ended (a zero-sum game: ``[1.0, -1.0]``; 0 for every seat when it ran out of turns). The rollout gives each
+    seat its own episode, context and group (``clew.rollout.loop``).
+    """
+
+    def seats(self) -> int: ...
+
+    def to_act(self) -> int: ...
+
+    def verdicts(self) -> list[float]: ...
+
+
+@runtime_checkable
 class Closeable(Protocol):
     """An env holding resources (a JVM, files, a worker process) that ``close()`` releases."""
 

@@ -24,11 +24,12 @@ which starts a fresh child (a new process, a new env) and goes on. ``close()`` e
 garbage-collected or the interpreter exits.
 
 The proxy has exactly the typed extras of the env it wraps: ``make_pooled`` asks the child which of
-``HasStateKey``, ``HasExpert``, ``HasValidActions``, ``HasGoldReply`` and ``HasSnapshot`` its env satisfies and
-builds the proxy from a class with just those methods, so ``isinstance`` checks on it tell the truth. Every proxy is
-``Closeable``. A child loads the driver's plug-ins (``clew.plugins.loaded()``) before it builds its env, so
-plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn`` where there is
-none), never ``fork``: the parent may hold torch threads. Ctrl-C is left to the parent (children ignore SIGINT).
+``HasStateKey``, ``HasExpert``, ``HasValidActions``, ``HasGoldReply``, ``HasSnapshot`` and ``HasSeats`` its env
+satisfies and builds the proxy from a class with just those methods, so ``isinstance`` checks on it tell the
+truth. Every proxy is ``Closeable``. A child loads the driver's plug-ins (``clew.plugins.loaded()``) before it
+builds its env, so plug-in env families work in a pool. Children start with the ``forkserver`` method (``spawn``
+where there is none), never ``fork``: the parent may hold torch threads. Ctrl-C is left to the parent (children
+ignore SIGINT).
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from clew.envs.base import (
     EnvFinishedError,
     HasExpert,
     HasGoldReply,
+    HasSeats,
     HasSnapshot,
     HasStateKey,
     HasValidActions,
@@ -59,7 +61,7 @@ from clew.plugins import load_plugins, loaded
 
 _EXTRAS: dict[str, type] = {
     "state_key": HasStateKey, "expert_action": HasExpert, "valid_actions": HasValidActions, "gold_reply": HasGoldReply,
-    "snapshot": HasSnapshot,
+    "snapshot": HasSnapshot, "seats": HasSeats,
 }  # fmt: skip
 _KILLED_FROM_OUTSIDE = frozenset({-signal.SIGKILL, -signal.SIGTERM, -signal.SIGHUP})  # exit codes of killed children
 
@@ -238,12 +240,24 @@ class _SnapshotProxy(ProcessEnv):
         self._call("restore", state)
 
 
+class _SeatsProxy(ProcessEnv):
+    def seats(self) -> int:
+        return int(self._call("seats"))
+
+    def to_act(self) -> int:
+        return int(self._call("to_act"))
+
+    def verdicts(self) -> list[float]:
+        return [float(v) for v in self._call("verdicts")]
+
+
 _MIXINS: dict[str, type[ProcessEnv]] = {
     "state_key": _StateKeyProxy,
     "expert_action": _ExpertProxy,
     "valid_actions": _ValidActionsProxy,
     "gold_reply": _GoldReplyProxy,
     "snapshot": _SnapshotProxy,
+    "seats": _SeatsProxy,
 }
 _CLASSES: dict[tuple[str, ...], type[ProcessEnv]] = {(): ProcessEnv}
 

@@ -11,7 +11,8 @@ from clew.rollout.context import (
     make_context,
     register_context,
 )
-from clew.rollout.loop import collect, env_turns
+from clew.rollout.endings import env_turns
+from clew.rollout.loop import collect
 from clew.rollout.tasks import Task, derive_seed
 
 __all__ = [

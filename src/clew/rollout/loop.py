@@ -11,6 +11,15 @@ Budgets (all end the episode as ``truncated`` with ``truncation_reason``):
   ``actor.max_model_len - rollout.max_new_tokens``; the episode stops before that turn.
 - ``max_new_tokens``: a completion hit the per-turn limit without a stop token; the turn is
   recorded (its tokens were sampled and can be trained on) and the episode ends.
+Games whose every seat the policy plays (self-play: an env with ``clew.envs.HasSeats`` and ``seats() > 1``) give
+one episode per seat (``Episode.agent``, the game's id in ``Episode.match``), each with its own history, context
+and group: the seats of task ``i`` are the groups ``group_offset + i + seat * len(tasks)`` (seat 0 keeps the usual
+id), so group statistics are per (task, seat). Only the seat to act is sampled; its turn's observation is what
+that seat sees when it acts again (after the others moved) or the game's last message. The ending step gives
+each seat its verdict (``verdicts()``) as its outcome, success a verdict above 0. A budget ends every seat of the
+game; a failure is charged to the seat whose move caused it, the others' episodes are ``infra`` (a game cut short
+is no sample of theirs).
+
 An env exception or step timeout ends that episode with ``error`` set; the others go on. So does a
 request the actor hands back as lost (an exception in place of its completion: a remote engine worker
 died). An exception raised by the actor itself (the engine failed) propagates.
@@ -25,39 +34,31 @@ crashing) is ``policy`` unless it is an ``InfraError``: no reward from that step
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from clew.envs import Closeable, Env, HasGoldReply, HasSnapshot, HasStateKey, StepResult, failure_type, make
-from clew.envs.pool import EnvWorkerError, make_pooled
+from clew.envs import (
+    Env,
+    HasGoldReply,
+    HasSeats,
+    HasSnapshot,
+    HasStateKey,
+    StepResult,
+    failure_type,
+    make,
+)
+from clew.envs.pool import make_pooled
 from clew.policy.base import Completion
 from clew.rollout.actors import Actor
 from clew.rollout.config import RolloutConfig
-from clew.rollout.context import ContextStrategy, Framing, History
+from clew.rollout.context import Framing, History
+from clew.rollout.endings import apply_step, fail, record_outcome, release, step_failure
 from clew.rollout.envsteps import EnvSteps
+from clew.rollout.seats import Live, close_game, end_game, fail_game, finished_game, group_id, seated
 from clew.rollout.tasks import Task, derive_seed
-from clew.types import REPLAYED, Episode, FailureType, Group, Turn
-
-
-@dataclass
-class _Live:
-    """An episode in flight: ``member`` is its index in the group; ``action`` the completion being stepped."""
-
-    episode: Episode
-    env: Env
-    history: History
-    context: ContextStrategy  # this episode's own strategy instance: it holds the episode's edit state
-    member: int
-    prompt: list[int] = field(default_factory=list)
-    action: Completion | None = None
-    state: str | None = None  # the env's state key when ``action`` was sampled (its turn is built after the step)
-    edit_prompt: list[int] | None = None  # the context strategy asked for an edit (a summary) before the next action
-    editing: bool = False  # the request at the actor is that edit
-    acted: int = 0  # env actions so far (context edits do not count against max_turns)
+from clew.types import REPLAYED, Episode, Group, Turn
 
 
 def collect(
@@ -83,37 +84,40 @@ def collect(
     are episodes that ended before (a rollout resumed after a kill): they are kept as they are and
     not played again, and the others draw the same request seeds as they would have.
     """
-    groups = [Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)]
     done, branch_points = finished or {}, dict[int, bytes]()  # group -> its branch point's env snapshot
     begin = functools.partial(_start, cfg=cfg, env_factory=env_factory, framing=framing, branch_points=branch_points)
-    started = [
-        (done[g.group_id, m], None) if (g.group_id, m) in done else begin(t, g, m)
-        for t, g in zip(tasks, groups)
-        for m in range(cfg.group_size)
-    ]
+    started: list[tuple[Episode, Live | None, int]] = []  # (episode, its item or None when not played now, member)
+    for i, task in enumerate(tasks):
+        ids = functools.partial(group_id, group_offset + i, len(tasks))
+        for m in range(cfg.group_size):
+            kept = finished_game(done, ids, m)
+            started += [(e, None, m) for e in kept] if kept else [(e, x, m) for e, x in begin(task, ids, m)]
     if on_episode:
-        for index, (episode, item) in enumerate(started):
-            if item is None and (episode.group_id, index % cfg.group_size) not in done:  # failed at reset
-                on_episode(episode, index % cfg.group_size)
-    live = [x for _, x in started if x is not None]
+        for episode, item, member in started:
+            if item is None and (episode.group_id, member) not in done:  # failed at reset
+                on_episode(episode, member)
+    live = [x for _, x, _ in started if x is not None]
     try:
         _Scheduler(actor, live, cfg, framing, seed, on_turn, on_episode).run()
     finally:
-        for item in live:
-            _release(item.env)
-    by_id = {g.group_id: g for g in groups}
-    for episode, _ in started:
-        by_id[episode.group_id].episodes.append(episode)
-    return groups
+        for env in {id(item.env): item.env for item in live}.values():  # a game's seats share one env
+            release(env)
+    groups = {group_offset + i: Group(group_offset + i, t.task_id, t.seed) for i, t in enumerate(tasks)}
+    for episode, _, _ in started:
+        task = tasks[(episode.group_id - group_offset) % len(tasks)]
+        groups.setdefault(episode.group_id, Group(episode.group_id, task.task_id, task.seed)).episodes.append(episode)
+    return [groups[k] for k in sorted(groups)]
 
 
 def _start(
-    task: Task, group: Group, member: int, cfg: RolloutConfig, env_factory: Callable[..., Env] | None = None,
-    framing: Framing | None = None, branch_points: dict[int, bytes] | None = None,
-) -> tuple[Episode, _Live | None]:  # fmt: skip
+    task: Task, ids: Callable[[int], int], member: int, cfg: RolloutConfig,
+    env_factory: Callable[..., Env] | None = None, framing: Framing | None = None,
+    branch_points: dict[int, bytes] | None = None,
+) -> list[tuple[Episode, Live | None]]:  # fmt: skip
     """Build and reset the member's env; a task with a ``prefix`` replays it (the first member of a group whose env
-    has ``HasSnapshot`` snapshots the branch point into ``branch_points``, the others restore it)."""
-    episode = Episode(task.task_id, group.group_id, task.seed)
+    has ``HasSnapshot`` snapshots the branch point into ``branch_points``, the others restore it). A game the policy
+    plays every seat of gives one (episode, item) per seat (``ids(seat)``: its group)."""
+    episode = Episode(task.task_id, ids(0), task.seed)
     env: Env
     try:
         if env_factory is not None:
@@ -123,13 +127,15 @@ def _start(
         else:
             env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
+        if isinstance(env, HasSeats) and env.seats() > 1:
+            return seated(task, env, first, ids, member, cfg)
         episode.gold_reply = env.gold_reply() if isinstance(env, HasGoldReply) else None
         episode.first_observation, history = first, History([first])
-        _reach_branch_point(episode, env, history, task.prefix, framing, group.group_id, branch_points)
+        _reach_branch_point(episode, env, history, task.prefix, framing, ids(0), branch_points)
     except Exception as exc:  # a broken env (or a replay that diverged) is recorded, not raised; no action caused it
-        _fail(episode, exc, "infra")
-        return episode, None
-    return episode, _Live(episode, env, history, cfg.context.make(), member, acted=len(task.prefix))
+        fail(episode, exc, "infra")
+        return [(episode, None)]
+    return [(episode, Live(episode, env, history, cfg.context.make(), member, acted=len(task.prefix)))]
 
 
 def _reach_branch_point(
@@ -150,17 +156,10 @@ def _reach_branch_point(
             if result.observation != turn.observation or result.terminated or result.truncated:
                 raise RuntimeError(f"replaying turn {len(episode.turns)} diverged from the recorded episode")
         episode.turns.append(dataclasses.replace(turn, info={**turn.info, REPLAYED: True}))
-        _record_outcome(episode, float(turn.reward), None)
+        record_outcome(episode, float(turn.reward), None)
         history.add(turn.action_ids, turn.observation, framing)
     if prefix and saved is None and branch_points is not None and isinstance(env, HasSnapshot):
         branch_points[key] = env.snapshot()
-
-
-def _release(env: Env) -> None:
-    """Close an env that holds resources (a JVM, a worker process); a failing close is not the episode's problem."""
-    if isinstance(env, Closeable):
-        with contextlib.suppress(Exception):  # best effort: the episode is already recorded
-            env.close()
 
 
 class _Scheduler:
@@ -169,7 +168,7 @@ class _Scheduler:
     def __init__(
         self,
         actor: Actor,
-        live: list[_Live],
+        live: list[Live],
         cfg: RolloutConfig,
         framing: Framing | None,
         seed: int,
@@ -183,7 +182,9 @@ class _Scheduler:
         self.prompt_budget = min(cfg.max_prompt_tokens, actor.max_model_len - cfg.max_new_tokens)
         continuous = actor.continuous_batching
         self.gather_s: float | None = 0.0 if continuous else cfg.batch_window_s
-        self.ready: list[int] = list(range(len(live)))  # keys (indices into live) waiting to act
+        for key, item in enumerate(live):
+            item.key = key
+        self.ready: list[int] = [k for k, x in enumerate(live) if not x.waiting]  # keys (indices into live) to act
         self.sampling: set[int] = set()  # keys with a request at the actor
         self.turns_done = 0
 
@@ -219,18 +220,18 @@ class _Scheduler:
                 self.actor.submit(key, item.prompt, item.env, request_seed)
                 self.sampling.add(key)
 
-    def _within_budgets(self, item: _Live) -> bool:
+    def _within_budgets(self, item: Live) -> bool:
         """Build the next prompt; close the episode (and return False) when a budget is spent."""
         item.editing = item.edit_prompt is not None
         if item.edit_prompt is not None:
             item.prompt, item.edit_prompt = item.edit_prompt, None
         elif item.acted >= self.cfg.max_turns:
-            _close(item.episode, "max_turns")
+            close_game(item, "max_turns")
             return False
         else:
             item.prompt = item.context.build(item.history, self.framing) if self.framing else []
         if len(item.prompt) > self.prompt_budget:
-            _close(item.episode, "max_prompt_tokens")
+            close_game(item, "max_prompt_tokens")
             return False
         return True
 
@@ -243,7 +244,7 @@ class _Scheduler:
             self.sampling.discard(key)
             item = self.live[key]
             if isinstance(completion, Exception):  # its remote engine worker died: not the policy's doing
-                _fail(item.episode, completion, "infra")
+                fail_game(item, completion, "infra")
                 continue
             state = item.env.state_key() if isinstance(item.env, HasStateKey) else None
             if item.editing:  # a context edit: a turn now (no env step), then the next action follows
@@ -267,26 +268,60 @@ class _Scheduler:
         assert action is not None
         if isinstance(result, Exception):  # env failures and timeouts end this episode only
             failure = failure_type(result, in_step=True)
-            flag = {"invalid_action": True, "step_failure": _step_failure(result)} if failure == "policy" else {}
+            flag = {"invalid_action": True, "step_failure": step_failure(result)} if failure == "policy" else {}
             item.episode.turns.append(_turn(item, action, item.state, info=flag))
-            _fail(item.episode, result, failure)
+            fail_game(item, result, failure)
+            return
+        if item.seats is not None:
+            self._apply_seat(item, action, result)
             return
         reward, info = float(result.reward), dict(result.info)
         item.episode.turns.append(
             _turn(item, action, item.state, reward=reward, observation=result.observation, info=info)
         )
-        _apply_step(item.episode, result, action)
+        apply_step(item.episode, result, action)
         if not item.episode.done:
             item.history.add(action.token_ids, result.observation, self.framing)
-            if self.framing and item.acted < self.cfg.max_turns:  # no edit that nothing would read
-                item.edit_prompt = item.context.after_step(item.history, self.framing)
-            if item.edit_prompt is not None and not self.edits:  # the actor writes nothing: an empty edit
-                item.context.take_edit(item.history, [])
-                item.edit_prompt = None
-            self.ready.append(key)
+            self._next_action(item)
+
+    def _next_action(self, item: Live) -> None:
+        """The item acts next: first a context edit when its strategy asks for one."""
+        if self.framing and item.acted < self.cfg.max_turns:  # no edit that nothing would read
+            item.edit_prompt = item.context.after_step(item.history, self.framing)
+        if item.edit_prompt is not None and not self.edits:  # the actor writes nothing: an empty edit
+            item.context.take_edit(item.history, [])
+            item.edit_prompt = None
+        self.ready.append(item.key)
+
+    def _apply_seat(self, item: Live, action: Completion, result: StepResult) -> None:
+        """A seat's move: its turn waits for what the seat sees next; the step's observation goes to the seat to act
+        (the same one after an invalid move), or, when the game ended, to every seat with its verdict."""
+        item.episode.turns.append(_turn(item, action, item.state, reward=float(result.reward), info=dict(result.info)))
+        item.unseen = True
+        game = item.env
+        assert item.seats is not None and isinstance(game, HasSeats)
+        if result.terminated or result.truncated:
+            end_game(item.seats, result, game.verdicts())
+        elif action.finish_reason == "length":
+            close_game(item, "max_new_tokens")
+        else:
+            item.waiting = True
+            acting = item.seats[game.to_act()]
+            self._observe(acting, result.observation)
+            self._next_action(acting)
+
+    def _observe(self, item: Live, observation: str) -> None:
+        """What a seat sees as its move comes: its first observation, or the answer to its last move."""
+        item.waiting = False
+        if not item.episode.turns:
+            item.history, item.episode.first_observation = History([observation]), observation
+            return
+        turn, item.unseen = item.episode.turns[-1], False
+        turn.observation = observation
+        item.history.add(turn.action_ids, observation, self.framing)
 
 
-def _turn(item: _Live, completion: Completion, state: str | None, **answered: Any) -> Turn:
+def _turn(item: Live, completion: Completion, state: str | None, **answered: Any) -> Turn:
     """The turn as sampled, built once: exact prompt and action ids, log-probs, the env state before the step,
     and (``answered``) what the step or the context strategy gave it."""
     entropies = list(completion.entropies) if completion.entropies else None
@@ -297,55 +332,10 @@ def _turn(item: _Live, completion: Completion, state: str | None, **answered: An
     )  # fmt: skip
 
 
-def _edit_turn(item: _Live, completion: Completion, state: str | None) -> Turn:
+def _edit_turn(item: Live, completion: Completion, state: str | None) -> Turn:
     """A context edit (a summary) is a turn too, trained and credited like any other: reward 0, no env step; its
     state key is the env's prefixed with the strategy, so step-level grouping compares edits written in the same
     env state; its observation is the last env observation, which is also what the next action answers."""
     edit = item.context.name
     key = f"{edit}:{state}" if state is not None else None
     return _turn(item, completion, key, observation=item.history.observations[-1], context_edit=edit)
-
-
-def env_turns(episode: Episode) -> int:
-    """Env actions the rollout took: context edits (summaries) and the replayed prefix of a branch are not."""
-    return sum(t.env_step and not t.info.get(REPLAYED) for t in episode.turns)
-
-
-def _apply_step(episode: Episode, result: StepResult, action: Completion) -> None:
-    """The episode's side of a step: its outcome, whether it ended, and why."""
-    _record_outcome(episode, float(result.reward), result.outcome)
-    episode.terminated, episode.truncated = result.terminated, result.truncated
-    if result.truncated:
-        episode.truncation_reason = "env"
-    elif not result.terminated and action.finish_reason == "length":
-        _close(episode, "max_new_tokens")
-
-
-def _record_outcome(episode: Episode, reward: float, reported: float | None) -> None:
-    """An env-reported outcome wins; otherwise the outcome is the running sum of step rewards."""
-    if reported is not None:
-        episode.outcome, episode.outcome_explicit = float(reported), True
-    elif not episode.outcome_explicit:
-        episode.outcome += reward
-
-
-def _close(episode: Episode, reason: str) -> None:
-    if not episode.done:
-        episode.truncated, episode.truncation_reason = True, reason
-
-
-def _fail(episode: Episode, exc: Exception, failure: FailureType) -> None:
-    """End the episode with ``error`` (a policy failure's turn was flagged when it was built, ``_apply``).
-
-    The failing step gives no reward, so the outcome stays what the episode had earned before it (0 for
-    an env that scores only at the end), like an episode cut by a budget; the flag adds the penalty.
-    """
-    episode.error, episode.failure = ("timeout" if isinstance(exc, TimeoutError) else repr(exc)), failure
-    _close(episode, "error")
-
-
-def _step_failure(exc: Exception) -> str:
-    """Why a step failed: ``timeout`` (past the step timeout), ``crash`` (its worker died) or ``exception``."""
-    if isinstance(exc, TimeoutError):
-        return "timeout"
-    return "crash" if isinstance(exc, EnvWorkerError) else "exception"

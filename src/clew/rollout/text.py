@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 from clew.envs import Env, HasStateKey, failure_type, make
 from clew.policy.base import Completion
-from clew.rollout.loop import _apply_step, _close, _fail, _release, _step_failure, env_turns
+from clew.rollout.endings import apply_step, close, env_turns, fail, release, step_failure
 from clew.rollout.tasks import Task, derive_seed
 from clew.types import Episode, Turn
 
@@ -31,28 +31,28 @@ def play_text(policy: TextPolicy, task: Task, group_id: int, member: int, max_tu
         env = make(task.env_id, **task.env_kwargs)
         first = env.reset(task.seed)
     except Exception as exc:  # no action caused it
-        _fail(episode, exc, "infra")
+        fail(episode, exc, "infra")
         return episode
     episode.first_observation, messages = first, [{"role": "user", "content": first}]
     try:
         while not episode.done:
             if env_turns(episode) >= max_turns:
-                _close(episode, "max_turns")
+                close(episode, "max_turns")
                 break
             try:
                 text, finish = policy(messages, derive_seed(seed, group_id, member, len(episode.turns)))
             except Exception as exc:
-                _fail(episode, exc, "infra")
+                fail(episode, exc, "infra")
                 break
             try:
                 _step(episode, env, text, finish)
             except Exception as exc:  # outside the env's step (its state key, say): not the policy's doing
-                _fail(episode, exc, "infra")
+                fail(episode, exc, "infra")
                 break
             messages.append({"role": "assistant", "content": text})
             messages.append({"role": "user", "content": episode.turns[-1].observation})
     finally:
-        _release(env)
+        release(env)
     return episode
 
 
@@ -62,10 +62,10 @@ def _step(episode: Episode, env: Env, text: str, finish: str) -> None:
         result = env.step(text)
     except Exception as exc:
         failure = failure_type(exc, in_step=True)
-        flag = {"invalid_action": True, "step_failure": _step_failure(exc)} if failure == "policy" else {}
+        flag = {"invalid_action": True, "step_failure": step_failure(exc)} if failure == "policy" else {}
         episode.turns.append(Turn([], [], [], text, state_key=state, info=flag, cut=finish == "length"))
-        _fail(episode, exc, failure)
+        fail(episode, exc, failure)
         return
     reward, info = float(result.reward), dict(result.info)
     episode.turns.append(Turn([], [], [], text, reward, result.observation, state, info, cut=finish == "length"))
-    _apply_step(episode, result, Completion([], [], finish, text))
+    apply_step(episode, result, Completion([], [], finish, text))

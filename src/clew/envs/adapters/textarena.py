@@ -12,8 +12,10 @@ Kwargs:
         per process), ``"module:factory"`` (a plug-in's opponent, ``factory()`` builds it), or any
         ``Opponent`` object, injected by whoever builds the env. This module never loads a model: it
         names the policy layer's builder by entry point, as the env registry names env classes.
+        ``"self"``: self-play, no opponent: the env's ``HasSeats`` side (``seats() == 2``) hands every move to
+        the caller, which plays both seats (the rollout gives each its own episode; ``clew.rollout.loop``).
     seat: ``"alternate"`` (default: seat ``seed % 2``), ``0`` or ``1``. Seats are a function of the
-        seed, so self-play can later seat a policy copy on the other side without changing ids.
+        seed, so the same ids serve play against an opponent and self-play (where ``seat`` is unused).
     error_allowance: ``None`` (default): an invalid move is a recorded step flagged
         ``info["invalid_action"]``, the game goes on and the player moves again (TextArena's own rule,
         ``error_allowance=1``, ends the game as a loss at the second invalid move in a row; pass an
@@ -26,7 +28,10 @@ Reward and outcome: every step's reward is 0; the game's verdict for the agent's
 win, 0 draw, -1 loss; puzzles: 1 solved, else the fraction completed) is the ending step's
 ``outcome``, reported apart from the rewards (a verdict given once, at the end, not a sum of score
 changes), so the episode's return counts it once; running out of turns reports outcome 0.
-``info["success"]`` is a win (verdict >= 1). The opponent moves inside ``step``: the observation is
+``info["success"]`` is a win (verdict >= 1). In self-play each seat's verdict is ``verdicts()`` (the rollout
+makes it that seat's outcome; the ending step reports none), and the observation after a move is the view of
+the seat to act next (its role prompt before its first move, the other's move, its board). The opponent moves
+inside ``step``: the observation is
 what the agent sees after the opponent replied; an invalid opponent move is retried with random
 valid moves, and after 3 more invalid ones in a row the opponent forfeits (TextArena's rule). A
 move that makes the game itself raise is recorded as invalid (``info["game_error"]``) and not
@@ -165,9 +170,12 @@ class TextArena:
         self._ta = _build(game, dict(game_kwargs or {}))
         self.num_players = self._count_players()
         self.opponent: Opponent | None = None
-        if self.num_players == 2:
+        self.self_play = opponent == "self"
+        if self.self_play and self.num_players != 2:
+            raise ValueError(f"textarena/{game}: opponent 'self' needs a two-player game; this one has one player")
+        if self.num_players == 2 and not self.self_play:
             self.opponent = self._make_opponent("random" if opponent is None else opponent)
-        elif opponent is not None:
+        elif opponent is not None and not self.self_play:
             raise ValueError(f"textarena/{game} is a single-player game; it takes no opponent")
         self.agent, self.steps, self._seed, self._plies = 0, 0, 0, 0
         self._last_board, self._opponent_prompt = "", ""
@@ -181,7 +189,9 @@ class TextArena:
         with self._own_rng(fresh_seed=seed):
             self._ta.reset(num_players=self.num_players, seed=seed)
         self._finished = False
-        stalled = self.num_players == 2 and self._opponent_moves()
+        if self.self_play:
+            self.agent = self._ta.state.current_player_id
+        stalled = self.opponent is not None and self._opponent_moves()
         if stalled or self._ta.state.done:  # games that cannot start are a bug in the game, not the agent
             raise RuntimeError(f"textarena/{self.game} ended before the agent's first move (seed {seed})")
         return self._drain(self.agent)
@@ -193,11 +203,16 @@ class TextArena:
         errors_before = state.error_count
         crash = self._play(action, self._allowance)
         invalid = crash is not None or state.error_count > errors_before or state.game_info[self.agent]["invalid_move"]
-        stalled = self.num_players == 2 and not state.done and self._opponent_moves()
+        stalled = self.opponent is not None and not state.done and self._opponent_moves()
         info: dict[str, Any] = {"invalid_action": True} if invalid else {}
         if crash is not None:
             info["game_error"] = crash
+        if self.self_play and not state.done:
+            self.agent = state.current_player_id
         text = self._drain(self.agent)
+        if state.done and self.self_play:  # every seat's verdict is verdicts(); the text is the final message
+            self._finished = True
+            return StepResult(f"{text}\n{self._reason()}".strip(), 0.0, True, False, info)
         if state.done:
             verdict = float((state.rewards or {}).get(self.agent, 0.0))
             info["success"] = verdict >= 1.0
@@ -205,10 +220,23 @@ class TextArena:
             reason = state.game_info[self.agent].get("reason") or "The game is over."
             return StepResult(f"{text}\n{reason}".strip(), 0.0, True, False, info, outcome=verdict)
         if stalled or self.steps >= self.max_steps:
-            info["success"] = False
+            if not self.self_play:
+                info["success"] = False
             self._finished = True
             return StepResult(f"{text}\nOut of turns.".strip(), 0.0, False, True, info, outcome=0.0)
         return StepResult(text, 0.0, False, False, info)
+
+    def seats(self) -> int:
+        """2 in self-play (both seats act through ``step``), else 1 (the opponent moves inside ``step``)."""
+        return 2 if self.self_play else 1
+
+    def to_act(self) -> int:
+        return int(self.agent)
+
+    def verdicts(self) -> list[float]:
+        """Each seat's verdict (+1 win, 0 draw, -1 loss) once the game ended; 0 for both when it ran out of turns."""
+        rewards = (self._ta.state.rewards or {}) if self._ta.state.done else {}
+        return [float(rewards.get(seat, 0.0)) for seat in range(self.seats())]
 
     def state_key(self) -> str | None:
         """A hash of the game state and the agent's seat; None when the state's text is not stable."""
@@ -226,6 +254,11 @@ class TextArena:
         self._finished = True  # a model opponent's engine is shared per process (MODEL_OPPONENT), not this env's
 
     # --- mechanics ------------------------------------------------------------------------
+    def _reason(self) -> str:
+        """The game's closing words: each seat's reason, once (they usually match)."""
+        reasons = [str(info.get("reason") or "") for info in self._ta.state.game_info.values()]
+        return "\n".join(dict.fromkeys(r for r in reasons if r)) or "The game is over."
+
     @contextlib.contextmanager
     def _own_rng(self, fresh_seed: int | None = None) -> Iterator[None]:
         """Run TextArena with this env's ``random`` (and numpy) state; the caller's state is restored."""
