@@ -93,7 +93,7 @@ def test_self_play_episodes_replay_move_by_move() -> None:
 def test_a_budget_ends_every_seat() -> None:
     groups = collect(ScriptedActor("random"), [NIM], RolloutConfig(group_size=4, max_turns=2), seed=0)
     cut = [seats for seats in _by_match(groups).values() if seats[0].truncated]
-    assert cut  # Nim 3-4-5 takes at least three moves per seat from the start
+    assert cut  # random play seldom empties Nim 3-4-5 in four moves
     for first, second in cut:
         assert second.truncated and {first.truncation_reason, second.truncation_reason} == {"max_turns"}
         assert first.outcome == second.outcome == 0.0 and not first.success and not second.success

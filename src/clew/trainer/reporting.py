@@ -64,10 +64,11 @@ def evaluate_and_checkpoint(session: Session, state: TrainerState) -> None:
 
 
 def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
-    """The policy on ``eval.episodes`` held-out tasks (one episode each) at ``eval.temperature``."""
+    """The policy on ``eval.episodes`` held-out tasks (one episode each; ``eval.env_kwargs`` over the env's) at
+    ``eval.temperature``."""
     cfg = session.cfg
     assert session.link is not None
-    tasks = eval_tasks(cfg.env.id, cfg.eval.episodes, 1, cfg.env.kwargs)
+    tasks = eval_tasks(cfg.env.id, cfg.eval.episodes, 1, {**cfg.env.kwargs, **cfg.eval.env_kwargs})
     seed = derive_seed(cfg.seed, "eval")
     if session.harness is not None:  # the agent on held-out tasks, through the gateway
         assert session.gateway is not None

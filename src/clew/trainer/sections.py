@@ -344,6 +344,11 @@ class EvalConfig(_Frozen):
     at_end: bool = Field(True, description="evaluate the final policy")
     episodes: int = Field(64, ge=1)
     temperature: float = Field(1.0, ge=0)
+    env_kwargs: dict[str, Any] = Field(
+        default_factory=dict,
+        description="env kwargs for evaluation, over env.kwargs (a self-play run meets a fixed opponent: "
+        "{opponent: random})",
+    )
 
 
 class LoggingConfig(_Frozen):

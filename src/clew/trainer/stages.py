@@ -40,10 +40,13 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
     cfg = session.cfg
     kept: list[Group] = []
     collected: list[Group] = []
+    seats = 1  # groups per task: a self-play game gives one per seat
     for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
-        need = cfg.tasks_per_iteration - len(kept)
+        need = -(-(cfg.tasks_per_iteration * seats - len(kept)) // seats)
         tasks = [task(session, it, round_, i) for i in range(need)]
-        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(kept), it, keep)
+        # group ids follow every group collected so far (kept or dropped), so a refill never reuses one
+        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(collected), it, keep)
+        seats = max(seats, len(groups) // max(1, len(tasks)))
         if session.judging is not None:  # reward sources: judges' verdicts into outcomes and step rewards
             session.judging.score(groups)
         shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
@@ -54,9 +57,9 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         if session.replay is not None and cfg.replay.mode == "arpo":  # a stored success into all-failure groups
             groups, _ = replay.inject(groups, session.replay, derive_seed(cfg.seed, it, round_, "arpo"))
         kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
-        if len(kept) >= cfg.tasks_per_iteration:
+        if len(kept) >= cfg.tasks_per_iteration * seats:
             break
-    kept = kept[: cfg.tasks_per_iteration]
+    kept = kept[: cfg.tasks_per_iteration * seats]
     branched = branch(session, kept, it) if cfg.rollout.branch_roots else []  # continuations from shared prefixes
     return kept + branched, collected + branched
 
