@@ -39,7 +39,7 @@ def test_token_advantages_are_what_the_learner_used(tmp_path: Path) -> None:
     assert [r["token_advantages"] for r in stored] == [[0.1, 0.2], [0.3, 0.4, 0.5], [-1.0]]
     assert stored[1]["token_entropies"] == pytest.approx([0.1, 0.2, 0.3])
     assert json.loads(stored[0]["info"]) == {"x": 1}  # entropies live in their own column only
-    assert schema_version(tmp_path / "a.parquet") == SCHEMA_VERSION == 4
+    assert schema_version(tmp_path / "a.parquet") == SCHEMA_VERSION == 5
 
 
 def test_turn_advantage_is_repeated_per_token_without_token_credit(tmp_path: Path) -> None:

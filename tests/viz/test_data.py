@@ -7,12 +7,16 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
+from clew.store.trajectories import turn_records, write_trajectories
+from clew.table import TurnTable
+from clew.types import Episode, Group, Turn
 from clew.viz.data import RunData, first_divergence
 from clew.viz.export import embed_json, export_html
 from clew.viz.records import dumps
-from tests.viz.conftest import IMG, SCRIPT, TOKEN_ADV, TURN_ADV, XSS_ACTION, XSS_OBSERVATION
+from tests.viz.conftest import IMG, SCRIPT, TOKEN_ADV, TURN_ADV, XSS_ACTION, XSS_OBSERVATION, build_run
 
 
 @pytest.fixture()
@@ -188,3 +192,29 @@ def test_view_never_imports_torch(run_dir: Path, tmp_path: Path) -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert (tmp_path / "x.html").stat().st_size > 0
+
+
+def test_self_play_episodes_show_their_seat_and_game(tmp_path: Path) -> None:
+    """Iteration 1 of a self-play run: two games of two seats; an episode page lists both seats of its game with the
+    outcome from each side and the mean advantage; the seat of every turn and of every episode tile shows."""
+    seat = lambda agent, game, outcome: Episode(  # noqa: E731
+        "nim#0", agent, 0, [Turn([1], [5], [-0.1], "[0 1]", observation="ok")] * (2 + agent), outcome, True,
+        outcome_explicit=True, agent=agent, match=game,
+    )  # fmt: skip
+    a0, a1, b0, b1 = seat(0, "A", 1.0), seat(1, "A", -1.0), seat(0, "B", -1.0), seat(1, "B", 1.0)
+    table = TurnTable.from_groups([Group(0, "nim#0", 0, [a0, b0]), Group(1, "nim#0", 0, [a1, b1])])
+    adv = np.arange(table.n_turns, dtype=np.float64)
+    (tmp_path / "trajectories").mkdir()
+    write_trajectories(tmp_path / "trajectories" / "iter_000001.parquet", turn_records(table, 1, adv, adv))
+    run = RunData("selfplay", tmp_path)
+    page = run.groups(1)
+    assert [[(e.episode, e.agent, e.match) for e in g.episodes] for g in page.groups] == [
+        [(0, 0, "A"), (1, 0, "B")], [(2, 1, "A"), (3, 1, "B")]
+    ]  # fmt: skip
+    view = run.episode(1, 2)  # seat 1 of game A: rows 4-6 (seat 0 plays 2 turns, seat 1 plays 3)
+    assert {t.agent for t in view.turns} == {1} and view.summary.agent == 1
+    assert [(g.episode, g.agent, g.outcome, g.turns) for g in view.game] == [(0, 0, 1.0, 2), (2, 1, -1.0, 3)]
+    assert [g.mean_advantage for g in view.game] == [0.5, 5.0]
+    assert (
+        run.episode(1, 0).game[1].episode == 2 and RunData("small", build_run(tmp_path / "v")).episode(2, 0).game == ()
+    )

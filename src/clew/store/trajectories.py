@@ -14,6 +14,8 @@ Schema versions (Parquet key-value metadata ``clew.schema``):
   step advantage in (GiGPO under its ``state_grouping``; ids unique within the file), null for a turn in no
   group or an estimator without anchor groups. ``read_trajectories`` fills null for older files, whose
   readers (``clew view``) group anchor states by ``state_key`` as before.
+- 5: adds ``agent`` (int or null: the seat the episode played in a self-play game, ``Episode.agent``) and
+  ``match`` (str or null: the game's id, shared by its seats' episodes). ``read_trajectories`` fills nulls.
 
 In every version the ``info`` JSON is the env's ``info`` plus the turn's ``context_edit`` (the strategy
 that wrote a summary turn) and ``cut`` (true when the action stopped at ``max_new_tokens``), which
@@ -34,7 +36,7 @@ from clew.store.run import atomic_write_bytes
 from clew.table import TurnTable
 from clew.types import Turn
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 SCHEMA_KEY = b"clew.schema"
 TYPED_COLUMNS = pa.schema(
     [
@@ -42,6 +44,8 @@ TYPED_COLUMNS = pa.schema(
         ("token_entropies", pa.list_(pa.float64())),
         ("failure", pa.string()),
         ("anchor_group", pa.int64()),
+        ("agent", pa.int64()),
+        ("match", pa.string()),
     ]
 )  # columns that may be null in every row, typed all the same
 
@@ -80,6 +84,7 @@ def turn_records(
                 "success": ep.success, "terminated": ep.terminated, "truncated": ep.truncated,
                 "truncation_reason": ep.truncation_reason, "error": ep.error, "failure": ep.failure,
                 "info": json.dumps(info, default=str), "anchor_group": int(groups[i]) if groups[i] >= 0 else None,
+                "agent": ep.agent, "match": ep.match,
             }
         )  # fmt: skip
     return records
@@ -124,6 +129,9 @@ def read_trajectories(path: Path) -> list[dict[str, Any]]:
             upgrade_v2(row)
         if version < 4:
             row.setdefault("anchor_group", None)
+        if version < 5:
+            row.setdefault("agent", None)
+            row.setdefault("match", None)
     return rows
 
 

@@ -28,6 +28,7 @@ from clew.viz.records import (
     Comparison,
     EpisodeSummary,
     EpisodeView,
+    GameSeat,
     GroupPage,
     GroupSummary,
     RunCurves,
@@ -61,13 +62,15 @@ _HIT = "(contains(lower(action_text), $q) OR contains(lower(observation), $q))"
 _GROUPS_SQL = """
 WITH turns AS (
   SELECT "group" AS g, episode, task_id, seed, outcome, reward, success, terminated, truncated, truncation_reason,
-         CAST(error AS VARCHAR) AS error, {failure} AS failure, {invalid} AS invalid, ($q = '' OR {hit}) AS hit
+         CAST(error AS VARCHAR) AS error, {failure} AS failure, {invalid} AS invalid, ($q = '' OR {hit}) AS hit,
+         {agent} AS agent, {match} AS game
   FROM {source}),
 episodes AS (
   SELECT g, episode, any_value(task_id) AS task_id, any_value(seed) AS seed, any_value(outcome) AS outcome,
          sum(reward) AS total_reward, count(*) AS turns, bool_or(success) AS success, bool_or(terminated) AS terminated,
          bool_or(truncated) AS truncated, any_value(truncation_reason) AS truncation_reason, any_value(error) AS error,
-         any_value(failure) AS failure, sum(invalid::INTEGER) AS invalid_actions, sum(hit::INTEGER) AS matches
+         any_value(failure) AS failure, sum(invalid::INTEGER) AS invalid_actions, sum(hit::INTEGER) AS matches,
+         any_value(agent) AS agent, any_value(game) AS game
   FROM turns GROUP BY g, episode),
 stats AS (
   SELECT g, avg(success::DOUBLE) AS success_rate, avg(outcome) AS mean_outcome,
@@ -123,6 +126,8 @@ def summary_from_rows(rows: Sequence[dict[str, Any]]) -> EpisodeSummary:
         failure=last["failure"],
         invalid_actions=sum(_invalid(r["info"]) for r in rows),
         matches=0,
+        agent=last.get("agent"),
+        match=last.get("match"),
     )
 
 
@@ -223,6 +228,8 @@ class RunData:
         sql = _GROUPS_SQL.format(
             source=source([path]), invalid=_INVALID, hit=_HIT, status=_STATUS_SQL[status], sort=_SORT_SQL[sort],
             failure=_FAILURE if "failure" in self.columns(path) else _FAILURE_BEFORE_V3,
+            agent="agent" if "agent" in self.columns(path) else "NULL::BIGINT",
+            match='CAST("match" AS VARCHAR)' if "match" in self.columns(path) else "NULL::VARCHAR",
         )  # fmt: skip
         rows = self.query(sql, {"q": query.strip().lower()})
         return GroupPage(
@@ -238,7 +245,10 @@ class RunData:
     def turn_rows(self, iteration: int, episode: int) -> list[dict[str, Any]]:
         """An episode's turn rows in order, upgraded to schema version 2."""
         path = self.file(iteration)
-        extra = [c for c in ("token_advantages", "token_entropies", "anchor_group") if c in self.columns(path)]
+        extra: list[str] = [
+            c for c in ("token_advantages", "token_entropies", "anchor_group", "agent") if c in self.columns(path)
+        ]
+        extra += ['CAST("match" AS VARCHAR) AS "match"'] if "match" in self.columns(path) else []
         failure = "failure" in self.columns(path)
         columns = ", ".join([_EPISODE_COLUMNS, *extra, *([f"{_FAILURE} AS failure"] if failure else [])])
         rows = self.query(f"SELECT {columns} FROM {source([path])} WHERE episode = $e ORDER BY turn", {"e": episode})
@@ -276,7 +286,24 @@ class RunData:
             seed=int(rows[0]["seed"]), prompt_text=decode(self.tokenizer, prompt) if prompt is not None else None,
             prompt_tokens=int(rows[0]["prompt_len"] or 0),
             tokenizer=str(self.tokenizer_path) if self.tokenizer is not None else None,
-            turns=tuple(self._turn_view(r, mates, column) for r in rows),
+            turns=tuple(self._turn_view(r, mates, column) for r in rows), game=self.game(iteration, summary.match),
+        )  # fmt: skip
+
+    def game(self, iteration: int, match: str | None) -> tuple[GameSeat, ...]:
+        """Every seat's episode of the self-play game ``match`` in ``iteration`` (() for None)."""
+        if match is None:
+            return ()
+        rows = self.query(
+            f"SELECT episode, any_value(agent) AS agent, any_value(outcome) AS outcome, count(*) AS turns, "
+            f'avg(advantage) AS mean_advantage FROM {source([self.file(iteration)])} WHERE "match" = $m '
+            "GROUP BY episode ORDER BY agent",
+            {"m": match},
+        )
+        return tuple(
+            GameSeat(
+                int(r["episode"]), int(r["agent"]), float(r["outcome"]), int(r["turns"]), float(r["mean_advantage"])
+            )
+            for r in rows
         )  # fmt: skip
 
     def _turn_view(self, row: dict[str, Any], mates: Sequence[dict[str, Any]], column: str) -> TurnView:
@@ -292,6 +319,7 @@ class RunData:
             advantage=float(row["advantage"]), state_key=row["state_key"], invalid=_invalid(row["info"]),
             info=row["info"] or "{}", tokens=make_tokens(row, self.tokenizer), anchor=anchor,
             anchor_group=row.get("anchor_group"), segment_start=bool(row.get("segment_start", row["turn"] == 0)),
+            agent=row.get("agent"),
         )  # fmt: skip
 
     def compare(self, iteration: int, a: int, b: int) -> Comparison:
@@ -334,4 +362,5 @@ def _episode_summary(row: dict[str, Any]) -> EpisodeSummary:
         terminated=bool(row["terminated"]), truncated=bool(row["truncated"]),
         truncation_reason=row["truncation_reason"], error=row["error"], failure=row["failure"],
         invalid_actions=int(row["invalid_actions"]), matches=int(row["matches"]),
+        agent=None if row["agent"] is None else int(row["agent"]), match=row["game"],
     )  # fmt: skip

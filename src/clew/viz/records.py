@@ -63,7 +63,8 @@ class RunInfo:
 @dataclass(frozen=True)
 class EpisodeSummary:
     """One episode of a group: how it ended. ``total_reward`` sums its step rewards; ``failure`` types its
-    ``error`` (``infra``: left out of credit, ``policy``: kept and scored as a failure)."""
+    ``error`` (``infra``: left out of credit, ``policy``: kept and scored as a failure); ``agent``/``match``: its
+    seat and game in self-play (None otherwise)."""
 
     episode: int
     group: int
@@ -78,6 +79,8 @@ class EpisodeSummary:
     failure: str | None
     invalid_actions: int
     matches: int
+    agent: int | None = None  # the seat it played in a self-play game (its group holds that seat's episodes)
+    match: str | None = None  # that game's id, shared by its seats' episodes
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,18 @@ class TurnView:
     anchor: tuple[AnchorMate, ...]
     anchor_group: int | None = None
     segment_start: bool = False  # its prompt does not extend the last turn's: a new segment (trained apart)
+    agent: int | None = None  # the seat that acted (self-play), else None
+
+
+@dataclass(frozen=True)
+class GameSeat:
+    """One seat's episode of a self-play game: its return (the outcome from its side) and its mean turn advantage."""
+
+    episode: int
+    agent: int
+    outcome: float
+    turns: int
+    mean_advantage: float
 
 
 @dataclass(frozen=True)
@@ -165,6 +180,7 @@ class EpisodeView:
     prompt_tokens: int
     tokenizer: str | None
     turns: tuple[TurnView, ...]
+    game: tuple[GameSeat, ...] = ()  # every seat of its self-play game (itself included), by seat; () otherwise
 
 
 @dataclass(frozen=True)

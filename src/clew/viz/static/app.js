@@ -218,7 +218,7 @@
     const ending = e.error ? failureLabel(e) : e.truncated ? `truncated (${e.truncation_reason || "?"})` : e.terminated ? "terminated" : "open";
     const cls = ["tile", e.success ? "success" : "failure", e.error ? `errored ${e.failure || "infra"}` : ""].join(" ");
     return el("div", { class: cls, "data-episode": e.episode },
-      el("div", {}, link(["run", run, "it", it, "ep", e.episode], `episode ${e.episode}`), " ", box),
+      el("div", {}, link(["run", run, "it", it, "ep", e.episode], `episode ${e.episode}`), e.agent !== null && e.agent !== undefined ? el("span", { class: "seat" }, ` seat ${e.agent}`) : null, " ", box),
       el("div", {}, e.success ? "success" : "failure", ` · outcome ${num(e.outcome, 2)}`),
       el("div", {}, `return ${num(e.total_reward, 2)} · ${e.turns} turns`), el("div", { class: "muted" }, ending),
       e.invalid_actions ? el("div", { class: "warn" }, `${e.invalid_actions} invalid actions`) : null,
@@ -270,7 +270,7 @@
     const edit = contextEdit(t);  // a sampled context edit (a summary): a turn with no env step
     return el("section", { class: "turn " + (extraClass || "") + (edit ? " edit" : ""), "data-turn": t.turn },
       t.segment_start && t.turn > 0 ? el("div", { class: "segment-start" }, "new segment: this prompt does not extend the last turn's (trained as separate rows)") : null,
-      el("div", { class: "turn-head" }, el("strong", {}, edit ? `turn ${t.turn} · ${edit} (context edit)` : `turn ${t.turn}`), turnStats(t)),
+      el("div", { class: "turn-head" }, el("strong", {}, (edit ? `turn ${t.turn} · ${edit} (context edit)` : `turn ${t.turn}`) + (t.agent !== null && t.agent !== undefined ? ` · seat ${t.agent}` : "")), turnStats(t)),
       el("div", { class: "label" }, edit ? `${edit}, sampled and credited like an action` : "action"), tokensLine(t, scale), el("div", { class: "action-text" }, el("code", {}, t.action_text)),
       el("div", { class: "label" }, "observation"), el("pre", { class: "obs" }, t.observation), anchorBlock(run, it, t));
   }
@@ -283,7 +283,17 @@
   function episodeHead(ep) {
     const s = ep.summary;
     const ending = s.error ? `${failureLabel(s)}: ${s.error}` : s.truncated ? `truncated (${s.truncation_reason || "?"})` : s.terminated ? "terminated" : "open";
-    return el("p", { class: "episode-head" }, `task ${ep.task_id} · seed ${ep.seed} · group ${s.group} · ${s.success ? "success" : "failure"} · outcome ${num(s.outcome)} · return ${num(s.total_reward)} · ${s.turns} turns · ${ending}`);
+    const seat = s.agent !== null && s.agent !== undefined ? ` · seat ${s.agent}` : "";
+    return el("p", { class: "episode-head" }, `task ${ep.task_id} · seed ${ep.seed} · group ${s.group}${seat} · ${s.success ? "success" : "failure"} · outcome ${num(s.outcome)} · return ${num(s.total_reward)} · ${s.turns} turns · ${ending}`);
+  }
+
+  // A self-play game: every seat's episode (its own turns, its outcome from its side, its mean turn advantage).
+  function gameBlock(run, it, ep) {
+    if (!ep.game || !ep.game.length) return null;
+    const rows = ep.game.map((g) => el("tr", { class: g.episode === ep.summary.episode ? "current" : "" }, el("td", {}, `seat ${g.agent}`),
+      el("td", {}, link(["run", run, "it", it, "ep", g.episode], `episode ${g.episode}`)), el("td", {}, num(g.outcome)), el("td", {}, String(g.turns)), el("td", {}, num(g.mean_advantage))));
+    return el("details", { class: "game", open: true }, el("summary", {}, `self-play game ${ep.summary.match}: ${ep.game.length} seats`),
+      el("table", {}, el("tr", {}, ["seat", "episode", "outcome (its side)", "turns", "mean advantage"].map((h) => el("th", {}, h))), rows));
   }
 
   async function episodePage(run, it, e) {
@@ -291,7 +301,7 @@
     crumbs(link(["runs"], "runs"), link(["run", run, "it", it], `${run} · iteration ${it}`), el("span", {}, `episode ${e}`));
     const scale = maxAbs([ep]);
     const noTokenizer = el("p", { class: "warn" }, "no tokenizer found for this run: tokens are shown as ids");
-    app.replaceChildren(...[el("h1", {}, `Episode ${e}`), episodeHead(ep), ep.tokenizer ? null : noTokenizer, legend(scale), promptBlock(ep),
+    app.replaceChildren(...[el("h1", {}, `Episode ${e}`), episodeHead(ep), gameBlock(run, it, ep), ep.tokenizer ? null : noTokenizer, legend(scale), promptBlock(ep),
       el("div", { class: "turns" }, ep.turns.map((t) => turnCard(run, it, t, scale)))].filter(Boolean));
   }
 
