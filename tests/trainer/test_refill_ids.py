@@ -23,7 +23,7 @@ def _group(group_id: int, task: Task, outcomes: list[float], agent: int | None =
 def _session() -> Any:
     cfg = load_config(None, ["tasks_per_iteration=3", "rollout.group_size=2", "filters.drop_zero_variance_groups=true",
                              "filters.max_refill_rounds=2"])  # fmt: skip
-    session = SimpleNamespace(cfg=cfg, judging=None, lengths=None, replay=None, curriculum=None)
+    session = SimpleNamespace(cfg=cfg, judging=None, lengths=None, replay=None, curriculum=None, league=None)
     return session
 
 

@@ -24,10 +24,12 @@ from clew.trainer.data_sections import (
     CurriculumConfig,
     DistillConfig,
     JudgingConfig,
+    LeagueConfig,
     MonitorConfig,
     PreferenceConfig,
     ReplayConfig,
     RewardSourceConfig,
+    check_league,
     check_rewards,
 )
 from clew.trainer.sections import (
@@ -116,6 +118,7 @@ class RunConfig(_Frozen):
         (), description="reward sources (clew.rewards): verifier, judge, rank, process (empty: the env's reward)"
     )
     judging: JudgingConfig = JudgingConfig()
+    league: LeagueConfig = LeagueConfig()
     train: TrainConfig = TrainConfig()
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
@@ -167,6 +170,7 @@ class RunConfig(_Frozen):
     def _consistent(self) -> RunConfig:
         self._engine_serves()
         check_rewards(self.rewards, self.rollout.group_size)
+        check_league(self.league, self.env.kwargs, "harness" if self.harness else "cluster" if self.cluster else None)
         self._harness_served()
         self._staleness_served()
         spec = credit.get(self.credit.name)

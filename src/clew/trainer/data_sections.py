@@ -185,3 +185,38 @@ def check_rewards(sources: tuple[RewardSourceConfig, ...], group_size: int) -> N
         raise ValueError("rewards: at most one verifier source (the env has one reward)")
     if any(s.name == "rank" for s in sources) and group_size > 26:
         raise ValueError(f"rewards: a rank source compares at most 26 episodes; rollout.group_size is {group_size}")
+
+
+class LeagueConfig(_Frozen):
+    """An opponent league for two-player games (``clew.trainer.league``): the policy meets itself (both seats learn)
+    and a pool of its past snapshots (frozen, greedy), rated by Elo."""
+
+    snapshot_every: int = Field(
+        0, ge=0, description="iterations between snapshots of the policy into the pool (0: off)"
+    )
+    pool_size: int = Field(4, ge=1, description="snapshots the pool keeps (the oldest leaves)")
+    self_share: float = Field(
+        0.5, ge=0, le=1, description="share of tasks played against itself; the others meet a pool member"
+    )
+    pick: Literal["recency", "rating"] = Field(
+        "recency", description="a pool member uniformly (recency: the pool holds the latest) or by rating (PFSP)"
+    )
+    elo_k: float = Field(16.0, gt=0, description="Elo's K: the rating change of a full surprise")
+    initial_rating: float = Field(1000.0, description="the policy's rating before its first league game")
+
+    @property
+    def enabled(self) -> bool:
+        return self.snapshot_every > 0
+
+
+def check_league(league: LeagueConfig, env_kwargs: dict[str, Any], elsewhere: str | None) -> None:
+    """A league seats its opponents through the env's ``opponent`` kwarg, in this process's env workers."""
+    if not league.enabled:
+        return
+    if env_kwargs.get("opponent") != "self":
+        raise ValueError(
+            "league.snapshot_every > 0 needs a self-play env (env.kwargs.opponent: self, a two-player TextArena game): "
+            f"the league sets each task's opponent; env.kwargs.opponent is {env_kwargs.get('opponent')!r}"
+        )
+    if elsewhere is not None:
+        raise ValueError(f"league snapshots are loaded by this process's envs; drop {elsewhere} or league")

@@ -76,6 +76,7 @@ class Trainer:
             env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
             metrics.update(rollout_metrics(collected))
             metrics.update(session.judging.metrics() if session.judging else {})  # reward sources, judges' work
+            metrics.update(stages.league(session, it))  # a snapshot into the opponent pool, the ratings
             metrics.update(stages.remember(session, groups, collected, len(imitated)))  # the replay store
             session.curriculum, level = curriculum.after_iteration(
                 cfg.curriculum, session.curriculum, it, cfg.iterations, metrics["rollout/success_rate"]

@@ -55,7 +55,7 @@ def evaluate_and_checkpoint(session: Session, state: TrainerState) -> None:
     if it % cfg.checkpoint_every == 0 or it == cfg.iterations:
         policy, learner = session.policy, session.learner
         critic = getattr(learner, "critic", None)  # a value head (a cluster's learner group has none)
-        parts = (critic, session.prm, session.replay, session.lengths)
+        parts = (critic, session.prm, session.replay, session.lengths, session.league)
         extras = [x.save for x in parts if x is not None]  # what else the run trains or keeps
         save_checkpoint(
             session.run_dir, state, policy.model, policy.tokenizer, learner.optimizer, cfg.keep_checkpoints,

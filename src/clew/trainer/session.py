@@ -29,6 +29,7 @@ from clew.trainer.curriculum import CurriculumState
 from clew.trainer.distill import load_teacher
 from clew.trainer.distributed import LearnerGroup
 from clew.trainer.judging import Judging
+from clew.trainer.league import League
 from clew.trainer.learner import Learner
 from clew.trainer.monitor import Monitor
 from clew.trainer.partial import EpisodeLog
@@ -63,6 +64,7 @@ class Session:
     curriculum: CurriculumState = field(default_factory=CurriculumState)  # the training tasks' difficulty level
     replay: ReplayBuffer | None = None  # the run's stored successes (``replay.capacity``)
     lengths: LengthHistory | None = None  # HAPO's shortest success per task (``shaping.hapo_weight``)
+    league: League | None = None  # the opponent pool and its ratings (``league.snapshot_every``)
     monitor: Monitor | None = None  # the reward-hacking and degeneracy detectors (``monitor``)
     judging: Judging | None = None  # the reward sources and their judges (``rewards``)
 
@@ -132,11 +134,12 @@ def _restore_or_start(session: Session, resume: bool) -> tuple[TrainerState, boo
     session.teacher = load_teacher(cfg.distill.teacher, session.policy) if cfg.distill.teacher else None
     session.replay = ReplayBuffer(cfg.replay.capacity, per_task=cfg.replay.per_task) if cfg.replay.capacity else None
     session.lengths = LengthHistory() if cfg.shaping.hapo_weight > 0 else None
+    session.league = League(cfg.league, run_dir, cfg.seed) if cfg.league.enabled else None
     if not found:
         return TrainerState(0, 0, 0), True
     state = load_state(found[-1], session.learner.optimizer)
     session.curriculum = CurriculumState.from_json(state.curriculum)
-    for part in (session.prm, session.replay, session.lengths):
+    for part in (session.prm, session.replay, session.lengths, session.league):
         if part is not None:
             part.load(found[-1])
     if isinstance(session.learner, Learner) and session.learner.critic is not None:

@@ -40,15 +40,15 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
     cfg = session.cfg
     kept: list[Group] = []
     collected: list[Group] = []
-    seats = 1  # groups per task: a self-play game gives one per seat
+    tasks_kept = 0  # tasks with a kept group (a self-play game gives a group per seat: collect's ids say whose)
     for round_ in range(1 + (cfg.filters.max_refill_rounds if cfg.filters.drop_zero_variance_groups else 0)):
-        need = -(-(cfg.tasks_per_iteration * seats - len(kept)) // seats)
-        tasks = [task(session, it, round_, i) for i in range(need)]
-        # group ids follow every group collected so far (kept or dropped), so a refill never reuses one
-        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), len(collected), it, keep)
-        seats = max(seats, len(groups) // max(1, len(tasks)))
+        tasks = [task(session, it, round_, i) for i in range(cfg.tasks_per_iteration - tasks_kept)]
+        offset = len(collected)  # group ids follow every group collected so far, kept or dropped: never reused
+        groups = collect_round(session, tasks, derive_seed(cfg.seed, it, round_), offset, it, keep)
         if session.judging is not None:  # reward sources: judges' verdicts into outcomes and step rewards
             session.judging.score(groups)
+        if session.league is not None:  # the league games' Elo ratings
+            session.league.record(groups)
         shape(groups, cfg.shaping, cfg.rollout.max_new_tokens)
         if session.lengths is not None:  # HAPO's length reward against each task's shortest success so far
             session.lengths.shape(groups, cfg.shaping.hapo_weight)
@@ -56,10 +56,11 @@ def rollout(session: Session, it: int, keep: bool = True) -> Rollout:
         groups = drop_env_errors(groups)  # infra failures are not policy samples: out of credit and baselines
         if session.replay is not None and cfg.replay.mode == "arpo":  # a stored success into all-failure groups
             groups, _ = replay.inject(groups, session.replay, derive_seed(cfg.seed, it, round_, "arpo"))
-        kept += drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
-        if len(kept) >= cfg.tasks_per_iteration * seats:
+        survivors = drop_zero_variance(groups) if cfg.filters.drop_zero_variance_groups else groups
+        kept += survivors
+        tasks_kept += len({(g.group_id - offset) % len(tasks) for g in survivors})
+        if tasks_kept >= cfg.tasks_per_iteration:
             break
-    kept = kept[: cfg.tasks_per_iteration * seats]
     branched = branch(session, kept, it) if cfg.rollout.branch_roots else []  # continuations from shared prefixes
     return kept + branched, collected + branched
 
@@ -96,7 +97,8 @@ def _task_kwargs(session: Session, it: int, seed: int) -> dict[str, Any]:
 def task(session: Session, it: int, round_: int, i: int) -> Task:
     cfg = session.cfg
     seed = derive_seed(cfg.seed, it, round_, i) % (cfg.env.train_seeds or 500_000)  # < 500k (SFT, eval above)
-    return Task(cfg.env.id, seed, _task_kwargs(session, it, seed))
+    kwargs = _task_kwargs(session, it, seed)
+    return Task(cfg.env.id, seed, session.league.task_kwargs(kwargs, it, seed) if session.league else kwargs)
 
 
 def collect_round(
@@ -170,6 +172,15 @@ def _on_episode(session: Session, kept: _Kept | None) -> Callable[[Episode, int]
             hook(episode, member)
 
     return both
+
+
+def league(session: Session, it: int) -> dict[str, float]:
+    """Every ``league.snapshot_every`` iterations the updated policy joins the opponent pool; the league's ratings."""
+    if session.league is None:
+        return {}
+    if (it + 1) % session.cfg.league.snapshot_every == 0:
+        session.league.snapshot(session.policy.model, session.policy.tokenizer, it + 1)
+    return session.league.metrics()
 
 
 def credit(session: Session, table: TurnTable) -> credit_lib.Credit:
