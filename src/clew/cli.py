@@ -186,6 +186,7 @@ def add_eval_args(p: argparse.ArgumentParser) -> None:
 
 def cmd_train(args: argparse.Namespace) -> int:
     from clew.trainer import Trainer, load_config
+    from clew.trainer.team import TeamTrainer
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -199,11 +200,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     console.print(f"run directory: {run_dir}")
     with progress() as bar:
         job = bar.add_task("train", total=cfg.iterations)
-        summary = Trainer(cfg, run_dir, report=_reporter(bar, job)).fit(resume=bool(args.resume))
-    _print_summary(summary)
-    console.print(f"curves: {run_dir / 'curves.png'}")
-    if summary.get("diagnosis"):
-        console.print(summary["diagnosis"], style="yellow", markup=False)
+        trainer = TeamTrainer if cfg.roles else Trainer  # a team: one policy per seat (roles)
+        summary = trainer(cfg, run_dir, report=_reporter(bar, job)).fit(resume=bool(args.resume))
+    for role, own in summary.get("roles", {"": summary}).items():
+        where = run_dir / "roles" / role if role else run_dir
+        console.print(f"role {role}: {where}" if role else "", markup=False, end="\n" if role else "")
+        _print_summary(own)
+        console.print(f"curves: {where / 'curves.png'}")
+        if own.get("diagnosis"):
+            console.print(own["diagnosis"], style="yellow", markup=False)
     return 0
 
 

@@ -165,6 +165,11 @@ register(
     description="open-ended instructions, no verifier: a judge (rewards) scores the reply; JSONL tasks via path",
 )
 register(
+    "solve-verify-v0",
+    "clew.envs.library.solveverify:SolveVerify",
+    description="two roles, two seats: a solver answers a sum, a verifier judges it (self-play or a team of policies)",
+)
+register(
     "toolcalc-v0",
     "clew.envs.library.toolcalc:ToolCalc",
     description="multi-step arithmetic with a calculator tool, then an answer",

@@ -59,7 +59,7 @@ def evaluate(
     groups: list[Group] = []
     for start in range(0, len(tasks), chunk_tasks):
         chunk = tasks[start : start + chunk_tasks]
-        groups += collect(actor, chunk, cfg, seed=seed + start, framing=framing, group_offset=start)
+        groups += collect(actor, chunk, cfg, seed=seed + start, framing=framing, group_offset=len(groups))
         if on_progress:
             on_progress(sum(len(g.episodes) for g in groups))
     return summarize([e for g in groups for e in g.episodes]), groups

@@ -1,6 +1,6 @@
 """Rollout: drives Env and Policy into Episodes and Groups with exact tokens."""
 
-from clew.rollout.actors import Actor, PolicyActor, ScriptedActor
+from clew.rollout.actors import Actor, PolicyActor, ScriptedActor, SeatActors
 from clew.rollout.config import ContextConfig, RolloutConfig
 from clew.rollout.context import (
     ContextStrategy,
@@ -25,6 +25,7 @@ __all__ = [
     "PolicyActor",
     "RolloutConfig",
     "ScriptedActor",
+    "SeatActors",
     "Task",
     "WindowContext",
     "collect",

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Protocol
 
-from clew.envs import Env, HasExpert, HasValidActions
+from clew.envs import Env, HasExpert, HasSeats, HasValidActions
 from clew.policy.base import Completion, Engine, SamplingParams, Streams
 
 UNBOUNDED_MODEL_LEN = 1 << 62  # actors without a context limit
@@ -83,6 +83,34 @@ class PolicyActor:
 
     def pending(self) -> int:
         return self._stream.pending() if self._stream is not None else len(self._buffer)
+
+
+@dataclass
+class SeatActors:
+    """A team: one actor per seat of a game (``roles``), each request going to the actor of the seat to act
+    (``env.to_act()``; an env without seats asks seat 0's). Budgets are the tightest of the team's."""
+
+    actors: Sequence[Actor]
+    max_model_len: int = field(init=False)
+    continuous_batching: bool = field(init=False)
+    writes_context_edits: bool = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.max_model_len = min(int(a.max_model_len) for a in self.actors)
+        self.continuous_batching = all(a.continuous_batching for a in self.actors)
+        self.writes_context_edits = all(a.writes_context_edits for a in self.actors)
+
+    def submit(self, key: int, prompt: list[int], env: Env, seed: int) -> None:
+        seat = env.to_act() if isinstance(env, HasSeats) and env.seats() > 1 else 0
+        if seat >= len(self.actors):
+            raise ValueError(f"seat {seat} is to act, but the team has {len(self.actors)} policies (roles)")
+        self.actors[seat].submit(key, prompt, env, seed)
+
+    def poll(self) -> Sequence[tuple[int, Completion | Exception]]:
+        return [done for actor in self.actors for done in actor.poll()]
+
+    def pending(self) -> int:
+        return sum(actor.pending() for actor in self.actors)
 
 
 @dataclass

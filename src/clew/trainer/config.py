@@ -31,6 +31,7 @@ from clew.trainer.data_sections import (
     RewardSourceConfig,
     check_league,
     check_rewards,
+    check_roles,
 )
 from clew.trainer.sections import (
     DEFAULT_TIS_CAP,
@@ -123,6 +124,9 @@ class RunConfig(_Frozen):
     sft: SFTConfig = SFTConfig()
     eval: EvalConfig = EvalConfig()
     logging: LoggingConfig = LoggingConfig()
+    roles: tuple[str, ...] = Field(
+        (), description="a team: one policy per seat of a multi-seat game, by seat (clew.trainer.team); () one policy"
+    )
     cluster: ClusterConfig | None = Field(None, description="run on Ray (None: one process)")
     harness: HarnessConfig | None = Field(None, description="train your own agent through the gateway (env unused)")
 
@@ -171,6 +175,12 @@ class RunConfig(_Frozen):
         self._engine_serves()
         check_rewards(self.rewards, self.rollout.group_size)
         check_league(self.league, self.env.kwargs, "harness" if self.harness else "cluster" if self.cluster else None)
+        check_roles(self.roles, {
+            "league": self.league.enabled, "harness": self.harness is not None, "cluster": self.cluster is not None,
+            "rollout.max_staleness": self.rollout.max_staleness > 0,
+            "rollout.branch_roots": self.rollout.branch_roots > 0,
+            "preference": self.preference.loss is not None or self.preference.data is not None,
+        })  # fmt: skip
         self._harness_served()
         self._staleness_served()
         spec = credit.get(self.credit.name)

@@ -3,6 +3,7 @@ objectives, curricula, distillation (``RunConfig`` composes them with ``clew.tra
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -220,3 +221,20 @@ def check_league(league: LeagueConfig, env_kwargs: dict[str, Any], elsewhere: st
         )
     if elsewhere is not None:
         raise ValueError(f"league snapshots are loaded by this process's envs; drop {elsewhere} or league")
+
+
+ROLE_NAME = re.compile(r"[A-Za-z0-9_-]{1,40}")
+
+
+def check_roles(roles: tuple[str, ...], conflicts: dict[str, bool]) -> None:
+    """A team names two or more roles, each a folder name, once; ``conflicts``: the settings a team cannot use yet."""
+    if not roles:
+        return
+    if len(roles) < 2:
+        raise ValueError(f"roles names one policy per seat: give two or more (one policy needs none): {list(roles)}")
+    if bad := [r for r in roles if not ROLE_NAME.fullmatch(r)]:
+        raise ValueError(f"roles are folder names (letters, digits, _ and -, up to 40): {bad}")
+    if len(set(roles)) != len(roles):
+        raise ValueError(f"roles names a role twice: {list(roles)}")
+    if used := [name for name, on in conflicts.items() if on]:
+        raise ValueError(f"roles (a team of policies) does not run with {', '.join(used)} yet")

@@ -55,39 +55,7 @@ class Trainer:
                 break
             start = time.perf_counter()
             groups, collected = ahead or stages.rollout(session, it)  # rollout + shape (+ dynamic sampling refill)
-            staleness = int(ahead is not None)
-            table = TurnTable.from_groups(groups)  # flattened once: credit, rows and the store read it
-            credit = stages.credit(session, table)  # advantages
-            credit, teacher = stages.distill(session, table, credit)  # a teacher's reverse KL (distill.teacher)
-            value, target = credit.value, credit.value_target
-            values = (value, target) if value is not None and target is not None else None  # a critic run (GAE)
-            rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values,
-                           credit.clip_scale, teacher)  # fmt: skip
-            rows, selected = stages.select(session, table, rows, it)  # filters, down-sampling, the row cap
-            imitated = stages.imitation(session, table, it)  # stored successes, replayed (replay.mode=sil)
-            rows += imitated
-            rollout_s = time.perf_counter() - start
-            metrics, ahead = stages.update(session, rows, it, table)  # update (off-policy: the next rollout meanwhile)
-            metrics.update(selected)
-            assert session.link is not None
-            gap = metrics.get(SYNC_GAP) if staleness == 0 else None  # the engine's last sync, seen by the learner
-            metrics.update(session.link.sync(it, gap))  # sync: weights to the engine, checked by the parity probe
-            metrics["rollout/staleness"] = staleness
-            env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
-            metrics.update(rollout_metrics(collected))
-            metrics.update(session.judging.metrics() if session.judging else {})  # reward sources, judges' work
-            metrics.update(stages.league(session, it))  # a snapshot into the opponent pool, the ratings
-            metrics.update(stages.remember(session, groups, collected, len(imitated)))  # the replay store
-            session.curriculum, level = curriculum.after_iteration(
-                cfg.curriculum, session.curriculum, it, cfg.iterations, metrics["rollout/success_rate"]
-            )  # the difficulty of the next tasks (curriculum.key)
-            metrics.update(level)
-            state = TrainerState(
-                it + 1, session.learner.steps, state.env_steps + env_steps, session.curriculum.to_json()
-            )
-            metrics.update(stages.watch(session, metrics, state.iteration))  # the reward-hacking monitor's flags
-            seconds = (rollout_s, time.perf_counter() - start)
-            reporting.record_iteration(session, state, table, credit, metrics, len(rows), seconds, collected)
+            state, ahead = learn(session, state, it, (groups, collected), int(ahead is not None), start)
             if session.monitor is not None and session.monitor.stops():  # monitor.stop_on
                 break
         return reporting.finish(session, state)
@@ -114,3 +82,43 @@ class Trainer:
             session.log("iteration", {**metrics, **passed}, iteration=state.iteration)
             reporting.evaluate_and_checkpoint(session, state)
         return reporting.finish(session, state)
+
+
+def learn(
+    session: Session, state: TrainerState, it: int, rolled: stages.Rollout, staleness: int, start: float
+) -> tuple[TrainerState, stages.Rollout | None]:
+    """One iteration after its rollout: credit -> update -> sync -> record; the new state and, off-policy
+    (``rollout.max_staleness``), the next rollout made during the update."""
+    cfg = session.cfg
+    groups, collected = rolled
+    table = TurnTable.from_groups(groups)  # flattened once: credit, rows and the store read it
+    credit = stages.credit(session, table)  # advantages
+    credit, teacher = stages.distill(session, table, credit)  # a teacher's reverse KL (distill.teacher)
+    value, target = credit.value, credit.value_target
+    values = (value, target) if value is not None and target is not None else None  # a critic run (GAE)
+    rows = to_rows(table, credit.turn_advantage, credit.token_advantage, cfg.train.merge_prefix, values,
+                   credit.clip_scale, teacher)  # fmt: skip
+    rows, selected = stages.select(session, table, rows, it)  # filters, down-sampling, the row cap
+    imitated = stages.imitation(session, table, it)  # stored successes, replayed (replay.mode=sil)
+    rows += imitated
+    rollout_s = time.perf_counter() - start
+    metrics, ahead = stages.update(session, rows, it, table)  # update (off-policy: the next rollout meanwhile)
+    metrics.update(selected)
+    assert session.link is not None
+    gap = metrics.get(SYNC_GAP) if staleness == 0 else None  # the engine's last sync, seen by the learner
+    metrics.update(session.link.sync(it, gap))  # sync: weights to the engine, checked by the parity probe
+    metrics["rollout/staleness"] = staleness
+    env_steps = sum(env_turns(e) for g in collected for e in g.episodes)  # summaries are not env steps
+    metrics.update(rollout_metrics(collected))
+    metrics.update(session.judging.metrics() if session.judging else {})  # reward sources, judges' work
+    metrics.update(stages.league(session, it))  # a snapshot into the opponent pool, the ratings
+    metrics.update(stages.remember(session, groups, collected, len(imitated)))  # the replay store
+    session.curriculum, level = curriculum.after_iteration(
+        cfg.curriculum, session.curriculum, it, cfg.iterations, metrics["rollout/success_rate"]
+    )  # the difficulty of the next tasks (curriculum.key)
+    metrics.update(level)
+    state = TrainerState(it + 1, session.learner.steps, state.env_steps + env_steps, session.curriculum.to_json())
+    metrics.update(stages.watch(session, metrics, state.iteration))  # the reward-hacking monitor's flags
+    seconds = (rollout_s, time.perf_counter() - start)
+    reporting.record_iteration(session, state, table, credit, metrics, len(rows), seconds, collected)
+    return state, ahead

@@ -75,9 +75,14 @@ def evaluate_held_out(session: Session, state: TrainerState) -> EvalResult:
         groups = session.harness.collect(session.gateway, tasks, 1, seed, 0, cfg.eval.temperature)
         result = summarize([e for g in groups for e in g.episodes])
     else:
-        actor = PolicyActor(session.link.engine, session.sampling(cfg.eval.temperature))
+        temperature = cfg.eval.temperature
+        team = session.team  # a team plays every seat; each role reports its own
+        actor = team.actor(temperature) if team else PolicyActor(session.link.engine, session.sampling(temperature))
         rollout = cfg.rollout.model_copy(update={"group_size": 1})
         result, groups = evaluate(actor, tasks, rollout, seed, session.framing)
+        if team is not None:
+            groups = [g for g in groups if g.episodes and g.episodes[0].agent == team.seat]
+            result = summarize([e for g in groups for e in g.episodes])
     judged: dict[str, float] = {}
     if session.judging is not None and cfg.judging.on_eval:  # held-out episodes scored by the reward sources too
         session.judging.score(groups)

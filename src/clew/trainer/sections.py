@@ -290,6 +290,7 @@ class SFTConfig(_Frozen):
         "long prompts (a harness's tool schemas) need it to bound memory",
     )
     seed_offset: int = Field(500_000, ge=0, description="demo seeds start here (disjoint from RL and eval)")
+    seat: int | None = Field(None, ge=0, description="train on one seat's demos only (a team's role; None: all)")
 
 
 class ClusterConfig(_Frozen):

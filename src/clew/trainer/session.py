@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clew import credit as credit_lib
 from clew.envs import Closeable, Env, HasGoldReply, HasStateKey
@@ -18,7 +18,7 @@ from clew.gateway import Gateway
 from clew.gateway.harness import Harness
 from clew.gateway.template import prefix_safe
 from clew.policy import Engine, HFPolicy, SamplingParams, TinyModelConfig, build_tiny
-from clew.rollout import Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
+from clew.rollout import Actor, Framing, PolicyActor, ScriptedActor, Task, collect, derive_seed
 from clew.store.run import checkpoints, clean_partials, read_jsonl
 from clew.trainer import harnessed, weights
 from clew.trainer.checkpoint import TrainerState, load_probe, load_state, saved_iteration
@@ -40,6 +40,15 @@ from clew.trainer.sft import sft
 from clew.trainer.sync import EngineLink, open_engine, probe_prompts
 
 
+class Team(Protocol):
+    """A role's view of its team (``clew.trainer.team.Teammates``): its seat, and the team as one actor."""
+
+    @property
+    def seat(self) -> int: ...
+
+    def actor(self, temperature: float) -> Actor: ...
+
+
 @dataclass
 class Session:
     """What a run holds while it trains (``open_session`` builds it, ``close`` ends it)."""
@@ -54,7 +63,7 @@ class Session:
     framing: Framing = field(init=False)
     learner: Learner | LearnerGroup = field(init=False)
     link: EngineLink | None = None
-    actor: PolicyActor | None = None
+    actor: Actor | None = None  # the rollout's: the engine at rollout.temperature, or a team's (``team``)
     env_hosts: EnvHosts | None = None  # opened with the engines on a cluster with env_workers
     harness: Harness | None = None  # a harness run (``harness:``): episodes come from the agent, through the gateway
     gateway: Gateway | None = None  # the run's engine behind the OpenAI API, for the harness
@@ -67,6 +76,7 @@ class Session:
     league: League | None = None  # the opponent pool and its ratings (``league.snapshot_every``)
     monitor: Monitor | None = None  # the reward-hacking and degeneracy detectors (``monitor``)
     judging: Judging | None = None  # the reward sources and their judges (``rewards``)
+    team: Team | None = None  # a role of a team of policies (``roles``, ``clew.trainer.team``)
 
     def __post_init__(self) -> None:
         self.episodes = EpisodeLog(self.run_dir)
@@ -186,7 +196,8 @@ def connect(session: Session) -> None:
     shared = not cluster and cfg.rollout.max_staleness == 0  # else the engine has weights of its own
     session.link = EngineLink(engine, session.policy, prompts, cfg.rollout, shared=shared)
     session.recorder.log("engine", {"engine/name": cfg.rollout.engine, **session.link.sync(-1)})
-    session.actor = PolicyActor(engine, session.sampling(cfg.rollout.temperature))
+    own = PolicyActor(engine, session.sampling(cfg.rollout.temperature))
+    session.actor = session.team.actor(cfg.rollout.temperature) if session.team and session.team.seat == 0 else own
 
 
 def close(session: Session) -> None:
@@ -242,6 +253,7 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
         framing = Framing(policy.tokenizer, policy.chat)
         groups = collect(actor, tasks, cfg.rollout, derive_seed(cfg.seed, "sft"), framing)
     episodes = [e for g in groups for e in g.episodes]
+    episodes = [e for e in episodes if cfg.sft.seat is None or e.agent == cfg.sft.seat]  # a team role's own seat
     won = [e for e in episodes if session.harness is None or (e.error is None and e.outcome > 0)]  # a harness's
     turns = [t for e in won for t in e.turns if t.action_ids]  # expert can fail: SFT copies its wins only
     # a scripted expert has no summaries to show: context edits are learned by RL alone
