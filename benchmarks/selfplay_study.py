@@ -1,15 +1,17 @@
 """Self-play (issue 34): does playing both seats of Nim lift the win rate against held-out fixed opponents?
 
-Usage: python benchmarks/selfplay_study.py [--seeds N] [--iterations N] [--out DIR] [--report-only]
+Usage: python benchmarks/selfplay_study.py [--config YAML] [--seeds N] [--iterations N] [--out DIR] [--report-only]
 
-One SFT start (xor-rule demos with noise, ``configs/selfplay-nim.yaml``), evaluated before RL; then, per seed and
-per credit, self-play RL from it: the tiny model plays both seats, each seat its own episode and group.
+One SFT start (the game's scripted demos with noise; ``configs/selfplay-nim.yaml`` by default, or
+``configs/selfplay-tictactoe.yaml``), evaluated before RL; then, per seed and per credit, self-play RL from it: the
+tiny model plays both seats, each seat its own episode and group.
 
 - ``grpo``: the plain per-seat GRPO baseline (groups per (task, seat)).
 - ``mars``: MARS's agent-normalised turn-level credit (``turn_returns``, ``normalize: agent``; credit.md section 9).
 
 Held-out evaluation, each 256 games on seeds no training task uses, temperature 1, seats alternating by seed:
-against a uniformly random opponent (the run's own ``eval``) and against the xor-rule player (``clew eval``).
+against a uniformly random opponent and against the game's scripted player (Nim's xor rule, TicTacToe's minimax;
+``clew eval``).
 The training never meets either: its opponent is itself. Reported per run with Wilson 95 % intervals, and the
 start. Runs are cached by their overrides (``benchmarks/study.py``); ``--report-only`` reports what finished.
 Writes ``DIR/selfplay.json`` and ``DIR/selfplay.md``.
@@ -27,41 +29,44 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).parent))
 from clew.eval.stats import wilson_interval
 from clew.store.run import atomic_write_text
+from clew.trainer.config import RunConfig, load_config
 from machine import describe
 from study import finished, study_key, train_run
 
 ROOT = Path(__file__).resolve().parent.parent
-CONFIG = ROOT / "configs" / "selfplay-nim.yaml"
 EPISODES = 256
 COMMON = ["eval.every=0", f"eval.episodes={EPISODES}", "checkpoint_every=1000"]
 CREDITS = {"grpo": ["credit.name=grpo"], "mars": ["credit.name=turn_returns", "credit.params={normalize: agent}"]}
 OPPONENTS = ("random", "scripted")
 
 
-def start_run(out: Path, threads: int) -> Path:
+def start_run(config: Path, out: Path, threads: int) -> Path:
     run, overrides = out / "sft-start", [*COMMON, "iterations=0", "eval.at_start=true"]
     if not finished(run, overrides):
-        train_run(run, overrides, threads, CONFIG)
+        train_run(run, overrides, threads, config)
     return run
 
 
-def rl_run(out: Path, credit: str, seed: int, iterations: int, threads: int) -> Path:
+def rl_run(config: Path, out: Path, credit: str, seed: int, iterations: int, threads: int) -> Path:
     start = out / "sft-start" / "sft" / "policy"
     overrides = [*COMMON, *CREDITS[credit], f"policy.model={start}", "sft.enabled=false", f"seed={seed}",
                  f"iterations={iterations}", "eval.at_start=false"]  # fmt: skip
     run = out / f"{credit}-s{seed}"
     if not finished(run, overrides):
-        train_run(run, overrides, threads, CONFIG)
+        train_run(run, overrides, threads, config)
     return run
 
 
-def held_out(run: Path, opponent: str, policy: Path) -> dict[str, Any]:
-    """``EPISODES`` games of ``policy`` against ``opponent`` (cached in the run as ``eval-<opponent>.json``)."""
+def held_out(cfg: RunConfig, run: Path, opponent: str, policy: Path) -> dict[str, Any]:
+    """``EPISODES`` games of ``policy`` against ``opponent`` (cached in the run as ``eval-<opponent>.json``), with
+    the run's env kwargs and budgets."""
     path = run / f"eval-{opponent}.json"
     if not path.exists():
-        cmd = [sys.executable, "-m", "clew.cli", "eval", "--env", "textarena/Nim-v0", "--env-arg",
-               f"opponent={opponent}", "--env-arg", "max_steps=30", "--policy", str(policy), "--episodes",
-               str(EPISODES), "--max-turns", "15", "--max-new-tokens", "8", "--window-turns", "0", "--seed", "1",
+        kwargs = {**cfg.env.kwargs, "opponent": opponent, "seat": "alternate"}
+        env_args = [x for key, value in kwargs.items() for x in ("--env-arg", f"{key}={value}")]
+        budgets = ["--max-turns", str(cfg.rollout.max_turns), "--max-new-tokens", str(cfg.rollout.max_new_tokens)]
+        cmd = [sys.executable, "-m", "clew.cli", "eval", "--env", cfg.env.id, *env_args, "--policy", str(policy),
+               "--episodes", str(EPISODES), *budgets, "--window-turns", "0", "--seed", "1",
                "--json", str(path)]  # fmt: skip
         subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
     result = json.loads(path.read_text())["runs"][0]
@@ -70,19 +75,19 @@ def held_out(run: Path, opponent: str, policy: Path) -> dict[str, Any]:
     return {"win": result["success_rate"], "low": low, "high": high, "episodes": result["episodes"]}
 
 
-def report(out: Path, credits: list[str], seeds: int) -> dict[str, Any]:
-    rows: dict[str, Any] = {}
+def report(config: Path, out: Path, credits: list[str], seeds: int) -> dict[str, Any]:
+    cfg, rows = load_config(config, []), dict[str, Any]()
     start = out / "sft-start"
     if study_key(start):
-        rows["start"] = {o: held_out(start, o, start / "sft" / "policy") for o in OPPONENTS}
+        rows["start"] = {o: held_out(cfg, start, o, start / "sft" / "policy") for o in OPPONENTS}
     for credit in credits:
         for seed in range(seeds):
             run = out / f"{credit}-s{seed}"
             if study_key(run):
-                rows[f"{credit}-s{seed}"] = {o: held_out(run, o, run) for o in OPPONENTS}
-    result = {"machine": describe(), "episodes": EPISODES, "rows": rows}
+                rows[f"{credit}-s{seed}"] = {o: held_out(cfg, run, o, run) for o in OPPONENTS}
+    result = {"machine": describe(), "config": config.name, "episodes": EPISODES, "rows": rows}
     atomic_write_text(out / "selfplay.json", json.dumps(result, indent=1))
-    lines = ["| policy | vs random: win [95 % CI] | vs xor rule: win [95 % CI] |", "|---|---|---|"]
+    lines = ["| policy | vs random: win [95 % CI] | vs scripted: win [95 % CI] |", "|---|---|---|"]
     for name, row in rows.items():
         cells = [f"{row[o]['win']:.1%} [{row[o]['low']:.1%}, {row[o]['high']:.1%}]" for o in OPPONENTS]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
@@ -93,6 +98,7 @@ def report(out: Path, credits: list[str], seeds: int) -> dict[str, Any]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", type=Path, default=ROOT / "configs" / "selfplay-nim.yaml")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--iterations", type=int, default=15)
     parser.add_argument("--credits", nargs="+", default=list(CREDITS), choices=list(CREDITS))
@@ -101,11 +107,11 @@ def main() -> None:
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
     if not args.report_only:
-        start_run(args.out, args.threads)
+        start_run(args.config, args.out, args.threads)
         for seed in range(args.seeds):
             for credit in args.credits:
-                rl_run(args.out, credit, seed, args.iterations, args.threads)
-    report(args.out, args.credits, args.seeds)
+                rl_run(args.config, args.out, credit, seed, args.iterations, args.threads)
+    report(args.config, args.out, args.credits, args.seeds)
 
 
 if __name__ == "__main__":
