@@ -28,7 +28,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).parent))
 from clew.eval.stats import wilson_interval
-from clew.store.run import atomic_write_text
+from clew.store.run import atomic_write_text, read_jsonl
 from clew.trainer.config import RunConfig, load_config
 from machine import describe
 from study import finished, study_key, train_run
@@ -58,8 +58,14 @@ def rl_run(config: Path, out: Path, credit: str, seed: int, iterations: int, thr
 
 
 def held_out(cfg: RunConfig, run: Path, opponent: str, policy: Path) -> dict[str, Any]:
-    """``EPISODES`` games of ``policy`` against ``opponent`` (cached in the run as ``eval-<opponent>.json``), with
-    the run's env kwargs and budgets."""
+    """``EPISODES`` games of ``policy`` against ``opponent``: against ``random`` the run's own last held-out eval
+    (``eval.env_kwargs``), else ``clew eval`` (cached in the run as ``eval-<opponent>.json``) with the run's env
+    kwargs and budgets."""
+    own = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "eval"]
+    if opponent == "random" and own and own[-1]["eval/episodes"] == EPISODES:
+        last = own[-1]
+        return {"win": last["eval/success_rate"], "low": last["eval/success_low"], "high": last["eval/success_high"],
+                "episodes": EPISODES}  # fmt: skip
     path = run / f"eval-{opponent}.json"
     if not path.exists():
         kwargs = {**cfg.env.kwargs, "opponent": opponent, "seat": "alternate"}
@@ -91,6 +97,15 @@ def report(config: Path, out: Path, credits: list[str], seeds: int) -> dict[str,
     for name, row in rows.items():
         cells = [f"{row[o]['win']:.1%} [{row[o]['low']:.1%}, {row[o]['high']:.1%}]" for o in OPPONENTS]
         lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+    for credit in credits:  # over seeds: the mean win rate and whether each run's interval clears the start's
+        runs = [row for name, row in rows.items() if name.startswith(f"{credit}-")]
+        if runs and "start" in rows:
+            cells = []
+            for o in OPPONENTS:
+                mean = sum(r[o]["win"] for r in runs) / len(runs)
+                clear = sum(r[o]["low"] > rows["start"][o]["high"] for r in runs)
+                cells.append(f"mean {mean:.1%}; {clear} of {len(runs)} above the start's interval")
+            lines.append(f"| {credit}, {len(runs)} seeds | {cells[0]} | {cells[1]} |")
     atomic_write_text(out / "selfplay.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
