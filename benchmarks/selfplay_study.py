@@ -10,8 +10,9 @@ tiny model plays both seats, each seat its own episode and group.
 - ``mars``: MARS's agent-normalised turn-level credit (``turn_returns``, ``normalize: agent``; credit.md section 9).
 
 Held-out evaluation, each 256 games on seeds no training task uses, temperature 1, seats alternating by seed:
-against a uniformly random opponent and against the game's scripted player (Nim's xor rule, TicTacToe's minimax;
-``clew eval``).
+against a uniformly random opponent twice (the run's own final eval, and ``clew eval`` at sampling seed 1: two
+independent samples of the same policy, also pooled to 512 games) and against the game's scripted player (Nim's
+xor rule, TicTacToe's minimax; ``clew eval``).
 The training never meets either: its opponent is itself. Reported per run with Wilson 95 % intervals, and the
 start. Runs are cached by their overrides (``benchmarks/study.py``); ``--report-only`` reports what finished.
 Writes ``DIR/selfplay.json`` and ``DIR/selfplay.md``.
@@ -37,7 +38,8 @@ ROOT = Path(__file__).resolve().parent.parent
 EPISODES = 256
 COMMON = ["eval.every=0", f"eval.episodes={EPISODES}", "checkpoint_every=1000"]
 CREDITS = {"grpo": ["credit.name=grpo"], "mars": ["credit.name=turn_returns", "credit.params={normalize: agent}"]}
-OPPONENTS = ("random", "scripted")
+OPPONENTS = ("random-own", "random", "random-pooled", "scripted")
+HEADERS = ("vs random: the run's eval", "vs random: clew eval", "vs random: both (512)", "vs scripted: clew eval")
 
 
 def start_run(config: Path, out: Path, threads: int) -> Path:
@@ -62,10 +64,16 @@ def held_out(cfg: RunConfig, run: Path, opponent: str, policy: Path) -> dict[str
     (``eval.env_kwargs``), else ``clew eval`` (cached in the run as ``eval-<opponent>.json``) with the run's env
     kwargs and budgets."""
     own = [r for r in read_jsonl(run / "metrics.jsonl") if r.get("kind") == "eval"]
-    if opponent == "random" and own and own[-1]["eval/episodes"] == EPISODES:
+    if opponent == "random-own" and own and own[-1]["eval/episodes"] == EPISODES:
         last = own[-1]
         return {"win": last["eval/success_rate"], "low": last["eval/success_low"], "high": last["eval/success_high"],
                 "episodes": EPISODES}  # fmt: skip
+    if opponent == "random-pooled":
+        parts = [held_out(cfg, run, o, policy) for o in ("random-own", "random")]
+        wins, n = sum(round(p["win"] * p["episodes"]) for p in parts), sum(p["episodes"] for p in parts)
+        low, high = wilson_interval(wins, n)
+        return {"win": wins / n, "low": low, "high": high, "episodes": n}
+    opponent = opponent.removesuffix("-own")
     path = run / f"eval-{opponent}.json"
     if not path.exists():
         kwargs = {**cfg.env.kwargs, "opponent": opponent, "seat": "alternate"}
@@ -93,10 +101,10 @@ def report(config: Path, out: Path, credits: list[str], seeds: int) -> dict[str,
                 rows[f"{credit}-s{seed}"] = {o: held_out(cfg, run, o, run) for o in OPPONENTS}
     result = {"machine": describe(), "config": config.name, "episodes": EPISODES, "rows": rows}
     atomic_write_text(out / "selfplay.json", json.dumps(result, indent=1))
-    lines = ["| policy | vs random: win [95 % CI] | vs scripted: win [95 % CI] |", "|---|---|---|"]
+    lines = ["| policy | " + " | ".join(HEADERS) + " |", "|---" * (len(HEADERS) + 1) + "|"]
     for name, row in rows.items():
         cells = [f"{row[o]['win']:.1%} [{row[o]['low']:.1%}, {row[o]['high']:.1%}]" for o in OPPONENTS]
-        lines.append(f"| {name} | {cells[0]} | {cells[1]} |")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     for credit in credits:  # over seeds: the mean win rate and whether each run's interval clears the start's
         runs = [row for name, row in rows.items() if name.startswith(f"{credit}-")]
         if runs and "start" in rows:
@@ -105,7 +113,7 @@ def report(config: Path, out: Path, credits: list[str], seeds: int) -> dict[str,
                 mean = sum(r[o]["win"] for r in runs) / len(runs)
                 clear = sum(r[o]["low"] > rows["start"][o]["high"] for r in runs)
                 cells.append(f"mean {mean:.1%}; {clear} of {len(runs)} above the start's interval")
-            lines.append(f"| {credit}, {len(runs)} seeds | {cells[0]} | {cells[1]} |")
+            lines.append(f"| {credit}, {len(runs)} seeds | " + " | ".join(cells) + " |")
     atomic_write_text(out / "selfplay.md", "\n".join(lines) + "\n")
     print("\n".join(lines))
     return result
