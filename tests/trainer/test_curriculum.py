@@ -95,7 +95,7 @@ def test_the_loop_logs_the_scheduled_level(tiny_cfg: Make, tmp_path: Path) -> No
 def test_training_tasks_carry_the_level_and_evaluation_keeps_the_target(tiny_cfg: Make) -> None:
     cfg = tiny_cfg("iterations=4", "curriculum.key=max_steps", "curriculum.levels=[2, 3, 5]",
                    "curriculum.replay_share=0.5")  # fmt: skip
-    session = SimpleNamespace(cfg=cfg, curriculum=CurriculumState(2, ()))
+    session = SimpleNamespace(cfg=cfg, curriculum=CurriculumState(2, ()), league=None)
     levels = {stages.task(session, 0, 0, i).env_kwargs["max_steps"] for i in range(40)}  # type: ignore[arg-type]
     assert levels == {2, 3, 5}  # level 2, half of the tasks replayed at an easier one
     assert stages.task(session, 0, 0, 0).env_kwargs["width"] == 3  # the rest of env.kwargs  # type: ignore[arg-type]
