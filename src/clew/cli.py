@@ -29,10 +29,10 @@ from clew.cli_checks import (
     check_view,
     int_at_least,
     key_value,
-    non_negative_float,
     train_overrides,
 )
 from clew.cli_eval import (
+    add_eval_args,
     aggregate_line,
     build_player,
     cmd_compare,
@@ -41,11 +41,11 @@ from clew.cli_eval import (
     parse_kv,
     rollout_config,
 )
+from clew.cli_runs import cmd_export, cmd_plot, cmd_view
 from clew.cli_serve import add_serve_args, cmd_check_template, cmd_serve
 from clew.paths import root_from_environment, set_cache_root
 from clew.plugins import load_plugins
 from clew.policy.base import engines
-from clew.rollout.context import CONTEXTS
 from clew.store.run import atomic_write_text
 
 console = Console()
@@ -157,33 +157,6 @@ def _eval_one(args: argparse.Namespace, spec: str, seed: int, play: Any, tasks: 
     return eval_record(spec, seed, result, metrics)
 
 
-def add_eval_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--env", required=True, help="registered env id or module:Class")
-    p.add_argument("--env-arg", type=key_value, action="append", default=[], help="env kwarg as key=value (repeatable)")
-    p.add_argument(
-        "--policy",
-        action="append",
-        help="expert | random | model path/name | run dir | openai:URL (repeatable: runs of one method)",
-    )
-    p.add_argument("--seeds", type=int_at_least(1), default=1, help="sampling seeds per policy: --seed, --seed+1, ...")
-    p.add_argument("--model", help="the model an openai:URL policy names in its requests")
-    p.add_argument("--concurrency", type=int_at_least(1), default=8, help="episodes in flight for an openai:URL policy")
-    p.add_argument("--k", type=int_at_least(1), nargs="+", default=[], help="pass@k, mean@k, maj@k (k <= --group-size)")
-    p.add_argument("--json", type=Path, help="write every result and the aggregate over runs to this JSON file")
-    p.add_argument("--episodes", type=int_at_least(1), default=100)
-    p.add_argument("--group-size", type=int_at_least(1), default=1)
-    p.add_argument("--max-turns", type=int_at_least(1), default=64)
-    p.add_argument("--max-new-tokens", type=int_at_least(1), default=16)
-    p.add_argument("--temperature", type=non_negative_float, default=1.0)
-    p.add_argument("--context", default="window", help=f"context strategy: {' | '.join(CONTEXTS.available())}")
-    p.add_argument(
-        "--context-param", type=key_value, action="append", default=[], help="strategy parameter key=value (repeatable)"
-    )
-    p.add_argument("--window-turns", type=int_at_least(0), default=None, help="shorthand for --context-param turns=N")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--engine", default="hf", choices=engines(), help="rollout engine for a model policy")
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from clew.trainer import Trainer, load_config
     from clew.trainer.team import TeamTrainer
@@ -280,39 +253,6 @@ def cmd_models_get(args: argparse.Namespace) -> int:
     if out is not None and out.is_dir() and any(out.iterdir()) and not (out / MANIFEST).exists():
         raise UsageError(f"argument --out: {out} is a non-empty folder that clew did not write; choose another")
     print(materialize(args.name, Path(args.out) if args.out else None))  # the last line is the path, unwrapped
-    return 0
-
-
-def cmd_plot(args: argparse.Namespace) -> int:
-    from clew.eval.plots import plot_run
-
-    console.print(str(plot_run(Path(args.run))))
-    return 0
-
-
-def cmd_export(args: argparse.Namespace) -> int:
-    from clew.trainer.export import export_policy
-
-    try:
-        out = export_policy(Path(args.run), Path(args.to), adapter=args.adapter)
-    except FileExistsError as exc:
-        raise UsageError(f"argument --to: {exc}") from None
-    except ValueError as exc:
-        raise UsageError(f"argument --adapter: {exc}") from None
-    console.print(f"exported {args.run} to {out}", markup=False)
-    return 0
-
-
-def cmd_view(args: argparse.Namespace) -> int:
-    """Serve the browser view of run directories, or export one iteration as a single HTML file (torch-free)."""
-    if args.export:
-        from clew.viz.export import export_html
-
-        console.print(str(export_html(Path(args.export), args.iteration, Path(args.runs[0]))))
-        return 0
-    from clew.viz.server import serve
-
-    serve([Path(r) for r in args.runs], args.host, args.port)
     return 0
 
 

@@ -10,7 +10,9 @@ from typing import Any
 
 import yaml
 
-from clew.cli_checks import UsageError, is_model_folder
+from clew.cli_checks import UsageError, int_at_least, is_model_folder, key_value, non_negative_float
+from clew.policy.base import engines
+from clew.rollout.context import CONTEXTS
 
 
 def parse_kv(items: Sequence[str]) -> dict[str, Any]:
@@ -221,3 +223,30 @@ def _with_interval(final: dict[str, Any], key: str) -> str:
 def _method_json(m: Any) -> dict[str, Any]:
     curve = {"env_steps": m.grid, "success_mean": m.curve, "band": [list(b) for b in m.band]}
     return {"name": m.name, "runs": [str(r.path) for r in m.runs], "final": m.final, "curve": curve}
+
+
+def add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--env", required=True, help="registered env id or module:Class")
+    p.add_argument("--env-arg", type=key_value, action="append", default=[], help="env kwarg as key=value (repeatable)")
+    p.add_argument(
+        "--policy",
+        action="append",
+        help="expert | random | model path/name | run dir | openai:URL (repeatable: runs of one method)",
+    )
+    p.add_argument("--seeds", type=int_at_least(1), default=1, help="sampling seeds per policy: --seed, --seed+1, ...")
+    p.add_argument("--model", help="the model an openai:URL policy names in its requests")
+    p.add_argument("--concurrency", type=int_at_least(1), default=8, help="episodes in flight for an openai:URL policy")
+    p.add_argument("--k", type=int_at_least(1), nargs="+", default=[], help="pass@k, mean@k, maj@k (k <= --group-size)")
+    p.add_argument("--json", type=Path, help="write every result and the aggregate over runs to this JSON file")
+    p.add_argument("--episodes", type=int_at_least(1), default=100)
+    p.add_argument("--group-size", type=int_at_least(1), default=1)
+    p.add_argument("--max-turns", type=int_at_least(1), default=64)
+    p.add_argument("--max-new-tokens", type=int_at_least(1), default=16)
+    p.add_argument("--temperature", type=non_negative_float, default=1.0)
+    p.add_argument("--context", default="window", help=f"context strategy: {' | '.join(CONTEXTS.available())}")
+    p.add_argument(
+        "--context-param", type=key_value, action="append", default=[], help="strategy parameter key=value (repeatable)"
+    )
+    p.add_argument("--window-turns", type=int_at_least(0), default=None, help="shorthand for --context-param turns=N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--engine", default="hf", choices=engines(), help="rollout engine for a model policy")

@@ -23,6 +23,7 @@ import collections
 import functools
 from typing import Any
 
+from clew.envs.adapters._grid import offset_words
 from clew.envs.base import PickledSnapshot, StepResult, ensure_running
 
 DIRECTIONS = {"west": (-1, 0), "east": (1, 0), "north": (0, -1), "south": (0, 1)}
@@ -55,12 +56,6 @@ def _balance_in_order(env: Any, chunk: Any, objs: Any) -> None:
 
 def achievements() -> list[str]:
     return list(_crafter().constants.achievements)
-
-
-def _offset(dx: int, dy: int) -> str:
-    parts = [f"{abs(dy)} {'north' if dy < 0 else 'south'}" if dy else "", f"{abs(dx)} {'west' if dx < 0 else 'east'}"
-             if dx else ""]  # fmt: skip
-    return ", ".join(p for p in parts if p) or "here"
 
 
 class CrafterText(PickledSnapshot):
@@ -139,8 +134,8 @@ class CrafterText(PickledSnapshot):
         inv = player.inventory
         status = ", ".join(f"{k} {inv[k]}/9" for k in ("health", "food", "drink", "energy"))
         items = ", ".join(f"{k} {v}" for k, v in inv.items() if v and k not in ("health", "food", "drink", "energy"))
-        lines = ["You see: " + ("; ".join(f"{n} {_offset(*d)}" for n, d in near) if near else "only grass") + ".",
-                 f"You face {front} ({_offset(fx, fy).split(' ', 1)[1]}).", f"Status: {status}.",
+        lines = ["You see: " + ("; ".join(f"{n} {offset_words(*d)}" for n, d in near) if near else "only grass") + ".",
+                 f"You face {front} ({offset_words(fx, fy).split(' ', 1)[1]}).", f"Status: {status}.",
                  f"Inventory: {items or 'nothing'}."]  # fmt: skip
         if self.task != "default":
             lines.append(f"Goal: {self.task.replace('_', ' ')}.")

@@ -23,6 +23,7 @@ from __future__ import annotations
 import collections
 from typing import Any
 
+from clew.envs.adapters._grid import offset_words
 from clew.envs.base import StepResult, ensure_running
 
 NETHACK_TASKS = {"score": "NetHackScore-v0", "staircase": "NetHackStaircase-v0", "gold": "NetHackGold-v0",
@@ -135,7 +136,7 @@ class NLEText:
                 if best is None or abs(x - x0) + abs(y - y0) < abs(best[0]) + abs(best[1]):
                     found[f"{name} ({ch})"] = (x - x0, y - y0)
         near = sorted(found.items(), key=lambda kv: abs(kv[1][0]) + abs(kv[1][1]))[:8]
-        return "; ".join(f"{n}: {_offset(*d)}" for n, d in near)
+        return "; ".join(f"{n}: {offset_words(*d)}" for n, d in near)
 
     def state_key(self) -> str:
         x, y = self.agent()
@@ -169,12 +170,6 @@ class NLEText:
 def _at(rows: list[str], pos: tuple[int, int]) -> str | None:
     x, y = pos
     return rows[y][x] if 0 <= y < len(rows) and 0 <= x < len(rows[y]) else None
-
-
-def _offset(dx: int, dy: int) -> str:
-    parts = [f"{abs(dy)} {'north' if dy < 0 else 'south'}" if dy else "",
-             f"{abs(dx)} {'west' if dx < 0 else 'east'}" if dx else ""]  # fmt: skip
-    return ", ".join(p for p in parts if p) or "here"
 
 
 class MiniHackText(NLEText):
