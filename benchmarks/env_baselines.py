@@ -1,6 +1,6 @@
 """Expert and random success per environment family, with 95 % Wilson intervals and mean turns.
 
-Usage: python benchmarks/env_baselines.py [--quick] [--episodes N]
+Usage: python benchmarks/env_baselines.py [--quick] [--episodes N] [--only PREFIX ...]
 Each row plays N held-out seeds (the eval seeds) with the env's scripted expert and with uniformly
 random valid actions (where the env lists them), max 100 turns. Families whose package is not
 installed are reported as such. This is what an RL run on the env should be compared against.
@@ -33,6 +33,10 @@ ENVS: list[tuple[str, dict[str, object]]] = [
     ("minihack/Corridor-R2-v0", {}),
     ("search/synthetic", {"hops": 2}),
     ("search/synthetic", {"hops": 4}),
+    ("gem/game:GuessTheNumber-v0-easy", {}),
+    ("gem/game:Mastermind-v0-easy", {}),
+    ("gem/game:TowerofHanoi-v0-easy", {}),
+    ("gem/game:Minesweeper-v0-easy", {}),
 ]
 
 
@@ -61,9 +65,11 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--episodes", type=int, default=50)
+    parser.add_argument("--only", nargs="*", help="the rows whose env id starts with one of these")
     args = parser.parse_args()
     episodes = 4 if args.quick else args.episodes
     envs = ENVS[:4] if args.quick else ENVS
+    envs = [e for e in envs if not args.only or e[0].startswith(tuple(args.only))]
     print(f"{episodes} held-out episodes per row, at most 100 turns")
     print("| env | policy | success [95 % CI] | mean turns | wall |")
     print("|---|---|---|---|---|")

@@ -71,7 +71,7 @@ def cmd_envs(args: argparse.Namespace) -> int:
     table = Table("ids", "description", "examples", "installed", "install", title="env families (any prefix/<name>)")
     for family in families():
         installed = "yes" if family.installed else "no"
-        install = escape(f"pip install 'clew[{family.extra}]'")  # not rich markup
+        install = escape(family.install_line)  # not rich markup
         table.add_row(f"{family.prefix}/...", escape(family.description), ", ".join(family.ids()), installed, install)
     console.print(table)
     console.print("any other env: --env module:Class (a class with reset(seed) and step(action))")

@@ -36,7 +36,9 @@ class EnvSpec:
 
 @dataclass(frozen=True)
 class EnvFamily:
-    """Ids ``prefix/<name>`` served by one adapter; ``requires`` is the import name of its package."""
+    """Ids ``prefix/<name>`` served by one adapter; ``requires`` is the import name of its package; ``install`` the
+    command that adds it when ``pip install 'clew[<extra>]'`` is not enough (a package whose pins conflict with
+    clew's other extras goes in with ``--no-deps``)."""
 
     prefix: str
     entry_point: str
@@ -44,6 +46,11 @@ class EnvFamily:
     requires: str
     description: str = ""
     examples: tuple[str, ...] = ()
+    install: str = ""
+
+    @property
+    def install_line(self) -> str:
+        return self.install or f"pip install 'clew[{self.extra}]'"
 
     @property
     def name(self) -> str:
@@ -71,12 +78,13 @@ def register(env_id: str, entry_point: str, description: str = "", **kwargs: Any
 
 
 def register_family(
-    prefix: str, entry_point: str, extra: str, requires: str, description: str = "", examples: tuple[str, ...] = ()
-) -> None:
+    prefix: str, entry_point: str, extra: str, requires: str, description: str = "", examples: tuple[str, ...] = (),
+    install: str = "",
+) -> None:  # fmt: skip
     """Serve every id ``prefix/<name>`` with ``Adapter(name, **kwargs)`` from ``"module:Class"``."""
     if not re.match(r"^[a-z][a-z0-9_]*$", prefix):
         raise ValueError(f"env family prefix {prefix!r} must be a lower-case word")
-    FAMILIES.add(EnvFamily(prefix, entry_point, extra, requires, description, tuple(examples)))
+    FAMILIES.add(EnvFamily(prefix, entry_point, extra, requires, description, tuple(examples), install))
 
 
 def families() -> list[EnvFamily]:
@@ -114,7 +122,7 @@ def resolve(env_id: str) -> type:
     if slash and prefix in FAMILIES and name:
         family = FAMILIES.get(prefix)
         if not family.installed:
-            raise ValueError(f"env {env_id} needs the {family.requires!r} package: pip install 'clew[{family.extra}]'")
+            raise ValueError(f"env {env_id} needs the {family.requires!r} package: {family.install_line}")
         return load_entry_point(family.entry_point)
     if ":" in env_id:
         return load_entry_point(env_id)
@@ -175,6 +183,12 @@ register(
     description="multi-step arithmetic with a calculator tool, then an answer",
 )
 
+register_family(
+    "gem", "clew.envs.adapters.gem_text:GemEnv", extra="gem", requires="gem",
+    description="GEM's text games (Mastermind, Minesweeper, Sudoku, ...) and reasoning-gym questions, boxed replies",
+    examples=("game:GuessTheNumber-v0-easy", "game:Mastermind-v0-easy", "game:TowerofHanoi-v0-easy", "rg:chain_sum"),
+    install="pip install --no-deps gem-llm==0.1.0",
+)  # fmt: skip
 register_family(
     "crafter", "clew.envs.adapters.crafter_text:CrafterText", extra="crafter", requires="crafter",
     description="Crafter as text: local view in words, status, inventory, 17 named actions, 22 achievements",
