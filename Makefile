@@ -23,11 +23,14 @@ $(STAMP): pyproject.toml constraints.txt
 # raised through transformers' optional image imports); clew serves text models only, so they are removed. NLE and
 # MiniHack (nethack/*, minihack/*) go in with --no-deps: nle 1.3.0 pins gymnasium==1.2.0, which lacks Taxi-v4 (gym/*
 # needs 1.4.0); they run on 1.4.0 (tests/envs/test_nle.py). GEM (gem/*) likewise: gem-llm 0.1.0 pins older reasoning-gym,
-# nltk and msgspec than the other extras and runs on theirs (tests/envs/test_gem.py).
+# nltk and msgspec than the other extras and runs on theirs (tests/envs/test_gem.py). OpenEnv (openenv/*): openenv-core
+# 0.3.0 with the modules its env server imports (fastmcp 4, which keeps clew's mcp 2.3), without its web UI (gradio).
 $(DEV): $(STAMP) $(SYSTEM)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models,cluster,gateway,mcp,trackers]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/pip install -q --no-deps nle==1.3.0 minihack==1.0.2 pybind11==3.1.0 gem-llm==0.1.0
+	$(BIN)/pip install -q --no-deps openenv-core==0.3.0 fastmcp==4.2.3 fastmcp-slim==4.2.3 py-key-value-aio==0.5.0 \
+	  beartype==0.23.1 exceptiongroup==1.3.2
 	touch $(DEV)
 
 # System packages the tests need: bubblewrap (the Python tool's sandbox), Chromium (browser tests of `clew view`) and a

@@ -190,6 +190,13 @@ register_family(
     install="pip install --no-deps gem-llm==0.1.0",
 )  # fmt: skip
 register_family(
+    "openenv", "clew.envs.adapters.openenv_text:OpenEnv", extra="openenv", requires="openenv.core",
+    description="OpenEnv environments (module:Class or an installed env package), in process or on a local server",
+    examples=("my_pkg.envs:Game", "echo_env"),
+    install="pip install --no-deps openenv-core==0.3.0 fastmcp==4.2.3 fastmcp-slim==4.2.3 py-key-value-aio==0.5.0 "
+    "beartype==0.23.1 exceptiongroup==1.3.2",
+)  # fmt: skip
+register_family(
     "crafter", "clew.envs.adapters.crafter_text:CrafterText", extra="crafter", requires="crafter",
     description="Crafter as text: local view in words, status, inventory, 17 named actions, 22 achievements",
     examples=("default", "collect_wood", "place_table", "make_wood_pickaxe", "collect_stone"),

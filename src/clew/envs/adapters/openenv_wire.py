@@ -1,0 +1,214 @@
+"""How ``openenv_text`` reaches an OpenEnv environment: in this process, or over a server's ``/ws`` session (one
+already running, or a ``uvicorn`` subprocess started on a free 127.0.0.1 port).
+
+Each transport answers ``reset(seed, extra) -> (Reply, seeded)`` and ``step(payload) -> Reply``; a payload the
+env's ``Action`` model rejects raises ``InvalidAction``; a lost or unreachable server raises ``InfraError``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import inspect
+import json
+import os
+import re
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import typing
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from clew.envs.base import InfraError
+
+if TYPE_CHECKING:
+    from openenv.core.env_server.types import Action
+
+WIRE_EXCLUDED = {"done", "reward", "metadata"}
+
+
+def validation_message(errors: Sequence[Mapping[str, Any]]) -> str:
+    parts = []
+    for err in errors[:5]:
+        loc = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "action"
+        parts.append(f"{loc}: {err.get('msg', 'invalid')}")
+    return "; ".join(parts) or "invalid action"
+
+
+class Reply(typing.NamedTuple):
+    fields: dict[str, Any]
+    reward: float | None
+    done: bool
+    metadata: dict[str, Any]
+
+
+class InvalidAction(Exception):
+    pass
+
+
+def _accepts(fn: Callable[..., Any], key: str) -> bool:
+    params = inspect.signature(fn).parameters.values()
+    return any(p.name == key or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+class InProcess:
+    def __init__(self, env: Any, action_cls: type[Action]) -> None:
+        self.env = env
+        self.action_cls = action_cls
+        self.schema = action_cls.model_json_schema()
+
+    def reset(self, seed: int, extra: dict[str, Any]) -> tuple[Reply, bool]:
+        kwargs = {k: v for k, v in extra.items() if _accepts(self.env.reset, k)}
+        seeded = _accepts(self.env.reset, "seed")
+        if seeded:
+            kwargs["seed"] = seed
+        return self._reply(self.env.reset(**kwargs)), seeded
+
+    def step(self, payload: dict[str, Any]) -> Reply:
+        from pydantic import ValidationError
+
+        try:
+            action = self.action_cls.model_validate(payload)
+        except ValidationError as exc:
+            raise InvalidAction(validation_message(exc.errors())) from None
+        return self._reply(self.env.step(action))
+
+    @staticmethod
+    def _reply(obs: Any) -> Reply:
+        fields = obs.model_dump(exclude=WIRE_EXCLUDED)  # what a server would send
+        return Reply(fields, obs.reward, bool(obs.done), dict(obs.metadata or {}))
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def _is_local(url: str) -> bool:
+    return any(h in url for h in ("//127.0.0.1", "//localhost", "//[::1]"))
+
+
+class Remote:
+    """One OpenEnv WebSocket session (``/ws``): its own env instance on the server."""
+
+    def __init__(self, base_url: str, message_timeout_s: float, connect_timeout_s: float = 10.0) -> None:
+        from websockets.sync.client import connect
+
+        self.base_url = base_url.rstrip("/")
+        self.timeout = message_timeout_s
+        local = _is_local(self.base_url)
+        self.schema = self._get("/schema", local)["action"]
+        ws_url = re.sub(r"^http", "ws", self.base_url) + "/ws"
+        try:
+            extra: dict[str, Any] = {"proxy": None} if local else {}
+            # entered as a context manager: websockets 17 warns about a bare connect(); 16 accepts both
+            self.ws = connect(ws_url, open_timeout=connect_timeout_s, max_size=2**27, **extra).__enter__()
+        except Exception as exc:
+            raise InfraError(f"openenv: cannot open {ws_url}: {exc}") from exc
+
+    def _get(self, path: str, local: bool) -> dict[str, Any]:
+        opener = (
+            urllib.request.build_opener(urllib.request.ProxyHandler({})) if local else urllib.request.build_opener()
+        )
+        try:
+            with opener.open(self.base_url + path, timeout=self.timeout) as resp:
+                return json.loads(resp.read())  # type: ignore[no-any-return]
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise InfraError(f"openenv: GET {self.base_url}{path} failed: {exc}") from exc
+
+    def _call(self, message: dict[str, Any]) -> dict[str, Any]:
+        try:
+            self.ws.send(json.dumps(message))
+            reply = json.loads(self.ws.recv(timeout=self.timeout))
+        except TimeoutError:
+            raise  # a step that hangs: clew's step timeout types it
+        except Exception as exc:
+            raise InfraError(f"openenv: session with {self.base_url} lost: {exc}") from exc
+        if reply.get("type") == "error":
+            data = reply.get("data", {})
+            code, text = data.get("code"), data.get("message", "server error")
+            if code == "VALIDATION_ERROR" and message["type"] == "step":
+                raise InvalidAction(validation_message(data.get("errors", [])))
+            if code == "EXECUTION_ERROR" and message["type"] == "step":
+                raise RuntimeError(f"openenv: the env's step raised: {text}")
+            raise InfraError(f"openenv: server error {code}: {text}")
+        return reply.get("data", {})  # type: ignore[no-any-return]
+
+    def reset(self, seed: int, extra: dict[str, Any]) -> tuple[Reply, bool | None]:
+        return self._reply(self._call({"type": "reset", "data": {"seed": seed, **extra}})), None
+
+    def step(self, payload: dict[str, Any]) -> Reply:
+        return self._reply(self._call({"type": "step", "data": payload}))
+
+    @staticmethod
+    def _reply(data: dict[str, Any]) -> Reply:
+        return Reply(dict(data.get("observation", {})), data.get("reward"), bool(data.get("done")), {})
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # best effort: the server ends the session on disconnect too
+            self.ws.send(json.dumps({"type": "close"}))
+        self.ws.close()
+
+
+LAUNCHER = """
+import functools, json, sys
+import uvicorn
+from openenv.core.env_server.http_server import create_fastapi_app
+def load(path):
+    import importlib
+    module, _, attr = path.partition(":")
+    obj = importlib.import_module(module)
+    for part in attr.split("."):
+        obj = getattr(obj, part)
+    return obj
+factory = functools.partial(load(sys.argv[1]), **json.loads(sys.argv[4]))
+app = create_fastapi_app(factory, load(sys.argv[2]), load(sys.argv[3]), max_concurrent_envs=1)
+uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[5]), log_level="warning")
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class LocalServer:
+    """A uvicorn subprocess serving one OpenEnv env on a free 127.0.0.1 port."""
+
+    def __init__(self, argv: list[str], port: int, start_timeout_s: float) -> None:
+        self.base_url = f"http://127.0.0.1:{port}"
+        self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
+        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        deadline = time.monotonic() + start_timeout_s
+        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+        while True:
+            if self.proc.poll() is not None:
+                raise InfraError(f"openenv: server exited with {self.proc.returncode}: {self._tail()}")
+            try:
+                with opener.open(self.base_url + "/health", timeout=1.0) as resp:
+                    if resp.status == 200:
+                        return
+            except (urllib.error.URLError, OSError):
+                pass
+            if time.monotonic() > deadline:
+                self.close()
+                raise InfraError(f"openenv: server not up after {start_timeout_s}s: {self._tail()}")
+            time.sleep(0.1)
+
+    def _tail(self) -> str:
+        self.log.seek(0)
+        return self.log.read().decode(errors="replace")[-2000:]
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
