@@ -25,12 +25,18 @@ $(STAMP): pyproject.toml constraints.txt
 # needs 1.4.0); they run on 1.4.0 (tests/envs/test_nle.py). GEM (gem/*) likewise: gem-llm 0.1.0 pins older reasoning-gym,
 # nltk and msgspec than the other extras and runs on theirs (tests/envs/test_gem.py). OpenEnv (openenv/*): openenv-core
 # 0.3.0 with the modules its env server imports (fastmcp 4, which keeps clew's mcp 2.3), without its web UI (gradio).
+# verifiers (verifiers/*): 0.4.0 pins openai<3 and mcp==2.0.0 (the gateway and mcp extras have newer ones it runs on);
+# installed with the modules it imports that clew lacks (tests/envs/test_verifiers.py).
 $(DEV): $(STAMP) $(SYSTEM)
 	$(BIN)/pip install -q -c constraints.txt -e '.[dev,vllm,envs,models,cluster,gateway,mcp,trackers]'
 	$(BIN)/pip uninstall -q -y torchvision torchaudio torchcodec
 	$(BIN)/pip install -q --no-deps nle==1.3.0 minihack==1.0.2 pybind11==3.1.0 gem-llm==0.1.0
 	$(BIN)/pip install -q --no-deps openenv-core==0.3.0 fastmcp==4.2.3 fastmcp-slim==4.2.3 py-key-value-aio==0.5.0 \
 	  beartype==0.23.1 exceptiongroup==1.3.2
+	$(BIN)/pip install -q --no-deps verifiers==0.4.0 prime-pydantic-config==0.4.3 prime-sandboxes==0.5.18 \
+	  connectrpc==0.11.1 protobuf-py==0.1.1 protobuf-py-ext==0.1.1 pyqwest==0.12.0 aiofiles==25.1.0 renderers==0.1.12 \
+	  openai-harmony==0.0.8 tenacity==9.2.1 tomli==2.5.0 tomli-w==1.2.0 prime-runs==0.1.4 prime-traces==0.0.10 \
+	  prime-tunnel==0.1.17 gepa==0.1.4
 	touch $(DEV)
 
 # System packages the tests need: bubblewrap (the Python tool's sandbox), Chromium (browser tests of `clew view`) and a

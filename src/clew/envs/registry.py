@@ -197,6 +197,16 @@ register_family(
     "beartype==0.23.1 exceptiongroup==1.3.2",
 )  # fmt: skip
 register_family(
+    "verifiers", "clew.envs.adapters.verifiers_text:VerifiersEnv", extra="verifiers", requires="verifiers",
+    description="verifiers 0.4.0 environments (installed packages or module=): single-turn, multi-turn, tools; "
+    "weighted rewards become the outcome",
+    examples=("my-env", "owner/my-env@1.0"),
+    install="pip install --no-deps verifiers==0.4.0 prime-pydantic-config==0.4.3 prime-sandboxes==0.5.18 "
+    "connectrpc==0.11.1 protobuf-py==0.1.1 protobuf-py-ext==0.1.1 pyqwest==0.12.0 aiofiles==25.1.0 renderers==0.1.12 "
+    "openai-harmony==0.0.8 tenacity==9.2.1 tomli==2.5.0 tomli-w==1.2.0 prime-runs==0.1.4 prime-traces==0.0.10 "
+    "prime-tunnel==0.1.17 gepa==0.1.4",
+)  # fmt: skip
+register_family(
     "crafter", "clew.envs.adapters.crafter_text:CrafterText", extra="crafter", requires="crafter",
     description="Crafter as text: local view in words, status, inventory, 17 named actions, 22 achievements",
     examples=("default", "collect_wood", "place_table", "make_wood_pickaxe", "collect_stone"),
