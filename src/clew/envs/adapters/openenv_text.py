@@ -9,6 +9,8 @@ are served from a container; this adapter runs them locally, without Docker or t
 
 Ids (the part after ``openenv/``):
     ``package.module:Class``: an ``Environment`` subclass (or a factory returning one), run in-process.
+    ``path/to/file.py:Class``: the same from a file (its folder joins ``sys.path``, the file imports as a module
+        named by its stem, so a server subprocess imports it too): ``openenv/examples/hub_envs/guess_openenv.py:Guess``.
     ``<name>``: an installed OpenEnv env package laid out as ``openenv init`` makes it (module ``<name>`` or
         ``<name>_env``, its ``server`` subpackage exporting the ``Environment`` subclass, ``models`` its
         ``Action``/``Observation``), run in-process.
@@ -55,6 +57,7 @@ import json
 import re
 import sys
 import typing
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clew.envs.adapters.openenv_wire import (
@@ -71,7 +74,6 @@ if TYPE_CHECKING:
     from openenv.core.env_server.interfaces import Environment
     from openenv.core.env_server.types import Action, Observation
 
-WIRE_EXCLUDED = {"done", "reward", "metadata"}
 _FENCE = re.compile(r"^```[a-zA-Z0-9_-]*\s*\n?(.*?)\n?```$", re.DOTALL)
 
 
@@ -82,6 +84,8 @@ def _import_path(path: str) -> Any:
     module_name, _, attr = path.partition(":")
     if not module_name or not attr:
         raise ValueError(f"{path!r} is not 'module:attr'")
+    if module_name.endswith(".py"):
+        module_name = _file_module(module_name)
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -92,6 +96,16 @@ def _import_path(path: str) -> Any:
         if found is None:
             raise ValueError(f"openenv: module {module_name!r} has no {attr!r}")
     return found
+
+
+def _file_module(file: str) -> str:
+    """The module name a ``.py`` file imports as, its folder put on ``sys.path`` (for this process and servers)."""
+    path = Path(file).resolve()
+    if not path.is_file():
+        raise ValueError(f"openenv: no file {file!r}")
+    if str(path.parent) not in sys.path:
+        sys.path.insert(0, str(path.parent))
+    return path.stem
 
 
 def _subclasses_in(namespace: Any, base: type) -> list[type]:
