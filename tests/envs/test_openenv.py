@@ -342,3 +342,12 @@ def test_echo_app_server_and_remote(echo_pkg: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_file_path_id_runs_the_shipped_example() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "hub_envs" / "guess_openenv.py"
+    env = make(f"openenv/{path}:GuessNumber", success_reward=1.0, env_kwargs={"high": 100, "attempts": 8})
+    check_env(env, seeds=(0, 1))
+    assert "not a number" in (env.reset(3), env.step("no idea"))[1].observation  # costs no guess
+    results = play_guess(env, 3, "I guess {}")
+    assert results[-1].terminated and results[-1].info["success"] and results[-1].reward == 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import textwrap
 import types
+from pathlib import Path
 
 import pytest
 
@@ -276,3 +277,19 @@ def test_driven_from_inside_a_running_event_loop():
 @pytest.mark.parametrize("env_id", ["clew-demo-math", "clew-demo-guess", "clew-demo-calc"])
 def test_check_env_contract(env_id: str) -> None:
     check_env(build_demo_env(env_id), seeds=(0, 1))
+
+
+def test_the_shipped_example_through_the_registry() -> None:
+    path = Path(__file__).resolve().parents[2] / "examples" / "hub_envs" / "guess_verifiers.py"
+    env = make("verifiers/clew-guess", module=str(path), max_steps=8)
+    check_env(env, seeds=(0, 1))
+    env.reset(0)
+    lo, hi = 1, 16
+    while True:  # bisection on the replies, a guess inside prose
+        mid = (lo + hi) // 2
+        result = env.step(f"My guess is {mid}.")
+        if result.terminated or result.truncated:
+            break
+        lo, hi = (mid + 1, hi) if result.observation == "Higher." else (lo, mid - 1)
+    assert result.outcome == 1.0 and result.info["success"]
+    env.close()
