@@ -233,7 +233,9 @@ def check_view(args: argparse.Namespace) -> None:
         found = sorted(iteration_files(check_run(args.export, "--export")))
         if args.iteration not in found:
             shown = ", ".join(map(str, found)) if len(found) <= 6 else f"{found[0]} to {found[-1]} ({len(found)})"
-            have = f"iterations {shown}" if found else "no trajectories at all"
+            roles = Path(args.export, "roles")
+            team = f" (a team run: export a role, {roles}/<role>)" if roles.is_dir() else ""
+            have = f"iterations {shown}" if found else f"no trajectories at all{team}"
             raise UsageError(f"argument --iteration: {args.export} has no iteration {args.iteration}; it has {have}")
         if Path(args.runs[0]).is_dir():
             raise UsageError(f"argument runs: {args.runs[0]} is a folder; name the .html file to write")

@@ -32,6 +32,12 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
+def with_roles(run: Path) -> list[Path]:
+    """A team run (``roles:``) as its roles' runs (``<run>/roles/<role>``, each with its own trajectories)."""
+    roles = sorted(p for p in (run / "roles").glob("*") if p.is_dir()) if (run / "roles").is_dir() else []
+    return roles or [run]
+
+
 def cmd_view(args: argparse.Namespace) -> int:
     """Serve the browser view of run directories, or export one iteration as a single HTML file (torch-free)."""
     if args.export:
@@ -41,5 +47,5 @@ def cmd_view(args: argparse.Namespace) -> int:
         return 0
     from clew.viz.server import serve
 
-    serve([Path(r) for r in args.runs], args.host, args.port)
+    serve([role for run in args.runs for role in with_roles(Path(run))], args.host, args.port)
     return 0
