@@ -21,7 +21,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from clew.envs import make
-from clew.envs.base import EnvFinishedError, StepResult
+from clew.envs.base import EnvFinishedError, InfraError, StepResult
 from clew.envs.checker import check_env
 
 pytest.importorskip("openenv.core")
@@ -137,6 +137,39 @@ def play_guess(env: OpenEnv, seed: int, fmt: str = "{}") -> list[StepResult]:
             lo = mid + 1
         else:
             hi = mid - 1
+
+
+class NapAction(Action):
+    seconds: float = 0.0
+
+
+class NapObservation(Observation):
+    said: str = ""
+
+
+class Nap(Environment[NapAction, NapObservation, State]):
+    """Sleeps as long as the action says, then answers with the episode's seed and the nap."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seed = 0
+
+    def reset(self, seed: int | None = None, episode_id: str | None = None, **kwargs: Any) -> NapObservation:
+        self.seed = seed or 0
+        return NapObservation(said=f"reset {self.seed}")
+
+    def step(self, action: NapAction, timeout_s: float | None = None, **kwargs: Any) -> NapObservation:
+        time.sleep(action.seconds)
+        return NapObservation(said=f"{self.seed} slept {action.seconds:g}")
+
+    @property
+    def state(self) -> State:
+        return State()
+
+
+def make_guess(attempts: int = 8) -> GuessNumber:
+    """A factory function (not a class) for server mode."""
+    return GuessNumber(attempts)
 
 
 GUESS = f"{MODULE}:GuessNumber"
@@ -351,3 +384,48 @@ def test_a_file_path_id_runs_the_shipped_example() -> None:
     assert "not a number" in (env.reset(3), env.step("no idea"))[1].observation  # costs no guess
     results = play_guess(env, 3, "I guess {}")
     assert results[-1].terminated and results[-1].info["success"] and results[-1].reward == 1.0
+
+
+def test_a_timed_out_message_ends_the_session_and_reset_opens_a_new_one() -> None:
+    env = OpenEnv(f"{MODULE}:Nap", mode="server", message_timeout_s=0.5)
+    try:
+        assert env.reset(4) == "reset 4\n\nReply with the seconds: a number."
+        with pytest.raises(TimeoutError):
+            env.step("2")
+        with pytest.raises(InfraError, match="broke earlier"):
+            env.step("0")
+        time.sleep(2)  # the late reply of the first session must never answer the new one
+        assert env.reset(5).startswith("reset 5")
+        assert env.step("0").observation == "5 slept 0"
+    finally:
+        env.close()
+
+
+def test_a_server_factory_function_and_an_observation_field_typo() -> None:
+    env = OpenEnv(f"{MODULE}:make_guess", mode="server", env_kwargs={"attempts": 3}, observation_field="feedbak")
+    try:
+        with pytest.raises(ValueError, match="observation_field 'feedbak' is not a field"):
+            env.reset(0)
+    finally:
+        env.close()
+
+
+def test_the_server_stops_with_the_process_that_started_it(tmp_path: Path) -> None:
+    script = (
+        "import os, sys\n"
+        f"sys.path.insert(0, {str(HERE)!r})\n"
+        "from clew.envs.adapters.openenv_text import OpenEnv\n"
+        f"env = OpenEnv('{MODULE}:Nap', mode='server')\n"
+        "print(env._server.proc.pid, flush=True)\n"
+        "os._exit(0)  # no close, no finalizers: the server must notice on its own\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    pid = int(done.stdout.split()[-1])
+    for _ in range(100):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.1)
+    os.kill(pid, 9)
+    pytest.fail("the server outlived the process that started it")

@@ -293,3 +293,35 @@ def test_the_shipped_example_through_the_registry() -> None:
         lo, hi = (mid + 1, hi) if result.observation == "Higher." else (lo, mid - 1)
     assert result.outcome == 1.0 and result.info["success"]
     env.close()
+
+
+def test_an_unbounded_taskset_draws_each_task_once_and_refuses_negative_seeds(tmp_path: Path) -> None:
+    drawn: list[int] = []
+
+    class CountData(vf.TaskData):
+        n: int
+
+    class CountTask(vf.Task[CountData]):
+        @vf.reward
+        async def said(self, trace: vf.Trace) -> float:
+            return float(trace.last_reply.strip() == str(self.data.n))
+
+    class CountTaskset(vf.Taskset[CountTask, vf.TasksetConfig]):
+        INFINITE = True
+
+        def load(self):
+            n = 0
+            while True:
+                drawn.append(n)
+                yield CountTask(CountData(prompt=f"Say {n}.", n=n), self.config.task)
+                n += 1
+
+    module = types.ModuleType("clew_count")
+    module.CountTaskset, module.__all__ = CountTaskset, ["CountTaskset"]
+    env = VerifiersEnv("clew-count", module=module)
+    assert env.reset(5) == "Say 5." and env.step("5").outcome == 1.0
+    assert env.reset(2) == "Say 2." and env.reset(7) == "Say 7."
+    assert drawn == list(range(8))  # items 0..7, each drawn once
+    with pytest.raises(ValueError, match="seeds are >= 0"):
+        env.reset(-1)
+    env.close()

@@ -58,7 +58,10 @@ class EnvFamily:
 
     @property
     def installed(self) -> bool:
-        return importlib.util.find_spec(self.requires) is not None
+        try:
+            return importlib.util.find_spec(self.requires) is not None
+        except ModuleNotFoundError:  # a dotted name whose parent package is missing
+            return False
 
     def ids(self) -> list[str]:
         return [f"{self.prefix}/{name}" for name in self.examples]

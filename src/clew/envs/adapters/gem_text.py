@@ -260,7 +260,9 @@ class GemEnv:
 
     def step(self, action: str) -> StepResult:
         ensure_running(self._finished, f"gem/{self.env_id}")
-        with self._own_rng():
+        # a game may draw from the global RNG on a move; a question's step only scores the answer, which may hang
+        # on a pathological one: it runs without the process-wide lock, so it never blocks the other GEM envs
+        with self._own_rng() if self.kind == "game" else contextlib.nullcontext():
             obs, reward, gem_terminated, gem_truncated, gem_info = self._env.step(action)
         self.turns += 1
         reward, ended = float(reward), bool(gem_terminated or gem_truncated)

@@ -38,7 +38,10 @@ Kwargs:
     success_reward: when set, ``info["success"]`` on the ending step is ``reward >= success_reward``.
     env_kwargs: constructor kwargs of the Environment class (in-process and ``"server"`` modes).
     reset_kwargs: extra kwargs for ``reset`` (passed only where its signature accepts them).
-    start_timeout_s / message_timeout_s: server start-up and per-message limits (server/remote modes).
+    start_timeout_s / message_timeout_s: server start-up and per-message limits (server/remote modes; the
+        message limit defaults to 50 s, under clew's 60 s ``rollout.env_step_timeout_s``). A message that fails or
+        times out ends the session (a late reply would answer the next message): the episode fails, the next
+        ``reset`` opens a new session.
 
 A text that is not a valid action (bad JSON, a pydantic validation error, here or on the server) is a
 recorded step flagged ``info["invalid_action"]`` with ``info["error"]``; the env is not stepped and the
@@ -61,12 +64,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from clew.envs.adapters.openenv_wire import (
-    LAUNCHER,
     InProcess,
     InvalidAction,
     LocalServer,
     Remote,
-    free_port,
 )
 from clew.envs.base import StepResult, ensure_running
 
@@ -103,6 +104,10 @@ def _file_module(file: str) -> str:
     path = Path(file).resolve()
     if not path.is_file():
         raise ValueError(f"openenv: no file {file!r}")
+    loaded = sys.modules.get(path.stem)
+    if loaded is not None and Path(getattr(loaded, "__file__", "") or "").resolve() != path:
+        raise ValueError(f"openenv: {file} would import as module {path.stem!r}, which is already {loaded!r}; "
+                         "rename the file")  # fmt: skip
     if str(path.parent) not in sys.path:
         sys.path.insert(0, str(path.parent))
     return path.stem
@@ -307,7 +312,7 @@ class OpenEnv:
         env_kwargs: dict[str, Any] | None = None,
         reset_kwargs: dict[str, Any] | None = None,
         start_timeout_s: float = 60.0,
-        message_timeout_s: float = 120.0,
+        message_timeout_s: float = 50.0,
     ) -> None:
         if max_steps < 1:
             raise ValueError(f"openenv/{name}: max_steps must be >= 1, got {max_steps}")
@@ -332,10 +337,7 @@ class OpenEnv:
             assert base_url is not None
             self._backend = Remote(base_url, message_timeout_s)
         elif app is not None:
-            port = free_port()
-            argv = [sys.executable, "-m", "uvicorn", app, "--host", "127.0.0.1", "--port", str(port)]
-            self._server = LocalServer([*argv, "--log-level", "warning"], port, start_timeout_s)
-            self._backend = self._connect(message_timeout_s)
+            self._serve({"app": app}, start_timeout_s, message_timeout_s)
         else:
             factory, package = (_import_path(name), None) if ":" in name else _package_env(name)
             env = None if inspect.isclass(factory) and mode == "server" else factory(**env_kwargs)
@@ -346,24 +348,22 @@ class OpenEnv:
             else:
                 if env is not None:
                     env.close()  # a factory's probe, built to read its types
-                target = (
-                    name
-                    if ":" in name and not inspect.isclass(factory)
-                    else f"{env_cls.__module__}:{env_cls.__qualname__}"
-                )
-                paths = [target, *(f"{c.__module__}:{c.__qualname__}" for c in (action_cls, obs_cls))]
-                port = free_port()
-                argv = [sys.executable, "-c", LAUNCHER, *paths, json.dumps(env_kwargs), str(port)]
-                self._server = LocalServer(argv, port, start_timeout_s)
-                self._backend = self._connect(message_timeout_s)
-        self._codec = _ActionCodec(self._backend.schema, action_field)
+                where = {"env": factory, "action": action_cls, "observation": obs_cls}
+                spec = {key: f"{obj.__module__}:{obj.__qualname__}" for key, obj in where.items()}
+                self._serve({**spec, "kwargs": env_kwargs}, start_timeout_s, message_timeout_s)
+        try:
+            self._codec = _ActionCodec(self._backend.schema, action_field)
+        except BaseException:
+            self.close()
+            raise
         self._steps = 0
         self._finished = True
 
-    def _connect(self, message_timeout_s: float) -> Remote:
-        assert self._server is not None
+    def _serve(self, spec: dict[str, Any], start_timeout_s: float, message_timeout_s: float) -> None:
+        """Start a local server for ``spec`` and open a session on it (the server stops if that fails)."""
+        self._server = LocalServer(spec, start_timeout_s)
         try:
-            return Remote(self._server.base_url, message_timeout_s)
+            self._backend = Remote(self._server.base_url, message_timeout_s)
         except BaseException:
             self._server.close()
             raise
@@ -375,6 +375,9 @@ class OpenEnv:
 
     def reset(self, seed: int) -> str:
         reply, seeded = self._backend.reset(seed, self.reset_kwargs)
+        if self.observation_field is not None and self.observation_field not in reply.fields:
+            raise ValueError(f"openenv/{self.name}: observation_field {self.observation_field!r} is not a field of the "
+                             f"observation; it has {sorted(reply.fields)}")  # fmt: skip
         self._steps = 0
         self._finished = reply.done
         self.seeded = seeded

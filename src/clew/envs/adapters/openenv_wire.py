@@ -16,10 +16,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import typing
 import urllib.error
 import urllib.request
+import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -94,17 +96,22 @@ class Remote:
     """One OpenEnv WebSocket session (``/ws``): its own env instance on the server."""
 
     def __init__(self, base_url: str, message_timeout_s: float, connect_timeout_s: float = 10.0) -> None:
-        from websockets.sync.client import connect
-
         self.base_url = base_url.rstrip("/")
         self.timeout = message_timeout_s
         local = _is_local(self.base_url)
         self.schema = self._get("/schema", local)["action"]
+        self.local, self.connect_timeout_s = local, connect_timeout_s
+        self.lock, self.broken = threading.Lock(), ""
+        self.ws = self._open()
+
+    def _open(self) -> Any:
+        from websockets.sync.client import connect
+
         ws_url = re.sub(r"^http", "ws", self.base_url) + "/ws"
         try:
-            extra: dict[str, Any] = {"proxy": None} if local else {}
+            extra: dict[str, Any] = {"proxy": None} if self.local else {}
             # entered as a context manager: websockets 17 warns about a bare connect(); 16 accepts both
-            self.ws = connect(ws_url, open_timeout=connect_timeout_s, max_size=2**27, **extra).__enter__()
+            return connect(ws_url, open_timeout=self.connect_timeout_s, max_size=2**27, **extra).__enter__()
         except Exception as exc:
             raise InfraError(f"openenv: cannot open {ws_url}: {exc}") from exc
 
@@ -119,13 +126,20 @@ class Remote:
             raise InfraError(f"openenv: GET {self.base_url}{path} failed: {exc}") from exc
 
     def _call(self, message: dict[str, Any]) -> dict[str, Any]:
-        try:
-            self.ws.send(json.dumps(message))
-            reply = json.loads(self.ws.recv(timeout=self.timeout))
-        except TimeoutError:
-            raise  # a step that hangs: clew's step timeout types it
-        except Exception as exc:
-            raise InfraError(f"openenv: session with {self.base_url} lost: {exc}") from exc
+        """One request and its reply. Any failure, a timeout included, ends the session: a late reply would
+        otherwise answer the next request. A broken session raises ``InfraError`` until ``reconnect``."""
+        with self.lock:
+            if self.broken:
+                raise InfraError(f"openenv: the session with {self.base_url} broke earlier: {self.broken}")
+            try:
+                self.ws.send(json.dumps(message))
+                reply = json.loads(self.ws.recv(timeout=self.timeout))
+            except TimeoutError:
+                self._break(f"no reply to {message['type']} within {self.timeout:g} s")
+                raise  # a step that hangs: clew's step timeout types it
+            except Exception as exc:
+                self._break(f"{type(exc).__name__}: {exc}")
+                raise InfraError(f"openenv: session with {self.base_url} lost: {exc}") from exc
         if reply.get("type") == "error":
             data = reply.get("data", {})
             code, text = data.get("code"), data.get("message", "server error")
@@ -136,7 +150,14 @@ class Remote:
             raise InfraError(f"openenv: server error {code}: {text}")
         return reply.get("data", {})  # type: ignore[no-any-return]
 
+    def _break(self, why: str) -> None:
+        self.broken = why
+        with contextlib.suppress(Exception):
+            self.ws.close()
+
     def reset(self, seed: int, extra: dict[str, Any]) -> tuple[Reply, bool | None]:
+        if self.broken:  # a new episode on a new session: the server gives it a fresh env
+            self.ws, self.broken = self._open(), ""
         return self._reply(self._call({"type": "reset", "data": {"seed": seed, **extra}})), None
 
     def step(self, payload: dict[str, Any]) -> Reply:
@@ -153,9 +174,8 @@ class Remote:
 
 
 LAUNCHER = """
-import functools, json, sys
+import functools, json, os, sys, threading
 import uvicorn
-from openenv.core.env_server.http_server import create_fastapi_app
 def load(path):
     import importlib
     module, _, attr = path.partition(":")
@@ -163,9 +183,18 @@ def load(path):
     for part in attr.split("."):
         obj = getattr(obj, part)
     return obj
-factory = functools.partial(load(sys.argv[1]), **json.loads(sys.argv[4]))
-app = create_fastapi_app(factory, load(sys.argv[2]), load(sys.argv[3]), max_concurrent_envs=1)
-uvicorn.run(app, host="127.0.0.1", port=int(sys.argv[5]), log_level="warning")
+def watch():  # the parent holds our stdin open: EOF means it is gone, and so are we
+    sys.stdin.read()
+    os._exit(0)
+threading.Thread(target=watch, daemon=True).start()
+spec = json.loads(sys.argv[1])
+if "app" in spec:
+    app = load(spec["app"])
+else:
+    from openenv.core.env_server.http_server import create_fastapi_app
+    factory = functools.partial(load(spec["env"]), **spec["kwargs"])
+    app = create_fastapi_app(factory, load(spec["action"]), load(spec["observation"]), max_concurrent_envs=1)
+uvicorn.run(app, host="127.0.0.1", port=spec["port"], log_level="warning")
 """
 
 
@@ -176,18 +205,25 @@ def free_port() -> int:
 
 
 class LocalServer:
-    """A uvicorn subprocess serving one OpenEnv env on a free 127.0.0.1 port."""
+    """A uvicorn subprocess serving one OpenEnv env (``spec``: ``{"app": "mod:app"}`` or ``{"env", "action",
+    "observation", "kwargs"}``) on a free 127.0.0.1 port. It exits when closed, when this object is collected, and
+    when this process dies (it watches the stdin pipe this process holds)."""
 
-    def __init__(self, argv: list[str], port: int, start_timeout_s: float) -> None:
+    def __init__(self, spec: dict[str, Any], start_timeout_s: float) -> None:
+        port = free_port()
         self.base_url = f"http://127.0.0.1:{port}"
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        self.proc = subprocess.Popen(argv, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        argv = [sys.executable, "-c", LAUNCHER, json.dumps({**spec, "port": port})]
+        self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
+        self._finalizer = weakref.finalize(self, _stop, self.proc, self.log)
         deadline = time.monotonic() + start_timeout_s
         opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             if self.proc.poll() is not None:
-                raise InfraError(f"openenv: server exited with {self.proc.returncode}: {self._tail()}")
+                tail = self._tail()
+                self.close()
+                raise InfraError(f"openenv: server exited with {self.proc.returncode}: {tail}")
             try:
                 with opener.open(self.base_url + "/health", timeout=1.0) as resp:
                     if resp.status == 200:
@@ -195,8 +231,9 @@ class LocalServer:
             except (urllib.error.URLError, OSError):
                 pass
             if time.monotonic() > deadline:
+                tail = self._tail()
                 self.close()
-                raise InfraError(f"openenv: server not up after {start_timeout_s}s: {self._tail()}")
+                raise InfraError(f"openenv: server not up after {start_timeout_s}s: {tail}")
             time.sleep(0.1)
 
     def _tail(self) -> str:
@@ -204,11 +241,17 @@ class LocalServer:
         return self.log.read().decode(errors="replace")[-2000:]
 
     def close(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
+        self._finalizer()
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+    if proc.stdin is not None:
+        proc.stdin.close()
+    log.close()

@@ -14,7 +14,8 @@ optionally an ``Env`` subclass, through ``__all__``), or any name with ``module=
 
 Kwargs:
     module: a module object, an import path or a ``.py`` file/package folder that holds the taskset;
-        registered under the id's module name before verifiers resolves the id (tests, local envs).
+        registered under the id's module name before verifiers resolves the id (tests, local envs). Envs in
+        worker processes (``rollout.env_workers``) need a path or import path: a module object does not pickle.
     env_id: a reusable ``vf.Env`` paired with the taskset (verifiers' ``--env.id``); default: the
         taskset's own ``Env`` or the single-agent one.
     env: extra ``EnvConfig`` fields (a dict), e.g. ``{"agent": {"max_turns": 4}}``.
@@ -24,7 +25,9 @@ Kwargs:
     Any other kwarg is a field of the taskset's config (``num_tasks=...``, ``game=...``).
 
 Episodes: ``reset(seed)`` plays task ``seed % len(taskset)`` (item ``seed`` of an infinite taskset) and
-returns the system prompt, the tools and the task's prompt as text. Each ``step`` is one model turn;
+returns the system prompt, the tools and the task's prompt as text. A bounded taskset has no held-out split of
+its own: clew's eval seeds land on the training tasks modulo its length, so give held-out tasks a taskset (or
+taskset kwargs) of their own in ``eval.env_kwargs``. Each ``step`` is one model turn;
 its observation is what the conversation gained since (tool results, the env's next user message).
 
 Tool calls: the policy writes ``<tool_call>{"name": "...", "arguments": {...}}</tool_call>`` (several
@@ -55,6 +58,7 @@ import importlib.util
 import itertools
 import sys
 import types
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +153,8 @@ class VerifiersEnv:
         self._tasks: list[vf.Task] | None = list(self.taskset) if self.taskset.bounded else None
         if self._tasks is not None and not self._tasks:
             raise ValueError(f"verifiers/{name}: the taskset has no tasks")
+        self._stream: Iterator[vf.Task] | None = None
+        self._drawn: list[vf.Task] = []
         self._loop = asyncio.new_event_loop()
         self._shared: list[Any] | None = None
         self._task: asyncio.Task[vf.Episode] | None = None
@@ -191,9 +197,18 @@ class VerifiersEnv:
 
     # --- contract --------------------------------------------------------------------------
     def task_for(self, seed: int) -> vf.Task:
+        """Task ``seed % len`` of a bounded taskset; item ``seed`` of an unbounded one (the prefix drawn so far is
+        kept, so each item is generated once per env)."""
+        if seed < 0:
+            raise ValueError(f"verifiers/{self.name}: seeds are >= 0, got {seed}")
         if self._tasks is not None:
             return self._tasks[seed % len(self._tasks)]
-        return next(itertools.islice(iter(self.taskset), seed, None))
+        if self._stream is None:
+            self._stream = iter(self.taskset)
+        self._drawn.extend(itertools.islice(self._stream, max(0, seed + 1 - len(self._drawn))))
+        if seed >= len(self._drawn):
+            raise ValueError(f"verifiers/{self.name}: the taskset ended after {len(self._drawn)} tasks")
+        return self._drawn[seed]
 
     def reset(self, seed: int) -> str:
         self._cancel()
