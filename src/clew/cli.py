@@ -69,11 +69,17 @@ def cmd_envs(args: argparse.Namespace) -> int:
         table.add_row(spec.env_id, spec.entry_point, spec.description)
     console.print(table)
     table = Table("ids", "description", "examples", "installed", "install", title="env families (any prefix/<name>)")
+    long_lines = []  # the --no-deps lines of the hubs: whole, below the table, never wrapped
     for family in families():
         installed = "yes" if family.installed else "no"
-        install = escape(family.install_line)  # not rich markup
-        table.add_row(f"{family.prefix}/...", escape(family.description), ", ".join(family.ids()), installed, install)
+        install = f"pip install 'clew[{family.extra}]'" if not family.install else f"below ({family.prefix})"
+        table.add_row(f"{family.prefix}/...", escape(family.description), ", ".join(family.ids()), installed,
+                      escape(install))  # fmt: skip
+        if family.install:
+            long_lines.append(f"{family.prefix}: {family.install}")
     console.print(table)
+    for line in long_lines:
+        console.print(line, markup=False, soft_wrap=True)
     console.print("any other env: --env module:Class (a class with reset(seed) and step(action))")
     return 0
 

@@ -157,6 +157,9 @@ def test_cli_envs_lists_families_and_how_to_install_them(
     assert "keydoor-v0" in out
     for family in registry.families():
         assert f"{family.prefix}/..." in out and family.ids()[0] in out
-        assert f"pip install 'clew[{family.extra}]'" in out
+        if family.install:  # a hub's --no-deps line, whole on a line of its own under the table
+            assert f"{family.prefix}: {family.install}" in out.splitlines()
+        else:
+            assert f"pip install 'clew[{family.extra}]'" in out
     assert cli.main(["eval", "--env", "fake/one"]) == 2
     assert f"env fake/one needs the 'clew_no_such_package' package: {missing}" in capsys.readouterr().err
