@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+from pathlib import Path
 
 import pytest
 
@@ -182,5 +184,31 @@ def test_warm_workers_outlive_the_thread_that_started_them() -> None:
         for _ in range(3):
             result = box.run("print(2)")
             assert (result.exit_code, result.stdout) == (0, "2\n")
+    finally:
+        box.close()
+
+
+def _processes_naming(marker: str) -> int:
+    count = 0
+    for entry in os.listdir("/proc"):
+        with contextlib.suppress(OSError):
+            count += entry.isdigit() and marker.encode() in Path(f"/proc/{entry}/cmdline").read_bytes()
+    return count
+
+
+@needs_bwrap
+def test_a_background_job_never_outlives_the_call() -> None:
+    """bwrap exits as soon as the program does; the call must also wait for the sandbox's init, which
+    kills what the program left behind. Waiting on bwrap alone let a ``nohup ... &`` job be seen alive
+    on the host right after the call in about 1 call of 30 (a CI failure); repeated to catch the race."""
+    box = Sandbox(SandboxConfig(), pool_size=1)
+    try:
+        survivors = []
+        for i in range(25):
+            marker = f"clewbg{os.getpid()}x{i}"
+            result = box.run(f"import os\nos.system('nohup sleep 60 {marker} >/dev/null 2>&1 &')", timeout_s=10)
+            assert result.exit_code == 0, result.stderr
+            survivors += [i] * _processes_naming(marker)
+        assert survivors == []
     finally:
         box.close()

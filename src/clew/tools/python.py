@@ -4,10 +4,11 @@ Issue 14: tool-integrated reasoning runs thousands of programs an hour written b
 optimised to get reward by any means, so each call gets a real sandbox (``clew.tools.sandbox``
 lists what it isolates) and the call itself can never hang or flood the caller:
 
-- **Its own process**, started with ``start_new_session`` so bwrap leads a process group; on
-  timeout or overflow the group gets SIGKILL, bwrap's child dies with it (``--die-with-parent``),
-  and the kernel kills everything left in the sandbox's pid namespace. A background process the
-  code leaves behind dies when the code's main process exits (pid-namespace init exits with it).
+- **Its own process**, started with ``start_new_session`` so bwrap leads a process group. When
+  the program exits, times out or overflows, bwrap's child (the sandbox's pid-namespace init) gets
+  SIGKILL and the call returns only once it has exited, by which time the kernel has killed
+  everything left in the namespace: a background process the code leaves behind never outlives the
+  call (``clew.tools._worker``).
 - **Output capped**: stdout and stderr are read concurrently, at most ``max_output_bytes`` each is
   kept; a program that prints more is stopped and its result marked ``truncated``.
 - **Warm pool**: a ``Sandbox`` keeps ``pool_size`` workers already started (bwrap + python, blocked
@@ -26,9 +27,7 @@ import atexit
 import contextlib
 import json
 import os
-import selectors
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
@@ -36,14 +35,12 @@ import time
 import warnings
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
 
+from clew.tools._worker import SandboxUnavailable, Worker, collect, popen, stop, wait_ready
 from clew.tools.sandbox import (
     INSTALL_HINT,
-    MALLOC_ENV,
-    SANDBOX_UID,
     SandboxConfig,
     bwrap_command,
     find_bwrap,
@@ -54,11 +51,6 @@ from clew.tools.sandbox import (
 )
 
 BOOTSTRAP = (Path(__file__).parent / "_bootstrap.py").read_text()
-READY = b"\x06"
-
-
-class SandboxUnavailable(RuntimeError):
-    """bubblewrap is missing or the sandbox failed to start; the message says how to fix it."""
 
 
 class UnsafeLocalWarning(RuntimeWarning):
@@ -85,17 +77,6 @@ class ToolResult:
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out and not self.truncated
-
-
-@dataclass
-class _Worker:
-    """A started sandbox: bwrap's process, the pipe where bwrap names its child, that child's host pid."""
-
-    proc: subprocess.Popen[bytes]
-    info_fd: int | None = None
-    owner_pid: int = field(default_factory=os.getpid)
-    ready: bool = False
-    child_pid: int | None = None
 
 
 def check_files(files: Mapping[str, str] | None) -> dict[str, str]:
@@ -139,7 +120,7 @@ class Sandbox:
         self.config = config or SandboxConfig()
         self.pool_size = pool_size
         self._lock = threading.Lock()
-        self._idle: list[_Worker] = []
+        self._idle: list[Worker] = []
         self._checked = False
         self._spawner: ThreadPoolExecutor | None = None
         self._spawner_pid = -1
@@ -153,10 +134,10 @@ class Sandbox:
         payload = job_payload(code, timeout_s, memory_mb, check_files(files), self.config)
         worker = self._take()
         try:
-            _wait_ready(worker, self.config.startup_timeout_s)
+            wait_ready(worker, self.config.startup_timeout_s)
         except SandboxUnavailable:
             worker = self._spawn()  # an idle worker may have died; a fresh one must start
-            _wait_ready(worker, self.config.startup_timeout_s)
+            wait_ready(worker, self.config.startup_timeout_s)
         return execute(worker, payload, timeout_s, self.config.max_output_bytes)
 
     def check(self) -> None:
@@ -164,7 +145,7 @@ class Sandbox:
         if self._checked:
             return
         worker = self._spawn()
-        _wait_ready(worker, self.config.startup_timeout_s)
+        wait_ready(worker, self.config.startup_timeout_s)
         with self._lock:
             self._idle.append(worker)
             self._checked = True
@@ -175,9 +156,9 @@ class Sandbox:
             idle, self._idle = self._idle, []
         for worker in idle:
             if worker.owner_pid == os.getpid():  # a forked child must not end its parent's workers
-                _stop(worker)
+                stop(worker)
 
-    def _take(self) -> _Worker:
+    def _take(self) -> Worker:
         with self._lock:
             self._idle = [w for w in self._idle if w.owner_pid == os.getpid()]  # a forked child starts its own
             worker = self._idle.pop(0) if self._idle else None
@@ -195,7 +176,7 @@ class Sandbox:
             with self._lock:
                 self._idle.append(fresh)
 
-    def _spawn(self) -> _Worker:
+    def _spawn(self) -> Worker:
         bwrap = find_bwrap(self.config.bwrap)
         if bwrap is None:
             raise SandboxUnavailable(f"bubblewrap not found ({self.config.bwrap!r}): {INSTALL_HINT}")
@@ -205,7 +186,7 @@ class Sandbox:
         cmd = bwrap_command(self.config, bwrap, python, extra_bind, BOOTSTRAP, fd, info_write)
         try:
             fds = (info_write,) if fd is None else (info_write, fd)
-            return _Worker(self._spawner_thread().submit(_popen, cmd, fds, True).result(), info_read)
+            return Worker(self._spawner_thread().submit(popen, cmd, fds, True).result(), info_read)
         except OSError as exc:
             os.close(info_read)
             raise SandboxUnavailable(f"cannot start {bwrap}: {exc}; {INSTALL_HINT}") from exc
@@ -232,64 +213,7 @@ def _check_limits(timeout_s: float, memory_mb: int) -> None:
         raise ValueError(f"memory_mb must be >= 32 (python itself needs ~20 MB), got {memory_mb}")
 
 
-def _popen(
-    cmd: list[str], pass_fds: tuple[int, ...] = (), drop_root: bool = False, cwd: str | None = None
-) -> subprocess.Popen[bytes]:
-    """Start ``cmd`` in its own session with pipes; as root, optionally as uid/gid 65534."""
-    as_nobody = drop_root and os.geteuid() == 0
-    return subprocess.Popen(
-        cmd,
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        pass_fds=pass_fds,
-        start_new_session=True,
-        cwd=cwd,
-        env=dict(MALLOC_ENV) if cwd is not None else {},  # bwrap's environment is readable from inside: none
-        user=SANDBOX_UID if as_nobody else None,
-        group=SANDBOX_UID if as_nobody else None,
-        extra_groups=[] if as_nobody else None,
-    )
-
-
-def _wait_ready(worker: _Worker, timeout_s: float) -> None:
-    """Block until the worker has written its ready byte; a dead or silent one is ``SandboxUnavailable``."""
-    if worker.ready:
-        return
-    assert worker.proc.stdout is not None and worker.proc.stderr is not None
-    with selectors.DefaultSelector() as sel:
-        sel.register(worker.proc.stdout, selectors.EVENT_READ)
-        ready = sel.select(timeout_s)
-    worker.ready = (os.read(worker.proc.stdout.fileno(), 1) if ready else b"") == READY
-    if worker.ready:
-        worker.child_pid = _read_child_pid(worker.info_fd, timeout_s)
-        return
-    _stop(worker, close=False)
-    detail = worker.proc.stderr.read(2000).decode("utf-8", "replace").strip()
-    _stop(worker)
-    exited = f"it exited with code {worker.proc.returncode}" if worker.proc.returncode else "it did not answer"
-    why = f"{exited}: {detail}" if detail else f"{exited} within {timeout_s:.0f} s"
-    raise SandboxUnavailable(f"the bubblewrap sandbox did not start ({why}); {INSTALL_HINT}")
-
-
-def _read_child_pid(info_fd: int | None, timeout_s: float) -> int | None:
-    """The host pid of bwrap's child (the sandbox's pid-namespace init), from ``--info-fd``'s JSON."""
-    if info_fd is None:
-        return None
-    data = b""
-    with selectors.DefaultSelector() as sel:
-        sel.register(info_fd, selectors.EVENT_READ)
-        while sel.select(timeout_s):
-            chunk = os.read(info_fd, 4096)
-            if not chunk:
-                break
-            data += chunk
-    with contextlib.suppress(ValueError):
-        return int(json.loads(data)["child-pid"])
-    return None
-
-
-def execute(worker: _Worker, payload: bytes, timeout_s: float, cap: int) -> ToolResult:
+def execute(worker: Worker, payload: bytes, timeout_s: float, cap: int) -> ToolResult:
     """Hand ``payload`` to a ready worker, collect capped output until exit, timeout or overflow; reap it."""
     start = time.perf_counter()
     proc = worker.proc
@@ -298,62 +222,10 @@ def execute(worker: _Worker, payload: bytes, timeout_s: float, cap: int) -> Tool
         proc.stdin.write(payload)
         proc.stdin.close()
     out, err, timed_out, truncated = collect(proc, start + timeout_s, cap)
-    _stop(worker)
+    stop(worker)
     code = -signal.SIGKILL if timed_out or truncated else proc.wait()
     text = [b.decode("utf-8", "replace") for b in (out, err)]
     return ToolResult(text[0], text[1], code, timed_out, truncated, time.perf_counter() - start)
-
-
-def collect(proc: subprocess.Popen[bytes], deadline: float, cap: int) -> tuple[bytes, bytes, bool, bool]:
-    """Read stdout and stderr until both close: ``(out, err, timed_out, truncated)``, each kept <= ``cap``."""
-    streams: dict[IO[bytes], bytearray] = {s: bytearray() for s in (proc.stdout, proc.stderr) if s is not None}
-    bufs = list(streams.values())
-    with selectors.DefaultSelector() as sel:
-        for stream in streams:
-            sel.register(stream, selectors.EVENT_READ)
-        while sel.get_map():
-            left = deadline - time.perf_counter()
-            if left <= 0:
-                return bytes(bufs[0]), bytes(bufs[1]), True, False
-            for key, _ in sel.select(left):
-                chunk = os.read(key.fd, 65536)
-                if not chunk:
-                    sel.unregister(key.fileobj)
-                    continue
-                buf = streams[key.fileobj]  # type: ignore[index]
-                buf += chunk
-                if len(buf) > cap:
-                    del buf[cap:]
-                    return bytes(bufs[0]), bytes(bufs[1]), False, True
-    return bytes(bufs[0]), bytes(bufs[1]), False, False
-
-
-def _stop(worker: _Worker, close: bool = True) -> None:
-    """End a worker so that nothing of it survives, reap it and (``close``) release its pipes.
-
-    The sandbox's init (bwrap's child, in its own session) gets SIGKILL first: the kernel then kills
-    every process left in its pid namespace before bwrap can reap it, so once bwrap has exited the
-    namespace is empty. bwrap's process group is killed after that, or at once when the child's pid
-    is unknown (a worker that never came up, or ``unsafe_local``).
-    """
-    proc = worker.proc
-    if proc.poll() is None and worker.child_pid is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(worker.child_pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=2.0)
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-    if not close:
-        return
-    if worker.info_fd is not None:
-        os.close(worker.info_fd)
-        worker.info_fd = None
-    for stream in (proc.stdin, proc.stdout, proc.stderr):
-        if stream is not None and not stream.closed:
-            stream.close()
 
 
 def run_unsafe(code: str, timeout_s: float, memory_mb: int, files: dict[str, str], cfg: SandboxConfig) -> ToolResult:
@@ -365,8 +237,8 @@ def run_unsafe(code: str, timeout_s: float, memory_mb: int, files: dict[str, str
         stacklevel=3,
     )
     with tempfile.TemporaryDirectory(prefix="clew-tool-") as scratch:
-        worker = _Worker(_popen(interpreter_command(sys.executable, BOOTSTRAP), cwd=scratch))
-        _wait_ready(worker, cfg.startup_timeout_s)
+        worker = Worker(popen(interpreter_command(sys.executable, BOOTSTRAP), cwd=scratch))
+        wait_ready(worker, cfg.startup_timeout_s)
         return execute(worker, job_payload(code, timeout_s, memory_mb, files, cfg), timeout_s, cfg.max_output_bytes)
 
 
