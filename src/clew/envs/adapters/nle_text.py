@@ -71,7 +71,7 @@ class NLEText:
         if max_steps is not None:
             kwargs["max_episode_steps"] = max_steps
         self.task, self.game = task, game
-        self.env = gym.make(env_id, **kwargs)
+        self.env = gym.make(env_id, disable_env_checker=True, **kwargs)  # its checker warns on NLE's shared arrays
         self.actions = [action_name(a) for a in self.env.unwrapped.actions]
         self.limit = int(max_steps or getattr(self.env.unwrapped, "_max_episode_steps", 0) or 10_000)
         self._finished, self.total = True, 0.0
