@@ -4,6 +4,7 @@ process or a cluster's ranks), the rollout engine with its weight link, the reco
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -258,6 +259,7 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
     turns = [t for e in won for t in e.turns if t.action_ids]  # expert can fail: SFT copies its wins only
     # a scripted expert has no summaries to show: context edits are learned by RL alone
     rows = [(t.prompt_ids, t.action_ids) for t in turns if t.env_step]
+    warn_short_budget(rows, cfg.rollout.max_new_tokens)
     losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
     policy = weights.fold_adapters(policy)
     demo = summarize(episodes)
@@ -268,6 +270,20 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
     policy.model.save_pretrained(session.run_dir / "sft" / "policy")
     policy.tokenizer.save_pretrained(session.run_dir / "sft" / "policy")
     return policy
+
+
+def warn_short_budget(rows: list[tuple[list[int], list[int]]], max_new_tokens: int) -> None:
+    """Say so before SFT trains when the demos' actions do not fit the rollout's token budget: every such action
+    would end its episode at ``max_new_tokens`` (a run that looks like a weak policy for its whole length)."""
+    longest = max((len(ids) for _, ids in rows), default=0)  # the stop token included
+    too_long = sum(len(ids) > max_new_tokens for _, ids in rows)
+    if too_long:
+        warnings.warn(
+            f"{too_long} of {len(rows)} SFT demo actions take more than rollout.max_new_tokens={max_new_tokens} "
+            f"tokens (the longest {longest}, its stop token included): the policy cannot finish those actions; "
+            f"set rollout.max_new_tokens={longest} or more",
+            stacklevel=2,
+        )
 
 
 def check_env_serves(cfg: RunConfig) -> None:
