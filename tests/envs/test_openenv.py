@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -341,6 +342,20 @@ def test_echo_package_in_process(echo_pkg: Path) -> None:
     r2 = env.step("bye")
     assert r2.truncated and not r2.terminated
     check_env(OpenEnv("clew_echo", max_steps=3), seeds=(0, 1))
+
+
+def test_servers_started_side_by_side_each_get_their_own_port(echo_pkg: Path) -> None:
+    """Each server binds its own port and names it (no port picked free here and bound later there)."""
+    with ThreadPoolExecutor(3) as pool:
+        served = list(pool.map(lambda _: OpenEnv("clew_echo", app="clew_echo.server.app:app", max_steps=3), range(3)))
+    try:
+        assert len({env.base_url for env in served}) == 3
+        for i, env in enumerate(served):
+            env.reset(i)
+            assert env.step(f"m{i}").observation == f"echoed_message: m{i}\nmessage_length: 2"
+    finally:
+        for env in served:
+            env.close()
 
 
 def test_echo_app_server_and_remote(echo_pkg: Path) -> None:

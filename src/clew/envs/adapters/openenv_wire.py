@@ -12,7 +12,6 @@ import inspect
 import json
 import os
 import re
-import socket
 import subprocess
 import sys
 import tempfile
@@ -174,7 +173,7 @@ class Remote:
 
 
 LAUNCHER = """
-import functools, json, os, sys, threading
+import functools, json, os, socket, sys, threading
 import uvicorn
 def load(path):
     import importlib
@@ -194,42 +193,42 @@ else:
     from openenv.core.env_server.http_server import create_fastapi_app
     factory = functools.partial(load(spec["env"]), **spec["kwargs"])
     app = create_fastapi_app(factory, load(spec["action"]), load(spec["observation"]), max_concurrent_envs=1)
-uvicorn.run(app, host="127.0.0.1", port=spec["port"], log_level="warning")
+sock = socket.socket()
+sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn's own bind: the port is free again at exit
+sock.bind(("127.0.0.1", 0))  # bound here, so no other process can hold the port between its choice and its use
+with open(spec["port_file"] + ".part", "w") as out:
+    out.write(str(sock.getsockname()[1]))
+os.replace(spec["port_file"] + ".part", spec["port_file"])
+uvicorn.Server(uvicorn.Config(app, log_level="warning")).run(sockets=[sock])
 """
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class LocalServer:
     """A uvicorn subprocess serving one OpenEnv env (``spec``: ``{"app": "mod:app"}`` or ``{"env", "action",
-    "observation", "kwargs"}``) on a free 127.0.0.1 port. It exits when closed, when this object is collected, and
-    when this process dies (it watches the stdin pipe this process holds)."""
+    "observation", "kwargs"}``) on a 127.0.0.1 port it binds itself and names in a file (so servers started side by
+    side never race for a port). It exits when closed, when this object is collected, and when this process dies
+    (it watches the stdin pipe this process holds)."""
 
     def __init__(self, spec: dict[str, Any], start_timeout_s: float) -> None:
-        port = free_port()
-        self.base_url = f"http://127.0.0.1:{port}"
+        self.base_url = ""
         self.log = tempfile.TemporaryFile()  # noqa: SIM115 (closed in close())
+        self._dir = tempfile.TemporaryDirectory(prefix="clew-openenv-")
+        port_file = os.path.join(self._dir.name, "port")
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in sys.path if p))
-        argv = [sys.executable, "-c", LAUNCHER, json.dumps({**spec, "port": port})]
+        argv = [sys.executable, "-c", LAUNCHER, json.dumps({**spec, "port_file": port_file})]
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=self.log, stderr=subprocess.STDOUT, env=env)
-        self._finalizer = weakref.finalize(self, _stop, self.proc, self.log)
+        self._finalizer = weakref.finalize(self, _stop, self.proc, self.log, self._dir)
         deadline = time.monotonic() + start_timeout_s
-        opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
         while True:
             if self.proc.poll() is not None:
                 tail = self._tail()
                 self.close()
                 raise InfraError(f"openenv: server exited with {self.proc.returncode}: {tail}")
-            try:
-                with opener.open(self.base_url + "/health", timeout=1.0) as resp:
-                    if resp.status == 200:
-                        return
-            except (urllib.error.URLError, OSError):
-                pass
+            if not self.base_url and os.path.exists(port_file):
+                with open(port_file) as named:
+                    self.base_url = f"http://127.0.0.1:{int(named.read())}"
+            if self.base_url and _healthy(self.base_url):
+                return
             if time.monotonic() > deadline:
                 tail = self._tail()
                 self.close()
@@ -244,7 +243,16 @@ class LocalServer:
         self._finalizer()
 
 
-def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:
+def _healthy(base_url: str) -> bool:
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+    try:
+        with opener.open(base_url + "/health", timeout=1.0) as resp:
+            return bool(resp.status == 200)
+    except (urllib.error.URLError, OSError):
+        return False
+
+
+def _stop(proc: subprocess.Popen[bytes], log: Any, folder: tempfile.TemporaryDirectory[str]) -> None:
     if proc.poll() is None:
         proc.terminate()
         try:
@@ -255,3 +263,4 @@ def _stop(proc: subprocess.Popen[bytes], log: Any) -> None:
     if proc.stdin is not None:
         proc.stdin.close()
     log.close()
+    folder.cleanup()
