@@ -28,7 +28,7 @@ class SandboxUnavailable(RuntimeError):
 
 @dataclass
 class Worker:
-    """A started sandbox: bwrap's process, the pipe where bwrap names its child, that child's host pid."""
+    """A started sandbox: bwrap's process, the pipe where bwrap names its child, that child's host pid and pidfd."""
 
     proc: subprocess.Popen[bytes]
     info_fd: int | None = None
