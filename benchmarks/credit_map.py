@@ -107,6 +107,22 @@ ESTIMATORS = {  # name -> config overrides; tempo and empg sit on GRPO's objecti
     "ppo": ["preset=ppo"],  # a value head and GAE (issue 32); dial-v0 has no gold answer, so no IGPO here
     "remax": ["preset=remax"],  # a greedy rollout of each task as the baseline (one extra episode per task)
     "loop": ["preset=loop"],  # leave-one-out PPO, its ratio window and |A| filter (issue 33)
+    # GiGPO's anchor states from the observation alone (issue 28, item 3), without the env's state_key(), which
+    # sees the hidden on/lost track: the text with numbers masked (merges the steps too: "Step # of #"), TF-IDF
+    # of that text (cosine >= 0.9), and the policy's last-layer state at the turn's last prompt token.
+    "gigpo-normalized": ["preset=gigpo", "credit.params.state_grouping=normalized"],
+    "gigpo-tfidf": [
+        "preset=gigpo",
+        "credit.params.state_grouping=similarity",
+        "credit.params.state_features=tfidf",
+        "credit.params.state_similarity=0.9",
+    ],
+    "gigpo-hidden": [
+        "preset=gigpo",
+        "credit.params.state_grouping=similarity",
+        "credit.params.state_features=hidden",
+        "credit.params.state_similarity=0.99",
+    ],
 }
 DEFAULT_ESTIMATORS = ("grpo", "rloo", "gigpo", "turn_returns")
 COMMON = [

@@ -115,6 +115,11 @@ def test_ordinary_learning_stays_quiet() -> None:
                 "rollout/success_rate": [0.34, 0.34, 0.47, 0.44, 0.41, 0.09, 0.2, 0.25, 0.3],
             },
         ),
+        # the step guard rejects every step: the policy stopped moving (credit map, horizon-100, GiGPO seed 0)
+        (
+            "guard_stall",
+            {"train/rejected_steps": [0, 0, 1, 2, 4, 4, 4, 4, 4], "train/optimizer_steps": [4, 4, 3, 2, 0, 0, 0, 0, 0]},
+        ),
     ],
 )
 def test_a_planted_hack_trips_its_detector(detector: str, series: dict[str, list[float]]) -> None:

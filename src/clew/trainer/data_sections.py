@@ -12,7 +12,8 @@ from pydantic import Field, field_validator, model_validator
 from clew.trainer.sections import _Frozen
 
 MONITOR_DETECTORS = ("length_drift", "repetition", "zero_variance", "invalid_rise", "entropy_collapse",
-                     "reward_without_heldout", "source_disagreement", "judge_failures", "turn_drift")  # fmt: skip
+                     "reward_without_heldout", "source_disagreement", "judge_failures", "turn_drift",
+                     "guard_stall")  # fmt: skip
 
 
 class MonitorConfig(_Frozen):
@@ -34,6 +35,9 @@ class MonitorConfig(_Frozen):
     judge_failures: float = Field(0.1, gt=0, le=1, description="failed judgements above this share in the last window")
     turn_drift: float = Field(
         0.5, gt=0, description="turns per episode grew by more than this share while training success did not rise"
+    )
+    guard_stall: float = Field(
+        0.9, gt=0, le=1, description="the step guard rejected more than this share of the last window's steps"
     )
     stop_on: tuple[str, ...] = Field((), description=f"detectors that stop the run: {', '.join(MONITOR_DETECTORS)}")
 

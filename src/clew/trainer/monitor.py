@@ -20,7 +20,11 @@ the last ``window`` iterations with the first ``window`` (so they need 2 x windo
 - ``turn_drift``: turns per episode grew by more than ``turn_drift`` (a share) while training success did not rise
   (a policy paid per step by a process judge that likes its steps takes more of them: measured in the judge study);
 - ``judge_failures``: more than ``judge_failures`` of the last window's judgements failed (timeouts, crashes,
-  unparsable twice: a policy that learns to break its judge shows up here, per policy version).
+  unparsable twice: a policy that learns to break its judge shows up here, per policy version);
+- ``guard_stall``: the step guard (``train.guard_max_kl``) rejected more than ``guard_stall`` of the last window's
+  optimizer steps: the policy has stopped moving while the run goes on. Seen on the credit map (horizon-100,
+  GiGPO seed 0): after a step that put a few probe tokens from p ~ 1 to p ~ 0.3, every later step, even at an
+  eighth of the rate, put them back near 1 and read as a large KL, and 19 iterations went by without an update.
 """
 
 from __future__ import annotations
@@ -106,6 +110,13 @@ def turn_drift(records: Sequence[Record], evals: Sequence[Record], cfg: MonitorC
     success = _rose(records, cfg.window, "rollout/success_rate")
     grew = bool(first and last is not None and last / first - 1 > cfg.turn_drift)
     return grew and (success is None or success <= 0)
+
+
+def guard_stall(records: Sequence[Record], evals: Sequence[Record], cfg: MonitorConfig) -> bool:
+    last = records[-cfg.window :] if len(records) >= cfg.window else []
+    rejected = sum(float(r.get("train/rejected_steps") or 0) for r in last)
+    accepted = sum(float(r.get("train/optimizer_steps") or 0) for r in last)
+    return rejected > 0 and rejected / (rejected + accepted) > cfg.guard_stall
 
 
 CHECKS: dict[str, Callable[[Sequence[Record], Sequence[Record], MonitorConfig], bool]] = {
