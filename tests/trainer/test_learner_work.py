@@ -24,8 +24,9 @@ from clew.trainer import checkpoint
 from clew.trainer import learner as learner_lib
 from clew.trainer.config import ObjectiveConfig, TrainConfig
 from clew.trainer.guard import undo_adamw_moments
-from clew.trainer.learner import Learner, training_mode
+from clew.trainer.learner import Learner
 from clew.trainer.sync import EngineLink, probe_prompts
+from clew.trainer.torch_helpers import training_mode
 
 
 def _rows(policy: HFPolicy, n: int = 12) -> list[TokenRow]:

@@ -13,7 +13,8 @@ from clew.policy import lora as lora_lib
 from clew.policy.hf import token_logprobs
 from clew.tensors import TokenRow, pack_batch
 from clew.trainer.config import ObjectiveConfig, TrainConfig
-from clew.trainer.learner import Learner, chunks, training_mode
+from clew.trainer.learner import Learner
+from clew.trainer.torch_helpers import chunks, training_mode
 
 
 def _episode_rows(lengths: list[int]) -> list[TokenRow]:

@@ -32,8 +32,8 @@ from clew.store.run import atomic_write_text
 from clew.store.trajectories import read_trajectories
 from clew.tensors import pack_spans
 from clew.trainer.data_sections import PreferenceConfig
-from clew.trainer.learner import chunks, compute_dtype
 from clew.trainer.states import span_logprobs
+from clew.trainer.torch_helpers import chunks, compute_dtype
 from clew.types import Episode
 
 Row = tuple[list[int], list[int]]  # (prompt ids, action ids)

@@ -20,9 +20,9 @@ import torch
 
 from clew.objectives.preference import dpo_loss
 from clew.policy.lora import trainable
-from clew.trainer.learner import adamw
 from clew.trainer.preference import preference_step
 from clew.trainer.states import span_logprobs
+from clew.trainer.torch_helpers import adamw
 
 Row = tuple[list[int], list[int]]  # (prompt ids, action ids)
 

@@ -11,7 +11,7 @@ from clew.policy.lora import trainable
 from clew.policy.scoring import action_logprobs
 from clew.tensors import pack_spans
 from clew.trainer.config import SFTConfig
-from clew.trainer.learner import adamw, chunks, compute_dtype
+from clew.trainer.torch_helpers import adamw, chunks, compute_dtype
 
 
 def sft(

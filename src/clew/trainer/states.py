@@ -11,7 +11,7 @@ import torch
 
 from clew.policy.scoring import action_logprobs, eval_mode, head_split
 from clew.tensors import TokenRow, left_pad, pack_spans, positions
-from clew.trainer.learner import chunks, compute_dtype
+from clew.trainer.torch_helpers import chunks, compute_dtype
 
 
 def prompt_states(
