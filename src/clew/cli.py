@@ -192,7 +192,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _reporter(bar: Progress, job: Any) -> Any:
+    sft_job = None  # a second bar, added when SFT reports its first steps
+
     def report(kind: str, record: dict[str, float]) -> None:
+        nonlocal sft_job
         if kind == "iteration":
             text = (
                 f"it {record['iteration']:>3}  success {record['rollout/success_rate']:.2f}  "
@@ -206,6 +209,10 @@ def _reporter(bar: Progress, job: Any) -> Any:
             )
         elif kind == "warning":
             bar.console.print(f"warning: {record['message']}", style="yellow", markup=False)
+        elif kind == "sft_step":
+            if sft_job is None:
+                sft_job = bar.add_task("SFT", total=record["sft/steps"])
+            bar.update(sft_job, completed=record["sft/step"], description=f"SFT  loss {record['sft/loss']:.3f}")
         elif kind == "sft":
             bar.console.print(
                 f"SFT: {record['sft/rows']} rows, loss {record['sft/loss_first']:.3f} -> {record['sft/loss_last']:.3f}"

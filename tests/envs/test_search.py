@@ -40,6 +40,26 @@ def test_the_corpus_is_deterministic_and_its_chains_hold() -> None:
         corpus.question(0, 5)
 
 
+def test_asking_for_the_river_or_either_keeps_the_chains() -> None:
+    """``ask`` changes the fact asked of the last city, never the chain; ``either`` draws both kinds, and the fact
+    not asked for is a wrong answer the last document also states."""
+    corpus = synthetic_corpus(300, 7)
+    docs = {d.doc_id: d for d in corpus.docs}
+    drawn = {"country": 0, "river": 0}
+    for hops in (2, 3, 4):
+        for seed in range(20):
+            country, river, either = (corpus.question(seed, hops, ask) for ask in ("country", "river", "either"))
+            assert country.chain == river.chain == either.chain
+            assert river.text.startswith("On which river lies the city where") and river.answer != country.answer
+            assert river.answer in docs[river.chain[-1]].text and river.alternatives == (country.answer,)
+            kind = "country" if either == country else "river"
+            assert either == (country if kind == "country" else river)
+            drawn[kind] += 1
+    assert min(drawn.values()) > 10
+    with pytest.raises(ValueError, match="'country' only at 1 hop"):
+        corpus.question(0, 1, "river")
+
+
 @pytest.mark.parametrize("hops", [1, 2, 3, 4])
 def test_the_expert_answers_in_the_fewest_steps(hops: int) -> None:
     env = make_env("search/synthetic", hops=hops, size=500)
@@ -52,7 +72,9 @@ def test_the_expert_answers_in_the_fewest_steps(hops: int) -> None:
         assert result.info["em"] and result.reward == 1.0 and steps == 2 * hops + 1 == result.info["optimal_steps"]
 
 
-@pytest.mark.parametrize("kwargs", [{"hops": 1}, {"hops": 3, "k": 5}, {"hops": 2, "reward": "f1"}])
+@pytest.mark.parametrize(
+    "kwargs", [{"hops": 1}, {"hops": 3, "k": 5}, {"hops": 2, "reward": "f1"}, {"hops": 2, "ask": "either"}]
+)
 def test_passes_check_env(kwargs: dict[str, object]) -> None:
     assert check_env(make_env("search/synthetic", size=300, **kwargs)).episodes == 3
 
@@ -72,7 +94,14 @@ def test_invalid_actions_cost_a_turn_and_running_out_truncates() -> None:
 
 @pytest.mark.parametrize(
     ("kwargs", "message"),
-    [({"hops": 5}, "hops"), ({"reward": "bleu"}, "reward"), ({"k": 0}, "k must"), ({}, "jsonl needs")],
+    [
+        ({"hops": 5}, "hops"),
+        ({"reward": "bleu"}, "reward"),
+        ({"k": 0}, "k must"),
+        ({}, "jsonl needs"),
+        ({"ask": "city"}, "ask must"),
+        ({"hops": 1, "ask": "river"}, "ask must"),
+    ],
 )
 def test_bad_arguments_are_refused_by_name(kwargs: dict[str, object], message: str) -> None:
     name = "search/jsonl" if message == "jsonl needs" else "search/synthetic"

@@ -378,3 +378,17 @@ def test_sft_microbatches_accumulate_the_whole_batch_gradient(tiny_dir: Path, mo
     assert losses[0] == pytest.approx(losses[1], rel=1e-6)
     whole, split = made[0].grads[0], made[1].grads[0]
     assert all(torch.allclose(a, b, rtol=1e-4, atol=1e-7) for a, b in zip(whole, split, strict=True))
+
+
+def test_sft_reports_every_step_to_the_progress_bar(tiny_dir: Path) -> None:
+    """``on_step`` hears each optimizer step with the whole run's step count (epochs x batches, a partial last
+    batch included) and the loss that step returned."""
+    from clew.trainer import sft as sft_lib
+    from clew.trainer.config import SFTConfig
+
+    rows = [([1, 2, 3 + i], [7, 8]) for i in range(5)]
+    heard: list[tuple[int, int, float]] = []
+    losses = sft_lib.sft(HFPolicy.from_pretrained(tiny_dir), rows, SFTConfig(enabled=True, epochs=2, batch_rows=2), 0,
+                         on_step=lambda done, total, loss: heard.append((done, total, loss)))  # fmt: skip
+    assert [(d, t) for d, t, _ in heard] == [(i, 6) for i in range(1, 7)]
+    assert [loss for _, _, loss in heard] == losses

@@ -260,7 +260,13 @@ def warm_start(session: Session, policy: HFPolicy) -> HFPolicy:
     # a scripted expert has no summaries to show: context edits are learned by RL alone
     rows = [(t.prompt_ids, t.action_ids) for t in turns if t.env_step]
     warn_short_budget(rows, cfg.rollout.max_new_tokens)
-    losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype)
+    report = session.report
+
+    def on_step(done: int, total: int, loss: float) -> None:  # the CLI's bar only: metrics.jsonl keeps the summary
+        if report and (done % 10 == 0 or done == total):
+            report("sft_step", {"sft/step": done, "sft/steps": total, "sft/loss": loss})
+
+    losses = sft(policy, rows, cfg.sft, derive_seed(cfg.seed, "sft-shuffle"), cfg.train.dtype, on_step)
     policy = weights.fold_adapters(policy)
     demo = summarize(episodes)
     record = {"sft/rows": len(rows), "sft/loss_first": losses[0], "sft/loss_last": losses[-1]}

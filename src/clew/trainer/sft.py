@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -13,16 +13,25 @@ from clew.tensors import pack_spans
 from clew.trainer.config import SFTConfig
 from clew.trainer.torch_helpers import adamw, chunks, compute_dtype
 
+StepReport = Callable[[int, int, float], None]  # (steps done, steps in all, the last step's loss)
+
 
 def sft(
-    policy: HFPolicy, rows: Sequence[tuple[list[int], list[int]]], cfg: SFTConfig, seed: int, dtype: str = "float32"
+    policy: HFPolicy,
+    rows: Sequence[tuple[list[int], list[int]]],
+    cfg: SFTConfig,
+    seed: int,
+    dtype: str = "float32",
+    on_step: StepReport | None = None,
 ) -> list[float]:
     """Cross-entropy on action tokens only (token mean per batch); returns the loss per step.
 
-    Trains what RL trains: every weight, or a LoRA policy's adapters."""
+    Trains what RL trains: every weight, or a LoRA policy's adapters. ``on_step`` hears of every optimizer step
+    (the CLI's progress bar)."""
     params = trainable(policy.model)
     optimizer = adamw(params, lr=cfg.lr)
-    losses = []
+    total_steps = cfg.epochs * -(-len(rows) // cfg.batch_rows)
+    losses: list[float] = []
     policy.model.train()
     for epoch in range(cfg.epochs):
         order = torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed + epoch)).tolist()
@@ -40,5 +49,7 @@ def sft(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             losses.append(float(loss.detach()))
+            if on_step:
+                on_step(len(losses), total_steps, losses[-1])
     policy.model.eval()
     return losses

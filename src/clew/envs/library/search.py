@@ -9,11 +9,12 @@ Actions, one per turn (case-insensitive prefix):
 
 Anything else, or an unknown document, is an invalid action: it costs a turn and returns an error observation; the
 env never raises on model output. Corpora: ``search/synthetic`` (``clew.envs.library.search_corpus``: ``size``
-documents from ``corpus_seed``, questions of ``hops`` hops) or ``search/jsonl`` (``docs``: a JSONL of ``{"id",
-"title", "text"}``, ``questions``: a JSONL of ``{"question", "answer", "chain"?}`` with ``chain`` the doc ids to
-open in order, which the scripted expert follows). The state key is how many documents of the gold chain have
-been opened in order and whether the next one has been listed; the expert searches for the next document's title,
-opens it, and answers after the last. Indexes are built once per machine (``<cache>/search``).
+documents from ``corpus_seed``, questions of ``hops`` hops asking for the last city's ``ask``: ``country``, ``river``
+or ``either``) or ``search/jsonl`` (``docs``: a JSONL of ``{"id", "title", "text"}``, ``questions``: a JSONL of
+``{"question", "answer", "chain"?}`` with ``chain`` the doc ids to open in order, which the scripted expert follows).
+The state key is how many documents of the gold chain have been opened in order and whether the next one has been
+listed; the expert searches for the next document's title, opens it, and answers after the last. Indexes are built
+once per machine (``<cache>/search``).
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from clew.envs.base import PickledSnapshot, StepResult, ensure_running
-from clew.envs.library.search_corpus import MAX_HOPS, Question, synthetic_corpus
+from clew.envs.library.search_corpus import ASKS, MAX_HOPS, Question, synthetic_corpus
 from clew.paths import cache_root
 from clew.tools.search import Doc, SearchIndex, format_doc, format_hits
 
@@ -82,7 +83,7 @@ class SearchEnv(PickledSnapshot):
 
     def __init__(self, corpus: str = "synthetic", size: int = 1000, hops: int = 2, corpus_seed: int = 0, k: int = 3,
                  max_steps: int | None = None, reward: str = "em", docs: str | None = None,
-                 questions: str | None = None) -> None:  # fmt: skip
+                 questions: str | None = None, ask: str = "country") -> None:  # fmt: skip
         if corpus not in ("synthetic", "jsonl"):
             raise ValueError(f"search corpus must be 'synthetic' or 'jsonl', got {corpus!r}")
         if not 1 <= hops <= MAX_HOPS:
@@ -91,10 +92,14 @@ class SearchEnv(PickledSnapshot):
             raise ValueError(f"search reward must be 'em' or 'f1', got {reward!r}")
         if not 1 <= k <= 20:
             raise ValueError(f"search k must be in [1, 20], got {k}")
+        if ask not in ASKS or (hops == 1 and ask != "country"):
+            raise ValueError(f"search ask must be one of {ASKS} ('country' only at 1 hop), got {ask!r}")
+        if corpus == "jsonl" and ask != "country":
+            raise ValueError("search ask is for the synthetic corpus; a JSONL corpus's questions are its own")
         if corpus == "jsonl" and not (docs and questions):
             raise ValueError("search/jsonl needs docs=<path.jsonl> and questions=<path.jsonl>")
         self.corpus, self.size, self.hops, self.corpus_seed, self.k = corpus, size, hops, corpus_seed, k
-        self.reward, self.docs_path, self.questions_path = reward, docs, questions
+        self.reward, self.docs_path, self.questions_path, self.ask = reward, docs, questions, ask
         self.max_steps = max_steps or 2 * hops + 2
         self._finished = True
 
@@ -108,7 +113,7 @@ class SearchEnv(PickledSnapshot):
     def reset(self, seed: int) -> str:
         fixed = self.collection.questions
         if fixed is None:
-            self.question = synthetic_corpus(self.size, self.corpus_seed).question(seed, self.hops)
+            self.question = synthetic_corpus(self.size, self.corpus_seed).question(seed, self.hops, self.ask)
         else:
             self.question = fixed[random.Random(seed).randrange(len(fixed))]
         self.progress, self.steps, self.listed = 0, 0, set[str]()
@@ -180,5 +185,6 @@ class SearchEnv(PickledSnapshot):
         by_id = self.collection.index.by_id
         titles = [by_id[d].title for d in self.question.chain if d in by_id]
         actions = [f"search: {t}" for t in titles] + [f"open: {d}" for d in sorted(self.listed)[:5]]
-        actions += [f"answer: {t}" for t in titles if normalise(t) != normalise(self.question.answer)]
+        wrong = [*titles, *self.question.alternatives]
+        actions += [f"answer: {t}" for t in wrong if normalise(t) != normalise(self.question.answer)]
         return sorted({*actions, self.expert_action()})

@@ -11,6 +11,10 @@ questions:
 - 4 hops, person -> employer -> founder -> born in -> country: "In which country was the founder of the company
   that P works for born?"
 
+At 2 hops or more a question can ask for the river of that last city instead of its country (``ask="river"``,
+"On which river lies the city where P was born?"), or either, drawn per question (``ask="either"``): an agent
+that no longer sees the question when it reads the city's document (a short window) cannot tell which fact to give.
+
 Each question carries its gold chain (the documents to open, in order) and its answer. A corpus of ``size``
 documents holds about 2 % countries, 5 % cities, 40 % people, 10 % companies and distractors for the rest.
 """
@@ -31,6 +35,7 @@ JOBS = ["chemist", "painter", "engineer", "farmer", "sailor", "teacher", "judge"
 INDUSTRIES = ["shipping", "software", "mining", "textile", "banking", "brewing", "printing", "glass"]
 SUFFIXES = ["Labs", "Works", "Holdings", "Group", "Mills", "Trading", "Foundry", "Partners"]
 MAX_HOPS = 4
+ASKS = ("country", "river", "either")
 
 
 def _word(rng: random.Random, syllables: int) -> str:
@@ -43,6 +48,7 @@ class Question:
     answer: str
     chain: tuple[str, ...]  # doc ids to open, in order
     hops: int
+    alternatives: tuple[str, ...] = ()  # wrong answers the last document also states (the fact not asked for)
 
 
 @dataclass(frozen=True)
@@ -53,10 +59,13 @@ class Corpus:
     facts: dict[str, dict[str, str]]  # doc id -> relation -> doc id (or a value)
     titles: dict[str, str]
 
-    def question(self, seed: int, hops: int) -> Question:
-        """The question of ``hops`` hops drawn by ``seed`` (a person or company with the relations it needs)."""
+    def question(self, seed: int, hops: int, ask: str = "country") -> Question:
+        """The question of ``hops`` hops drawn by ``seed`` (a person or company with the relations it needs); ``ask``
+        is the last city's fact asked for at 2 hops or more (module docstring)."""
         if not 1 <= hops <= MAX_HOPS:
             raise ValueError(f"search questions have 1 to {MAX_HOPS} hops, got {hops}")
+        if ask not in ASKS or (hops == 1 and ask != "country"):
+            raise ValueError(f"search ask must be one of {ASKS} ('country' only at 1 hop), got {ask!r} at {hops}")
         rng = random.Random(seed * 7919 + hops)
         for _ in range(1000):
             start = rng.choice(self.companies if hops == 3 else self.people)
@@ -65,12 +74,21 @@ class Corpus:
                 break
         else:
             raise ValueError("the corpus is too small to draw a question with a chain of distinct documents")
-        answer = self.titles[self.facts[chain[-1]]["born_in" if hops == 1 else "country"]]
         name = self.titles[start]
-        text = {1: f"In which city was {name} born?", 2: f"In which country was {name} born?",
-                3: f"In which country was the founder of {name} born?",
-                4: f"In which country was the founder of the company that {name} works for born?"}[hops]  # fmt: skip
-        return Question(text, answer, chain, hops)
+        if hops == 1:
+            return Question(f"In which city was {name} born?", self.titles[self.facts[start]["born_in"]], chain, 1)
+        if ask == "either":  # its own stream: the chains drawn above are the same whatever is asked
+            ask = random.Random(seed * 7919 + hops + 104_729).choice(("country", "river"))
+        city = self.facts[chain[-1]]
+        facts = {"country": self.titles[city["country"]], "river": city["river"]}
+        answer = facts.pop(ask)
+        whose = {2: name, 3: f"the founder of {name}", 4: f"the founder of the company that {name} works for"}[hops]
+        text = (
+            f"In which country was {whose} born?"
+            if ask == "country"
+            else f"On which river lies the city where {whose} was born?"
+        )
+        return Question(text, answer, chain, hops, tuple(facts.values()))
 
     def _chain(self, start: str, hops: int) -> tuple[str, ...] | None:
         f = self.facts
@@ -121,8 +139,10 @@ def synthetic_corpus(size: int = 1000, seed: int = 0) -> Corpus:
         mine = [c for c in cities if city_country[c] == k][:4]
         docs.append(Doc(ids[k], k, f"{k} is a country." + (f" Its cities include {', '.join(mine)}." if mine else "")))
     for c in cities:
-        facts[ids[c]] = {"country": ids[city_country[c]]}
-        docs.append(Doc(ids[c], c, f"{c} is a city in {city_country[c]}. It lies on the {rng.choice(rivers)} river."))
+        facts[ids[c]] = {"country": ids[city_country[c]], "river": rng.choice(rivers)}  # the river: a name, no doc
+        docs.append(
+            Doc(ids[c], c, f"{c} is a city in {city_country[c]}. It lies on the {facts[ids[c]]['river']} river.")
+        )
     founders = {x: rng.choice(people) for x in companies}
     for p in people:
         born, employer = rng.choice(cities), rng.choice(companies)
