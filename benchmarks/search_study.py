@@ -1,6 +1,7 @@
 """Multi-hop search (issue 30): does RL lift 2-hop success, and which context carries what earlier turns found?
 
-Usage: python benchmarks/search_study.py [--contexts window summary memory] [--seeds N] [--out DIR] [--report-only]
+Usage: python benchmarks/search_study.py [--contexts window summary memory] [--seeds N] [--start SFT_DIR]
+       [--out DIR] [--report-only]
 
 ``configs/search-2hop.yaml`` (2-hop questions over a generated 1,000-document corpus; ``search: q``, ``open: id``,
 ``answer: text``; exact match) trained once per context and seed: SFT on the scripted searcher (its demos rendered
@@ -12,6 +13,10 @@ turns are hidden state here: the answer needs the second document, whose title i
 - ``summary``: the policy writes a summary every 2 env turns that replaces the history (learned by RL alone: the
   expert's demos carry empty summaries);
 - ``memory``: ``<memory>...</memory>`` blocks in actions keep a note beside the last exchange (also RL alone).
+
+``--start SFT_DIR`` skips each run's own SFT and starts every context from that policy (``policy.model=SFT_DIR
+sft.enabled=false``; a run's ``sft/policy``): one warm start shared by the arms, rendered in the window's prompts,
+so the other contexts meet their own prompt layout first in RL (their before-RL evaluation shows what that costs).
 
 Runs are cached by their overrides (``benchmarks/study.py``); ``--report-only`` reports what finished. Writes
 ``DIR/search.json`` and ``DIR/search.md``.
@@ -40,9 +45,10 @@ CONTEXTS = {
 }
 
 
-def overrides(context: str, seed: int) -> list[str]:
+def overrides(context: str, seed: int, start: Path | None = None) -> list[str]:
+    shared = [f"policy.model={start}", "sft.enabled=false"] if start else []
     return [CONTEXTS[context], f"seed={seed}", "eval.every=0", "eval.at_start=true", f"eval.episodes={EPISODES}",
-            "checkpoint_every=1000"]  # fmt: skip
+            "checkpoint_every=1000", *shared]  # fmt: skip
 
 
 def evals(run: Path) -> list[dict[str, Any]]:
@@ -80,6 +86,7 @@ def main() -> None:
     parser.add_argument("--contexts", nargs="+", default=list(CONTEXTS), choices=list(CONTEXTS))
     parser.add_argument("--seeds", type=int, default=1)
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--start", type=Path, help="a policy every context starts from (no SFT of its own)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "search")
     parser.add_argument("--report-only", action="store_true")
     args = parser.parse_args()
@@ -87,8 +94,9 @@ def main() -> None:
         for seed in range(args.seeds):
             for context in args.contexts:
                 run = args.out / f"{context}-s{seed}"
-                if not finished(run, overrides(context, seed)):
-                    train_run(run, overrides(context, seed), args.threads, CONFIG)
+                given = overrides(context, seed, args.start)
+                if not finished(run, given):
+                    train_run(run, given, args.threads, CONFIG)
     report(args.out, args.contexts, args.seeds)
 
 
