@@ -5,9 +5,12 @@ Usage: python benchmarks/search_study.py [--contexts window summary memory] [--s
 
 ``configs/search-2hop.yaml`` (2-hop questions over a generated 1,000-document corpus; ``search: q``, ``open: id``,
 ``answer: text``; exact match) trained once per context and seed: SFT on the scripted searcher (its demos rendered
-in that context's prompts), then 20 GRPO iterations; held-out success (256 questions on eval seeds no training task
-uses, temperature 1) before RL (after SFT) and after, with Wilson 95 % intervals. The documents opened on earlier
-turns are hidden state here: the answer needs the second document, whose title is only in the first.
+in that context's prompts), then 40 GRPO iterations of 16 questions x 8; held-out success (256 questions on eval
+seeds no training task uses, temperature 1) before RL (after SFT) and after, with Wilson 95 % intervals. Each step
+of the expert's path needs only the current observation (the question, the hits, the person's document naming the
+city, the city's document naming the country): a one-exchange window loses nothing the expert uses, so this
+measures what a context costs, not what it adds (``env.kwargs.ask=either``, where the question itself falls out of
+the window, is the task where it would add).
 
 - ``window``: the last exchange and the current observation (``turns: 1``, the config's own);
 - ``summary``: the policy writes a summary every 2 env turns that replaces the history (learned by RL alone: the
