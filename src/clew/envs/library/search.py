@@ -29,7 +29,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from clew.envs.base import PickledSnapshot, StepResult, ensure_running
-from clew.envs.library.search_corpus import ASKS, MAX_HOPS, Question, synthetic_corpus
+from clew.envs.library.search_corpus import MAX_HOPS, Question, check_ask, synthetic_corpus
 from clew.paths import cache_root
 from clew.tools.search import Doc, SearchIndex, format_doc, format_hits
 
@@ -92,8 +92,7 @@ class SearchEnv(PickledSnapshot):
             raise ValueError(f"search reward must be 'em' or 'f1', got {reward!r}")
         if not 1 <= k <= 20:
             raise ValueError(f"search k must be in [1, 20], got {k}")
-        if ask not in ASKS or (hops == 1 and ask != "country"):
-            raise ValueError(f"search ask must be one of {ASKS} ('country' only at 1 hop), got {ask!r}")
+        check_ask(ask, hops)
         if corpus == "jsonl" and ask != "country":
             raise ValueError("search ask is for the synthetic corpus; a JSONL corpus's questions are its own")
         if corpus == "jsonl" and not (docs and questions):

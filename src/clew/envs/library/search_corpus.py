@@ -38,6 +38,11 @@ MAX_HOPS = 4
 ASKS = ("country", "river", "either")
 
 
+def check_ask(ask: str, hops: int) -> None:
+    if ask not in ASKS or (hops == 1 and ask != "country"):
+        raise ValueError(f"search ask must be one of {ASKS} ('country' only at 1 hop), got {ask!r} at {hops} hops")
+
+
 def _word(rng: random.Random, syllables: int) -> str:
     return "".join(rng.choice(ONSETS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(syllables)).capitalize()
 
@@ -64,8 +69,7 @@ class Corpus:
         is the last city's fact asked for at 2 hops or more (module docstring)."""
         if not 1 <= hops <= MAX_HOPS:
             raise ValueError(f"search questions have 1 to {MAX_HOPS} hops, got {hops}")
-        if ask not in ASKS or (hops == 1 and ask != "country"):
-            raise ValueError(f"search ask must be one of {ASKS} ('country' only at 1 hop), got {ask!r} at {hops}")
+        check_ask(ask, hops)
         rng = random.Random(seed * 7919 + hops)
         for _ in range(1000):
             start = rng.choice(self.companies if hops == 3 else self.people)
@@ -83,12 +87,11 @@ class Corpus:
         facts = {"country": self.titles[city["country"]], "river": city["river"]}
         answer = facts.pop(ask)
         whose = {2: name, 3: f"the founder of {name}", 4: f"the founder of the company that {name} works for"}[hops]
-        text = (
-            f"In which country was {whose} born?"
-            if ask == "country"
-            else f"On which river lies the city where {whose} was born?"
-        )
-        return Question(text, answer, chain, hops, tuple(facts.values()))
+        asked = {
+            "country": f"In which country was {whose} born?",
+            "river": f"On which river lies the city where {whose} was born?",
+        }
+        return Question(asked[ask], answer, chain, hops, tuple(facts.values()))
 
     def _chain(self, start: str, hops: int) -> tuple[str, ...] | None:
         f = self.facts
@@ -139,10 +142,9 @@ def synthetic_corpus(size: int = 1000, seed: int = 0) -> Corpus:
         mine = [c for c in cities if city_country[c] == k][:4]
         docs.append(Doc(ids[k], k, f"{k} is a country." + (f" Its cities include {', '.join(mine)}." if mine else "")))
     for c in cities:
-        facts[ids[c]] = {"country": ids[city_country[c]], "river": rng.choice(rivers)}  # the river: a name, no doc
-        docs.append(
-            Doc(ids[c], c, f"{c} is a city in {city_country[c]}. It lies on the {facts[ids[c]]['river']} river.")
-        )
+        river = rng.choice(rivers)  # a name, no document of its own
+        facts[ids[c]] = {"country": ids[city_country[c]], "river": river}
+        docs.append(Doc(ids[c], c, f"{c} is a city in {city_country[c]}. It lies on the {river} river."))
     founders = {x: rng.choice(people) for x in companies}
     for p in people:
         born, employer = rng.choice(cities), rng.choice(companies)
